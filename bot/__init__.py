@@ -1,0 +1,1 @@
+"""The Teams surface: the Bot Framework endpoint, commands, cards and proactive sends."""

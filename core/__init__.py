@@ -1,0 +1,1 @@
+"""Plumbing shared by every room: settings, database, logging, errors. Imports nothing of ours."""

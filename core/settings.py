@@ -1,0 +1,302 @@
+"""Every setting Syncwarden reads, in one typed tree.
+
+Settings come from environment variables prefixed ``SYNCWARDEN_`` (nested groups joined with
+``__``, e.g. ``SYNCWARDEN_GRAPH__CLIENT_ID``) and from a ``.env`` file when one is present.
+Secrets are ``SecretStr`` so that printing or logging a settings object never shows them.
+
+Validation that depends on the *mode* (what production demands) lives in :func:`find_problems`
+rather than in pydantic validators: ``syncwarden config check`` must be able to load a broken
+configuration and list every problem at once instead of stopping at the first.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+SUPPORTED_DATABASE_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/syncwarden.db"
+
+
+class Mode(StrEnum):
+    """Whether Syncwarden talks to the sandbox tenant or to a real Microsoft 365 tenant."""
+
+    SANDBOX = "sandbox"
+    PRODUCTION = "production"
+
+
+class Cloud(StrEnum):
+    """The Microsoft cloud the tenant lives in; it decides the login, Graph and Exchange hosts."""
+
+    GLOBAL = "global"
+    US_GOVERNMENT = "usgov"
+    CHINA = "china"
+
+
+class LogFormat(StrEnum):
+    AUTO = "auto"
+    CONSOLE = "console"
+    JSON = "json"
+
+
+class HttpSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(default=3978, ge=1, le=65535)
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    shutdown_timeout_seconds: float = Field(default=30.0, ge=0)
+
+
+class BotSettings(BaseModel):
+    """The Teams bot's identity (its Entra app registration) and how Bot Framework tokens are checked."""
+
+    app_id: str | None = None
+    tenant_id: str | None = None
+    client_secret: SecretStr | None = None
+    certificate_path: Path | None = None
+    managed_identity: bool = False
+    allow_anonymous: bool = False
+
+    @property
+    def has_credential(self) -> bool:
+        return bool(self.client_secret or self.certificate_path or self.managed_identity)
+
+
+class GraphSettings(BaseModel):
+    """The app registration Syncwarden uses to call Microsoft Graph (and Exchange Online)."""
+
+    tenant_id: str | None = None
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    certificate_path: Path | None = None
+    certificate_password: SecretStr | None = None
+    managed_identity: bool = False
+    cloud: Cloud = Cloud.GLOBAL
+    ca_bundle: Path | None = None
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    sync_group_id: str | None = None
+
+    @property
+    def has_credential(self) -> bool:
+        return bool(self.client_secret or self.certificate_path or self.managed_identity)
+
+
+class ExchangeSettings(BaseModel):
+    """Exchange Online admin API, used only when the sync group is mail-enabled."""
+
+    base_url: str | None = None
+    timeout_seconds: float = Field(default=60.0, gt=0)
+
+
+class DatabaseSettings(BaseModel):
+    url: SecretStr = SecretStr(DEFAULT_DATABASE_URL)
+    echo: bool = False
+    pool_size: int = Field(default=5, ge=1)
+
+
+class SchedulerSettings(BaseModel):
+    enabled: bool = True
+    timezone: str = "UTC"
+    sync_interval_minutes: int = Field(default=5, ge=1)
+
+
+class AlertSettings(BaseModel):
+    credential_thresholds_days: list[int] = Field(default_factory=lambda: [60, 30, 14, 7, 3, 1])
+    runbook_url: str | None = None
+
+
+class LogSettings(BaseModel):
+    level: str = "INFO"
+    format: LogFormat = LogFormat.AUTO
+
+
+class Settings(BaseSettings):
+    """The whole configuration. Build it with :func:`load_settings`, never at import time."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SYNCWARDEN_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    mode: Mode = Mode.SANDBOX
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    bot: BotSettings = Field(default_factory=BotSettings)
+    graph: GraphSettings = Field(default_factory=GraphSettings)
+    exchange: ExchangeSettings = Field(default_factory=ExchangeSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+    @property
+    def is_production(self) -> bool:
+        return self.mode is Mode.PRODUCTION
+
+    @property
+    def anonymous_bot_auth(self) -> bool:
+        """Anonymous Bot Framework traffic is accepted only in sandbox mode, whatever is configured."""
+        return self.mode is Mode.SANDBOX and (self.bot.allow_anonymous or not self.bot.app_id)
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret in clear text, so the logger can scrub them from any output.
+
+        For the database URL only its password counts: the rest of it is useful in logs.
+        """
+        values: list[str] = []
+        for name, secret in iter_secrets(self):
+            if secret is None:
+                continue
+            if name == "database.url":
+                password = _database_password(secret.get_secret_value())
+                if password:
+                    values.append(password)
+            elif secret.get_secret_value():
+                values.append(secret.get_secret_value())
+        return values
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment and ``.env``; keyword overrides win (used by tests)."""
+    return Settings(**overrides)
+
+
+def iter_secrets(model: BaseModel, prefix: str = "") -> list[tuple[str, SecretStr | None]]:
+    """Walk a settings tree and return ``(dotted.name, secret)`` for every ``SecretStr`` field."""
+    found: list[tuple[str, SecretStr | None]] = []
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        dotted = f"{prefix}{name}"
+        if isinstance(value, BaseModel):
+            found.extend(iter_secrets(value, prefix=f"{dotted}."))
+        elif isinstance(value, SecretStr) or _annotation_mentions_secret(field.annotation):
+            found.append((dotted, value))
+    return found
+
+
+def _annotation_mentions_secret(annotation: Any) -> bool:
+    return "SecretStr" in repr(annotation)
+
+
+_PLACEHOLDER_PATTERN = re.compile(
+    r"^(change[-_ ]?me|changeit|placeholder|replace[-_ ]?me|todo|tbd|fixme|secret|password|"
+    r"your[-_ ].*|<.*>|\{\{.*\}\}|x+|\*+|0+|dummy|example|test)$",
+    re.IGNORECASE,
+)
+
+
+def is_placeholder(value: str) -> bool:
+    """True for values people leave in templates instead of a real secret (``changeme``, ``<secret>``...)."""
+    stripped = value.strip()
+    return not stripped or bool(_PLACEHOLDER_PATTERN.match(stripped)) or "changeme" in stripped.lower()
+
+
+def database_url_problem(url: str) -> str | None:
+    """Explain why a database URL cannot be used, or return None when it can."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return (
+            "database.url is not a valid SQLAlchemy URL; use e.g. "
+            "sqlite+aiosqlite:///var/syncwarden.db or postgresql+asyncpg://user@host/db"
+        )
+    driver = parsed.drivername
+    if driver not in SUPPORTED_DATABASE_DRIVERS:
+        return (
+            f"database.url uses driver '{driver}', which Syncwarden cannot use; "
+            f"use one of: {', '.join(SUPPORTED_DATABASE_DRIVERS)}"
+        )
+    if driver.startswith("sqlite") and not parsed.database:
+        return "database.url names no SQLite file; an in-memory database would lose every ticket"
+    if driver.startswith("postgresql") and not parsed.database:
+        return "database.url names no PostgreSQL database"
+    return None
+
+
+def find_problems(settings: Settings) -> list[str]:
+    """Everything that stops Syncwarden from starting in its configured mode, one sentence each.
+
+    Sandbox mode only needs a usable database. Production additionally needs real bot and Graph
+    credentials, because anonymous bot traffic or a missing credential there would either expose
+    the service or fail on the first real request.
+    """
+    problems: list[str] = []
+    url_problem = database_url_problem(settings.database.url.get_secret_value())
+    if url_problem:
+        problems.append(url_problem)
+    if not settings.is_production:
+        return problems
+
+    env = "SYNCWARDEN_"
+    bot, graph = settings.bot, settings.graph
+    if bot.allow_anonymous:
+        problems.append(
+            f"bot.allow_anonymous is set; anonymous Bot Framework traffic is refused in production "
+            f"(unset {env}BOT__ALLOW_ANONYMOUS)"
+        )
+    if not bot.app_id:
+        problems.append(f"bot.app_id is missing: set {env}BOT__APP_ID to the bot's Entra app (client) id")
+    if not bot.tenant_id:
+        problems.append(f"bot.tenant_id is missing: set {env}BOT__TENANT_ID to your Entra tenant id")
+    if not bot.has_credential:
+        problems.append(
+            f"bot credential is missing: set {env}BOT__CLIENT_SECRET, {env}BOT__CERTIFICATE_PATH "
+            f"or {env}BOT__MANAGED_IDENTITY=true"
+        )
+    if not graph.tenant_id:
+        problems.append(f"graph.tenant_id is missing: set {env}GRAPH__TENANT_ID")
+    if not graph.client_id:
+        problems.append(f"graph.client_id is missing: set {env}GRAPH__CLIENT_ID")
+    if not graph.has_credential:
+        problems.append(
+            f"graph credential is missing: set {env}GRAPH__CLIENT_SECRET, "
+            f"{env}GRAPH__CERTIFICATE_PATH or {env}GRAPH__MANAGED_IDENTITY=true"
+        )
+    for path in (bot.certificate_path, graph.certificate_path):
+        if path is not None and not path.is_file():
+            problems.append(f"certificate file {path} does not exist or is not a file")
+    for name, secret in iter_secrets(settings):
+        if secret is not None and name != "database.url" and is_placeholder(secret.get_secret_value()):
+            problems.append(f"{name} holds a placeholder value; put the real secret there")
+    return problems
+
+
+def masked_view(settings: Settings) -> dict[str, Any]:
+    """The effective settings as plain data with every secret shown as ``**********``."""
+    data = settings.model_dump(mode="json")
+    for name, secret in iter_secrets(settings):
+        *parents, leaf = name.split(".")
+        node = data
+        for part in parents:
+            node = node[part]
+        node[leaf] = _mask_database_url(secret) if name == "database.url" else _mask(secret)
+    return data
+
+
+def _database_password(url: str) -> str | None:
+    try:
+        return make_url(url).password  # type: ignore[return-value]
+    except ArgumentError:
+        return url
+
+
+def _mask(secret: SecretStr | None) -> str | None:
+    return None if secret is None else "**********"
+
+
+def _mask_database_url(secret: SecretStr | None) -> str | None:
+    """Database URLs are useful to see; only the password inside them is a secret."""
+    if secret is None:
+        return None
+    try:
+        return make_url(secret.get_secret_value()).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "**********"

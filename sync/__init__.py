@@ -1,0 +1,1 @@
+"""Scheduled work: calendar sync, access reconciliation, credential-expiry watch."""

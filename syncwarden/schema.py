@@ -1,0 +1,10 @@
+"""The complete database schema: importing this module registers every room's tables.
+
+Alembic's autogenerate and the drift test read ``metadata`` from here, so a model module that is
+not imported here is invisible to migrations: add new model modules to the import list.
+"""
+
+from core.db import Base
+from workflows import audit  # noqa: F401  (registers audit_events)
+
+metadata = Base.metadata

@@ -1,0 +1,167 @@
+"""The HTTP application: the bot endpoint plus health, readiness and metrics.
+
+Cross-cutting HTTP concerns live here as middlewares, in this order: a request id bound to every
+log line, Prometheus counters (so refused requests are counted too), and a hard cap on request
+bodies (Teams activities are small; anything large is a mistake or an attack).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+import warnings
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.teams_endpoint import add_bot_routes
+from core.db import ping
+from core.logging import get_logger
+from core.settings import Settings
+from syncwarden import __version__
+from syncwarden.migrate import migration_status
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+ENGINE = web.AppKey("engine", AsyncEngine)
+METRICS = web.AppKey("metrics", "HttpMetrics")
+_READINESS_TIMEOUT_SECONDS = 3.0
+_REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+log = get_logger(__name__)
+
+
+class HttpMetrics:
+    """Per-application Prometheus registry (not the global one, so tests can build many apps)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "syncwarden_http_requests",
+            "HTTP requests answered, by route and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "syncwarden_http_request_duration_seconds",
+            "Time to answer an HTTP request.",
+            ["route"],
+            registry=self.registry,
+        )
+        info = Counter(
+            "syncwarden_build", "Build information.", ["version"], registry=self.registry
+        )
+        info.labels(version=__version__).inc(0)
+
+
+def create_app(settings: Settings, engine: AsyncEngine) -> web.Application:
+    """Assemble the aiohttp application; nothing here touches the network until it is served."""
+    metrics = HttpMetrics()
+    app = web.Application(
+        client_max_size=settings.http.max_body_bytes,
+        middlewares=[
+            _request_id_middleware,
+            _metrics_middleware(metrics),
+            _body_limit_middleware(settings.http.max_body_bytes),
+        ],
+    )
+    app[ENGINE] = engine
+    app[METRICS] = metrics
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
+    with warnings.catch_warnings():
+        # The Agents SDK reads its configuration from a plain string key on the app.
+        warnings.simplefilter("ignore", web.NotAppKeyWarning)
+        add_bot_routes(app, settings)
+    return app
+
+
+async def _healthz(_request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "version": __version__})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    """Ready means: the database answers and its schema is at the migration head this build expects."""
+    engine = request.app[ENGINE]
+    try:
+        async with asyncio.timeout(_READINESS_TIMEOUT_SECONDS):
+            await ping(engine)
+            status = await migration_status(engine)
+    except TimeoutError:
+        return _unready("database did not answer within 3 seconds")
+    except Exception as error:  # noqa: BLE001 - any failure here means "not ready", with the reason
+        log.warning("readyz.database_unreachable", error_type=type(error).__name__)
+        return _unready(f"database unreachable ({type(error).__name__})")
+    if not status.is_current:
+        return _unready(
+            f"database schema is at {status.current or 'nothing'}, expected {status.head}; "
+            "run `syncwarden migrate`"
+        )
+    return web.json_response({"status": "ready", "schema": status.current})
+
+
+def _unready(reason: str) -> web.Response:
+    return web.json_response({"status": "unavailable", "reason": reason}, status=503)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+@web.middleware
+async def _request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    incoming = request.headers.get("X-Request-Id", "")
+    request_id = incoming if _REQUEST_ID_PATTERN.match(incoming) else uuid.uuid4().hex
+    with structlog.contextvars.bound_contextvars(request_id=request_id):
+        try:
+            response = await handler(request)
+        except web.HTTPException as error:
+            error.headers["X-Request-Id"] = request_id
+            raise
+        response.headers["X-Request-Id"] = request_id
+        return response
+
+
+def _body_limit_middleware(limit: int) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    too_large = {"error": f"request body is larger than {limit} bytes"}
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.content_length is not None and request.content_length > limit:
+            return web.json_response(too_large, status=413)
+        if request.can_read_body:
+            try:
+                await request.read()  # cached on the request; enforces the limit for chunked bodies
+            except web.HTTPRequestEntityTooLarge:
+                return web.json_response(too_large, status=413)
+        return await handler(request)
+
+    return middleware
+
+
+def _metrics_middleware(metrics: HttpMetrics) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        route = request.match_info.route.resource
+        route_name = route.canonical if route is not None else "unmatched"
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as error:
+            status = error.status
+            raise
+        finally:
+            metrics.latency.labels(route=route_name).observe(time.perf_counter() - started)
+            metrics.requests.labels(method=request.method, route=route_name, status=str(status)).inc()
+
+    return middleware
