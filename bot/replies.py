@@ -1,4 +1,4 @@
-"""What the bot says. Kept apart from the SDK glue so the wording can be tested and changed alone."""
+"""What the bot says, kept apart from the SDK glue so the wording can change on its own."""
 
 from __future__ import annotations
 

@@ -12,16 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
-from microsoft_agents.activity import ActivityTypes
+from microsoft_agents.activity import ActivityTypes, TurnContextProtocol
 from microsoft_agents.authentication.msal import MsalConnectionManager
 from microsoft_agents.hosting.aiohttp import CloudAdapter, jwt_authorization_decorator
-from microsoft_agents.hosting.core import (
-    ActivityHandler,
-    AgentAuthConfiguration,
-    AuthTypes,
-    TurnContext,
-)
+from microsoft_agents.hosting.core import ActivityHandler, AgentAuthConfiguration
+from microsoft_agents.hosting.core.authorization import AuthTypes
 
+from bot.activity_shape import activity_shape_problem
 from bot.replies import HELP_TEXT
 from core.logging import get_logger
 from core.settings import Settings
@@ -32,13 +29,13 @@ _SERVICE_CONNECTION = "SERVICE_CONNECTION"
 log = get_logger(__name__)
 
 
-class SyncwardenAgent(ActivityHandler):  # type: ignore[misc]
+class SyncwardenAgent(ActivityHandler):
     """Turns Teams activities into Syncwarden actions. For now every message gets the help text."""
 
-    async def on_message_activity(self, turn_context: TurnContext) -> None:
+    async def on_message_activity(self, turn_context: TurnContextProtocol[Any]) -> None:
         await turn_context.send_activity(HELP_TEXT)
 
-    async def on_turn(self, turn_context: TurnContext) -> None:
+    async def on_turn(self, turn_context: TurnContextProtocol[Any]) -> None:
         activity = turn_context.activity
         log.info(
             "bot.activity",
@@ -84,7 +81,17 @@ def add_bot_routes(app: web.Application, settings: Settings) -> None:
 
     @jwt_authorization_decorator  # type: ignore[untyped-decorator]
     async def messages(request: web.Request) -> web.StreamResponse:
-        response: web.StreamResponse | None = await adapter.process(request, agent)
+        problem = activity_shape_problem(await request.read())
+        if problem:
+            return web.json_response({"error": problem}, status=400)
+        try:
+            response: web.StreamResponse | None = await adapter.process(request, agent)
+        except Exception as error:
+            log.error("bot.turn_failed", error_type=type(error).__name__, error=str(error))
+            return web.json_response(
+                {"error": "the activity could not be handled; the service log has the details"},
+                status=500,
+            )
         return response if response is not None else web.Response(status=202)
 
     app.router.add_post(MESSAGES_PATH, messages)

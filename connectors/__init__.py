@@ -1,1 +1,1 @@
-"""The outside world (Microsoft Graph, Exchange Online, scheduling systems) behind small interfaces."""
+"""The outside world (Graph, Exchange Online, scheduling systems) behind small interfaces."""

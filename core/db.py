@@ -8,11 +8,12 @@ unless asked and our tables rely on foreign keys for integrity.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import MetaData, event, text
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy import DateTime, MetaData, TypeDecorator, event, text
+from sqlalchemy.engine import URL, Connection, Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 from sqlalchemy.orm import DeclarativeBase
@@ -27,6 +28,38 @@ NAMING_CONVENTION = {
 }
 
 
+# Execution option: on SQLite, start the transaction with the database write lock already held, so
+# two writers that read-then-write (migrations, row claims) queue up instead of failing.
+SQLITE_IMMEDIATE_OPTION = "syncwarden_sqlite_immediate"
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timestamp that is always timezone-aware UTC on the way in and out, on every backend.
+
+    SQLite has no time-zone type and hands back naive datetimes; without this, comparing a stored
+    time with ``datetime.now(UTC)`` would raise on SQLite and work on PostgreSQL.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column; pass an aware datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 class Base(DeclarativeBase):
     """Declarative base shared by every room's models, so one metadata describes the schema."""
 
@@ -38,7 +71,7 @@ def is_sqlite(url: str | URL) -> bool:
 
 
 def create_engine(url: str, *, echo: bool = False, pool_size: int = 5) -> AsyncEngine:
-    """Build the process's engine; for SQLite, create the file's folder and turn on WAL + foreign keys."""
+    """Build the process's engine; for SQLite, create the folder and turn on WAL + foreign keys."""
     parsed = make_url(url)
     options: dict[str, Any] = {"echo": echo, "pool_pre_ping": True}
     if is_sqlite(parsed):
@@ -48,11 +81,12 @@ def create_engine(url: str, *, echo: bool = False, pool_size: int = 5) -> AsyncE
     engine = _create_async_engine(parsed, **options)
     if is_sqlite(parsed):
         event.listen(engine.sync_engine, "connect", _configure_sqlite_connection)
+        event.listen(engine.sync_engine, "begin", _begin_sqlite_transaction)
     return engine
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    """Sessions that keep loaded objects usable after commit (we hand them to notifiers after it)."""
+    """Sessions whose objects stay usable after commit (they are handed to notifiers then)."""
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
@@ -69,8 +103,17 @@ def _ensure_sqlite_folder(url: URL) -> None:
 
 
 def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
+    # Stop the sqlite3 driver from opening transactions on its own; _begin_sqlite_transaction
+    # opens them instead, so that DDL is transactional and SAVEPOINTs work as on PostgreSQL.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()
+
+
+def _begin_sqlite_transaction(connection: Connection) -> None:
+    """Open every transaction explicitly; ``BEGIN IMMEDIATE`` when the write lock was asked for."""
+    immediate = connection.get_execution_options().get(SQLITE_IMMEDIATE_OPTION, False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")

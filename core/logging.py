@@ -51,7 +51,7 @@ class SecretScrubber:
 
 
 def configure_logging(settings: Settings, stream: IO[str] | None = None) -> None:
-    """Set up structlog and the standard library for this process (console in sandbox, JSON in production)."""
+    """Set up structlog and stdlib logging (console lines in sandbox, JSON in production)."""
     output = stream if stream is not None else sys.stderr
     use_json = settings.log.format is LogFormat.JSON or (
         settings.log.format is LogFormat.AUTO and settings.is_production
@@ -105,5 +105,3 @@ def get_logger(name: str | None = None, **bound: Any) -> structlog.stdlib.BoundL
     """A logger with optional context bound to every line it writes."""
     logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(name)
     return logger.bind(**bound) if bound else logger
-
-

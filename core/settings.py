@@ -54,7 +54,7 @@ class HttpSettings(BaseModel):
 
 
 class BotSettings(BaseModel):
-    """The Teams bot's identity (its Entra app registration) and how Bot Framework tokens are checked."""
+    """The Teams bot's identity (its Entra app registration) and how its tokens are checked."""
 
     app_id: str | None = None
     tenant_id: str | None = None
@@ -143,7 +143,7 @@ class Settings(BaseSettings):
 
     @property
     def anonymous_bot_auth(self) -> bool:
-        """Anonymous Bot Framework traffic is accepted only in sandbox mode, whatever is configured."""
+        """Anonymous Bot Framework traffic is accepted only in sandbox mode, whatever is set."""
         return self.mode is Mode.SANDBOX and (self.bot.allow_anonymous or not self.bot.app_id)
 
     def secret_values(self) -> list[str]:
@@ -194,9 +194,11 @@ _PLACEHOLDER_PATTERN = re.compile(
 
 
 def is_placeholder(value: str) -> bool:
-    """True for values people leave in templates instead of a real secret (``changeme``, ``<secret>``...)."""
+    """True for values left from a template instead of a real secret (``changeme``, ``<x>``)."""
     stripped = value.strip()
-    return not stripped or bool(_PLACEHOLDER_PATTERN.match(stripped)) or "changeme" in stripped.lower()
+    return (
+        not stripped or bool(_PLACEHOLDER_PATTERN.match(stripped)) or "changeme" in stripped.lower()
+    )
 
 
 def database_url_problem(url: str) -> str | None:
@@ -243,9 +245,13 @@ def find_problems(settings: Settings) -> list[str]:
             f"(unset {env}BOT__ALLOW_ANONYMOUS)"
         )
     if not bot.app_id:
-        problems.append(f"bot.app_id is missing: set {env}BOT__APP_ID to the bot's Entra app (client) id")
+        problems.append(
+            f"bot.app_id is missing: set {env}BOT__APP_ID to the bot's Entra app (client) id"
+        )
     if not bot.tenant_id:
-        problems.append(f"bot.tenant_id is missing: set {env}BOT__TENANT_ID to your Entra tenant id")
+        problems.append(
+            f"bot.tenant_id is missing: set {env}BOT__TENANT_ID to your Entra tenant id"
+        )
     if not bot.has_credential:
         problems.append(
             f"bot credential is missing: set {env}BOT__CLIENT_SECRET, {env}BOT__CERTIFICATE_PATH "
@@ -264,7 +270,11 @@ def find_problems(settings: Settings) -> list[str]:
         if path is not None and not path.is_file():
             problems.append(f"certificate file {path} does not exist or is not a file")
     for name, secret in iter_secrets(settings):
-        if secret is not None and name != "database.url" and is_placeholder(secret.get_secret_value()):
+        if (
+            secret is not None
+            and name != "database.url"
+            and is_placeholder(secret.get_secret_value())
+        ):
             problems.append(f"{name} holds a placeholder value; put the real secret there")
     return problems
 
@@ -283,7 +293,7 @@ def masked_view(settings: Settings) -> dict[str, Any]:
 
 def _database_password(url: str) -> str | None:
     try:
-        return make_url(url).password  # type: ignore[return-value]
+        return make_url(url).password
     except ArgumentError:
         return url
 

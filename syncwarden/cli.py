@@ -8,19 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated
+from typing import Annotated, NoReturn
 
+import asyncpg
 import typer
 from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 
 from core.db import create_engine
 from core.errors import ConfigurationError
-from core.logging import configure_logging
+from core.logging import SecretScrubber, configure_logging
 from core.settings import Settings, database_url_problem, find_problems, load_settings, masked_view
 from syncwarden import __version__
 from syncwarden.migrate import upgrade_to_head
 
+EXIT_UNAVAILABLE = 1
 EXIT_CONFIGURATION = 2
+# What a database that is down, unreachable or refusing us raises through SQLAlchemy and asyncpg.
+DATABASE_FAILURES = (OSError, SQLAlchemyError, asyncpg.PostgresError)
 
 app = typer.Typer(
     help="Syncwarden: calendar-sync access requests, approvals and sync health, run from Teams.",
@@ -29,7 +34,6 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
-
 
 
 def _version_callback(value: bool) -> None:
@@ -42,7 +46,12 @@ def _version_callback(value: bool) -> None:
 def _root(
     version: Annotated[
         bool,
-        typer.Option("--version", help="Print the version and exit.", callback=_version_callback, is_eager=True),
+        typer.Option(
+            "--version",
+            help="Print the version and exit.",
+            callback=_version_callback,
+            is_eager=True,
+        ),
     ] = False,
 ) -> None:
     """Syncwarden: calendar-sync access requests, approvals and sync health, run from Teams."""
@@ -59,16 +68,29 @@ def _load() -> Settings:
         _fail(problems)
 
 
-def _fail(problems: list[str]) -> typer.Exit:
+def _fail(problems: list[str]) -> NoReturn:
     typer.echo("Syncwarden cannot start with this configuration:", err=True)
     for problem in problems:
         typer.echo(f"- {problem}", err=True)
     raise typer.Exit(EXIT_CONFIGURATION)
 
 
+def _database_unreachable(settings: Settings, error: BaseException) -> NoReturn:
+    detail = SecretScrubber(settings.secret_values()).scrub(
+        str(error).splitlines()[0] if str(error) else ""
+    )
+    typer.echo(
+        f"Syncwarden cannot use the database at {masked_view(settings)['database']['url']}: "
+        f"{type(error).__name__}: {detail}",
+        err=True,
+    )
+    typer.echo("Check that the server is running and SYNCWARDEN_DATABASE__URL is right.", err=True)
+    raise typer.Exit(EXIT_UNAVAILABLE)
+
+
 @app.command()
 def serve() -> None:
-    """Run the service: applies migrations, then serves the Teams bot endpoint, /healthz, /readyz and /metrics.
+    """Run the service: migrate, then serve the bot endpoint, /healthz, /readyz and /metrics.
 
     In production mode it refuses to start (exit 2) while any configuration problem remains;
     `syncwarden config check` lists them.
@@ -81,6 +103,8 @@ def serve() -> None:
         asyncio.run(run_server(settings))
     except ConfigurationError as error:
         _fail(error.problems)
+    except DATABASE_FAILURES as error:
+        _database_unreachable(settings, error)
 
 
 @app.command()
@@ -100,7 +124,10 @@ def migrate() -> None:
         finally:
             await engine.dispose()
 
-    revision = asyncio.run(run())
+    try:
+        revision = asyncio.run(run())
+    except DATABASE_FAILURES as error:
+        _database_unreachable(settings, error)
     typer.echo(f"database schema is at revision {revision}")
 
 

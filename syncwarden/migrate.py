@@ -7,6 +7,8 @@ concurrent start-ups of several replicas take turns instead of racing on the sam
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import migrations
+from core.db import SQLITE_IMMEDIATE_OPTION
 
 # Arbitrary but fixed: the advisory-lock key every Syncwarden replica agrees on for migrations.
 _MIGRATION_LOCK_KEY = 0x5359_4E43_5741_5244 & 0x7FFF_FFFF_FFFF_FFFF
@@ -48,15 +51,35 @@ def head_revision() -> str:
 
 
 async def upgrade_to_head(engine: AsyncEngine) -> MigrationStatus:
-    """Apply every pending migration; safe to call from several processes at once."""
+    """Apply every pending migration; safe to call from several processes at once.
+
+    Across processes the database serialises us (an advisory lock on PostgreSQL, the write lock
+    on SQLite). Within one process a lock is needed as well: Alembic keeps its migration context
+    in module globals, which two interleaved coroutines would overwrite.
+    """
     config = alembic_config()
-    async with engine.begin() as connection:
-        if connection.dialect.name == "postgresql":
-            await connection.execute(
-                text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY}
-            )
-        await connection.run_sync(_upgrade, config)
+    async with _process_lock(), engine.connect() as connection:
+        connection = await connection.execution_options(**{SQLITE_IMMEDIATE_OPTION: True})
+        async with connection.begin():
+            if connection.dialect.name == "postgresql":
+                await connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY}
+                )
+            await connection.run_sync(_upgrade, config)
     return await migration_status(engine)
+
+
+_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _process_lock() -> asyncio.Lock:
+    loop = asyncio.get_running_loop()
+    lock = _locks.get(loop)
+    if lock is None:
+        lock = _locks[loop] = asyncio.Lock()
+    return lock
 
 
 async def migration_status(engine: AsyncEngine) -> MigrationStatus:

@@ -8,6 +8,7 @@ then listen. Shutdown on SIGTERM/SIGINT stops accepting connections, lets in-fli
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 
 from aiohttp import web
@@ -69,7 +70,6 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
 def _install_signal_handlers(stop_event: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        try:
+        # Not available off Unix or outside the main thread; Ctrl-C still ends the process there.
+        with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop_event.set)
-        except (NotImplementedError, RuntimeError):  # pragma: no cover - non-Unix or non-main thread
-            pass

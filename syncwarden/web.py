@@ -16,7 +16,14 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from aiohttp.typedefs import Middleware
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.teams_endpoint import add_bot_routes
@@ -28,8 +35,6 @@ from syncwarden.migrate import migration_status
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-ENGINE = web.AppKey("engine", AsyncEngine)
-METRICS = web.AppKey("metrics", "HttpMetrics")
 _READINESS_TIMEOUT_SECONDS = 3.0
 _REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -57,6 +62,10 @@ class HttpMetrics:
             "syncwarden_build", "Build information.", ["version"], registry=self.registry
         )
         info.labels(version=__version__).inc(0)
+
+
+ENGINE = web.AppKey("engine", AsyncEngine)
+METRICS = web.AppKey("metrics", HttpMetrics)
 
 
 def create_app(settings: Settings, engine: AsyncEngine) -> web.Application:
@@ -87,7 +96,7 @@ async def _healthz(_request: web.Request) -> web.Response:
 
 
 async def _readyz(request: web.Request) -> web.Response:
-    """Ready means: the database answers and its schema is at the migration head this build expects."""
+    """Ready means: the database answers and its schema is at this build's migration head."""
     engine = request.app[ENGINE]
     try:
         async with asyncio.timeout(_READINESS_TIMEOUT_SECONDS):
@@ -95,7 +104,7 @@ async def _readyz(request: web.Request) -> web.Response:
             status = await migration_status(engine)
     except TimeoutError:
         return _unready("database did not answer within 3 seconds")
-    except Exception as error:  # noqa: BLE001 - any failure here means "not ready", with the reason
+    except Exception as error:
         log.warning("readyz.database_unreachable", error_type=type(error).__name__)
         return _unready(f"database unreachable ({type(error).__name__})")
     if not status.is_current:
@@ -129,7 +138,7 @@ async def _request_id_middleware(request: web.Request, handler: Handler) -> web.
         return response
 
 
-def _body_limit_middleware(limit: int) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def _body_limit_middleware(limit: int) -> Middleware:
     too_large = {"error": f"request body is larger than {limit} bytes"}
 
     @web.middleware
@@ -146,7 +155,7 @@ def _body_limit_middleware(limit: int) -> Callable[[web.Request, Handler], Await
     return middleware
 
 
-def _metrics_middleware(metrics: HttpMetrics) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def _metrics_middleware(metrics: HttpMetrics) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         route = request.match_info.route.resource
@@ -162,6 +171,8 @@ def _metrics_middleware(metrics: HttpMetrics) -> Callable[[web.Request, Handler]
             raise
         finally:
             metrics.latency.labels(route=route_name).observe(time.perf_counter() - started)
-            metrics.requests.labels(method=request.method, route=route_name, status=str(status)).inc()
+            metrics.requests.labels(
+                method=request.method, route=route_name, status=str(status)
+            ).inc()
 
     return middleware

@@ -1,0 +1,44 @@
+# Syncwarden: `make run` starts the service on the embedded default; `make test` checks everything.
+# Both create and refresh the virtualenv themselves, so a fresh clone needs only Python 3.11+ and make.
+
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' && { echo $$p; break; }; \
+	done)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test lint typecheck pytest migrate install clean
+
+$(BIN)/python:
+	@test -n "$(PYTHON)" || { echo "Syncwarden needs Python 3.11 or newer on PATH (python3.11, python3.12, ...)." >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstalled whenever the project's metadata changes.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/syncwarden migrate
+	SYNCWARDEN_MODE=sandbox $(BIN)/syncwarden serve
+
+test: lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/pytest
+
+migrate: $(STAMP)
+	$(BIN)/syncwarden migrate
+
+clean:
+	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache .hypothesis

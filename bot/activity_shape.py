@@ -1,0 +1,42 @@
+"""A first look at an incoming activity, before the SDK sees it.
+
+The SDK answers malformed bodies with a 500 and a logged traceback. Checking the few fields every
+activity must have lets us answer the sender with a 400 that says what is wrong instead.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+
+def activity_shape_problem(raw: bytes) -> str | None:
+    """Why ``raw`` is not a usable Bot Framework activity, or None when it looks like one."""
+    try:
+        body: Any = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return "the body is not JSON"
+    if not isinstance(body, dict):
+        return "the body must be a JSON object (a Bot Framework activity)"
+    if not isinstance(body.get("type"), str) or not body["type"]:
+        return "the activity has no 'type'"
+    for party in ("conversation", "from", "recipient"):
+        if not _has_id(body.get(party)):
+            return f"the activity has no '{party}.id'"
+    service_url = body.get("serviceUrl")
+    if not isinstance(service_url, str) or not _is_http_url(service_url):
+        return "the activity has no valid 'serviceUrl' (an http or https URL)"
+    return None
+
+
+def _has_id(value: Any) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("id"), str) and bool(value["id"])
+
+
+def _is_http_url(value: str) -> bool:
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)

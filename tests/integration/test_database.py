@@ -1,0 +1,109 @@
+"""The store: migrations, drift between models and migrations, and engine behaviour per backend.
+
+Runs on SQLite and, when SYNCWARDEN_TEST_POSTGRES_URL is set, on PostgreSQL too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, select, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from core.db import create_engine, session_factory
+from syncwarden.migrate import head_revision, migration_status, upgrade_to_head
+from syncwarden.schema import metadata
+from workflows.audit import AuditEvent, record_audit
+
+
+async def test_fresh_database_is_not_current_until_migrated(engine: AsyncEngine) -> None:
+    before = await migration_status(engine)
+    assert before.current is None and not before.is_current
+    after = await upgrade_to_head(engine)
+    assert after.current == head_revision() and after.is_current
+
+
+async def test_migrating_twice_is_harmless(migrated_engine: AsyncEngine) -> None:
+    status = await upgrade_to_head(migrated_engine)
+    assert status.is_current
+
+
+async def test_models_and_migrations_do_not_drift(migrated_engine: AsyncEngine) -> None:
+    def diff(connection: Connection) -> list[object]:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        return list(compare_metadata(context, metadata))
+
+    async with migrated_engine.connect() as connection:
+        differences = await connection.run_sync(diff)
+    assert differences == [], f"models differ from migrations; add a revision: {differences}"
+
+
+async def test_every_model_table_exists_after_migration(migrated_engine: AsyncEngine) -> None:
+    async with migrated_engine.connect() as connection:
+        tables = await connection.run_sync(lambda sync: set(inspect(sync).get_table_names()))
+    assert set(metadata.tables) <= tables
+
+
+async def test_audit_rows_round_trip_with_timezone(migrated_engine: AsyncEngine) -> None:
+    sessions = session_factory(migrated_engine)
+    async with sessions.begin() as session:
+        record_audit(
+            session,
+            actor="ada@example.edu",
+            action="ticket.created",
+            ticket_ref="SW-1001",
+            after={"status": "awaiting_approval"},
+        )
+    async with sessions() as session:
+        row = (await session.execute(select(AuditEvent))).scalar_one()
+    assert (row.actor, row.action, row.ticket_ref) == (
+        "ada@example.edu",
+        "ticket.created",
+        "SW-1001",
+    )
+    assert row.after == {"status": "awaiting_approval"}
+    assert row.occurred_at.utcoffset() is not None
+
+
+async def test_concurrent_start_ups_migrate_once(database_url: str) -> None:
+    engines = [create_engine(database_url) for _ in range(3)]
+    try:
+        statuses = await asyncio.gather(*(upgrade_to_head(engine) for engine in engines))
+    finally:
+        for engine in engines:
+            await engine.dispose()
+    assert all(status.is_current for status in statuses)
+
+
+async def test_sqlite_connections_use_wal_and_foreign_keys(tmp_path: object) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path}/nested/folder/sw.db")
+    try:
+        async with engine.connect() as connection:
+            journal = (await connection.execute(text("PRAGMA journal_mode"))).scalar_one()
+            foreign_keys = (await connection.execute(text("PRAGMA foreign_keys"))).scalar_one()
+    finally:
+        await engine.dispose()
+    assert journal == "wal"
+    assert foreign_keys == 1
+
+
+async def test_drift_check_notices_a_column_missing_from_migrations(
+    migrated_engine: AsyncEngine,
+) -> None:
+    """The drift test above is only worth something if a real difference makes it fail."""
+    from sqlalchemy import Column, MetaData, String
+
+    drifted = MetaData()
+    for table in metadata.tables.values():
+        table.to_metadata(drifted)
+    drifted.tables["audit_events"].append_column(Column("not_migrated", String(10)))
+
+    def diff(connection: Connection) -> list[object]:
+        return list(compare_metadata(MigrationContext.configure(connection), drifted))
+
+    async with migrated_engine.connect() as connection:
+        differences = await connection.run_sync(diff)
+    assert any("not_migrated" in repr(item) for item in differences)

@@ -1,0 +1,76 @@
+"""Running ``syncwarden`` as a real child process and following its JSON log lines."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+STARTUP_TIMEOUT_SECONDS = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def cli_environment(**settings: str) -> dict[str, str]:
+    """The current environment without SYNCWARDEN_* variables, plus the given settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCWARDEN_")}
+    env.update(settings)
+    return env
+
+
+@dataclass
+class ServiceProcess:
+    """A ``syncwarden serve`` child whose stderr log lines are parsed as they arrive."""
+
+    process: asyncio.subprocess.Process
+    lines: list[dict[str, Any]] = field(default_factory=list)
+    raw: list[str] = field(default_factory=list)
+
+    @classmethod
+    async def start(cls, env: dict[str, str]) -> ServiceProcess:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "syncwarden",
+            "serve",
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        return cls(process)
+
+    async def wait_for_event(
+        self, event: str, limit_seconds: float = STARTUP_TIMEOUT_SECONDS
+    ) -> dict[str, Any]:
+        """Read log lines until one has ``event``; fail with all lines read if the process ends."""
+        async with asyncio.timeout(limit_seconds):
+            while True:
+                assert self.process.stderr is not None
+                line = await self.process.stderr.readline()
+                if not line:
+                    raise AssertionError(
+                        f"process ended before logging {event!r}:\n" + "".join(self.raw)
+                    )
+                text = line.decode()
+                self.raw.append(text)
+                try:
+                    parsed = json.loads(text)
+                except json.JSONDecodeError:
+                    continue
+                self.lines.append(parsed)
+                if isinstance(parsed, dict) and parsed.get("event") == event:
+                    return parsed
+
+    async def stop(self) -> None:
+        if self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
