@@ -78,8 +78,13 @@ class GraphSettings(BaseModel):
     certificate_password: SecretStr | None = None
     managed_identity: bool = False
     cloud: Cloud = Cloud.GLOBAL
+    login_url: str | None = None
+    base_url: str | None = None
     ca_bundle: Path | None = None
     timeout_seconds: float = Field(default=30.0, gt=0)
+    max_attempts: int = Field(default=5, ge=1, le=10)
+    max_concurrency: int = Field(default=32, ge=1)
+    mailbox_concurrency: int = Field(default=4, ge=1, le=4)
     sync_group_id: str | None = None
 
     @property
@@ -266,9 +271,9 @@ def find_problems(settings: Settings) -> list[str]:
             f"graph credential is missing: set {env}GRAPH__CLIENT_SECRET, "
             f"{env}GRAPH__CERTIFICATE_PATH or {env}GRAPH__MANAGED_IDENTITY=true"
         )
-    for path in (bot.certificate_path, graph.certificate_path):
+    for path in (bot.certificate_path, graph.certificate_path, graph.ca_bundle):
         if path is not None and not path.is_file():
-            problems.append(f"certificate file {path} does not exist or is not a file")
+            problems.append(f"file {path} does not exist or is not a file")
     for name, secret in iter_secrets(settings):
         if (
             secret is not None

@@ -142,7 +142,7 @@ def test_missing_certificate_file_is_a_problem(
         SYNCWARDEN_GRAPH__CERTIFICATE_PATH=str(tmp_path / "missing.pem"),
     )
     assert find_problems(settings) == [
-        f"certificate file {tmp_path / 'missing.pem'} does not exist or is not a file"
+        f"file {tmp_path / 'missing.pem'} does not exist or is not a file"
     ]
 
 

@@ -1,0 +1,1 @@
+"""Exchange Online's admin API, used for mail-enabled groups that Graph cannot change."""

@@ -1,0 +1,1 @@
+"""Microsoft Graph: the HTTP client with retries and limits, and the operations Syncwarden uses."""

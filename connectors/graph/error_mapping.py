@@ -1,0 +1,136 @@
+"""Turning a Graph error response into the matching :mod:`connectors.errors` class.
+
+Pure functions over status, headers and body, so the mapping can be tested exhaustively without a
+network. Graph's error body is ``{"error": {"code", "message", "innerError": {...}}}``;
+anything else (an HTML page from a proxy, an empty body) still yields an error of the right class
+from the status alone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from connectors.errors import (
+    AccessDeniedError,
+    AlreadyExistsError,
+    AuthenticationError,
+    BadRequestError,
+    ConnectorError,
+    DeltaExpiredError,
+    MailboxAccessDeniedError,
+    MailboxNotEnabledError,
+    NotFoundError,
+    RequestInfo,
+    ThrottledError,
+    TransientError,
+)
+
+_NOT_FOUND_CODES = frozenset(
+    {
+        "request_resourcenotfound",
+        "erroritemnotfound",
+        "resourcenotfound",
+        "itemnotfound",
+        "notfound",
+    }
+)
+_MAILBOX_NOT_ENABLED_CODES = frozenset(
+    {"mailboxnotenabledforrestapi", "mailboxnotsupportedforrestapi", "errormailboxnotenabled"}
+)
+_DELTA_EXPIRED_CODES = frozenset({"syncstatenotfound", "resyncrequired", "syncstateinvalid"})
+_ALREADY_EXISTS_PHRASE = "already exist"
+MAX_RETRY_AFTER_SECONDS = 300.0
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from ``Retry-After``: delta-seconds (fractions allowed) or an HTTP date.
+
+    Returns None for a missing or unusable value; clamps to [0, MAX_RETRY_AFTER_SECONDS] so a
+    hostile or broken header cannot stall us for days.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    seconds: float | None
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = _seconds_until_http_date(text, now)
+    if seconds is None or math.isnan(seconds) or math.isinf(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
+
+
+def _seconds_until_http_date(text: str, now: float | None) -> float | None:
+    import time
+
+    try:
+        moment = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment is None:  # pragma: no cover - older Pythons returned None instead of raising
+        return None
+    return moment.timestamp() - (time.time() if now is None else now)
+
+
+def error_fields(body: bytes) -> tuple[str | None, str | None, str | None]:
+    """(code, message, request id) from a Graph error body, tolerating anything that is not one."""
+    try:
+        parsed: Any = json.loads(body) if body else None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None, None, None
+    if not isinstance(parsed, dict) or not isinstance(parsed.get("error"), dict):
+        return None, None, None
+    error = parsed["error"]
+    code = error.get("code") if isinstance(error.get("code"), str) else None
+    message = error.get("message") if isinstance(error.get("message"), str) else None
+    inner = error.get("innerError") or error.get("innererror")
+    request_id = inner.get("request-id") if isinstance(inner, dict) else None
+    return code, message, request_id if isinstance(request_id, str) else None
+
+
+def error_from_response(
+    status: int, headers: Mapping[str, str], body: bytes, request: RequestInfo
+) -> ConnectorError:
+    """The error a non-2xx Graph response stands for."""
+    code, message, body_request_id = error_fields(body)
+    request_id = headers.get("request-id") or body_request_id
+    text = message or f"Graph answered HTTP {status}"
+    options: dict[str, Any] = {
+        "status": status,
+        "code": code,
+        "request_id": request_id,
+        "request": request,
+    }
+    lowered = (code or "").lower()
+    if status == 429:
+        return ThrottledError(
+            text, retry_after=parse_retry_after(headers.get("Retry-After")), **options
+        )
+    if lowered in _MAILBOX_NOT_ENABLED_CODES:
+        return MailboxNotEnabledError(text, **options)
+    if lowered in _DELTA_EXPIRED_CODES or status == 410:
+        return DeltaExpiredError(text, **options)
+    if status == 401:
+        return AuthenticationError(text, **options)
+    if lowered == "erroraccessdenied":
+        return MailboxAccessDeniedError(text, **options)
+    if status == 403:
+        return AccessDeniedError(text, **options)
+    if status == 404 or lowered in _NOT_FOUND_CODES:
+        return NotFoundError(text, **options)
+    if status == 409 or (
+        lowered == "request_badrequest" and _ALREADY_EXISTS_PHRASE in text.lower()
+    ):
+        return AlreadyExistsError(text, **options)
+    if status >= 500:
+        return TransientError(
+            text, retry_after=parse_retry_after(headers.get("Retry-After")), **options
+        )
+    return BadRequestError(text, **options)
