@@ -7,10 +7,18 @@ workers that failed at the same moment instead of having them retry in lock-step
 
 from __future__ import annotations
 
+import asyncio
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from connectors.errors import ConnectorError
+from core.logging import get_logger
+
+T = TypeVar("T")
+Sleep = Callable[[float], Awaitable[None]]
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -37,3 +45,43 @@ class RetryPolicy:
             return error.retry_after
         bound = min(self.max_delay_seconds, self.base_delay_seconds * 2 ** (attempt - 1))
         return self.rng.uniform(0, bound)
+
+
+async def call_with_retries(
+    send_once: Callable[[], Awaitable[T]],
+    *,
+    policy: RetryPolicy,
+    idempotent: bool,
+    on_unauthorized: Callable[[], None] | None = None,
+    sleep: Sleep = asyncio.sleep,
+    label: str = "request",
+) -> T:
+    """Run ``send_once`` until it succeeds or ``policy`` gives up; re-raise the last error.
+
+    A 401 is retried once, straight away, after ``on_unauthorized`` drops the cached token: tokens
+    can be revoked or rolled before their stated expiry.
+    """
+    attempt = 0
+    refreshed = False
+    while True:
+        attempt += 1
+        try:
+            return await send_once()
+        except ConnectorError as error:
+            if error.status == 401 and on_unauthorized is not None and not refreshed:
+                on_unauthorized()
+                refreshed = True
+                attempt -= 1
+                continue
+            if not policy.should_retry(error, attempt, idempotent=idempotent):
+                raise
+            wait = policy.delay(error, attempt)
+            log.info(
+                "connector.retry",
+                request=label,
+                status=error.status,
+                code=error.code,
+                attempt=attempt,
+                wait_seconds=round(wait, 3),
+            )
+            await sleep(wait)

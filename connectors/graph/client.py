@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,14 +25,13 @@ from connectors.errors import ConnectorError, RequestInfo, TransientError
 from connectors.graph.error_mapping import error_from_response
 from connectors.limits import ConcurrencyLimiter
 from connectors.ports import TokenProvider
-from connectors.retry import RetryPolicy
+from connectors.retry import RetryPolicy, Sleep, call_with_retries
 from core.logging import get_logger
 
 BATCH_LIMIT = 20
 _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"})
 _RETRYABLE_ITEM_STATUSES = frozenset({429, 503, 504})
 
-Sleep = Callable[[float], Awaitable[None]]
 log = get_logger(__name__)
 
 
@@ -136,31 +135,14 @@ class GraphClient:
         safe_to_repeat = method in _IDEMPOTENT_METHODS if idempotent is None else idempotent
         url = self.url_for(path_or_url)
         info = RequestInfo(method, url.split("?", 1)[0])
-        refreshed_token = False
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return await self._send_once(method, url, params, json_body, headers, mailbox, info)
-            except ConnectorError as error:
-                if error.status == 401 and not refreshed_token:
-                    self._tokens.invalidate(self._scope)
-                    refreshed_token = True
-                    attempt -= 1
-                    continue
-                if not self._retry.should_retry(error, attempt, idempotent=safe_to_repeat):
-                    raise
-                wait = self._retry.delay(error, attempt)
-                log.info(
-                    "graph.retry",
-                    method=method,
-                    url=info.url,
-                    status=error.status,
-                    code=error.code,
-                    attempt=attempt,
-                    wait_seconds=round(wait, 3),
-                )
-                await self._sleep(wait)
+        return await call_with_retries(
+            lambda: self._send_once(method, url, params, json_body, headers, mailbox, info),
+            policy=self._retry,
+            idempotent=safe_to_repeat,
+            on_unauthorized=lambda: self._tokens.invalidate(self._scope),
+            sleep=self._sleep,
+            label=f"{method} {info.url}",
+        )
 
     async def _send_once(
         self,

@@ -1,0 +1,123 @@
+"""Events in people's mailboxes: tagged creates, updates, deletes, views and delta rounds.
+
+Every event Syncwarden creates carries a single-value extended property holding the source
+appointment id. That tag is how we recognise our own events (no echo back into the scheduling
+system) and find them again after losing a link. Creates also carry a ``transactionId`` so that a
+retried POST cannot make a duplicate.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from connectors.errors import NotFoundError
+from connectors.graph.client import DeltaResult, GraphClient
+from connectors.graph.odata import quote
+
+# Our own namespace GUID for extended properties; never change it (existing events carry it).
+SOURCE_ID_PROPERTY = "String {4f6b2a1e-8c3d-4e5f-9a7b-1c2d3e4f5a6b} Name SyncwardenSourceId"
+_EXPAND_TAG = f"singleValueExtendedProperties($filter=id eq {quote(SOURCE_ID_PROPERTY)})"
+
+
+def graph_time(moment: datetime) -> str:
+    """ISO 8601 with offset, as Graph's calendarView expects; naive times are refused."""
+    if moment.tzinfo is None:
+        raise ValueError("calendar times must be timezone-aware")
+    return moment.isoformat()
+
+
+def source_id_of(event: dict[str, Any]) -> str | None:
+    """The source appointment id our tag carries, or None for events we did not create."""
+    for prop in event.get("singleValueExtendedProperties") or []:
+        if str(prop.get("id", "")).lower() == SOURCE_ID_PROPERTY.lower():
+            value = prop.get("value")
+            return value if isinstance(value, str) else None
+    return None
+
+
+class GraphCalendar:
+    def __init__(self, client: GraphClient) -> None:
+        self._client = client
+
+    async def create_event(
+        self, mailbox: str, event: dict[str, Any], *, source_id: str, transaction_id: str
+    ) -> dict[str, Any]:
+        body = {
+            **event,
+            "transactionId": transaction_id,
+            "singleValueExtendedProperties": [{"id": SOURCE_ID_PROPERTY, "value": source_id}],
+        }
+        response = await self._client.request(
+            "POST", f"users/{mailbox}/events", json_body=body, mailbox=mailbox, idempotent=True
+        )
+        created: dict[str, Any] = response.body
+        return created
+
+    async def update_event(
+        self, mailbox: str, event_id: str, changes: dict[str, Any]
+    ) -> dict[str, Any]:
+        response = await self._client.request(
+            "PATCH", f"users/{mailbox}/events/{event_id}", json_body=changes, mailbox=mailbox
+        )
+        updated: dict[str, Any] = response.body
+        return updated
+
+    async def delete_event(self, mailbox: str, event_id: str) -> bool:
+        """Delete; False when the event was already gone (a repeated delete is not an error)."""
+        try:
+            await self._client.request(
+                "DELETE", f"users/{mailbox}/events/{event_id}", mailbox=mailbox
+            )
+        except NotFoundError:
+            return False
+        return True
+
+    async def find_by_source_id(self, mailbox: str, source_id: str) -> list[dict[str, Any]]:
+        tag_filter = (
+            "singleValueExtendedProperties/Any(ep: ep/id eq "
+            f"{quote(SOURCE_ID_PROPERTY)} and ep/value eq {quote(source_id)})"
+        )
+        return await self._client.collect(
+            f"users/{mailbox}/events",
+            params={"$filter": tag_filter, "$expand": _EXPAND_TAG},
+            mailbox=mailbox,
+        )
+
+    async def calendar_view(
+        self, mailbox: str, start: datetime, end: datetime
+    ) -> list[dict[str, Any]]:
+        return await self._client.collect(
+            f"users/{mailbox}/calendarView",
+            params={
+                "startDateTime": graph_time(start),
+                "endDateTime": graph_time(end),
+                "$expand": _EXPAND_TAG,
+                "$top": "500",
+            },
+            mailbox=mailbox,
+        )
+
+    async def delta(
+        self,
+        mailbox: str,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        delta_link: str | None = None,
+    ) -> DeltaResult:
+        """A full round of ``calendarView/delta``: from a stored link, or a new window.
+
+        Delta accepts no ``$select``/``$filter``; page size is set with ``Prefer``.
+        """
+        headers = {"Prefer": "odata.maxpagesize=200"}
+        if delta_link is not None:
+            return await self._client.delta(delta_link, headers=headers, mailbox=mailbox)
+        if start is None or end is None:
+            raise ValueError("a first delta round needs a start and an end")
+        return await self._client.delta(
+            f"users/{mailbox}/calendarView/delta",
+            params={"startDateTime": graph_time(start), "endDateTime": graph_time(end)},
+            headers=headers,
+            mailbox=mailbox,
+        )
