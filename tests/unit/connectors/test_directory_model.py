@@ -1,0 +1,158 @@
+"""Pure parts of the directory and credential connectors: OData quoting, kinds, addresses, certs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.x509.oid import NameOID
+from hypothesis import given
+from hypothesis import strategies as st
+
+from connectors.errors import CredentialError
+from connectors.graph.applications import CredentialKind, credentials_from_graph
+from connectors.graph.directory import classify_group, user_from_graph
+from connectors.graph.odata import address_filter, quote
+from connectors.ports import GroupKind
+from connectors.tokens import load_certificate
+
+
+def unquote(literal: str) -> str:
+    assert literal.startswith("'") and literal.endswith("'")
+    inner = literal[1:-1]
+    assert re.fullmatch(r"(?:[^']|'')*", inner), "a lone quote would end the literal early"
+    return inner.replace("''", "'")
+
+
+@given(st.text(max_size=60))
+def test_quoting_round_trips_any_text(value: str) -> None:
+    assert unquote(quote(value)) == value
+
+
+def test_address_filter_covers_every_address_form() -> None:
+    text = address_filter("o'brien@example.edu")
+    assert "userPrincipalName eq 'o''brien@example.edu'" in text
+    assert "mail eq 'o''brien@example.edu'" in text
+    assert "proxyAddresses/any(p:p eq 'SMTP:o''brien@example.edu')" in text
+    assert "proxyAddresses/any(p:p eq 'smtp:o''brien@example.edu')" in text
+    assert "otherMails/any(o:o eq 'o''brien@example.edu')" in text
+
+
+@pytest.mark.parametrize(
+    ("types", "mail", "security", "kind"),
+    [
+        ([], False, True, GroupKind.SECURITY),
+        (["Unified"], True, False, GroupKind.MICROSOFT_365),
+        ([], True, True, GroupKind.MAIL_ENABLED_SECURITY),
+        ([], True, False, GroupKind.DISTRIBUTION),
+        (["DynamicMembership"], False, True, GroupKind.SECURITY),
+    ],
+)
+def test_group_kind(types: list[str], mail: bool, security: bool, kind: GroupKind) -> None:
+    assert classify_group(types, mail, security) is kind
+    assert kind.writable_through_graph is (kind in (GroupKind.SECURITY, GroupKind.MICROSOFT_365))
+
+
+def test_user_addresses_and_primary_smtp() -> None:
+    user = user_from_graph(
+        {
+            "id": "u1",
+            "displayName": "Grace Hopper",
+            "userPrincipalName": "grace.hopper@example.edu",
+            "mail": "grace.hopper@example.edu",
+            "accountEnabled": True,
+            "proxyAddresses": ["smtp:ghopper@staff.example.edu", "SMTP:Grace.Hopper@example.edu"],
+            "otherMails": ["grace@example.org"],
+        }
+    )
+    assert user.primary_smtp == "Grace.Hopper@example.edu"
+    for address in ("GHOPPER@staff.example.edu", "grace@example.org", "grace.hopper@example.edu"):
+        assert user.owns_address(address)
+    assert not user.owns_address("someone.else@example.edu")
+
+
+def test_credentials_from_graph_reads_secrets_and_certificates() -> None:
+    found = credentials_from_graph(
+        {
+            "passwordCredentials": [
+                {
+                    "keyId": "k1",
+                    "displayName": "prod",
+                    "hint": "abc",
+                    "endDateTime": "2027-01-31T10:00:00Z",
+                }
+            ],
+            "keyCredentials": [
+                {
+                    "keyId": "k2",
+                    "customKeyIdentifier": "THUMB",
+                    "usage": "Verify",
+                    "endDateTime": "bad",
+                }
+            ],
+        }
+    )
+    secret, certificate = found
+    assert secret.kind is CredentialKind.SECRET and secret.hint == "abc"
+    assert secret.end == dt.datetime(2027, 1, 31, 10, tzinfo=dt.UTC)
+    assert certificate.kind is CredentialKind.CERTIFICATE and certificate.thumbprint == "THUMB"
+    assert certificate.end is None
+
+
+def make_certificate() -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "syncwarden-test")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def test_pem_and_pfx_certificates_load_with_the_same_thumbprint(tmp_path: Path) -> None:
+    key, cert = make_certificate()
+    pem = tmp_path / "graph.pem"
+    pem.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"pw"),
+        )
+        + cert.public_bytes(serialization.Encoding.PEM)
+    )
+    pfx = tmp_path / "graph.pfx"
+    pfx.write_bytes(
+        pkcs12.serialize_key_and_certificates(
+            b"graph", key, cert, None, serialization.BestAvailableEncryption(b"pw")
+        )
+    )
+    from_pem = load_certificate(pem, "pw")
+    from_pfx = load_certificate(pfx, "pw")
+    expected = cert.fingerprint(hashes.SHA1()).hex().upper()  # noqa: S303 - the thumbprint format
+    assert from_pem.thumbprint_sha1 == from_pfx.thumbprint_sha1 == expected
+    assert from_pem.for_msal()["private_key"].startswith("-----BEGIN PRIVATE KEY-----")
+
+
+def test_wrong_certificate_password_is_a_clear_credential_error(tmp_path: Path) -> None:
+    key, cert = make_certificate()
+    pfx = tmp_path / "graph.pfx"
+    pfx.write_bytes(
+        pkcs12.serialize_key_and_certificates(
+            b"graph", key, cert, None, serialization.BestAvailableEncryption(b"right")
+        )
+    )
+    with pytest.raises(CredentialError, match="cannot read the certificate"):
+        load_certificate(pfx, "wrong")
