@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -182,13 +182,14 @@ def iter_secrets(model: BaseModel, prefix: str = "") -> list[tuple[str, SecretSt
         dotted = f"{prefix}{name}"
         if isinstance(value, BaseModel):
             found.extend(iter_secrets(value, prefix=f"{dotted}."))
-        elif isinstance(value, SecretStr) or _annotation_mentions_secret(field.annotation):
+        elif isinstance(value, SecretStr) or _is_secret_annotation(field.annotation):
             found.append((dotted, value))
     return found
 
 
-def _annotation_mentions_secret(annotation: Any) -> bool:
-    return "SecretStr" in repr(annotation)
+def _is_secret_annotation(annotation: Any) -> bool:
+    """True for ``SecretStr`` and ``SecretStr | None`` fields, set or not."""
+    return annotation is SecretStr or SecretStr in get_args(annotation)
 
 
 _PLACEHOLDER_PATTERN = re.compile(

@@ -29,6 +29,7 @@ from connectors.errors import (
     TransientError,
 )
 from connectors.graph.error_mapping import parse_retry_after
+from connectors.http import request_timeout
 from connectors.limits import ConcurrencyLimiter
 from connectors.ports import TokenProvider
 from connectors.retry import RetryPolicy, Sleep, call_with_retries
@@ -101,8 +102,10 @@ class ExchangeAdminClient:
         limiter: ConcurrencyLimiter,
         retry: RetryPolicy | None = None,
         sleep: Sleep | None = None,
+        timeout_seconds: float = 60.0,
     ) -> None:
         self._http = http
+        self._timeout = request_timeout(timeout_seconds)
         self._tokens = tokens
         self._url = f"{base_url.rstrip('/')}/adminapi/beta/{tenant_id}/InvokeCommand"
         self._scope = scope
@@ -185,7 +188,9 @@ class ExchangeAdminClient:
             }
             async with self._limiter.slot(None):
                 try:
-                    response = await self._http.post(url, content=json.dumps(body), headers=headers)
+                    response = await self._http.post(
+                        url, content=json.dumps(body), headers=headers, timeout=self._timeout
+                    )
                 except httpx.TimeoutException:
                     raise TransientError("Exchange did not answer in time", request=info) from None
                 except httpx.TransportError as error:

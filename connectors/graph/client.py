@@ -23,6 +23,7 @@ import httpx
 
 from connectors.errors import ConnectorError, RequestInfo, TransientError
 from connectors.graph.error_mapping import error_from_response
+from connectors.http import request_timeout
 from connectors.limits import ConcurrencyLimiter
 from connectors.ports import TokenProvider
 from connectors.retry import RetryPolicy, Sleep, call_with_retries
@@ -97,8 +98,10 @@ class GraphClient:
         limiter: ConcurrencyLimiter,
         retry: RetryPolicy | None = None,
         sleep: Sleep = asyncio.sleep,
+        timeout_seconds: float = 30.0,
     ) -> None:
         self._http = http
+        self._timeout = request_timeout(timeout_seconds)
         self._tokens = tokens
         self.base_url = base_url.rstrip("/")
         self._base = urlsplit(self.base_url)
@@ -168,7 +171,12 @@ class GraphClient:
         async with self._limiter.slot(mailbox):
             try:
                 response = await self._http.request(
-                    method, url, params=params, content=content, headers=request_headers
+                    method,
+                    url,
+                    params=params,
+                    content=content,
+                    headers=request_headers,
+                    timeout=self._timeout,
                 )
             except httpx.TimeoutException:
                 raise TransientError("Graph did not answer in time", request=info) from None

@@ -1,0 +1,92 @@
+"""Building the Microsoft 365 connectors from settings: one HTTP client, one token provider.
+
+Everything that talks to Graph or Exchange shares the same ``httpx.AsyncClient`` (connection
+reuse), the same token provider (one token per scope for the whole process) and the same
+concurrency limiter (so the per-mailbox limit of 4 holds across the sync worker, the provisioning
+runner and the bot at once).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+
+from connectors.clouds import ResolvedEndpoints, resolve_endpoints
+from connectors.exchange.client import ExchangeAdminClient
+from connectors.graph.applications import GraphApplications
+from connectors.graph.calendar import GraphCalendar
+from connectors.graph.client import GraphClient
+from connectors.graph.directory import GraphDirectory
+from connectors.graph.subscriptions import GraphSubscriptions
+from connectors.groups import SyncGroupMembership
+from connectors.http import create_http_client
+from connectors.limits import ConcurrencyLimiter
+from connectors.retry import RetryPolicy
+from connectors.tokens import MsalTokenProvider
+from core.settings import Settings
+
+
+@dataclass
+class Microsoft365:
+    endpoints: ResolvedEndpoints
+    http: httpx.AsyncClient
+    tokens: MsalTokenProvider
+    graph: GraphClient
+    directory: GraphDirectory
+    applications: GraphApplications
+    calendar: GraphCalendar
+    subscriptions: GraphSubscriptions
+    exchange: ExchangeAdminClient
+    sync_group: SyncGroupMembership | None
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+
+def build_microsoft365(settings: Settings) -> Microsoft365:
+    graph_settings = settings.graph
+    endpoints = resolve_endpoints(graph_settings, settings.exchange)
+    http = create_http_client(
+        extra_ca=graph_settings.ca_bundle,
+        max_connections=graph_settings.max_concurrency,
+    )
+    tokens = MsalTokenProvider(graph_settings, endpoints)
+    limiter = ConcurrencyLimiter(
+        global_limit=graph_settings.max_concurrency,
+        per_mailbox=graph_settings.mailbox_concurrency,
+    )
+    retry = RetryPolicy(max_attempts=graph_settings.max_attempts)
+    graph = GraphClient(
+        http,
+        tokens,
+        base_url=endpoints.graph_base_url,
+        scope=endpoints.graph_scope,
+        limiter=limiter,
+        retry=retry,
+        timeout_seconds=graph_settings.timeout_seconds,
+    )
+    directory = GraphDirectory(graph)
+    exchange = ExchangeAdminClient(
+        http,
+        tokens,
+        base_url=endpoints.exchange_base_url,
+        scope=endpoints.exchange_scope,
+        tenant_id=graph_settings.tenant_id or "",
+        limiter=limiter,
+        retry=retry,
+        timeout_seconds=settings.exchange.timeout_seconds,
+    )
+    group_id = graph_settings.sync_group_id
+    return Microsoft365(
+        endpoints=endpoints,
+        http=http,
+        tokens=tokens,
+        graph=graph,
+        directory=directory,
+        applications=GraphApplications(graph),
+        calendar=GraphCalendar(graph),
+        subscriptions=GraphSubscriptions(graph),
+        exchange=exchange,
+        sync_group=SyncGroupMembership(directory, exchange, group_id) if group_id else None,
+    )
