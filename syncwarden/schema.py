@@ -5,6 +5,6 @@ not imported here is invisible to migrations: add new model modules to the impor
 """
 
 from core.db import Base
-from workflows import audit  # noqa: F401  (registers audit_events)
+from workflows import audit, records  # noqa: F401  (registers their tables)
 
 metadata = Base.metadata
