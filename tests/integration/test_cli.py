@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from syncwarden.migrate import head_revision
 from tests.support.process import cli_environment
 
 PRODUCTION_COMPLETE = {
@@ -110,7 +111,7 @@ def test_config_check_reads_dotenv(tmp_path: Path) -> None:
 def test_migrate_creates_the_embedded_database(tmp_path: Path) -> None:
     result = run("migrate", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "database schema is at revision 0001" in result.stdout
+    assert f"database schema is at revision {head_revision()}" in result.stdout
     assert (tmp_path / "var" / "syncwarden.db").is_file()
 
 

@@ -1,0 +1,1 @@
+"""Scheduling systems (where a person's appointments come from), behind one interface."""
