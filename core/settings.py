@@ -111,6 +111,38 @@ class SchedulerSettings(BaseModel):
     sync_interval_minutes: int = Field(default=5, ge=1)
 
 
+class SchedulingAdapter(StrEnum):
+    BUILTIN = "builtin"
+    MANUAL = "manual"
+
+
+class ApprovalSettings(BaseModel):
+    """Who may approve, and how long a request may wait for them."""
+
+    approvers: list[str] = Field(default_factory=list)
+    approvers_group_id: str | None = None
+    fallback_approvers: list[str] = Field(default_factory=list)
+    it_admins: list[str] = Field(default_factory=list)
+    it_admins_group_id: str | None = None
+    required_approvals: int = Field(default=1, ge=1, le=2)
+    auto_approve_it_on_behalf: bool = False
+    reminder_hours: float = Field(default=24.0, gt=0)
+    escalation_hours: float = Field(default=48.0, gt=0)
+    expiry_days: float = Field(default=7.0, gt=0)
+    group_cache_seconds: int = Field(default=300, ge=0)
+
+
+class ProvisioningSettings(BaseModel):
+    """How approved tickets are carried out."""
+
+    scheduling_adapter: SchedulingAdapter = SchedulingAdapter.BUILTIN
+    remove_synced_events: bool = False
+    instructions_template: Path | None = None
+    help_article_url: str | None = None
+    max_attempts: int = Field(default=8, ge=1)
+    lease_seconds: int = Field(default=300, ge=10)
+
+
 class AlertSettings(BaseModel):
     credential_thresholds_days: list[int] = Field(default_factory=lambda: [60, 30, 14, 7, 3, 1])
     runbook_url: str | None = None
@@ -139,6 +171,8 @@ class Settings(BaseSettings):
     exchange: ExchangeSettings = Field(default_factory=ExchangeSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    approvals: ApprovalSettings = Field(default_factory=ApprovalSettings)
+    provisioning: ProvisioningSettings = Field(default_factory=ProvisioningSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
@@ -267,12 +301,18 @@ def find_problems(settings: Settings) -> list[str]:
         problems.append(f"graph.tenant_id is missing: set {env}GRAPH__TENANT_ID")
     if not graph.client_id:
         problems.append(f"graph.client_id is missing: set {env}GRAPH__CLIENT_ID")
+    if not (settings.approvals.approvers or settings.approvals.approvers_group_id):
+        problems.append(
+            f"nobody can approve requests: set {env}APPROVALS__APPROVERS (object ids or UPNs) "
+            f"or {env}APPROVALS__APPROVERS_GROUP_ID"
+        )
     if not graph.has_credential:
         problems.append(
             f"graph credential is missing: set {env}GRAPH__CLIENT_SECRET, "
             f"{env}GRAPH__CERTIFICATE_PATH or {env}GRAPH__MANAGED_IDENTITY=true"
         )
-    for path in (bot.certificate_path, graph.certificate_path, graph.ca_bundle):
+    files = (bot.certificate_path, graph.certificate_path, graph.ca_bundle)
+    for path in (*files, settings.provisioning.instructions_template):
         if path is not None and not path.is_file():
             problems.append(f"file {path} does not exist or is not a file")
     for name, secret in iter_secrets(settings):

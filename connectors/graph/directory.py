@@ -14,6 +14,8 @@ from connectors.errors import (
     AlreadyExistsError,
     BadRequestError,
     ConnectorError,
+    MailboxAccessDeniedError,
+    MailboxNotEnabledError,
     NotFoundError,
     TransientError,
 )
@@ -105,6 +107,22 @@ class GraphDirectory:
             names = ", ".join(sorted(user.user_principal_name for user in users.values()))
             raise AmbiguousAddressError(f"the address {cleaned} belongs to several people: {names}")
         return next(iter(users.values()), None)
+
+    async def has_mailbox(self, user_id: str) -> bool:
+        """Ask for the user's calendar: only a REST-enabled Exchange Online mailbox has one.
+
+        A 403 ``ErrorAccessDenied`` still proves the mailbox exists: the application access policy
+        keeps us out until the person joins the sync group, which is what enrollment is for.
+        """
+        try:
+            await self._client.get(
+                f"users/{user_id}/calendar", params={"$select": "id"}, mailbox=user_id
+            )
+        except MailboxAccessDeniedError:
+            return True
+        except (MailboxNotEnabledError, NotFoundError):
+            return False
+        return True
 
     async def find_group_by_name(self, display_name: str) -> list[DirectoryGroup]:
         found = await self._client.collect(

@@ -19,6 +19,7 @@ PRODUCTION_COMPLETE = {
     "SYNCWARDEN_GRAPH__TENANT_ID": "99999999-8888-7777-6666-555555555555",
     "SYNCWARDEN_GRAPH__CLIENT_ID": "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee",
     "SYNCWARDEN_GRAPH__CLIENT_SECRET": "Zx8.graph-real-looking~value_456",
+    "SYNCWARDEN_APPROVALS__APPROVERS_GROUP_ID": "c0ffee00-0000-4000-8000-000000000001",
 }
 
 
@@ -58,6 +59,7 @@ def test_production_serve_without_credentials_exits_2_listing_each_problem(tmp_p
         "bot",
         "graph.tenant_id",
         "graph.client_id",
+        "nobody",
         "graph",
     ]
     assert "Traceback" not in result.stderr

@@ -27,6 +27,7 @@ COMPLETE_PRODUCTION = {
     "SYNCWARDEN_GRAPH__TENANT_ID": "99999999-8888-7777-6666-555555555555",
     "SYNCWARDEN_GRAPH__CLIENT_ID": "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee",
     "SYNCWARDEN_GRAPH__CLIENT_SECRET": "Zx8.graph-real-looking~value_456",
+    "SYNCWARDEN_APPROVALS__APPROVERS_GROUP_ID": "c0ffee00-0000-4000-8000-000000000001",
 }
 
 
@@ -89,9 +90,10 @@ def test_production_without_credentials_lists_each_missing_item(
         "graph.tenant_id",
         "graph.client_id",
         "graph credential",
+        "nobody can approve",
     ):
         assert any(problem.startswith(expected) for problem in problems), (expected, problems)
-    assert len(problems) == 6
+    assert len(problems) == 7
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,94 @@
+"""What the workflow needs from the outside, as protocols the composition root fills in.
+
+The :class:`Notifier` is how tickets reach people in Teams. The workflow decides *who* hears
+*what* (a :class:`Notification` with a snapshot of the ticket); the bot decides how it looks.
+Every send carries a ``key`` that is stable for that notification, so an implementation with a
+durable outbox can drop a repeat after a crash.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Person:
+    """Someone acting on a ticket, identified by their Entra object id (never by a name)."""
+
+    id: str
+    name: str
+    upn: str = ""
+
+
+@dataclass(frozen=True)
+class DecisionView:
+    approver_name: str
+    approve: bool
+    comment: str
+    decided_at: datetime
+
+
+@dataclass(frozen=True)
+class TicketView:
+    """A read-only snapshot of a ticket, safe to hand out after the transaction ended."""
+
+    ref: str
+    kind: str
+    status: str
+    version: int
+    subject: Person
+    subject_mail: str
+    requester: Person
+    mailbox: str
+    previous_mailbox: str | None
+    profile_id: str | None
+    profile_name: str | None
+    justification: str
+    created_at: datetime
+    decisions: tuple[DecisionView, ...] = ()
+    failure_reason: str | None = None
+    waiting_step: str | None = None
+
+
+class NotificationKind(StrEnum):
+    APPROVAL_REQUESTED = "approval_requested"
+    APPROVAL_REMINDER = "approval_reminder"
+    APPROVAL_ESCALATED = "approval_escalated"
+    RECEIVED = "received"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    MANUAL_STEP = "manual_step"
+    INSTRUCTIONS = "instructions"
+    STATUS = "status"
+
+
+class Channel(StrEnum):
+    IT = "it"
+    APPROVALS = "approvals"
+
+
+@dataclass(frozen=True)
+class Notification:
+    kind: NotificationKind
+    ticket: TicketView
+    text: str
+    details: dict[str, str] = field(default_factory=dict)
+
+
+class Notifier(Protocol):
+    async def to_user(self, user_id: str, notification: Notification, *, key: str) -> None: ...
+
+    async def to_channel(
+        self, channel: Channel, notification: Notification, *, key: str
+    ) -> None: ...
+
+    async def update_card(self, ticket: TicketView, *, key: str) -> None:
+        """Refresh every posted copy of the ticket's approval card to show its current state."""
+        ...
