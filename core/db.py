@@ -8,6 +8,8 @@ unless asked and our tables rely on foreign keys for integrity.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -88,6 +90,26 @@ def create_engine(url: str, *, echo: bool = False, pool_size: int = 5) -> AsyncE
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions whose objects stay usable after commit (they are handed to notifiers then)."""
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+@asynccontextmanager
+async def write_transaction(
+    sessions: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncSession]:
+    """A session in a transaction meant to read-then-write; commits on success.
+
+    On SQLite the transaction starts with the write lock held (``BEGIN IMMEDIATE``), so two such
+    transactions queue instead of both reading and then failing to write. On PostgreSQL, lock the
+    rows you read with ``with_for_update()``.
+    """
+    async with sessions() as session:
+        await session.connection(execution_options={SQLITE_IMMEDIATE_OPTION: True})
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
 
 
 async def ping(engine: AsyncEngine) -> None:
