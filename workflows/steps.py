@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from workflows.model import TicketKind
+from workflows.ports import TicketView
 
 
 class StepName(StrEnum):
@@ -62,16 +63,10 @@ class StepOutcome:
 class StepContext:
     """Everything a handler may know about its step; handlers never touch the database."""
 
-    ticket_ref: str
-    ticket_kind: TicketKind
+    ticket: TicketView
     step: StepName
     idempotency_key: str
     attempt: int
-    subject_id: str
-    subject_upn: str
-    subject_name: str
-    mailbox: str
-    profile_id: str | None
     manual_confirmed: bool
 
 
