@@ -11,8 +11,10 @@ import functools
 import ssl
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import certifi
+import requests
 
 
 @functools.cache
@@ -37,3 +39,31 @@ def ssl_context(extra_ca: Path | None) -> ssl.SSLContext:
     if extra_ca is not None:
         context.load_verify_locations(cafile=str(extra_ca))
     return context
+
+
+class TrustingSession(requests.Session):
+    """A requests session that keeps *its* CA trust and a default timeout.
+
+    requests lets ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` override a session's ``verify``
+    (environment settings win when merged), which silently drops our bundle on exactly the
+    machines that need it: those behind an inspecting proxy, where such variables are common.
+    Proxy variables from the environment still apply.
+    """
+
+    def __init__(self, verify: str | bool, timeout: float) -> None:
+        super().__init__()
+        self.verify = verify
+        self._timeout = timeout
+
+    def merge_environment_settings(
+        self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
+    ) -> dict[str, Any]:
+        settings: dict[str, Any] = super().merge_environment_settings(
+            url, proxies, stream, verify, cert
+        )
+        settings["verify"] = self.verify if verify in (None, True) else verify
+        return settings
+
+    def request(self, method: Any, url: Any, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("timeout", self._timeout)
+        return super().request(method, url, *args, **kwargs)

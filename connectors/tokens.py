@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from connectors.clouds import ResolvedEndpoints
 from connectors.errors import CredentialError, TransientError
-from connectors.tls import verify_for_requests
+from connectors.tls import TrustingSession, verify_for_requests
 from core.logging import get_logger
 from core.settings import GraphSettings
 
@@ -137,15 +137,13 @@ class MsalTokenProvider:
 
     def _build_application(self) -> Any:
         graph = self._graph
-        verify = verify_for_requests(graph.ca_bundle)
+        session = TrustingSession(verify_for_requests(graph.ca_bundle), graph.timeout_seconds)
         if graph.managed_identity:
             identity: Any = (
                 msal.UserAssignedManagedIdentity(client_id=graph.client_id)
                 if graph.client_id
                 else msal.SystemAssignedManagedIdentity()
             )
-            session = requests.Session()
-            session.verify = verify
             return msal.ManagedIdentityClient(identity, http_client=session)
         credential: Any
         if graph.certificate_path is not None:
@@ -169,8 +167,7 @@ class MsalTokenProvider:
             client_credential=credential,
             validate_authority=official,
             instance_discovery=official,
-            verify=verify,
-            timeout=graph.timeout_seconds,
+            http_client=session,
         )
 
 

@@ -109,14 +109,14 @@ class GraphDirectory:
         return next(iter(users.values()), None)
 
     async def has_mailbox(self, user_id: str) -> bool:
-        """Ask for the user's calendar: only a REST-enabled Exchange Online mailbox has one.
+        """Ask for one event id: only a REST-enabled Exchange Online mailbox can answer.
 
         A 403 ``ErrorAccessDenied`` still proves the mailbox exists: the application access policy
         keeps us out until the person joins the sync group, which is what enrollment is for.
         """
         try:
             await self._client.get(
-                f"users/{user_id}/calendar", params={"$select": "id"}, mailbox=user_id
+                f"users/{user_id}/events", params={"$select": "id", "$top": "1"}, mailbox=user_id
             )
         except MailboxAccessDeniedError:
             return True
