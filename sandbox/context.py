@@ -1,0 +1,22 @@
+"""What every front of the sandbox shares: state, knobs, keys and the public base URL."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from sandbox.knobs import Behaviour
+from sandbox.seed import SeedInfo
+from sandbox.signing import SigningKey
+from sandbox.state import TenantState
+
+
+@dataclass
+class Context:
+    state: TenantState
+    seed: SeedInfo
+    behaviour: Behaviour
+    base_url: str = ""
+    entra_key: SigningKey = field(default_factory=lambda: SigningKey("sandbox-entra-signing"))
+    bot_key: SigningKey = field(default_factory=lambda: SigningKey("sandbox-botframework"))
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)

@@ -1,0 +1,217 @@
+"""Graph groups and membership writes, including the refusals that push us to Exchange.
+
+Mail-enabled security groups and distribution lists are mastered in Exchange; Graph refuses
+every membership write on them, which is why the product needs the Exchange path at all.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sandbox.context import Context
+from sandbox.graph_core import (
+    READ_GROUPS,
+    WRITE_MEMBERS,
+    GraphRequest,
+    GraphResponse,
+    Route,
+    json_body,
+    no_content,
+    ok,
+    paged,
+)
+from sandbox.graph_directory import (
+    advanced_enabled,
+    check_options,
+    count_requested,
+    directory_filter,
+    filtered,
+    select_and_top,
+)
+from sandbox.graph_users import context_name, missing
+from sandbox.odata import GraphError, JsonDict, bad_request, not_found, parse_select, project
+from sandbox.state import GROUP_PROPERTIES, USER_DEFAULT, USER_PROPERTIES, Group
+
+GROUP_TYPE = "microsoft.graph.group"
+MAIL_ENABLED_REFUSAL = "Cannot Update a mail-enabled security groups and or distribution list."
+ALREADY_EXISTS = (
+    "One or more added object references already exist for the following modified properties: "
+    "'members'."
+)
+NOT_PRESENT = (
+    "One or more removed object references do not exist for the following modified properties: "
+    "'members'."
+)
+MAX_BIND = 20
+_REF = re.compile(
+    r"^https://[^/]+(?:/[^/]+)*?/v1\.0/(?:directoryObjects|users|groups|servicePrincipals)/"
+    r"(?P<id>[0-9a-fA-F-]{36})$"
+)
+
+
+def reference_id(value: Any) -> str:
+    if not isinstance(value, str) or (match := _REF.match(value)) is None:
+        raise bad_request(f"Invalid object identifier '{value}'.")
+    return match.group("id").lower()
+
+
+class GroupsFront:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("GET", "/groups", self.list_groups, READ_GROUPS),
+            Route("GET", "/groups/{group}", self.get_group, READ_GROUPS),
+            Route("PATCH", "/groups/{group}", self.patch_group, WRITE_MEMBERS),
+            Route("GET", "/groups/{group}/members", self.members, READ_GROUPS),
+            Route("GET", "/groups/{group}/transitiveMembers", self.transitive, READ_GROUPS),
+            Route("POST", "/groups/{group}/members/$ref", self.add_ref, WRITE_MEMBERS),
+            Route(
+                "DELETE", "/groups/{group}/members/{member}/$ref", self.remove_ref, WRITE_MEMBERS
+            ),
+            Route(
+                "DELETE", "/groups/{group}/members/{member}", self.remove_without_ref, WRITE_MEMBERS
+            ),
+        ]
+
+    def group(self, key: str) -> Group:
+        group = self.ctx.state.group(key)
+        if group is None:
+            raise missing(key)
+        return group
+
+    async def get_group(self, req: GraphRequest) -> GraphResponse:
+        check_options(req, {"$select", "$expand"})
+        select = parse_select(
+            req.query.get("$select"), GROUP_PROPERTIES, GROUP_TYPE, "Request_BadRequest"
+        )
+        group = self.group(req.params["group"])
+        return ok(
+            {
+                "@odata.context": f"{self.ctx.base_url}/v1.0/$metadata#"
+                f"{context_name('groups', select, True)}",
+                **project(group.to_graph(), select, GROUP_PROPERTIES),
+            }
+        )
+
+    async def list_groups(self, req: GraphRequest) -> GraphResponse:
+        check_options(req)
+        node = directory_filter(req, GROUP_TYPE, GROUP_PROPERTIES)
+        select, top = select_and_top(req, GROUP_PROPERTIES, GROUP_TYPE)
+        items = filtered((g.to_graph() for g in self.ctx.state.groups.values()), node)
+        count = len(items) if count_requested(req) else None
+        shaped = [project(i, select, GROUP_PROPERTIES) for i in items]
+        return ok(
+            paged(self.ctx, req, shaped, context_name("groups", select), top=top, count=count)
+        )
+
+    async def members(self, req: GraphRequest) -> GraphResponse:
+        group = self.group(req.params["group"])
+        return self._member_page(req, group.members, "members")
+
+    async def transitive(self, req: GraphRequest) -> GraphResponse:
+        group = self.group(req.params["group"])
+        return self._member_page(req, self.ctx.state.transitive_members(group), "transitiveMembers")
+
+    def _member_page(self, req: GraphRequest, ids: list[str], relation: str) -> GraphResponse:
+        check_options(req)
+        if "$filter" in req.query and not (advanced_enabled(req) and count_requested(req)):
+            raise GraphError(
+                400,
+                "Request_UnsupportedQuery",
+                "Filter on members requires ConsistencyLevel: eventual and $count=true.",
+            )
+        known = sorted(set(USER_PROPERTIES) | set(GROUP_PROPERTIES))
+        select, top = select_and_top(req, known, "microsoft.graph.directoryObject")
+        node = directory_filter(req, "microsoft.graph.directoryObject", known)
+        objects = [o for i in ids if (o := self.ctx.state.directory_object(i)) is not None]
+        objects = filtered(objects, node)
+        shaped: list[JsonDict] = []
+        for obj in objects:
+            is_user = obj["@odata.type"] == "#microsoft.graph.user"
+            allowed = USER_PROPERTIES if is_user else GROUP_PROPERTIES
+            chosen = [s for s in select if s in allowed] if select is not None else None
+            shaped.append(project(obj, chosen, USER_DEFAULT if is_user else GROUP_PROPERTIES))
+        count = len(shaped) if count_requested(req) else None
+        return ok(paged(self.ctx, req, shaped, "directoryObjects", top=top, count=count))
+
+    def _writable(self, group: Group) -> None:
+        if group.graph_read_only:
+            raise bad_request(MAIL_ENABLED_REFUSAL)
+
+    def _existing(self, object_id: str) -> str:
+        state = self.ctx.state
+        for known in (state.users, state.groups, state.service_principals):
+            for key in known:
+                if key.lower() == object_id:
+                    return key
+        raise missing(object_id)
+
+    async def add_ref(self, req: GraphRequest) -> GraphResponse:
+        group = self.group(req.params["group"])
+        body = json_body(req)
+        self._writable(group)
+        member = self._existing(reference_id(body.get("@odata.id")))
+        if member in group.members:
+            raise bad_request(ALREADY_EXISTS)
+        if member == group.id:
+            raise bad_request("A group cannot be a member of itself.")
+        self.ctx.state.add_members(group, [member])
+        return no_content()
+
+    async def remove_ref(self, req: GraphRequest) -> GraphResponse:
+        group = self.group(req.params["group"])
+        self._writable(group)
+        member = req.params["member"].lower()
+        match = next((m for m in group.members if m.lower() == member), None)
+        if match is None:
+            raise not_found(NOT_PRESENT)
+        self.ctx.state.remove_member(group, match)
+        return no_content()
+
+    async def remove_without_ref(self, req: GraphRequest) -> GraphResponse:
+        raise GraphError(
+            405,
+            "Request_BadRequest",
+            "Specified HTTP method is not allowed for the request target. (Sandbox: without /$ref "
+            "this URL addresses the directory object itself, not the membership link.)",
+        )
+
+    async def patch_group(self, req: GraphRequest) -> GraphResponse:
+        group = self.group(req.params["group"])
+        body = json_body(req)
+        other = {k for k in body if k != "members@odata.bind"}
+        roles = set(req.claims.get("roles") or [])
+        if other and not roles & {"Group.ReadWrite.All", "Directory.ReadWrite.All"}:
+            raise GraphError(
+                403,
+                "Authorization_RequestDenied",
+                "Insufficient privileges to complete the operation.",
+            )
+        for name in other:
+            if name not in ("displayName", "description"):
+                raise bad_request(
+                    f"Property '{name}' is read-only or not supported by the sandbox for PATCH."
+                )
+        binds = body.get("members@odata.bind")
+        new_members: list[str] = []
+        if binds is not None:
+            self._writable(group)
+            if not isinstance(binds, list):
+                raise bad_request("members@odata.bind must be an array of object URLs.")
+            if len(binds) > MAX_BIND:
+                raise bad_request(
+                    f"The request contains {len(binds)} references; at most {MAX_BIND} object "
+                    "references can be added in one request."
+                )
+            for ref in binds:
+                member = self._existing(reference_id(ref))
+                if member in group.members or member in new_members:
+                    raise bad_request(ALREADY_EXISTS)
+                new_members.append(member)
+        for name in other:
+            setattr(group, name, body[name])
+        self.ctx.state.add_members(group, new_members)
+        return no_content()
