@@ -24,7 +24,7 @@ install: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/syncwarden migrate
-	SYNCWARDEN_MODE=sandbox $(BIN)/syncwarden serve
+	SYNCWARDEN_MODE=sandbox $(BIN)/syncwarden serve --sandbox
 
 test: lint typecheck pytest
 

@@ -19,7 +19,8 @@ from sandbox.server import SandboxTenant
 
 EPILOG = """\
 On start, one JSON line goes to stdout:
-  {"event": "sandbox.ready", "base_url": ..., "ca_path": ..., "tenant_id": ...}
+  {"event": "sandbox.ready", "base_url": ..., "ca_path": ..., "tenant_id": ...,
+   "apps": {name: {"client_id", "client_secret"}}, "groups": {name: id}}
 Point clients at the printed base_url with the printed ca_path as their CA bundle:
   msal authority  {base_url}/{tenant_id}   (validate_authority=False, instance_discovery=False)
   Graph           {base_url}/v1.0/...
@@ -100,6 +101,13 @@ async def serve(args: argparse.Namespace) -> None:
         "base_url": tenant.base_url,
         "ca_path": str(tenant.ca_path.resolve()),
         "tenant_id": tenant.tenant_id,
+        # Sandbox-only credentials and ids, so `syncwarden serve --sandbox` can wire itself up.
+        "apps": {
+            name: {"client_id": app_id, "client_secret": tenant.seed.app_secrets.get(app_id)}
+            for name, app_id in tenant.seed.app_ids.items()
+            if tenant.seed.app_secrets.get(app_id)
+        },
+        "groups": dict(tenant.seed.group_ids),
     }
     sys.stdout.write(json.dumps(ready) + "\n")
     sys.stdout.flush()

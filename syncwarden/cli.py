@@ -21,6 +21,7 @@ from core.logging import SecretScrubber, configure_logging
 from core.settings import Settings, database_url_problem, find_problems, load_settings, masked_view
 from syncwarden import __version__
 from syncwarden.migrate import upgrade_to_head
+from syncwarden.sandbox_process import SandboxStartError
 
 EXIT_UNAVAILABLE = 1
 EXIT_CONFIGURATION = 2
@@ -89,7 +90,15 @@ def _database_unreachable(settings: Settings, error: BaseException) -> NoReturn:
 
 
 @app.command()
-def serve() -> None:
+def serve(
+    sandbox: Annotated[
+        bool,
+        typer.Option(
+            "--sandbox",
+            help="Also start the sandbox tenant (a local Microsoft 365 stand-in) and use it.",
+        ),
+    ] = False,
+) -> None:
     """Run the service: migrate, then serve the bot endpoint, /healthz, /readyz and /metrics.
 
     In production mode it refuses to start (exit 2) while any configuration problem remains;
@@ -100,9 +109,12 @@ def serve() -> None:
     settings = _load()
     configure_logging(settings)
     try:
-        asyncio.run(run_server(settings))
+        asyncio.run(run_server(settings, with_sandbox=sandbox))
     except ConfigurationError as error:
         _fail(error.problems)
+    except SandboxStartError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(EXIT_UNAVAILABLE) from None
     except DATABASE_FAILURES as error:
         _database_unreachable(settings, error)
 

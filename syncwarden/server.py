@@ -10,15 +10,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from pathlib import Path
 
 from aiohttp import web
 
+from connectors.errors import ConnectorError
 from core.db import create_engine
 from core.errors import ConfigurationError
 from core.logging import get_logger
 from core.settings import Settings, find_problems
 from syncwarden import __version__
+from syncwarden.m365 import Microsoft365, build_microsoft365
 from syncwarden.migrate import upgrade_to_head
+from syncwarden.sandbox_process import settings_for_sandbox, start_sandbox
 from syncwarden.web import create_app
 
 log = get_logger(__name__)
@@ -30,9 +34,54 @@ def ensure_startable(settings: Settings) -> None:
         raise ConfigurationError(problems)
 
 
-async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
-    """Run the web process until ``stop`` is set or the process receives SIGTERM/SIGINT."""
+SANDBOX_STATE_DIR = Path("var/sandbox")
+
+
+async def serve(
+    settings: Settings, *, stop: asyncio.Event | None = None, with_sandbox: bool = False
+) -> None:
+    """Run the web process until ``stop`` is set or the process receives SIGTERM/SIGINT.
+
+    With ``with_sandbox`` the sandbox tenant is started first, as a child process, and the
+    Microsoft 365 settings are pointed at it.
+    """
     ensure_startable(settings)
+    if with_sandbox and settings.is_production:
+        raise ConfigurationError(
+            ["--sandbox starts the sandbox tenant, which production never uses"]
+        )
+    async with contextlib.AsyncExitStack() as stack:
+        if with_sandbox:
+            sandbox = await start_sandbox(SANDBOX_STATE_DIR)
+            stack.push_async_callback(sandbox.stop)
+            settings = settings_for_sandbox(settings, sandbox.ready)
+            log.info("sandbox.started", base_url=sandbox.ready["base_url"])
+        m365 = build_microsoft365(settings) if settings.graph.client_id else None
+        if m365 is not None:
+            stack.push_async_callback(m365.aclose)
+            await _report_microsoft365(m365)
+        await _serve_http(settings, stop)
+
+
+async def _report_microsoft365(m365: Microsoft365) -> None:
+    """Say at start-up whether Microsoft 365 answers, and how the sync group will be written."""
+    if m365.sync_group is None:
+        log.warning("m365.no_sync_group", hint="set SYNCWARDEN_GRAPH__SYNC_GROUP_ID")
+        return
+    try:
+        group = await m365.sync_group.group()
+    except ConnectorError as error:
+        log.warning("m365.unreachable", error=str(error))
+        return
+    log.info(
+        "m365.connected",
+        sync_group=group.display_name,
+        kind=group.kind.value,
+        write_path="graph" if group.kind.writable_through_graph else "exchange",
+    )
+
+
+async def _serve_http(settings: Settings, stop: asyncio.Event | None) -> None:
     stop_event = stop or asyncio.Event()
     engine = create_engine(
         settings.database.url.get_secret_value(),

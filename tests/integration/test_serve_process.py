@@ -48,3 +48,27 @@ async def test_sigterm_lets_the_in_flight_request_finish(tmp_path: Path) -> None
     finally:
         await service.stop()
         await recorder.close()
+
+
+async def test_serve_with_sandbox_reaches_microsoft365_through_the_real_connectors(
+    tmp_path: Path,
+) -> None:
+    env = cli_environment(
+        SYNCWARDEN_HTTP__PORT=str(free_port()),
+        SYNCWARDEN_DATABASE__URL=f"sqlite+aiosqlite:///{tmp_path}/sw.db",
+        SYNCWARDEN_LOG__FORMAT="json",
+    )
+    service = await ServiceProcess.start(env, "--sandbox", cwd=tmp_path)
+    try:
+        started = await service.wait_for_event("sandbox.started")
+        assert started["base_url"].startswith("https://127.0.0.1:")
+        connected = await service.wait_for_event("m365.connected")
+        assert connected["sync_group"] == "Calendar Sync"
+        assert connected["write_path"] == "exchange"
+        await service.wait_for_event("syncwarden.started")
+        service.process.send_signal(signal.SIGTERM)
+        await service.wait_for_event("syncwarden.stopped")
+        assert await asyncio.wait_for(service.process.wait(), 30) == 0
+        assert (tmp_path / "var" / "sandbox").is_dir()
+    finally:
+        await service.stop()

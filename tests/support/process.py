@@ -8,6 +8,7 @@ import os
 import socket
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 STARTUP_TIMEOUT_SECONDS = 30.0
@@ -36,12 +37,16 @@ class ServiceProcess:
     raw: list[str] = field(default_factory=list)
 
     @classmethod
-    async def start(cls, env: dict[str, str]) -> ServiceProcess:
+    async def start(
+        cls, env: dict[str, str], *arguments: str, cwd: Path | None = None
+    ) -> ServiceProcess:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "syncwarden",
             "serve",
+            *arguments,
+            cwd=cwd,
             env=env,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
