@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 from dataclasses import dataclass, field
 
 from sandbox.knobs import Behaviour
@@ -20,3 +21,5 @@ class Context:
     entra_key: SigningKey = field(default_factory=lambda: SigningKey("sandbox-entra-signing"))
     bot_key: SigningKey = field(default_factory=lambda: SigningKey("sandbox-botframework"))
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    # What a host's managed-identity endpoint expects in X-IDENTITY-HEADER (App Service style).
+    identity_header: str = field(default_factory=lambda: secrets.token_urlsafe(24))

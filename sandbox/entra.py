@@ -97,6 +97,7 @@ class EntraFront:
             web.post("/{tenant}/oauth2/v2.0/token", self.token),
             web.get("/{tenant}/discovery/v2.0/keys", self.keys),
             web.get("/{tenant}/oauth2/v2.0/authorize", self.authorize),
+            web.get("/msi/token", self.managed_identity_token),
         ]
 
     def _check_tenant(self, tenant: str) -> None:
@@ -216,6 +217,36 @@ class EntraFront:
             "ext_expires_in": 3599,
             "access_token": self.mint_access_token(sp, resource),
         }
+
+    async def managed_identity_token(self, request: web.Request) -> web.Response:
+        """The App Service managed-identity endpoint (``IDENTITY_ENDPOINT``), as msal calls it.
+
+        Without ``client_id`` the host's system-assigned identity answers: here, the Syncwarden
+        app's service principal. With one, the user-assigned identity of that client id.
+        """
+        if request.headers.get("X-IDENTITY-HEADER") != self.ctx.identity_header:
+            return web.json_response(
+                {"statusCode": 401, "message": "Missing or invalid X-IDENTITY-HEADER."}, status=401
+            )
+        name = request.query.get("resource", "").rstrip("/")
+        resource = RESOURCE_ALIASES.get(name.removesuffix("/.default"))
+        client_id = request.query.get("client_id") or self.ctx.seed.app_ids.get("Syncwarden", "")
+        sp = self.ctx.state.service_principal_for(client_id)
+        if resource is None or sp is None:
+            return web.json_response(
+                {"statusCode": 400, "message": f"No managed identity or resource for '{name}'."},
+                status=400,
+            )
+        now = int(dt.datetime.now(dt.UTC).timestamp())
+        return web.json_response(
+            {
+                "access_token": self.mint_access_token(sp, resource),
+                "expires_on": str(now + 3599),
+                "resource": resource,
+                "token_type": "Bearer",
+                "client_id": client_id,
+            }
+        )
 
     def _resource(self, scope: str) -> str:
         scopes = scope.split()

@@ -377,6 +377,11 @@ class SandboxTenant:
     def add_generated_apps(self, count: int) -> None:
         generate_apps(self.state, count, dt.datetime.now(dt.UTC))
 
+    @property
+    def identity_endpoint(self) -> tuple[str, str]:
+        """(IDENTITY_ENDPOINT, IDENTITY_HEADER) for code using a managed identity."""
+        return f"{self.base_url}/msi/token", self.ctx.identity_header
+
     def mint_access_token(self, app_id: str, resource: str = "https://graph.microsoft.com") -> str:
         sp = self.state.service_principal_for(app_id)
         if sp is None:

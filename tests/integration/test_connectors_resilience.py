@@ -261,3 +261,15 @@ async def test_certificate_credential_with_real_msal(
     )
     user = await m365.directory.get_user(AVERY)
     assert user.user_principal_name == AVERY
+
+
+async def test_managed_identity_with_real_msal(
+    m365_factory: M365Factory, tenant: SandboxTenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    endpoint, header = tenant.identity_endpoint
+    monkeypatch.setenv("IDENTITY_ENDPOINT", endpoint)
+    monkeypatch.setenv("IDENTITY_HEADER", header)
+    # No secret and no certificate: the only way to a token is the host's managed identity.
+    m365 = await m365_factory(graph={"client_secret": None, "managed_identity": True})
+    user = await m365.directory.get_user(AVERY)
+    assert user.user_principal_name == AVERY
