@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from connectors.errors import ConnectorError
+from connectors.errors import ConnectorError, ThrottledError, TransientError
 from core.logging import get_logger
 
 T = TypeVar("T")
@@ -35,9 +35,11 @@ class RetryPolicy:
         (429 means "not processed"); after a timeout or a 5xx we cannot know, so we do not
         repeat it.
         """
-        if attempt >= self.max_attempts or not error.retryable:
+        # Only what clears up within seconds is retried here; slower conditions (an access policy
+        # still propagating) are retried by the provisioning runner on its own, longer schedule.
+        if attempt >= self.max_attempts or not isinstance(error, ThrottledError | TransientError):
             return False
-        return idempotent or error.status == 429
+        return idempotent or isinstance(error, ThrottledError)
 
     def delay(self, error: ConnectorError, attempt: int) -> float:
         """Seconds to wait after the failed ``attempt`` (1-based)."""

@@ -108,7 +108,22 @@ class MsalTokenProvider:
             return token
 
     def invalidate(self, scope: str) -> None:
+        """Drop the token for ``scope`` here *and* in msal's own cache.
+
+        msal would otherwise hand back the same rejected token until it expires, so a permission
+        granted after a failure would not be seen for up to an hour.
+        """
         self._cache.pop(scope, None)
+        with self._app_lock:
+            app = self._app
+        cache = getattr(app, "token_cache", None) or getattr(app, "_token_cache", None)
+        if cache is None:
+            return
+        resource = scope.removesuffix("/.default")
+        for item in list(cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN)):
+            target = str(item.get("target", ""))
+            if scope in target.split() or target == resource:
+                cache.remove_at(item)
 
     def _acquire(self, scope: str) -> tuple[str, float]:
         """Runs in a worker thread."""

@@ -1,0 +1,373 @@
+"""Access requests end to end at the service level: real database, sandbox tenant, recorded Teams.
+
+Runs on SQLite and, with SYNCWARDEN_TEST_POSTGRES_URL, on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from connectors.scheduling.ports import Mapping
+from sandbox.server import SandboxTenant
+from syncwarden.m365 import Microsoft365
+from tests.support.workflow import Harness, workflow_harness
+from workflows.audit import AuditEvent
+from workflows.model import TicketStatus
+from workflows.ports import NotificationKind
+from workflows.records import Enrollment
+from workflows.service import ActionOutcome
+
+
+@pytest.fixture
+async def h(
+    migrated_engine: AsyncEngine, tenant: SandboxTenant, m365: Microsoft365
+) -> AsyncIterator[Harness]:
+    async with workflow_harness(migrated_engine, tenant, m365) as harness:
+        yield harness
+
+
+async def enrollments(h: Harness) -> list[Enrollment]:
+    async with h.sessions() as session:
+        return list((await session.scalars(select(Enrollment).order_by(Enrollment.id))).all())
+
+
+async def test_self_request_approved_and_provisioned(h: Harness) -> None:
+    sasha, casey = h.person("sasha"), h.person("casey")
+    result = await h.service.request_enrollment(sasha, justification="I see students on Tuesdays")
+    assert result.ok and result.created
+    ticket = result.ticket
+    assert ticket is not None
+    assert ticket.status == TicketStatus.AWAITING_APPROVAL
+    assert ticket.mailbox == "sasha.verhoeven@example.edu"
+    assert ticket.profile_id == "prof-sasha"
+    approver_asks = h.notifier.to(f"user:{casey.id.lower()}", NotificationKind.APPROVAL_REQUESTED)
+    assert len(approver_asks) == 1
+    assert h.notifier.to(f"user:{sasha.id.lower()}", NotificationKind.APPROVAL_REQUESTED) == []
+
+    decided = await h.service.decide(
+        ticket.ref, casey, approve=True, comment="ok", version=ticket.version
+    )
+    assert decided.ok, decided.message
+    assert decided.ticket is not None and decided.ticket.status == TicketStatus.PROVISIONING
+    assert not h.in_sync_group("sasha"), "nothing outside happens inside the decision"
+
+    assert await h.runner.run_until_idle() == 4
+    final = await h.service.get_ticket(ticket.ref)
+    assert final is not None and final.status == TicketStatus.COMPLETED
+    assert h.in_sync_group("sasha")
+    assert (
+        Mapping("prof-sasha", "sasha.verhoeven@example.edu", True)
+        in await h.scheduling.list_mappings()
+    )
+    [enrollment] = await enrollments(h)
+    assert (enrollment.active, enrollment.mailbox, enrollment.sync_requested_at is not None) == (
+        True,
+        "sasha.verhoeven@example.edu",
+        True,
+    )
+    instructions = h.notifier.to(f"user:{sasha.id.lower()}", NotificationKind.INSTRUCTIONS)
+    assert len(instructions) == 1
+    assert "sasha.verhoeven@example.edu" in instructions[0].text
+    assert len(h.notifier.to(f"user:{sasha.id.lower()}", NotificationKind.COMPLETED)) == 1
+    it_lines = [s.text for s in h.notifier.to("channel:it")]
+    assert any("waiting for approval" in line for line in it_lines)
+    assert any("approved" in line for line in it_lines)
+    assert any("completed" in line for line in it_lines)
+
+
+async def test_reject_tells_the_requester(h: Harness) -> None:
+    sasha, casey = h.person("sasha"), h.person("casey")
+    ticket = (await h.service.request_enrollment(sasha)).ticket
+    assert ticket is not None
+    result = await h.service.decide(ticket.ref, casey, approve=False, comment="not this term")
+    assert result.ok and result.ticket is not None
+    assert result.ticket.status == TicketStatus.REJECTED
+    told = h.notifier.to(f"user:{sasha.id.lower()}", NotificationKind.REJECTED)
+    assert len(told) == 1 and "not this term" in told[0].text
+    assert await h.runner.run_until_idle() == 0
+    assert not h.in_sync_group("sasha")
+
+
+async def test_decisions_are_authorised_by_who_clicked(h: Harness) -> None:
+    sasha, blake, casey, emerson = (h.person(k) for k in ("sasha", "blake", "casey", "emerson"))
+    ticket = (await h.service.request_enrollment(sasha)).ticket
+    assert ticket is not None
+    refused = await h.service.decide(ticket.ref, blake, approve=True)
+    assert refused.outcome is ActionOutcome.NOT_ALLOWED
+    assert "not an approver" in refused.message
+    own = await h.service.decide(ticket.ref, sasha, approve=True)
+    assert own.outcome is ActionOutcome.NOT_ALLOWED
+    stale = await h.service.decide(ticket.ref, casey, approve=True, version=ticket.version - 1)
+    assert stale.outcome is ActionOutcome.STALE
+    assert stale.ticket is not None and stale.ticket.status == TicketStatus.AWAITING_APPROVAL
+    assert (await h.service.decide(ticket.ref, casey, approve=True)).ok
+    late = await h.service.decide(ticket.ref, emerson, approve=False)
+    assert late.outcome is ActionOutcome.ALREADY_DECIDED
+    assert late.ticket is not None and late.ticket.status == TicketStatus.PROVISIONING
+    unknown = await h.service.decide("SW-99999", casey, approve=True)
+    assert unknown.outcome is ActionOutcome.NOT_FOUND
+    garbage = await h.service.decide("hello", casey, approve=True)
+    assert garbage.outcome is ActionOutcome.INVALID
+
+
+async def test_an_approver_cannot_approve_a_request_about_themself(h: Harness) -> None:
+    casey, dana, emerson = h.person("casey"), h.person("dana"), h.person("emerson")
+    on_behalf = await h.service.request_enrollment(dana, subject=casey.upn)
+    assert on_behalf.ticket is not None
+    refused = await h.service.decide(on_behalf.ticket.ref, casey, approve=True)
+    assert refused.outcome is ActionOutcome.NOT_ALLOWED
+    assert "about yourself" in refused.message
+    assert (await h.service.decide(on_behalf.ticket.ref, emerson, approve=True)).ok
+
+
+async def test_validation_explains_each_problem(h: Harness) -> None:
+    finley, harper, sasha, blake = (h.person(k) for k in ("finley", "harper", "sasha", "blake"))
+    disabled = await h.service.request_enrollment(finley)
+    assert [p.message for p in disabled.problems] == [f"{disabled.problems[0].message}"]
+    assert "disabled" in disabled.problems[0].message
+    no_mailbox = await h.service.request_enrollment(harper)
+    assert any(
+        p.field == "mailbox" and "no Exchange Online mailbox" in p.message
+        for p in no_mailbox.problems
+    )
+    not_theirs = await h.service.request_enrollment(sasha, mailbox="avery.quinlan@example.edu")
+    assert [p.field for p in not_theirs.problems] == ["mailbox"]
+    not_admin = await h.service.request_enrollment(blake, subject=sasha.upn)
+    assert "only IT admins" in not_admin.problems[0].message
+    nobody = await h.service.request_enrollment(h.person("dana"), subject="nobody@example.edu")
+    assert "nobody with the address" in nobody.problems[0].message
+    assert not any([disabled.ok, no_mailbox.ok, not_theirs.ok, not_admin.ok, nobody.ok])
+
+
+async def test_secondary_address_is_accepted_and_the_primary_stored(h: Harness) -> None:
+    rowan = h.person("rowan")
+    primary = (await h.m365.directory.get_user(rowan.id)).primary_smtp
+    result = await h.service.request_enrollment(rowan, mailbox="Rowan.Ibarra@example.org")
+    assert result.ok and result.ticket is not None
+    assert result.ticket.mailbox == primary
+
+
+async def test_duplicate_and_concurrent_requests_share_one_ticket(h: Harness) -> None:
+    sasha = h.person("sasha")
+    first, second = await asyncio.gather(
+        h.service.request_enrollment(sasha), h.service.request_enrollment(sasha)
+    )
+    assert first.ticket is not None and second.ticket is not None
+    assert first.ticket.ref == second.ticket.ref
+    assert [first.created, second.created].count(True) == 1
+    again = await h.service.request_enrollment(sasha)
+    assert again.ticket is not None and again.ticket.ref == first.ticket.ref and not again.created
+
+
+async def test_already_enrolled_is_answered_with_the_enrolling_ticket(h: Harness) -> None:
+    sasha, casey = h.person("sasha"), h.person("casey")
+    ticket = (await h.service.request_enrollment(sasha)).ticket
+    assert ticket is not None
+    await h.service.decide(ticket.ref, casey, approve=True)
+    await h.runner.run_until_idle()
+    again = await h.service.request_enrollment(sasha)
+    assert not again.created
+    assert again.ticket is not None and again.ticket.ref == ticket.ref
+    assert "already enrolled" in again.message
+
+
+async def test_cancel_by_requester_and_refused_for_others(h: Harness) -> None:
+    sasha, blake = h.person("sasha"), h.person("blake")
+    ticket = (await h.service.request_enrollment(sasha)).ticket
+    assert ticket is not None
+    assert (await h.service.cancel(ticket.ref, blake)).outcome is ActionOutcome.NOT_ALLOWED
+    cancelled = await h.service.cancel(ticket.ref, sasha, reason="changed my mind")
+    assert cancelled.ok and cancelled.ticket is not None
+    assert cancelled.ticket.status == TicketStatus.CANCELLED
+    twice = await h.service.cancel(ticket.ref, sasha)
+    assert twice.outcome is ActionOutcome.ALREADY_DECIDED
+    assert "cannot be cancelled" in twice.message
+
+
+async def test_reminder_escalation_and_expiry_follow_the_clock(h: Harness) -> None:
+    sasha, casey, dana = h.person("sasha"), h.person("casey"), h.person("dana")
+    ticket = (await h.service.request_enrollment(sasha)).ticket
+    assert ticket is not None
+    assert await h.service.check_pending() == {"reminded": 0, "escalated": 0, "expired": 0}
+    h.clock.advance(hours=25)
+    assert await h.service.check_pending() == {"reminded": 1, "escalated": 0, "expired": 0}
+    assert await h.service.check_pending() == {"reminded": 0, "escalated": 0, "expired": 0}
+    assert len(h.notifier.to(f"user:{casey.id.lower()}", NotificationKind.APPROVAL_REMINDER)) == 1
+    h.clock.advance(hours=24)
+    assert (await h.service.check_pending())["escalated"] == 1
+    assert len(h.notifier.to(f"user:{dana.id.lower()}", NotificationKind.APPROVAL_ESCALATED)) == 1
+    assert (await h.service.decide(ticket.ref, dana, approve=False)).ok, (
+        "fallback approvers may decide"
+    )
+
+
+async def test_undecided_requests_expire(h: Harness) -> None:
+    sasha = h.person("sasha")
+    ticket = (await h.service.request_enrollment(sasha)).ticket
+    assert ticket is not None
+    h.clock.advance(days=7, seconds=1)
+    assert (await h.service.check_pending())["expired"] == 1
+    expired = await h.service.get_ticket(ticket.ref)
+    assert expired is not None and expired.status == TicketStatus.EXPIRED
+    assert len(h.notifier.to(f"user:{sasha.id.lower()}", NotificationKind.EXPIRED)) == 1
+
+
+async def test_it_admin_on_behalf_needs_no_approval_when_configured(
+    migrated_engine: AsyncEngine, tenant: SandboxTenant, m365: Microsoft365
+) -> None:
+    async with workflow_harness(
+        migrated_engine, tenant, m365, approvals={"auto_approve_it_on_behalf": True}
+    ) as h:
+        dana, sasha = h.person("dana"), h.person("sasha")
+        result = await h.service.request_enrollment(dana, subject="sasha.verhoeven@example.edu")
+        assert result.ticket is not None and result.ticket.status == TicketStatus.PROVISIONING
+        assert result.ticket.requester.id == dana.id and result.ticket.subject.id == sasha.id
+        await h.runner.run_until_idle()
+        assert h.in_sync_group("sasha")
+
+
+async def test_two_approvals_when_configured(
+    migrated_engine: AsyncEngine, tenant: SandboxTenant, m365: Microsoft365
+) -> None:
+    async with workflow_harness(
+        migrated_engine, tenant, m365, approvals={"required_approvals": 2}
+    ) as h:
+        ticket = (await h.service.request_enrollment(h.person("sasha"))).ticket
+        assert ticket is not None
+        first = await h.service.decide(ticket.ref, h.person("casey"), approve=True)
+        assert first.ticket is not None and first.ticket.status == TicketStatus.AWAITING_APPROVAL
+        repeat = await h.service.decide(ticket.ref, h.person("casey"), approve=True)
+        assert repeat.outcome is ActionOutcome.ALREADY_DECIDED
+        second = await h.service.decide(ticket.ref, h.person("emerson"), approve=True)
+        assert second.ticket is not None and second.ticket.status == TicketStatus.PROVISIONING
+
+
+async def enroll(h: Harness, key: str) -> str:
+    ticket = (await h.service.request_enrollment(h.person(key))).ticket
+    assert ticket is not None
+    await h.service.decide(ticket.ref, h.person("casey"), approve=True)
+    await h.runner.run_until_idle()
+    return ticket.ref
+
+
+async def test_change_then_remove(h: Harness) -> None:
+    rowan = h.person("rowan")
+    await enroll(h, "rowan")
+    [enrolled] = await enrollments(h)
+    primary = enrolled.mailbox
+    same = await h.service.request_change(rowan, mailbox="Rowan.Ibarra@example.org")
+    assert [p.message for p in same.problems] == [f"calendar sync already uses {primary}"]
+    # The person's primary address changed since they enrolled (a name change, say).
+    async with h.sessions.begin() as session:
+        row = await session.get(Enrollment, enrolled.id)
+        assert row is not None
+        row.mailbox = "rowan.former@example.edu"
+    change = await h.service.request_change(rowan, mailbox=primary)
+    assert change.ticket is not None and change.created
+    assert change.ticket.previous_mailbox == "rowan.former@example.edu"
+    await h.service.decide(change.ticket.ref, h.person("casey"), approve=True)
+    await h.runner.run_until_idle()
+    [changed] = await enrollments(h)
+    assert changed.mailbox == primary
+    assert Mapping("prof-rowan", primary, True) in await h.scheduling.list_mappings()
+
+    removal = await h.service.request_removal(rowan, justification="leaving")
+    assert removal.ticket is not None and removal.created
+    await h.service.decide(removal.ticket.ref, h.person("casey"), approve=True)
+    await h.runner.run_until_idle()
+    done = await h.service.get_ticket(removal.ticket.ref)
+    assert done is not None and done.status == TicketStatus.COMPLETED
+    assert not h.in_sync_group("rowan")
+    assert all(not e.active for e in await enrollments(h))
+    assert Mapping("prof-rowan", primary, False) in await h.scheduling.list_mappings()
+
+
+async def test_removal_of_someone_not_enrolled_is_explained(h: Harness) -> None:
+    result = await h.service.request_removal(h.person("sasha"))
+    assert not result.ok
+    assert "is not enrolled" in result.problems[0].message
+
+
+async def test_manual_mapping_waits_for_it(
+    migrated_engine: AsyncEngine, tenant: SandboxTenant, m365: Microsoft365
+) -> None:
+    async with workflow_harness(migrated_engine, tenant, m365, writes_mappings=False) as h:
+        sasha, casey, dana = h.person("sasha"), h.person("casey"), h.person("dana")
+        ticket = (await h.service.request_enrollment(sasha)).ticket
+        assert ticket is not None
+        await h.service.decide(ticket.ref, casey, approve=True)
+        await h.runner.run_until_idle()
+        waiting = await h.service.get_ticket(ticket.ref)
+        assert waiting is not None and waiting.status == TicketStatus.WAITING_MANUAL
+        assert waiting.waiting_step == "map_profile"
+        [task] = h.notifier.to("channel:it", NotificationKind.MANUAL_STEP)
+        assert "prof-sasha" in str(task) or "manual step" in task.text
+        assert (
+            await h.service.manual_step_done(ticket.ref, sasha)
+        ).outcome is ActionOutcome.NOT_ALLOWED
+        assert (await h.service.manual_step_done(ticket.ref, dana)).ok
+        await h.runner.run_until_idle()
+        done = await h.service.get_ticket(ticket.ref)
+        assert done is not None and done.status == TicketStatus.COMPLETED
+        assert h.in_sync_group("sasha")
+        assert await h.scheduling.list_mappings() == [], (
+            "mapping was entered by a person, not by us"
+        )
+
+
+async def test_transient_failure_is_retried_later(h: Harness) -> None:
+    h.tenant.add_fault("InvokeCommand", method="POST", status=503, count=10)
+    ticket = (await h.service.request_enrollment(h.person("sasha"))).ticket
+    assert ticket is not None
+    await h.service.decide(ticket.ref, h.person("casey"), approve=True)
+    await h.runner.run_until_idle()
+    waiting = await h.service.get_ticket(ticket.ref)
+    assert waiting is not None and waiting.status == TicketStatus.PROVISIONING
+    assert not h.in_sync_group("sasha")
+    h.tenant.clear_faults()
+    h.clock.advance(minutes=1)
+    await h.runner.run_until_idle()
+    done = await h.service.get_ticket(ticket.ref)
+    assert done is not None and done.status == TicketStatus.COMPLETED
+    assert h.in_sync_group("sasha")
+
+
+async def test_permanent_failure_then_retry_by_it(h: Harness) -> None:
+    app_id = h.tenant.seed.app_ids["Syncwarden"]
+    h.tenant.revoke_role(app_id, "https://outlook.office365.com", "Exchange.ManageAsApp")
+    ticket = (await h.service.request_enrollment(h.person("sasha"))).ticket
+    assert ticket is not None
+    await h.service.decide(ticket.ref, h.person("casey"), approve=True)
+    await h.runner.run_until_idle()
+    failed = await h.service.get_ticket(ticket.ref)
+    assert failed is not None and failed.status == TicketStatus.FAILED
+    assert failed.failure_reason is not None and "Exchange.ManageAsApp" in failed.failure_reason
+    [alert] = h.notifier.to("channel:it", NotificationKind.FAILED)
+    assert "add_to_group" in alert.text
+    assert (
+        await h.service.retry(ticket.ref, h.person("sasha"))
+    ).outcome is ActionOutcome.NOT_ALLOWED
+    h.tenant.grant_role(app_id, "https://outlook.office365.com", "Exchange.ManageAsApp")
+    h.m365.tokens.invalidate(h.m365.endpoints.exchange_scope)
+    assert (await h.service.retry(ticket.ref, h.person("dana"))).ok
+    await h.runner.run_until_idle()
+    done = await h.service.get_ticket(ticket.ref)
+    assert done is not None and done.status == TicketStatus.COMPLETED
+    assert h.in_sync_group("sasha")
+
+
+async def test_every_change_is_audited(h: Harness) -> None:
+    await enroll(h, "sasha")
+    async with h.sessions() as session:
+        actions = [
+            e.action
+            for e in (await session.scalars(select(AuditEvent).order_by(AuditEvent.id))).all()
+        ]
+    assert actions[0] == "ticket.created.enroll"
+    assert "ticket.approve" in actions and "ticket.complete" in actions
+    assert sum(a.startswith("step.") for a in actions) == 4
