@@ -8,20 +8,29 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated, NoReturn
+import sys
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import IO, Annotated, NoReturn
 
 import asyncpg
 import typer
 from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import Progress
 from sqlalchemy.exc import SQLAlchemyError
 
-from core.db import create_engine
+from connectors.scheduling.builtin import BuiltinScheduling
+from connectors.scheduling.profile_import import parse_profiles_csv
+from core.db import create_engine, session_factory
 from core.errors import ConfigurationError
 from core.logging import SecretScrubber, configure_logging
 from core.settings import Settings, database_url_problem, find_problems, load_settings, masked_view
 from syncwarden import __version__
 from syncwarden.migrate import upgrade_to_head
 from syncwarden.sandbox_process import SandboxStartError
+from workflows.audit import export_audit
 
 EXIT_UNAVAILABLE = 1
 EXIT_CONFIGURATION = 2
@@ -35,6 +44,15 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+audit_app = typer.Typer(help="The audit trail of every change.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+import_app = typer.Typer(help="Load data from files.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+
+
+class ExportFormat(StrEnum):
+    CSV = "csv"
+    JSONL = "jsonl"
 
 
 def _version_callback(value: bool) -> None:
@@ -162,6 +180,101 @@ def config_check(
     if problems:
         _fail(problems)
     typer.echo(f"OK: the configuration can start in {settings.mode.value} mode.")
+
+
+@audit_app.command("export")
+def audit_export(
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="Only events on or after this date or time (ISO 8601, UTC if no offset)."
+        ),
+    ] = None,
+    fmt: Annotated[ExportFormat, typer.Option("--format", help="csv or jsonl.")] = ExportFormat.CSV,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")
+    ] = None,
+) -> None:
+    """Write the audit trail (every request, decision and step) as CSV or JSON lines."""
+    settings = _load()
+    configure_logging(settings)
+    start = _parse_since(since) if since else None
+
+    async def run(out: IO[str]) -> int:
+        engine = create_engine(settings.database.url.get_secret_value())
+        try:
+            return await export_audit(session_factory(engine), out, fmt=fmt.value, since=start)
+        finally:
+            await engine.dispose()
+
+    try:
+        if output is None:
+            count = asyncio.run(run(sys.stdout))
+        else:
+            with output.open("w", newline="", encoding="utf-8") as handle:
+                count = asyncio.run(run(handle))
+    except DATABASE_FAILURES as error:
+        _database_unreachable(settings, error)
+    typer.echo(f"exported {count} audit events", err=True)
+
+
+def _parse_since(value: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(
+            f"'{value}' is not a date like 2026-11-01 or 2026-11-01T08:00:00+01:00",
+            param_hint="--since",
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@import_app.command("profiles")
+def import_profiles(
+    file: Annotated[Path, typer.Argument(help="CSV file with a header: id,name,email.")],
+) -> None:
+    """Load scheduling profiles for the built-in adapter; bad rows are reported, the rest load.
+
+    Exits 1 when any row was rejected, so scripts notice.
+    """
+    settings = _load()
+    configure_logging(settings)
+    try:
+        text = file.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as error:
+        raise typer.BadParameter(f"cannot read {file}: {error}", param_hint="FILE") from None
+    parsed = parse_profiles_csv(text)
+
+    async def run() -> tuple[int, int]:
+        engine = create_engine(settings.database.url.get_secret_value())
+        try:
+            await upgrade_to_head(engine)
+            adapter = BuiltinScheduling(session_factory(engine))
+            created = updated = 0
+            with Progress(transient=True, console=Console(stderr=True)) as progress:
+                task = progress.add_task("importing profiles", total=len(parsed.profiles))
+                for profile in parsed.profiles:
+                    if await adapter.upsert_profile(profile):
+                        created += 1
+                    else:
+                        updated += 1
+                    progress.advance(task)
+            return created, updated
+        finally:
+            await engine.dispose()
+
+    try:
+        created, updated = asyncio.run(run())
+    except DATABASE_FAILURES as error:
+        _database_unreachable(settings, error)
+    for rejected in parsed.errors:
+        typer.echo(f"rejected {rejected}", err=True)
+    typer.echo(
+        f"imported {created + updated} profiles ({created} new, {updated} updated), "
+        f"rejected {len(parsed.errors)} rows"
+    )
+    if parsed.errors:
+        raise typer.Exit(EXIT_UNAVAILABLE)
 
 
 def _flatten(data: dict[str, object], prefix: str = "") -> list[str]:

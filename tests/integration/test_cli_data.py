@@ -1,0 +1,113 @@
+"""``syncwarden audit export`` and ``syncwarden import profiles`` as real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+from pathlib import Path
+
+from sqlalchemy import select
+
+from connectors.scheduling.builtin import BuiltinScheduling
+from core.db import create_engine, session_factory
+from syncwarden.migrate import upgrade_to_head
+from tests.integration.test_cli import run
+from workflows.audit import AuditEvent, audit_row, record_audit
+
+
+def seed_audit(url: str) -> list[dict[str, object]]:
+    async def go() -> list[dict[str, object]]:
+        engine = create_engine(url)
+        try:
+            await upgrade_to_head(engine)
+            sessions = session_factory(engine)
+            async with sessions.begin() as session:
+                record_audit(
+                    session,
+                    actor="ada@example.edu",
+                    action="ticket.created.enroll",
+                    ticket_ref="SW-1001",
+                    after={"mailbox": "ada@example.edu"},
+                )
+                record_audit(
+                    session,
+                    actor="casey@example.edu",
+                    action="ticket.approve",
+                    ticket_ref="SW-1001",
+                    before={"status": "awaiting_approval"},
+                    after={"status": "approved", "comment": 'fine, "quoted"'},
+                )
+                record_audit(session, actor="system", action="ticket.reminded", ticket_ref=None)
+            async with sessions() as session:
+                rows = (await session.scalars(select(AuditEvent).order_by(AuditEvent.id))).all()
+                return [audit_row(row) for row in rows]
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())
+
+
+def test_audit_export_matches_the_table(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/sw.db"
+    table = seed_audit(url)
+    jsonl = run("audit", "export", "--format", "jsonl", cwd=tmp_path, SYNCWARDEN_DATABASE__URL=url)
+    assert jsonl.returncode == 0, jsonl.stderr
+    assert [json.loads(line) for line in jsonl.stdout.splitlines()] == table
+    assert "exported 3 audit events" in jsonl.stderr
+
+    out = tmp_path / "audit.csv"
+    result = run("audit", "export", "-o", str(out), cwd=tmp_path, SYNCWARDEN_DATABASE__URL=url)
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert [r["action"] for r in rows] == [t["action"] for t in table]
+    assert [json.loads(r["after"]) if r["after"] else None for r in rows] == [
+        t["after"] for t in table
+    ]
+    assert rows[2]["ticket_ref"] == ""
+
+
+def test_audit_export_since_filters_and_bad_dates_are_refused(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/sw.db"
+    seed_audit(url)
+    future = run(
+        "audit", "export", "--since", "2999-01-01", cwd=tmp_path, SYNCWARDEN_DATABASE__URL=url
+    )
+    assert future.stdout.strip().splitlines() == [
+        "id,occurred_at,actor,action,ticket_ref,before,after"
+    ]
+    bad = run("audit", "export", "--since", "yesterday", cwd=tmp_path, SYNCWARDEN_DATABASE__URL=url)
+    assert bad.returncode == 2
+    assert "is not a date like 2026-11-01" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_import_profiles_reports_rows_and_loads_the_rest(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/sw.db"
+    source = tmp_path / "profiles.csv"
+    source.write_text(
+        "id,name,email\np1,Ada Byron,ada@example.edu\np2,,x@example.edu\np3,Alan,alan@example.edu\n"
+    )
+    result = run("import", "profiles", str(source), cwd=tmp_path, SYNCWARDEN_DATABASE__URL=url)
+    assert result.returncode == 1
+    assert "imported 2 profiles (2 new, 0 updated), rejected 1 rows" in result.stdout
+    assert "rejected line 3: profile p2 has no name" in result.stderr
+    again = run("import", "profiles", str(source), cwd=tmp_path, SYNCWARDEN_DATABASE__URL=url)
+    assert "imported 2 profiles (0 new, 2 updated)" in again.stdout
+
+    async def found() -> list[str]:
+        engine = create_engine(url)
+        try:
+            adapter = BuiltinScheduling(session_factory(engine))
+            return [p.id for p in await adapter.find_profiles(email="ALAN@example.edu")]
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(found()) == ["p3"]
+
+
+def test_import_of_a_missing_file_is_explained(tmp_path: Path) -> None:
+    result = run("import", "profiles", str(tmp_path / "nope.csv"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "cannot read" in result.stderr
