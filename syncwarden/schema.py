@@ -6,6 +6,6 @@ not imported here is invisible to migrations: add new model modules to the impor
 
 from connectors.scheduling import builtin  # noqa: F401  (registers scheduling_* tables)
 from core.db import Base
-from workflows import audit, records  # noqa: F401  (registers their tables)
+from workflows import audit, outbox, records  # noqa: F401  (registers their tables)
 
 metadata = Base.metadata

@@ -1,0 +1,218 @@
+"""A durable outbox in front of the Teams notifier.
+
+Workflows hand notifications to :class:`OutboxNotifier`, which only writes a row keyed by the
+notification's idempotency key (a second write of the same key is ignored). The
+:class:`OutboxDispatcher` delivers pending rows through the real notifier and marks them sent.
+So a crash between an outside effect and its record can repeat the *request* to notify, but never
+the message; and an outage of Teams delays messages instead of losing them.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import JSON, Integer, String, Text, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Mapped, mapped_column
+
+from core.db import Base, UtcDateTime, utc_now, write_transaction
+from core.logging import get_logger
+from workflows.ports import (
+    Channel,
+    DecisionView,
+    Notification,
+    NotificationKind,
+    Notifier,
+    Person,
+    TicketView,
+)
+
+log = get_logger(__name__)
+MAX_DELIVERY_ATTEMPTS = 12
+
+
+class OutboxMessage(Base):
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(255), unique=True)
+    target: Mapped[str] = mapped_column(String(16))
+    recipient: Mapped[str] = mapped_column(String(128))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class OutboxNotifier:
+    """The :class:`workflows.ports.Notifier` the workflow uses: it only writes rows."""
+
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], *, clock: Callable[[], datetime] = utc_now
+    ) -> None:
+        self._sessions = sessions
+        self._clock = clock
+
+    async def to_user(self, user_id: str, notification: Notification, *, key: str) -> None:
+        await self._put(key, "user", user_id, _notification_payload(notification))
+
+    async def to_channel(self, channel: Channel, notification: Notification, *, key: str) -> None:
+        await self._put(key, "channel", channel.value, _notification_payload(notification))
+
+    async def update_card(self, ticket: TicketView, *, key: str) -> None:
+        await self._put(key, "card", ticket.ref, {"ticket": _ticket_payload(ticket)})
+
+    async def _put(self, key: str, target: str, recipient: str, payload: dict[str, Any]) -> None:
+        try:
+            async with self._sessions.begin() as session:
+                now = self._clock()
+                session.add(
+                    OutboxMessage(
+                        key=key[:255],
+                        target=target,
+                        recipient=recipient,
+                        payload=payload,
+                        next_attempt_at=now,
+                        created_at=now,
+                    )
+                )
+        except IntegrityError:
+            log.info("outbox.duplicate_ignored", key=key)
+
+
+class OutboxDispatcher:
+    """Delivers pending outbox rows, oldest first, retrying failures with growing pauses."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        delivery: Notifier,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._sessions = sessions
+        self._delivery = delivery
+        self._clock = clock
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrecy
+
+    async def dispatch_due(self, *, limit: int = 100) -> int:
+        """Deliver what is due; returns how many were sent."""
+        sent = 0
+        for _ in range(limit):
+            message = await self._claim()
+            if message is None:
+                break
+            sent += await self._deliver(message)
+        return sent
+
+    async def _claim(self) -> OutboxMessage | None:
+        now = self._clock()
+        async with write_transaction(self._sessions) as session:
+            message = await session.scalar(
+                select(OutboxMessage)
+                .where(
+                    # A row a crashed dispatcher left "sending" is due again when its pause ends.
+                    OutboxMessage.state.in_(("pending", "sending")),
+                    OutboxMessage.next_attempt_at <= now,
+                )
+                .order_by(OutboxMessage.id)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            )
+            if message is None:
+                return None
+            # Park it while we send, so a second dispatcher does not pick it up meanwhile.
+            message.state = "sending"
+            message.attempts += 1
+            message.next_attempt_at = now + timedelta(minutes=5)
+            return message
+
+    async def _deliver(self, message: OutboxMessage) -> int:
+        try:
+            await _send(self._delivery, message)
+        except Exception as error:  # recorded on the row and retried later
+            await self._finish(message.id, sent=False, error=f"{type(error).__name__}: {error}")
+            return 0
+        await self._finish(message.id, sent=True, error=None)
+        return 1
+
+    async def _finish(self, message_id: int, *, sent: bool, error: str | None) -> None:
+        now = self._clock()
+        async with write_transaction(self._sessions) as session:
+            message = await session.get(OutboxMessage, message_id, with_for_update=True)
+            if message is None:
+                return
+            if sent:
+                message.state = "sent"
+                message.sent_at = now
+                message.last_error = None
+                return
+            message.last_error = (error or "")[:2000]
+            if message.attempts >= MAX_DELIVERY_ATTEMPTS:
+                message.state = "failed"
+                log.error("outbox.gave_up", key=message.key, error=message.last_error)
+                return
+            pause = min(3600.0, 5.0 * 2 ** (message.attempts - 1))
+            message.state = "pending"
+            message.next_attempt_at = now + timedelta(
+                seconds=pause / 2 + self._rng.uniform(0, pause / 2)
+            )
+
+
+async def _send(delivery: Notifier, message: OutboxMessage) -> None:
+    payload = message.payload
+    if message.target == "card":
+        await delivery.update_card(_ticket_from(payload["ticket"]), key=message.key)
+        return
+    notification = Notification(
+        kind=NotificationKind(payload["kind"]),
+        ticket=_ticket_from(payload["ticket"]),
+        text=payload["text"],
+        details=dict(payload.get("details") or {}),
+    )
+    if message.target == "user":
+        await delivery.to_user(message.recipient, notification, key=message.key)
+    else:
+        await delivery.to_channel(Channel(message.recipient), notification, key=message.key)
+
+
+def _notification_payload(notification: Notification) -> dict[str, Any]:
+    return {
+        "kind": notification.kind.value,
+        "text": notification.text,
+        "details": dict(notification.details),
+        "ticket": _ticket_payload(notification.ticket),
+    }
+
+
+def _ticket_payload(ticket: TicketView) -> dict[str, Any]:
+    data = asdict(ticket)
+    data["created_at"] = ticket.created_at.isoformat()
+    data["decisions"] = [
+        {**asdict(d), "decided_at": d.decided_at.isoformat()} for d in ticket.decisions
+    ]
+    return data
+
+
+def _ticket_from(data: dict[str, Any]) -> TicketView:
+    return TicketView(
+        **{
+            **data,
+            "subject": Person(**data["subject"]),
+            "requester": Person(**data["requester"]),
+            "created_at": datetime.fromisoformat(data["created_at"]),
+            "decisions": tuple(
+                DecisionView(**{**d, "decided_at": datetime.fromisoformat(d["decided_at"])})
+                for d in data.get("decisions", [])
+            ),
+        }
+    )
