@@ -72,7 +72,7 @@ class OutboxNotifier:
 
     async def _put(self, key: str, target: str, recipient: str, payload: dict[str, Any]) -> None:
         try:
-            async with self._sessions.begin() as session:
+            async with write_transaction(self._sessions) as session:
                 now = self._clock()
                 session.add(
                     OutboxMessage(

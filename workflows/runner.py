@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased, selectinload
 
@@ -157,6 +158,11 @@ class StepRunner:
         except ConnectorError as error:
             bound.warning("step.error", error=str(error), retryable=error.retryable)
             await self._record_failure(claimed, error, retryable=error.retryable)
+            return
+        except OperationalError as error:
+            # Our own database was busy or briefly unreachable (a handler keeps data in it).
+            bound.warning("step.database_error", error=str(error.orig))
+            await self._record_failure(claimed, error, retryable=True)
             return
         except Exception as error:  # a bug in a handler fails the ticket, not the runner
             bound.error("step.crashed", error_type=type(error).__name__, error=str(error))

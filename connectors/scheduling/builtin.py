@@ -17,7 +17,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from connectors.errors import NotFoundError
 from connectors.scheduling.ports import Mapping, Profile
-from core.db import Base, UtcDateTime, utc_now
+from core.db import Base, UtcDateTime, utc_now, write_transaction
 
 MAX_PROFILE_MATCHES = 10
 
@@ -75,7 +75,7 @@ class BuiltinScheduling:
             return [_profile(row) for row in (await session.scalars(query)).all()]
 
     async def upsert_mapping(self, profile_id: str, mailbox: str) -> Mapping:
-        async with self._sessions.begin() as session:
+        async with write_transaction(self._sessions) as session:
             if await session.get(ProfileRecord, profile_id) is None:
                 raise NotFoundError(f"no scheduling profile with id {profile_id}")
             record = await session.get(MappingRecord, profile_id, with_for_update=True)
@@ -88,7 +88,7 @@ class BuiltinScheduling:
             return Mapping(profile_id, mailbox, True)
 
     async def deactivate_mapping(self, profile_id: str) -> Mapping | None:
-        async with self._sessions.begin() as session:
+        async with write_transaction(self._sessions) as session:
             record = await session.get(MappingRecord, profile_id, with_for_update=True)
             if record is None:
                 return None
@@ -104,7 +104,7 @@ class BuiltinScheduling:
 
     async def upsert_profile(self, profile: Profile) -> bool:
         """Create or update one profile (the CSV import); True when it was new."""
-        async with self._sessions.begin() as session:
+        async with write_transaction(self._sessions) as session:
             record = await session.get(ProfileRecord, profile.id)
             if record is None:
                 session.add(ProfileRecord(id=profile.id, name=profile.name, email=profile.email))

@@ -24,6 +24,7 @@ from workflows.ports import Person
 from workflows.roster import Roster
 from workflows.runner import StepRunner
 from workflows.service import WorkflowService
+from workflows.steps import StepHandler, StepName
 
 SYNC_GROUP = "Calendar Sync"
 PEOPLE = {
@@ -54,6 +55,9 @@ class FakeClock:
 
 @dataclass
 class Harness:
+    engine: AsyncEngine
+    handlers: dict[StepName, StepHandler]
+    provisioning: ProvisioningSettings
     tenant: SandboxTenant
     m365: Microsoft365
     sessions: async_sessionmaker[AsyncSession]
@@ -104,15 +108,18 @@ async def workflow_harness(
     )
     group_id = tenant.seed.group_ids[group]
     roster = Roster(m365.directory, approval_settings)
-    runner = StepRunner(
-        sessions,
+    handlers = dict(
         ProvisioningHandlers(
             directory=m365.directory,
             group=SyncGroupMembership(m365.directory, m365.exchange, group_id),
             scheduling=scheduling,
             notifier=notifier,
             instructions=InstructionsTemplate(),
-        ).as_mapping(),
+        ).as_mapping()
+    )
+    runner = StepRunner(
+        sessions,
+        handlers,
         notifier,
         provisioning_settings,
         clock=clock,
@@ -128,4 +135,17 @@ async def workflow_harness(
         clock=clock,
         on_steps_queued=runner.wake,
     )
-    yield Harness(tenant, m365, sessions, scheduling, notifier, clock, service, runner, group_id)
+    yield Harness(
+        engine,
+        handlers,
+        provisioning_settings,
+        tenant,
+        m365,
+        sessions,
+        scheduling,
+        notifier,
+        clock,
+        service,
+        runner,
+        group_id,
+    )
