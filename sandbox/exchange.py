@@ -80,7 +80,7 @@ class ExchangeFront:
             mailbox=None,
             started=time.time(),
         )
-        self.ctx.behaviour.log.append(record)
+        self.ctx.behaviour.record(record)
         try:
             response = await self._invoke(request, record)
         finally:

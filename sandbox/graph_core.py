@@ -214,7 +214,7 @@ class GraphPipeline:
             in_batch=req.in_batch,
         )
         behaviour = self.ctx.behaviour
-        behaviour.log.append(record)
+        behaviour.record(record)
         entered: str | None = None
         try:
             rule = behaviour.match_fault(req.method, f"/v1.0{req.path}")

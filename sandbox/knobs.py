@@ -6,10 +6,12 @@ per window), because those are what the sync engine must survive in production.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -114,6 +116,23 @@ class Behaviour:
     windows: dict[str, _Window] = field(default_factory=dict)
     rng: random.Random = field(default_factory=random.Random)
     _next_fault: int = 1
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def record(self, entry: RequestRecord) -> None:
+        """Log a request as it starts, and wake whoever waits for requests to arrive."""
+        self.log.append(entry)
+        self.arrived.set()
+
+    async def wait_for(self, matches: Callable[[RequestRecord], bool]) -> RequestRecord:
+        """The first logged request ``matches`` accepts, waiting for new ones as they arrive."""
+        seen = 0
+        while True:
+            for entry in self.log[seen:]:
+                if matches(entry):
+                    return entry
+            seen = len(self.log)
+            self.arrived.clear()
+            await self.arrived.wait()
 
     def add_fault(self, rule: FaultRule) -> FaultRule:
         rule.id = self._next_fault

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -197,7 +197,7 @@ class SandboxTenant:
 
     async def _batch(self, req: GraphRequest) -> GraphResponse:
         record = RequestRecord("POST", "/$batch", "", None, dt.datetime.now(dt.UTC).timestamp())
-        self.ctx.behaviour.log.append(record)
+        self.ctx.behaviour.record(record)
         try:
             self.pipeline.authenticate(req)
             response = await run_batch(self.pipeline, req)
@@ -258,6 +258,10 @@ class SandboxTenant:
 
     def clear_faults(self) -> None:
         self.ctx.behaviour.clear_faults()
+
+    async def wait_for_request(self, matches: Callable[[RequestRecord], bool]) -> RequestRecord:
+        """Wait (without polling) until a request ``matches`` accepts has arrived."""
+        return await self.ctx.behaviour.wait_for(matches)
 
     def clear_requests(self) -> None:
         self.ctx.behaviour.reset_counters()
