@@ -109,6 +109,7 @@ class SchedulerSettings(BaseModel):
     enabled: bool = True
     timezone: str = "UTC"
     sync_interval_minutes: int = Field(default=5, ge=1)
+    approval_check_minutes: float = Field(default=15.0, gt=0)
 
 
 class SchedulingAdapter(StrEnum):

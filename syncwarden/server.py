@@ -13,17 +13,20 @@ import signal
 from pathlib import Path
 
 from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from connectors.errors import ConnectorError
-from core.db import create_engine
+from core.db import create_engine, session_factory
 from core.errors import ConfigurationError
 from core.logging import get_logger
 from core.settings import Settings, find_problems
 from syncwarden import __version__
+from syncwarden.background import BackgroundWork
 from syncwarden.m365 import Microsoft365, build_microsoft365
 from syncwarden.migrate import upgrade_to_head
 from syncwarden.sandbox_process import settings_for_sandbox, start_sandbox
 from syncwarden.web import create_app
+from syncwarden.workflow_wiring import build_workflows
 
 log = get_logger(__name__)
 
@@ -56,11 +59,25 @@ async def serve(
             stack.push_async_callback(sandbox.stop)
             settings = settings_for_sandbox(settings, sandbox.ready)
             log.info("sandbox.started", base_url=sandbox.ready["base_url"])
+        engine = create_engine(
+            settings.database.url.get_secret_value(),
+            echo=settings.database.echo,
+            pool_size=settings.database.pool_size,
+        )
+        stack.push_async_callback(engine.dispose)
+        status = await upgrade_to_head(engine)
+        log.info("database.migrated", schema=status.current)
         m365 = build_microsoft365(settings) if settings.graph.client_id else None
         if m365 is not None:
             stack.push_async_callback(m365.aclose)
             await _report_microsoft365(m365)
-        await _serve_http(settings, stop)
+            workflows = build_workflows(settings, session_factory(engine), m365)
+            if workflows is not None and settings.scheduler.enabled:
+                background = BackgroundWork(settings, workflows)
+                await background.start()
+                stack.push_async_callback(background.stop)
+        await _serve_http(settings, engine, stop)
+    log.info("syncwarden.stopped")
 
 
 async def _report_microsoft365(m365: Microsoft365) -> None:
@@ -81,39 +98,28 @@ async def _report_microsoft365(m365: Microsoft365) -> None:
     )
 
 
-async def _serve_http(settings: Settings, stop: asyncio.Event | None) -> None:
+async def _serve_http(settings: Settings, engine: AsyncEngine, stop: asyncio.Event | None) -> None:
     stop_event = stop or asyncio.Event()
-    engine = create_engine(
-        settings.database.url.get_secret_value(),
-        echo=settings.database.echo,
-        pool_size=settings.database.pool_size,
+    app = create_app(settings, engine)
+    runner = web.AppRunner(
+        app, shutdown_timeout=settings.http.shutdown_timeout_seconds, access_log=None
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, settings.http.host, settings.http.port)
+    await site.start()
+    _install_signal_handlers(stop_event)
+    log.info(
+        "syncwarden.started",
+        version=__version__,
+        mode=settings.mode.value,
+        url=f"http://{settings.http.host}:{settings.http.port}",
+        anonymous_bot_auth=settings.anonymous_bot_auth,
     )
     try:
-        status = await upgrade_to_head(engine)
-        log.info("database.migrated", schema=status.current)
-        app = create_app(settings, engine)
-        runner = web.AppRunner(
-            app, shutdown_timeout=settings.http.shutdown_timeout_seconds, access_log=None
-        )
-        await runner.setup()
-        site = web.TCPSite(runner, settings.http.host, settings.http.port)
-        await site.start()
-        _install_signal_handlers(stop_event)
-        log.info(
-            "syncwarden.started",
-            version=__version__,
-            mode=settings.mode.value,
-            url=f"http://{settings.http.host}:{settings.http.port}",
-            anonymous_bot_auth=settings.anonymous_bot_auth,
-        )
-        try:
-            await stop_event.wait()
-        finally:
-            log.info("syncwarden.stopping")
-            await runner.cleanup()
+        await stop_event.wait()
     finally:
-        await engine.dispose()
-        log.info("syncwarden.stopped")
+        log.info("syncwarden.stopping")
+        await runner.cleanup()
 
 
 def _install_signal_handlers(stop_event: asyncio.Event) -> None:

@@ -74,9 +74,11 @@ class StepRunner:
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrecy
         self._wake = asyncio.Event()
+        self.idle = asyncio.Event()
 
     def wake(self) -> None:
         """Look for work now instead of at the next poll (called after steps are queued)."""
+        self.idle.clear()
         self._wake.set()
 
     async def run_until_idle(self, *, max_steps: int = 10_000) -> int:
@@ -93,11 +95,13 @@ class StepRunner:
     async def run_forever(self, stop: asyncio.Event, *, poll_seconds: float = 5.0) -> None:
         """The loop ``serve`` runs: do what is due, then wait for a wake-up or the next poll."""
         while not stop.is_set():
+            self._wake.clear()
             try:
                 await self.run_until_idle()
             except Exception as error:  # a database hiccup must not kill the loop
                 log.error("runner.loop_failed", error_type=type(error).__name__, error=str(error))
-            self._wake.clear()
+            if not self._wake.is_set():
+                self.idle.set()  # nothing is due; tells tests and health checks we caught up
             stopped = asyncio.ensure_future(stop.wait())
             woken = asyncio.ensure_future(self._wake.wait())
             _, waiting = await asyncio.wait(

@@ -1,0 +1,86 @@
+"""Work the process does on its own: the provisioning runner and the scheduled jobs.
+
+APScheduler only *triggers* jobs; each job reads its state from the database and is safe to run
+twice or on two replicas at once (the approval check locks the rows it changes), so a missed or
+doubled trigger does no harm. All jobs are declared here, in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from core.logging import get_logger
+from core.settings import Settings
+from syncwarden.workflow_wiring import Workflows
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    every_minutes: float
+    run: Callable[[], Awaitable[object]]
+
+
+def declared_jobs(settings: Settings, workflows: Workflows) -> list[Job]:
+    return [
+        Job(
+            "approvals.check_pending",
+            settings.scheduler.approval_check_minutes,
+            workflows.service.check_pending,
+        ),
+    ]
+
+
+class BackgroundWork:
+    def __init__(self, settings: Settings, workflows: Workflows) -> None:
+        self._settings = settings
+        self._workflows = workflows
+        self._stop = asyncio.Event()
+        self._runner_task: asyncio.Task[None] | None = None
+        self._scheduler = AsyncIOScheduler(timezone=settings.scheduler.timezone)
+
+    async def start(self) -> None:
+        self._runner_task = asyncio.create_task(
+            self._workflows.runner.run_forever(self._stop), name="provisioning-runner"
+        )
+        for job in declared_jobs(self._settings, self._workflows):
+            self._scheduler.add_job(
+                _logged(job),
+                "interval",
+                minutes=job.every_minutes,
+                id=job.id,
+                coalesce=True,
+                max_instances=1,
+                jitter=min(30, int(job.every_minutes * 6)),
+            )
+        self._scheduler.start()
+        log.info(
+            "background.started",
+            jobs=[job.id for job in declared_jobs(self._settings, self._workflows)],
+        )
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+        if self._runner_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(self._runner_task, timeout=30)
+
+
+def _logged(job: Job) -> Callable[[], Awaitable[None]]:
+    async def run() -> None:
+        try:
+            result = await job.run()
+            log.info("job.done", job=job.id, result=result)
+        except Exception as error:  # a failed run is retried at the next trigger
+            log.error("job.failed", job=job.id, error_type=type(error).__name__, error=str(error))
+
+    return run

@@ -1,0 +1,65 @@
+"""The process's own work: an approved ticket is provisioned without anyone calling the runner."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from connectors.scheduling.ports import Profile
+from core.db import session_factory
+from sandbox.server import SandboxTenant
+from syncwarden.background import BackgroundWork, declared_jobs
+from syncwarden.m365 import build_microsoft365
+from syncwarden.workflow_wiring import build_workflows
+from tests.support.m365 import sandbox_settings
+from workflows.model import TicketStatus
+from workflows.outbox import OutboxMessage
+from workflows.ports import Person
+
+
+async def test_background_runner_provisions_approved_tickets(
+    migrated_engine: AsyncEngine, tenant: SandboxTenant
+) -> None:
+    settings = sandbox_settings(
+        tenant,
+        graph={"sync_group_id": tenant.seed.group_ids["Calendar Sync (Graph)"]},
+        approvals={"approvers_group_id": tenant.seed.group_ids["Calendar Sync Approvers"]},
+    )
+    m365 = build_microsoft365(settings)
+    sessions = session_factory(migrated_engine)
+    workflows = build_workflows(settings, sessions, m365)
+    assert workflows is not None
+    assert [job.id for job in declared_jobs(settings, workflows)] == ["approvals.check_pending"]
+    await workflows.scheduling.upsert_profile(
+        Profile("prof-sasha", "Sasha", "sasha.verhoeven@example.edu")
+    )
+    background = BackgroundWork(settings, workflows)
+    await background.start()
+    try:
+        sasha = Person(
+            tenant.seed.user_ids["sasha.verhoeven@example.edu"],
+            "Sasha Verhoeven",
+            "sasha.verhoeven@example.edu",
+        )
+        casey = Person(
+            tenant.seed.user_ids["casey.lindqvist@example.edu"],
+            "Casey Lindqvist",
+            "casey.lindqvist@example.edu",
+        )
+        ticket = (await workflows.service.request_enrollment(sasha)).ticket
+        assert ticket is not None
+        assert (await workflows.service.decide(ticket.ref, casey, approve=True)).ok
+        await asyncio.wait_for(workflows.runner.idle.wait(), 60)
+        done = await workflows.service.get_ticket(ticket.ref)
+        assert done is not None and done.status == TicketStatus.COMPLETED
+        assert sasha.id in tenant.group_member_ids(tenant.seed.group_ids["Calendar Sync (Graph)"])
+        async with sessions() as session:
+            keys = (await session.scalars(select(OutboxMessage.key))).all()
+        assert f"{ticket.ref}:3:send_instructions" in keys, (
+            "instructions wait in the outbox for Teams"
+        )
+    finally:
+        await background.stop()
+        await m365.aclose()
