@@ -32,7 +32,8 @@ from core.db import utc_now, write_transaction
 from core.logging import get_logger
 from core.settings import ProvisioningSettings
 from workflows.audit import record_audit
-from workflows.model import TicketEvent, TicketStatus, next_status
+from workflows.lifecycle import apply_event
+from workflows.model import TicketEvent, TicketStatus
 from workflows.ports import Channel, Notification, NotificationKind, Notifier
 from workflows.records import Enrollment, Step, Ticket
 from workflows.steps import StepContext, StepHandler, StepName, StepOutcome, StepState
@@ -308,22 +309,7 @@ class StepRunner:
             enrollment.sync_requested_at = now
 
     def _move(self, session: AsyncSession, ticket: Ticket, event: TicketEvent, note: str) -> None:
-        before = ticket.ticket_status
-        after = next_status(before, event)
-        now = self._clock()
-        ticket.status = after.value
-        ticket.version += 1
-        ticket.updated_at = now
-        if not after.is_open:
-            ticket.closed_at = now
-        record_audit(
-            session,
-            actor="system",
-            action=f"ticket.{event.value}",
-            ticket_ref=ticket.ref,
-            before={"status": before.value},
-            after={"status": after.value, "note": note[:500]},
-        )
+        apply_event(session, ticket, event, actor="system", now=self._clock(), note=note)
 
     async def _owned_step(self, session: AsyncSession, claimed: ClaimedStep) -> Step | None:
         step = await session.scalar(

@@ -27,13 +27,8 @@ from core.db import utc_now, write_transaction
 from core.logging import get_logger
 from core.settings import ApprovalSettings, ProvisioningSettings
 from workflows.audit import record_audit
-from workflows.model import (
-    IllegalTransitionError,
-    TicketEvent,
-    TicketKind,
-    TicketStatus,
-    next_status,
-)
+from workflows.lifecycle import apply_event
+from workflows.model import IllegalTransitionError, TicketEvent, TicketKind, TicketStatus
 from workflows.ports import Channel, Notification, NotificationKind, Notifier, Person, TicketView
 from workflows.records import Decision, Enrollment, Step, Ticket, ticket_id_from_ref
 from workflows.roster import Roster
@@ -164,25 +159,10 @@ class WorkflowService:
     async def request_removal(
         self, requester: Person, *, subject: str | None = None, justification: str = ""
     ) -> RequestResult:
-        person, problem = await self._resolve_subject(requester, subject, must_be_enabled=False)
-        if problem:
-            return RequestResult(problems=(problem,))
-        assert person is not None
-        open_ticket = await self._open_ticket_of(person.id)
-        if open_ticket:
-            return RequestResult(
-                ticket=open_ticket,
-                message=f"{open_ticket.ref} is still open for {person.display_name}",
-            )
-        enrollment = await self._active_enrollment(person.id)
-        if enrollment is None:
-            return RequestResult(
-                problems=(
-                    RequestProblem(
-                        "subject", f"{person.display_name} is not enrolled in calendar sync"
-                    ),
-                )
-            )
+        found = await self._enrolled_subject(requester, subject, must_be_enabled=False)
+        if isinstance(found, RequestResult):
+            return found
+        person, enrollment = found
         profile = Profile(enrollment.profile_id, enrollment.profile_id, None)
         return await self._open_ticket(
             TicketKind.REMOVE,
@@ -202,27 +182,10 @@ class WorkflowService:
         subject: str | None = None,
         justification: str = "",
     ) -> RequestResult:
-        person, problem = await self._resolve_subject(requester, subject)
-        if problem:
-            return RequestResult(problems=(problem,))
-        assert person is not None
-        open_ticket = await self._open_ticket_of(person.id)
-        if open_ticket:
-            return RequestResult(
-                ticket=open_ticket,
-                message=f"{open_ticket.ref} is still open for {person.display_name}",
-            )
-        enrollment = await self._active_enrollment(person.id)
-        if enrollment is None:
-            return RequestResult(
-                problems=(
-                    RequestProblem(
-                        "subject",
-                        f"{person.display_name} is not enrolled yet; "
-                        "ask to be added to calendar sync first",
-                    ),
-                )
-            )
+        found = await self._enrolled_subject(requester, subject, must_be_enabled=True)
+        if isinstance(found, RequestResult):
+            return found
+        person, enrollment = found
         chosen, mailbox_problem = self._chosen_mailbox(person, mailbox)
         if mailbox_problem:
             return RequestResult(problems=(mailbox_problem,))
@@ -458,6 +421,28 @@ class WorkflowService:
         if must_be_enabled and not person.account_enabled:
             return None, RequestProblem("subject", f"{person.display_name}'s account is disabled")
         return person, None
+
+    async def _enrolled_subject(
+        self, requester: Person, subject: str | None, *, must_be_enabled: bool
+    ) -> tuple[DirectoryUser, Enrollment] | RequestResult:
+        """The enrolled person a removal or change is about, or the answer explaining why not."""
+        person, problem = await self._resolve_subject(
+            requester, subject, must_be_enabled=must_be_enabled
+        )
+        if problem:
+            return RequestResult(problems=(problem,))
+        assert person is not None
+        open_ticket = await self._open_ticket_of(person.id)
+        if open_ticket:
+            return RequestResult(
+                ticket=open_ticket,
+                message=f"{open_ticket.ref} is still open for {person.display_name}",
+            )
+        enrollment = await self._active_enrollment(person.id)
+        if enrollment is None:
+            message = f"{person.display_name} is not enrolled in calendar sync"
+            return RequestResult(problems=(RequestProblem("subject", message),))
+        return person, enrollment
 
     async def _mailbox_problems(self, person: DirectoryUser) -> list[RequestProblem]:
         try:
@@ -749,26 +734,8 @@ class WorkflowService:
         *,
         comment: str = "",
     ) -> None:
-        before = ticket.ticket_status
-        after = next_status(before, event)
-        now = self._clock()
-        ticket.status = after.value
-        ticket.version += 1
-        ticket.updated_at = now
-        if event in (TicketEvent.APPROVE, TicketEvent.REJECT):
-            ticket.decided_at = now
-        if not after.is_open:
-            ticket.closed_at = now
-        record_audit(
-            session,
-            actor=actor.upn or actor.id,
-            action=f"ticket.{event.value}",
-            ticket_ref=ticket.ref,
-            before={"status": before.value},
-            after={
-                "status": after.value,
-                **({"comment": comment.strip()} if comment.strip() else {}),
-            },
+        apply_event(
+            session, ticket, event, actor=actor.upn or actor.id, now=self._clock(), note=comment
         )
         self._announce(ticket, event, actor, pending, comment)
 
