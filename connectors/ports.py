@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class TokenProvider(Protocol):
@@ -112,3 +113,13 @@ class Directory(Protocol):
     async def has_mailbox(self, user_id: str) -> bool:
         """Whether Exchange Online hosts a mailbox for this user that REST can reach."""
         ...
+
+
+class TaggedCalendar(Protocol):
+    """The events Syncwarden put into a mailbox, recognised by its tag."""
+
+    async def tagged_events(
+        self, mailbox: str, start: datetime, end: datetime
+    ) -> list[dict[str, Any]]: ...
+
+    async def delete_event(self, mailbox: str, event_id: str) -> bool: ...

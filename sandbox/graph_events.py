@@ -296,7 +296,25 @@ class EventsFront:
         items = self._instances(req.mailbox.id, start, end, self._tz(req))
         if select:
             items = [{"@odata.etag": i["@odata.etag"], **project(i, select, ())} for i in items]
+        items = self._with_expanded_properties(req, items)
         return ok(paged(self.ctx, req, items, f"users('{req.mailbox.id}')/calendarView", top=top))
+
+    def _with_expanded_properties(self, req: GraphRequest, items: list[JsonDict]) -> list[JsonDict]:
+        """Occurrences carry their series master's extended properties, as in Graph."""
+        expand = self._expand_filter(req)
+        if expand is False:
+            return items
+        assert req.mailbox is not None
+        events = self.ctx.state.mailbox_events(req.mailbox.id)
+        evaluator = Evaluator(case_insensitive=True)
+        expanded = []
+        for item in items:
+            owner = events.get(item.get("seriesMasterId") or item["id"])
+            props = list(owner.extended) if owner is not None else []
+            if expand is not None and not isinstance(expand, bool):
+                props = [p for p in props if evaluator.test(expand, p, {})]
+            expanded.append({**item, "singleValueExtendedProperties": [dict(p) for p in props]})
+        return expanded
 
     async def delta(self, req: GraphRequest) -> GraphResponse:
         assert req.mailbox is not None

@@ -45,6 +45,7 @@ def build_workflows(
     roster = Roster(m365.directory, settings.approvals)
     handlers = ProvisioningHandlers(
         directory=m365.directory,
+        calendar=m365.calendar,
         group=m365.sync_group,
         scheduling=scheduling,
         notifier=outbox,

@@ -8,14 +8,20 @@ the runner records their outcome.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
 
 from connectors.errors import NotFoundError
-from connectors.ports import Directory, GroupMembership
+from connectors.ports import Directory, GroupMembership, TaggedCalendar
 from connectors.scheduling.ports import SchedulingSystem
+from core.db import utc_now
 from workflows.instructions import InstructionsTemplate
 from workflows.ports import Notification, NotificationKind, Notifier
 from workflows.steps import StepContext, StepHandler, StepName, StepOutcome
+
+# How far around today the removal looks for events we pushed (wider than any sync window).
+CLEANUP_PAST = timedelta(days=62)
+CLEANUP_FUTURE = timedelta(days=400)
 
 
 class ProvisioningHandlers:
@@ -27,7 +33,11 @@ class ProvisioningHandlers:
         scheduling: SchedulingSystem,
         notifier: Notifier,
         instructions: InstructionsTemplate,
+        calendar: TaggedCalendar,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
+        self._calendar = calendar
+        self._clock = clock
         self._directory = directory
         self._group = group
         self._scheduling = scheduling
@@ -99,9 +109,20 @@ class ProvisioningHandlers:
         return StepOutcome({"requested": True})
 
     async def remove_synced_events(self, context: StepContext) -> StepOutcome:
-        # Pushed events are tracked by the sync worker's event links; with none recorded there is
-        # nothing of ours in the mailbox to remove.
-        return StepOutcome({"removed": 0})
+        """Delete every event in the mailbox that carries our tag, and nothing else.
+
+        Found by the tag rather than by our own records, so events pushed before a lost link are
+        removed too. Repeating the step deletes what is left; an event already gone is no error.
+        """
+        mailbox = context.ticket.subject.id
+        now = self._clock()
+        events = await self._calendar.tagged_events(
+            mailbox, now - CLEANUP_PAST, now + CLEANUP_FUTURE
+        )
+        removed = 0
+        for event in events:
+            removed += await self._calendar.delete_event(mailbox, event["id"])
+        return StepOutcome({"removed": removed})
 
     def _manual(self, context: StepContext, *, action: str, **values: str) -> StepOutcome:
         if context.manual_confirmed:

@@ -42,8 +42,11 @@ def plan(kind: TicketKind, *, remove_synced_events: bool) -> list[StepName]:
             StepName.REQUEST_INITIAL_SYNC,
         ]
     if kind is TicketKind.REMOVE:
-        steps = [StepName.REMOVE_FROM_GROUP, StepName.DEACTIVATE_MAPPING]
-        return [*steps, StepName.REMOVE_SYNCED_EVENTS] if remove_synced_events else steps
+        # Leaving the sync group ends our access to the mailbox (the access policy is scoped to
+        # it), so the synced events are removed *before* that, and the mapping is deactivated
+        # first of all so that no new events are pushed meanwhile.
+        cleanup = [StepName.REMOVE_SYNCED_EVENTS] if remove_synced_events else []
+        return [StepName.DEACTIVATE_MAPPING, *cleanup, StepName.REMOVE_FROM_GROUP]
     return [StepName.MAP_PROFILE, StepName.SEND_INSTRUCTIONS]
 
 

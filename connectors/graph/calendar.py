@@ -98,6 +98,18 @@ class GraphCalendar:
             mailbox=mailbox,
         )
 
+    async def tagged_events(
+        self, mailbox: str, start: datetime, end: datetime
+    ) -> list[dict[str, Any]]:
+        """Events between ``start`` and ``end`` that carry our tag (series masters included)."""
+        seen: dict[str, dict[str, Any]] = {}
+        for event in await self.calendar_view(mailbox, start, end):
+            if source_id_of(event) is None:
+                continue
+            key = event.get("seriesMasterId") or event["id"]
+            seen.setdefault(key, {**event, "id": key})
+        return list(seen.values())
+
     async def delta(
         self,
         mailbox: str,

@@ -6,19 +6,20 @@ Runs on SQLite and, with SYNCWARDEN_TEST_POSTGRES_URL, on PostgreSQL.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from connectors.scheduling.ports import Mapping
+from connectors.scheduling.ports import Mapping, Profile
 from sandbox.server import SandboxTenant
 from syncwarden.m365 import Microsoft365
 from tests.support.workflow import Harness, workflow_harness
 from workflows.audit import AuditEvent
 from workflows.model import TicketStatus
-from workflows.ports import NotificationKind
+from workflows.ports import NotificationKind, Person
 from workflows.records import Enrollment
 from workflows.service import ActionOutcome
 
@@ -371,3 +372,59 @@ async def test_every_change_is_audited(h: Harness) -> None:
     assert actions[0] == "ticket.created.enroll"
     assert "ticket.approve" in actions and "ticket.complete" in actions
     assert sum(a.startswith("step.") for a in actions) == 4
+
+
+async def test_removal_deletes_only_our_events_while_access_remains(
+    migrated_engine: AsyncEngine, tenant: SandboxTenant, m365: Microsoft365
+) -> None:
+    async with workflow_harness(
+        migrated_engine, tenant, m365, provisioning={"remove_synced_events": True}
+    ) as h:
+        sasha = h.person("sasha")
+        await enroll(h, "sasha")
+        start = h.clock.now + dt.timedelta(days=3)
+        window = {
+            "start": {"dateTime": start.strftime("%Y-%m-%dT%H:%M:%S"), "timeZone": "UTC"},
+            "end": {
+                "dateTime": (start + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S"),
+                "timeZone": "UTC",
+            },
+        }
+        for n in range(3):
+            await m365.calendar.create_event(
+                sasha.id,
+                {"subject": f"Synced {n}", **window},
+                source_id=f"appt-{n}",
+                transaction_id=f"t-{n}",
+            )
+        own = (
+            await m365.graph.request(
+                "POST", f"users/{sasha.id}/events", json_body={"subject": "Dentist", **window}
+            )
+        ).body
+        removal = await h.service.request_removal(sasha)
+        assert removal.ticket is not None
+        await h.service.decide(removal.ticket.ref, h.person("casey"), approve=True)
+        await h.runner.run_until_idle()
+        done = await h.service.get_ticket(removal.ticket.ref)
+        assert done is not None and done.status == TicketStatus.COMPLETED, done
+        left = tenant.state.mailbox_events(sasha.id)
+        assert [e.id for e in left.values() if (e.subject or "").startswith("Synced")] == []
+        assert own["id"] in left, "the person's own events are never touched"
+        assert not h.in_sync_group("sasha")
+
+
+async def test_profile_candidates_when_no_email_matches(h: Harness) -> None:
+    user = h.tenant.add_user(
+        userPrincipalName="morgan.ashby@example.edu", displayName="Morgan Ashby"
+    )
+    await h.scheduling.upsert_profile(Profile("prof-m1", "Morgan Ashby (Advising)", None))
+    await h.scheduling.upsert_profile(Profile("prof-m2", "Morgan Ashby (Careers)", None))
+    morgan = Person(user.id, "Morgan Ashby", user.userPrincipalName)
+    first = await h.service.request_enrollment(morgan)
+    assert [p.field for p in first.problems] == ["profile"]
+    assert {p.id for p in first.profile_candidates} == {"prof-m1", "prof-m2"}
+    chosen = await h.service.request_enrollment(morgan, profile_id="prof-m2")
+    assert chosen.ok and chosen.ticket is not None and chosen.ticket.profile_id == "prof-m2"
+    foreign = await h.service.request_enrollment(h.person("blake"), profile_id="prof-m2")
+    assert "does not belong" in foreign.problems[0].message

@@ -78,6 +78,7 @@ async def work(config: dict[str, Any], crash_at: str) -> None:
     outbox = OutboxNotifier(sessions)
     handlers = ProvisioningHandlers(
         directory=m365.directory,
+        calendar=m365.calendar,
         group=SyncGroupMembership(m365.directory, m365.exchange, config["group_id"]),
         scheduling=BuiltinScheduling(sessions),
         notifier=outbox,

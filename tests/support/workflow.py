@@ -111,10 +111,12 @@ async def workflow_harness(
     handlers = dict(
         ProvisioningHandlers(
             directory=m365.directory,
+            calendar=m365.calendar,
             group=SyncGroupMembership(m365.directory, m365.exchange, group_id),
             scheduling=scheduling,
             notifier=notifier,
             instructions=InstructionsTemplate(),
+            clock=clock,
         ).as_mapping()
     )
     runner = StepRunner(
