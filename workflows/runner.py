@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from functools import partial
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import OperationalError
@@ -32,9 +32,10 @@ from core.db import utc_now, write_transaction
 from core.logging import get_logger
 from core.settings import ProvisioningSettings
 from workflows.audit import record_audit
+from workflows.delivery import AfterCommit, status_line
 from workflows.lifecycle import apply_event
 from workflows.model import TicketEvent, TicketStatus
-from workflows.ports import Channel, Notification, NotificationKind, Notifier
+from workflows.ports import Channel, Notification, NotificationKind, Notifier, TicketView
 from workflows.records import Enrollment, Step, Ticket
 from workflows.steps import StepContext, StepHandler, StepName, StepOutcome, StepState
 from workflows.views import ticket_view
@@ -178,7 +179,7 @@ class StepRunner:
     # ----------------------------------------------------------------------------- recording
 
     async def _record_success(self, claimed: ClaimedStep, outcome: StepOutcome) -> None:
-        deliveries: list[tuple[str, Any]] = []
+        after = AfterCommit()
         async with write_transaction(self._sessions) as session:
             step = await self._owned_step(session, claimed)
             if step is None:
@@ -195,12 +196,8 @@ class StepRunner:
                 view = ticket_view(ticket)
                 action = outcome.manual_task["action"]
                 text = f"{view.ref}: manual step for {view.subject.name}: {action}"
-                deliveries.append(
-                    (
-                        "channel",
-                        Notification(NotificationKind.MANUAL_STEP, view, text, outcome.manual_task),
-                    )
-                )
+                task = Notification(NotificationKind.MANUAL_STEP, view, text, outcome.manual_task)
+                self._tell_it(after, task)
             else:
                 step.state = StepState.SUCCEEDED.value
                 step.result = outcome.result
@@ -216,15 +213,22 @@ class StepRunner:
                 if all(s.state == StepState.SUCCEEDED.value for s in ticket.steps):
                     self._move(session, ticket, TicketEvent.COMPLETE, "all steps done")
                     view = ticket_view(ticket)
-                    deliveries.append(("requester", _completed(view)))
-                    deliveries.append(("channel", _status(view, "completed")))
-                    deliveries.append(("card", view))
-        await self._deliver(deliveries)
+                    done = Notification(
+                        NotificationKind.COMPLETED,
+                        view,
+                        f"{view.ref} is done: calendar sync is set up for {view.subject.name}",
+                    )
+                    for person in {view.requester.id, view.subject.id}:
+                        key = f"{view.ref}:{done.kind.value}:{person}"
+                        after.add(partial(self._notifier.to_user, person, done, key=key))
+                    self._tell_it(after, status_line(view, "completed"))
+                    self._refresh_card(after, view)
+        await after.deliver()
 
     async def _record_failure(
         self, claimed: ClaimedStep, error: Exception, *, retryable: bool
     ) -> None:
-        deliveries: list[tuple[str, Any]] = []
+        after = AfterCommit()
         message = (
             str(error) if isinstance(error, ConnectorError) else f"{type(error).__name__}: {error}"
         )
@@ -257,9 +261,9 @@ class StepRunner:
             self._move(session, ticket, TicketEvent.FAIL, ticket.failure_reason)
             view = ticket_view(ticket)
             text = f"{view.ref} failed at {step.name} after {step.attempt} attempt(s): {message}"
-            deliveries.append(("channel", Notification(NotificationKind.FAILED, view, text)))
-            deliveries.append(("card", view))
-        await self._deliver(deliveries)
+            self._tell_it(after, Notification(NotificationKind.FAILED, view, text))
+            self._refresh_card(after, view)
+        await after.deliver()
 
     def _retry_delay(self, error: Exception, attempt: int) -> float:
         if isinstance(error, ConnectorError) and error.retry_after is not None:
@@ -330,31 +334,10 @@ class StepRunner:
         assert ticket is not None
         return ticket
 
-    async def _deliver(self, deliveries: list[tuple[str, Any]]) -> None:
-        for target, payload in deliveries:
-            try:
-                if target == "channel":
-                    key = f"{payload.ticket.ref}:{payload.kind.value}:{payload.ticket.version}"
-                    await self._notifier.to_channel(Channel.IT, payload, key=key)
-                elif target == "requester":
-                    for person in {payload.ticket.requester.id, payload.ticket.subject.id}:
-                        key = f"{payload.ticket.ref}:{payload.kind.value}:{person}"
-                        await self._notifier.to_user(person, payload, key=key)
-                else:
-                    await self._notifier.update_card(
-                        payload, key=f"{payload.ref}:card:{payload.version}"
-                    )
-            except Exception as error:  # the step's outcome is committed either way
-                log.error("notify.failed", error_type=type(error).__name__, error=str(error))
+    def _tell_it(self, after: AfterCommit, notification: Notification) -> None:
+        view = notification.ticket
+        key = f"{view.ref}:{notification.kind.value}:{view.version}"
+        after.add(partial(self._notifier.to_channel, Channel.IT, notification, key=key))
 
-
-def _completed(view: Any) -> Notification:
-    return Notification(
-        NotificationKind.COMPLETED,
-        view,
-        f"{view.ref} is done: calendar sync is set up for {view.subject.name}",
-    )
-
-
-def _status(view: Any, text: str) -> Notification:
-    return Notification(NotificationKind.STATUS, view, f"{view.ref} · {view.subject.name} · {text}")
+    def _refresh_card(self, after: AfterCommit, view: TicketView) -> None:
+        after.add(partial(self._notifier.update_card, view, key=f"{view.ref}:card:{view.version}"))

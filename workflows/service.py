@@ -9,8 +9,8 @@ that reaches the user.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import partial
@@ -27,6 +27,7 @@ from core.db import utc_now, write_transaction
 from core.logging import get_logger
 from core.settings import ApprovalSettings, ProvisioningSettings
 from workflows.audit import record_audit
+from workflows.delivery import AfterCommit, status_line
 from workflows.lifecycle import apply_event
 from workflows.model import IllegalTransitionError, TicketEvent, TicketKind, TicketStatus
 from workflows.ports import Channel, Notification, NotificationKind, Notifier, Person, TicketView
@@ -37,7 +38,6 @@ from workflows.views import ticket_view
 
 log = get_logger(__name__)
 Clock = Callable[[], datetime]
-Delivery = Callable[[], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -80,16 +80,6 @@ class ActionResult:
     @property
     def ok(self) -> bool:
         return self.outcome is ActionOutcome.DONE
-
-
-@dataclass
-class _Pending:
-    """Notifications gathered during a transaction, delivered only after it commits."""
-
-    deliveries: list[Delivery] = field(default_factory=list)
-
-    def add(self, delivery: Delivery) -> None:
-        self.deliveries.append(delivery)
 
 
 class WorkflowService:
@@ -222,7 +212,7 @@ class WorkflowService:
                 ActionOutcome.INVALID, f"'{ref}' is not a ticket number like SW-1042"
             )
         allowed = await self._roster.approvers()
-        pending = _Pending()
+        pending = AfterCommit()
         async with write_transaction(self._sessions) as session:
             ticket = await self._locked_ticket(session, ticket_id)
             if ticket is None:
@@ -282,7 +272,7 @@ class WorkflowService:
             pending.add(
                 partial(self._notifier.update_card, view, key=f"{view.ref}:card:{view.version}")
             )
-        await self._deliver(pending)
+        await pending.deliver()
         if view.status == TicketStatus.PROVISIONING:
             self._on_steps_queued()
         verb = "approved" if approve else "rejected"
@@ -348,7 +338,7 @@ class WorkflowService:
         counts = {"reminded": 0, "escalated": 0, "expired": 0}
         approvers = await self._roster.approvers()
         fallback = await self._roster.fallback_approvers()
-        pending = _Pending()
+        pending = AfterCommit()
         async with write_transaction(self._sessions) as session:
             rows = await session.scalars(
                 _with_children(select(Ticket))
@@ -384,7 +374,7 @@ class WorkflowService:
                         session, actor="system", action="ticket.reminded", ticket_ref=ticket.ref
                     )
                     counts["reminded"] += 1
-        await self._deliver(pending)
+        await pending.deliver()
         return counts
 
     # ----------------------------------------------------------------------------- internals
@@ -582,7 +572,7 @@ class WorkflowService:
             and await self._roster.is_it_admin(requester.id)
         )
         approvers = await self._roster.approvers()
-        pending = _Pending()
+        pending = AfterCommit()
         try:
             async with write_transaction(self._sessions) as session:
                 ticket = Ticket(
@@ -639,7 +629,7 @@ class WorkflowService:
                         partial(
                             self._notifier.to_channel,
                             Channel.IT,
-                            _status(view, "created, waiting for approval"),
+                            status_line(view, "created, waiting for approval"),
                             key=f"{view.ref}:status:created",
                         )
                     )
@@ -651,7 +641,7 @@ class WorkflowService:
             return RequestResult(
                 ticket=winner, message=f"{person.display_name} already has an open request"
             )
-        await self._deliver(pending)
+        await pending.deliver()
         if auto_approve:
             self._on_steps_queued()
         return RequestResult(ticket=view, created=True, message=f"{view.ref} created")
@@ -672,7 +662,11 @@ class WorkflowService:
         return None
 
     def _ask_for_approval(
-        self, ticket: Ticket, approvers: frozenset[str], kind: NotificationKind, pending: _Pending
+        self,
+        ticket: Ticket,
+        approvers: frozenset[str],
+        kind: NotificationKind,
+        pending: AfterCommit,
     ) -> None:
         view = ticket_view(ticket)
         excluded = {ticket.subject_id.lower(), ticket.requester_id.lower()}
@@ -730,7 +724,7 @@ class WorkflowService:
         ticket: Ticket,
         event: TicketEvent,
         actor: Person,
-        pending: _Pending,
+        pending: AfterCommit,
         *,
         comment: str = "",
     ) -> None:
@@ -740,7 +734,7 @@ class WorkflowService:
         self._announce(ticket, event, actor, pending, comment)
 
     def _announce(
-        self, ticket: Ticket, event: TicketEvent, actor: Person, pending: _Pending, comment: str
+        self, ticket: Ticket, event: TicketEvent, actor: Person, pending: AfterCommit, comment: str
     ) -> None:
         view = ticket_view(ticket)
         said = f' ("{comment.strip()}")' if comment.strip() else ""
@@ -778,7 +772,7 @@ class WorkflowService:
                 partial(
                     self._notifier.to_channel,
                     Channel.IT,
-                    _status(view, text),
+                    status_line(view, text),
                     key=f"{view.ref}:status:{event.value}:{view.version}",
                 )
             )
@@ -800,7 +794,7 @@ class WorkflowService:
             return ActionResult(
                 ActionOutcome.INVALID, f"'{ref}' is not a ticket number like SW-1042"
             )
-        pending = _Pending()
+        pending = AfterCommit()
         async with write_transaction(self._sessions) as session:
             ticket = await self._locked_ticket(session, ticket_id)
             if ticket is None:
@@ -815,7 +809,7 @@ class WorkflowService:
             self._after_resume(ticket, event)
             await session.flush()
             view = ticket_view(ticket)
-        await self._deliver(pending)
+        await pending.deliver()
         return ActionResult(
             ActionOutcome.DONE, f"{view.ref} is now {TicketStatus(view.status).label}", view
         )
@@ -847,14 +841,6 @@ class WorkflowService:
     async def _load_ticket(self, session: AsyncSession, ticket_id: int) -> Ticket | None:
         return await session.scalar(_with_children(select(Ticket)).where(Ticket.id == ticket_id))
 
-    async def _deliver(self, pending: _Pending) -> None:
-        """Hand notifications to the notifier; a failed send is logged, never undoes the change."""
-        for delivery in pending.deliveries:
-            try:
-                await delivery()
-            except Exception as error:  # the ticket change is committed either way
-                log.error("notify.failed", error_type=type(error).__name__, error=str(error))
-
 
 def _with_children(query: Select[Ticket]) -> Select[Ticket]:
     return query.options(selectinload(Ticket.decisions), selectinload(Ticket.steps))
@@ -872,7 +858,3 @@ def _addresses(person: DirectoryUser) -> list[str]:
         if address and address.lower() not in (a.lower() for a in seen):
             seen.append(address)
     return seen
-
-
-def _status(view: TicketView, text: str) -> Notification:
-    return Notification(NotificationKind.STATUS, view, f"{view.ref} · {view.subject.name} · {text}")

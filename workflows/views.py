@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from workflows.ports import DecisionView, Person, TicketView
-from workflows.records import Step, Ticket
+from workflows.records import Ticket
 from workflows.steps import StepState
 
 
@@ -32,9 +32,3 @@ def ticket_view(ticket: Ticket) -> TicketView:
         failure_reason=ticket.failure_reason,
         waiting_step=waiting,
     )
-
-
-def step_summary(step: Step) -> str:
-    detail = f" (attempt {step.attempt})" if step.attempt > 1 else ""
-    error = f": {step.last_error}" if step.last_error and step.state != "succeeded" else ""
-    return f"{step.position}. {step.name} {step.state}{detail}{error}"

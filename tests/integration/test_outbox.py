@@ -2,40 +2,17 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.db import session_factory
 from tests.support.notifier import RecordingNotifier
+from tests.support.tickets import sample_ticket
 from tests.support.workflow import FakeClock
 from workflows.outbox import OutboxDispatcher, OutboxMessage, OutboxNotifier
-from workflows.ports import (
-    Channel,
-    DecisionView,
-    Notification,
-    NotificationKind,
-    Person,
-    TicketView,
-)
+from workflows.ports import Channel, Notification, NotificationKind
 
-TICKET = TicketView(
-    ref="SW-1001",
-    kind="enroll",
-    status="completed",
-    version=5,
-    subject=Person("u-1", "Ada Byron", "ada@example.edu"),
-    subject_mail="ada@example.edu",
-    requester=Person("u-1", "Ada Byron", "ada@example.edu"),
-    mailbox="ada@example.edu",
-    previous_mailbox=None,
-    profile_id="p-1",
-    profile_name="Ada",
-    justification="tutoring",
-    created_at=dt.datetime(2026, 11, 20, 9, 30, tzinfo=dt.UTC),
-    decisions=(DecisionView("Casey", True, "ok", dt.datetime(2026, 11, 20, 10, tzinfo=dt.UTC)),),
-)
+TICKET = sample_ticket()
 NOTE = Notification(
     NotificationKind.INSTRUCTIONS, TICKET, "Your calendar sync is ready", {"a": "b"}
 )
@@ -44,16 +21,16 @@ NOTE = Notification(
 async def test_one_message_per_key_delivered_once(migrated_engine: AsyncEngine) -> None:
     sessions = session_factory(migrated_engine)
     outbox = OutboxNotifier(sessions)
-    await outbox.to_user("u-1", NOTE, key="SW-1001:3:send_instructions")
-    await outbox.to_user("u-1", NOTE, key="SW-1001:3:send_instructions")
-    await outbox.to_channel(Channel.IT, NOTE, key="SW-1001:status:complete")
-    await outbox.update_card(TICKET, key="SW-1001:card:5")
+    await outbox.to_user("u-1", NOTE, key="SW-1042:3:send_instructions")
+    await outbox.to_user("u-1", NOTE, key="SW-1042:3:send_instructions")
+    await outbox.to_channel(Channel.IT, NOTE, key="SW-1042:status:complete")
+    await outbox.update_card(TICKET, key="SW-1042:card:5")
     delivery = RecordingNotifier()
     dispatcher = OutboxDispatcher(sessions, delivery)
     assert await dispatcher.dispatch_due() == 3
     assert await dispatcher.dispatch_due() == 0
     assert [s.target for s in delivery.sent] == ["user:u-1", "channel:it", "card"]
-    assert delivery.sent[0].key == "SW-1001:3:send_instructions"
+    assert delivery.sent[0].key == "SW-1042:3:send_instructions"
     assert delivery.sent[0].text == "Your calendar sync is ready"
 
 

@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
+from tests.support.tickets import sample_ticket
 from workflows.instructions import InstructionsTemplate
-from workflows.ports import Person, TicketView
 
-TICKET = TicketView(
-    ref="SW-1042",
-    kind="enroll",
-    status="completed",
-    version=5,
-    subject=Person("u-1", "Ada Byron", "ada@example.edu"),
-    subject_mail="ada@example.edu",
-    requester=Person("u-1", "Ada Byron", "ada@example.edu"),
-    mailbox="ada@example.edu",
-    previous_mailbox=None,
-    profile_id="p-1",
-    profile_name="Ada B.",
-    justification="",
-    created_at=dt.datetime(2026, 11, 20, tzinfo=dt.UTC),
-)
+TICKET = sample_ticket()
 
 
 def test_default_names_the_mailbox_the_ticket_and_the_help_link() -> None:
