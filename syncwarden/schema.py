@@ -4,6 +4,7 @@ Alembic's autogenerate and the drift test read ``metadata`` from here, so a mode
 not imported here is invisible to migrations: add new model modules to the import list.
 """
 
+from bot import conversations  # noqa: F401  (registers conversation_refs)
 from connectors.scheduling import builtin  # noqa: F401  (registers scheduling_* tables)
 from core.db import Base
 from workflows import audit, outbox, records  # noqa: F401  (registers their tables)
