@@ -1,0 +1,87 @@
+"""Every card the product sends, in every state, for the renderer check and for previews."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Any
+
+from bot import cards
+from connectors.scheduling.ports import Profile
+from tests.support.tickets import sample_ticket
+from workflows.ports import DecisionView
+
+NOW = dt.datetime(2026, 11, 21, 15, 0, tzinfo=dt.UTC)
+
+
+def catalog() -> dict[str, dict[str, Any]]:
+    done = sample_ticket()
+    waiting = dataclasses.replace(done, status="awaiting_approval", decisions=(), version=1)
+    on_behalf = dataclasses.replace(
+        waiting, requester=dataclasses.replace(done.requester, id="u-2", name="Dana Whitfield")
+    )
+    rejected = dataclasses.replace(
+        done,
+        status="rejected",
+        decisions=(DecisionView("Casey Lindqvist", False, "Not this term", NOW),),
+    )
+    failed = dataclasses.replace(
+        done, status="failed", failure_reason="add_to_group: the app lacks Exchange.ManageAsApp"
+    )
+    change = dataclasses.replace(waiting, kind="change", previous_mailbox="ada.old@example.edu")
+    profiles = [
+        Profile("p-1", "Ada Byron (Advising)", "ada@example.edu"),
+        Profile("p-2", "Ada Byron (Careers)", None),
+    ]
+    return {
+        "approval: waiting, seen by all": cards.approval_card(
+            waiting, now=NOW, approver_ids=["29:casey", "29:emerson"]
+        ),
+        "approval: waiting, on behalf": cards.approval_card(
+            on_behalf, now=NOW, approver_ids=["29:casey"]
+        ),
+        "approval: approver's view": cards.approver_card(waiting, now=NOW),
+        "approval: approver's view, refused click": cards.approver_card(
+            waiting, now=NOW, notice="You cannot approve a request about yourself."
+        ),
+        "approval: decided, approved": cards.approval_card(done, now=NOW),
+        "approval: decided, rejected": cards.approval_card(rejected, now=NOW),
+        "approval: change request": cards.approver_card(change, now=NOW),
+        "status: completed": cards.status_card(done, "SW-1042 · Ada Byron · completed", now=NOW),
+        "status: failed with retry": cards.status_card(
+            failed, "SW-1042 failed at add_to_group", now=NOW
+        ),
+        "manual task": cards.manual_task_card(
+            done,
+            {
+                "action": "Map the scheduling profile",
+                "profile_id": "p-1",
+                "mailbox": "ada@example.edu",
+                "active": "yes",
+            },
+            now=NOW,
+        ),
+        "request: one profile": cards.request_card(
+            name="Ada Byron",
+            upn="ada@example.edu",
+            addresses=["ada@example.edu", "ada.byron@example.org"],
+            primary="ada@example.edu",
+            profiles=profiles[:1],
+        ),
+        "request: candidates and errors": cards.request_card(
+            name="Ada Byron",
+            upn="ada@example.edu",
+            addresses=["ada@example.edu"],
+            primary="ada@example.edu",
+            profiles=profiles,
+            errors={"profile": "Several profiles match; choose one.", "mailbox": "Not yours"},
+        ),
+        "request: no profile": cards.request_card(
+            name="Ada Byron",
+            upn="ada@example.edu",
+            addresses=["ada@example.edu"],
+            primary="ada@example.edu",
+            profiles=[],
+            errors={"profile": "No scheduling profile matches you yet."},
+        ),
+    }
