@@ -1,0 +1,55 @@
+"""Teams' per-conversation limits, checked with a clock that moves only when we wait."""
+
+from __future__ import annotations
+
+from bot.rate_limit import ConversationRateLimiter
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.waits: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+
+
+async def sends(
+    limiter: ConversationRateLimiter, clock: Clock, count: int, conversation: str = "c1"
+) -> list[float]:
+    times = []
+    for _ in range(count):
+        await limiter.acquire(conversation)
+        times.append(clock.now)
+    return times
+
+
+async def test_seven_per_second_then_eight_per_two_seconds() -> None:
+    clock = Clock()
+    limiter = ConversationRateLimiter(clock=clock, sleep=clock.sleep)
+    times = await sends(limiter, clock, 16)
+    assert times[:7] == [1000.0] * 7, "seven go out at once"
+    for i in range(len(times)):
+        one_second = [t for t in times[: i + 1] if times[i] - t < 1.0]
+        two_seconds = [t for t in times[: i + 1] if times[i] - t < 2.0]
+        assert len(one_second) <= 7 and len(two_seconds) <= 8
+
+
+async def test_sixty_per_thirty_seconds() -> None:
+    clock = Clock()
+    limiter = ConversationRateLimiter(clock=clock, sleep=clock.sleep)
+    times = await sends(limiter, clock, 61)
+    assert times[60] - times[0] >= 30.0
+
+
+async def test_conversations_are_independent() -> None:
+    clock = Clock()
+    limiter = ConversationRateLimiter(clock=clock, sleep=clock.sleep)
+    await sends(limiter, clock, 8, "c1")
+    start = clock.now
+    await sends(limiter, clock, 7, "c2")
+    assert clock.now == start, "another conversation does not wait for c1"
