@@ -38,6 +38,8 @@ class ConversationRef:
     tenant_id: str | None
     bot_id: str
     user_aad_id: str | None = None
+    # The person's Teams id (``29:…``) in a 1:1 chat; cards list these in ``refresh.userIds``.
+    user_mri: str | None = None
     role: ChannelRole | None = None
     blocked: bool = False
 
@@ -51,6 +53,7 @@ class ConversationRecord(Base):
     tenant_id: Mapped[str | None] = mapped_column(String(64))
     bot_id: Mapped[str] = mapped_column(String(256))
     user_aad_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    user_mri: Mapped[str | None] = mapped_column(String(256))
     role: Mapped[str | None] = mapped_column(String(16), index=True)
     installed: Mapped[bool] = mapped_column(Boolean, default=True)
     blocked: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -64,6 +67,7 @@ class ConversationRecord(Base):
             tenant_id=self.tenant_id,
             bot_id=self.bot_id,
             user_aad_id=self.user_aad_id,
+            user_mri=self.user_mri,
             role=ChannelRole(self.role) if self.role else None,
             blocked=self.blocked,
         )
@@ -88,6 +92,7 @@ class ConversationStore:
                         tenant_id=ref.tenant_id,
                         bot_id=ref.bot_id,
                         user_aad_id=ref.user_aad_id.lower() if ref.user_aad_id else None,
+                        user_mri=ref.user_mri,
                         installed=True,
                         blocked=False,
                     )
@@ -100,6 +105,8 @@ class ConversationStore:
             record.blocked = False  # they wrote to us, so they have not blocked us (any more)
             if ref.user_aad_id:
                 record.user_aad_id = ref.user_aad_id.lower()
+            if ref.user_mri:
+                record.user_mri = ref.user_mri
 
     async def for_user(self, aad_object_id: str) -> ConversationRef | None:
         async with self._sessions() as session:
@@ -114,6 +121,21 @@ class ConversationStore:
                 .limit(1)
             )
             return record.as_ref() if record else None
+
+    async def mris_of(self, aad_object_ids: list[str]) -> list[str]:
+        """Teams ids of those among these people who have a 1:1 chat with the bot."""
+        wanted = [object_id.lower() for object_id in aad_object_ids]
+        if not wanted:
+            return []
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(ConversationRecord.user_mri).where(
+                    ConversationRecord.user_aad_id.in_(wanted),
+                    ConversationRecord.user_mri.is_not(None),
+                    ConversationRecord.installed.is_(True),
+                )
+            )
+            return sorted({mri for mri in rows.all() if mri})
 
     async def for_role(self, role: ChannelRole) -> ConversationRef | None:
         async with self._sessions() as session:
@@ -155,3 +177,55 @@ class ConversationStore:
                 .where(ConversationRecord.conversation_id == conversation_id)
                 .values(blocked=True)
             )
+
+
+class CardPost(Base):
+    """A card we posted about a ticket, so every copy can be updated in place later."""
+
+    __tablename__ = "card_posts"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    ticket_ref: Mapped[str] = mapped_column(String(32), index=True)
+    conversation_id: Mapped[str] = mapped_column(String(512))
+    activity_id: Mapped[str] = mapped_column(String(256))
+    service_url: Mapped[str] = mapped_column(String(512))
+    audience: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+
+
+@dataclass(frozen=True)
+class PostedCard:
+    ticket_ref: str
+    conversation_id: str
+    activity_id: str
+    service_url: str
+    audience: str
+
+
+class CardPostStore:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def add(self, post: PostedCard) -> None:
+        async with write_transaction(self._sessions) as session:
+            session.add(
+                CardPost(
+                    ticket_ref=post.ticket_ref,
+                    conversation_id=post.conversation_id,
+                    activity_id=post.activity_id,
+                    service_url=post.service_url,
+                    audience=post.audience,
+                )
+            )
+
+    async def for_ticket(self, ticket_ref: str) -> list[PostedCard]:
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(CardPost).where(CardPost.ticket_ref == ticket_ref).order_by(CardPost.id)
+            )
+            return [
+                PostedCard(
+                    r.ticket_ref, r.conversation_id, r.activity_id, r.service_url, r.audience
+                )
+                for r in rows.all()
+            ]

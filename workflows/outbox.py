@@ -30,6 +30,7 @@ from workflows.ports import (
     Notifier,
     Person,
     TicketView,
+    UndeliverableError,
 )
 
 log = get_logger(__name__)
@@ -139,13 +140,18 @@ class OutboxDispatcher:
     async def _deliver(self, message: OutboxMessage) -> int:
         try:
             await _send(self._delivery, message)
+        except UndeliverableError as error:
+            await self._finish(message.id, sent=False, error=str(error), final=True)
+            return 0
         except Exception as error:  # recorded on the row and retried later
             await self._finish(message.id, sent=False, error=f"{type(error).__name__}: {error}")
             return 0
         await self._finish(message.id, sent=True, error=None)
         return 1
 
-    async def _finish(self, message_id: int, *, sent: bool, error: str | None) -> None:
+    async def _finish(
+        self, message_id: int, *, sent: bool, error: str | None, final: bool = False
+    ) -> None:
         now = self._clock()
         async with write_transaction(self._sessions) as session:
             message = await session.get(OutboxMessage, message_id, with_for_update=True)
@@ -157,7 +163,7 @@ class OutboxDispatcher:
                 message.last_error = None
                 return
             message.last_error = (error or "")[:2000]
-            if message.attempts >= MAX_DELIVERY_ATTEMPTS:
+            if final or message.attempts >= MAX_DELIVERY_ATTEMPTS:
                 message.state = "failed"
                 log.error("outbox.gave_up", key=message.key, error=message.last_error)
                 return

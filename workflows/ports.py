@@ -82,6 +82,11 @@ class Notification:
     details: dict[str, str] = field(default_factory=dict)
 
 
+class UndeliverableError(Exception):
+    """The message can never be delivered as addressed (no chat with that person, bot blocked,
+    no channel configured); retrying would not help, so the outbox gives up on it at once."""
+
+
 class Notifier(Protocol):
     async def to_user(self, user_id: str, notification: Notification, *, key: str) -> None: ...
 

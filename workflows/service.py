@@ -681,8 +681,11 @@ class WorkflowService:
                 f"{view.ref} has waited too long for a decision and is escalated to you"
             ),
         }[kind]
-        notification = Notification(kind, view, text)
-        for approver in sorted(approvers - excluded):
+        eligible = sorted(approvers - excluded)
+        # The approvals channel's card lists who may see the buttons (object ids; the bot maps
+        # them to Teams ids).
+        notification = Notification(kind, view, text, {"approvers": ",".join(eligible)})
+        for approver in eligible:
             pending.add(
                 partial(
                     self._notifier.to_user,

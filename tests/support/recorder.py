@@ -31,6 +31,8 @@ class ConnectorRecorder:
     received: asyncio.Event = field(default_factory=asyncio.Event)
     release: asyncio.Event = field(default_factory=asyncio.Event)
     server: TestServer | None = None
+    # Answers to give before the normal 200: (status, headers, body text).
+    scripted: list[tuple[int, dict[str, str], str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.release.set()
@@ -59,6 +61,9 @@ class ConnectorRecorder:
         )
         self.received.set()
         await self.release.wait()
+        if self.scripted:
+            status, headers, text = self.scripted.pop(0)
+            return web.Response(status=status, headers=headers, text=text)
         return web.json_response({"id": f"reply-{len(self.requests)}"})
 
 

@@ -1,0 +1,213 @@
+"""Delivering notifications to Teams: the bot's side of the notifier port.
+
+The outbox dispatcher calls this with each pending notification. We look up where to write (a
+stored conversation reference), render the notification (a card for approvals, status lines and
+manual tasks; Markdown text for everything a person reads), respect Teams' per-conversation
+limits, and call the Bot Framework connector's REST API directly with the bot's token. Approval
+cards are remembered per ticket so a decision can update every copy in place.
+
+Failures are classified for the outbox: a 429/412/5xx is retried here a few times (honouring
+``Retry-After``) and otherwise left for the outbox to try again later; a person who blocked the bot
+(403) or a conversation that no longer exists (404) can never be reached, which is reported as
+:class:`workflows.ports.UndeliverableError` so the outbox stops trying.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, Protocol
+
+import httpx
+
+from bot import cards
+from bot.conversations import (
+    CardPostStore,
+    ChannelRole,
+    ConversationRef,
+    ConversationStore,
+    PostedCard,
+)
+from bot.rate_limit import ConversationRateLimiter
+from connectors.graph.error_mapping import parse_retry_after
+from core.db import utc_now
+from core.logging import get_logger
+from workflows.ports import Channel, Notification, NotificationKind, TicketView, UndeliverableError
+
+log = get_logger(__name__)
+RETRYABLE_STATUSES = frozenset({412, 429, 502, 503, 504})
+MAX_SEND_ATTEMPTS = 4
+_APPROVAL_KINDS = frozenset(
+    {
+        NotificationKind.APPROVAL_REQUESTED,
+        NotificationKind.APPROVAL_REMINDER,
+        NotificationKind.APPROVAL_ESCALATED,
+    }
+)
+
+
+class BotTokenSource(Protocol):
+    async def bot_token(self) -> str | None:
+        """A Bot Framework token, or None where the connector takes anonymous calls (sandbox)."""
+        ...
+
+
+class TeamsSendError(Exception):
+    """Teams did not take the message this time; the outbox will try again later."""
+
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class TeamsDelivery:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        tokens: BotTokenSource,
+        conversations: ConversationStore,
+        posts: CardPostStore,
+        *,
+        limiter: ConversationRateLimiter | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self._http = http
+        self._tokens = tokens
+        self._conversations = conversations
+        self._posts = posts
+        self._limiter = limiter or ConversationRateLimiter()
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = random.Random()  # noqa: S311 - jitter, not secrecy
+
+    async def to_user(self, user_id: str, notification: Notification, *, key: str) -> None:
+        ref = await self._conversations.for_user(user_id)
+        if ref is None:
+            raise UndeliverableError(
+                f"no 1:1 chat with {user_id}: they have not installed the app or written to the bot"
+            )
+        if ref.blocked:
+            raise UndeliverableError(f"{user_id} has blocked the bot")
+        if notification.kind in _APPROVAL_KINDS:
+            card = cards.approver_card(notification.ticket, now=self._clock())
+            await self._post_card(ref, notification.ticket, card, audience="approver")
+            return
+        await self._send(
+            ref, {"type": "message", "text": notification.text, "textFormat": "markdown"}
+        )
+
+    async def to_channel(self, channel: Channel, notification: Notification, *, key: str) -> None:
+        ref = await self._conversations.for_role(ChannelRole(channel.value))
+        if ref is None:
+            raise UndeliverableError(
+                f"no {channel.value} channel is set: say 'use this channel for alerts' there"
+            )
+        view, now = notification.ticket, self._clock()
+        if notification.kind in _APPROVAL_KINDS:
+            approvers = [a for a in notification.details.get("approvers", "").split(",") if a]
+            mris = await self._conversations.mris_of(approvers)
+            card = cards.approval_card(view, now=now, approver_ids=mris)
+            await self._post_card(ref, view, card, audience="channel")
+        elif notification.kind is NotificationKind.MANUAL_STEP:
+            await self._send(
+                ref, _card_activity(cards.manual_task_card(view, notification.details, now=now))
+            )
+        elif notification.kind in (NotificationKind.FAILED, NotificationKind.STATUS):
+            await self._send(
+                ref, _card_activity(cards.status_card(view, notification.text, now=now))
+            )
+        else:
+            await self._send(ref, {"type": "message", "text": notification.text})
+
+    async def update_card(self, ticket: TicketView, *, key: str) -> None:
+        """Put the ticket's current state into every copy of its approval card."""
+        now = self._clock()
+        for post in await self._posts.for_ticket(ticket.ref):
+            card = (
+                cards.approver_card(ticket, now=now)
+                if post.audience == "approver"
+                else cards.approval_card(ticket, now=now)
+            )
+            await self._request(
+                "PUT",
+                _activity_url(post.service_url, post.conversation_id, post.activity_id),
+                {**_card_activity(card), "id": post.activity_id},
+                post.conversation_id,
+            )
+
+    async def _post_card(
+        self, ref: ConversationRef, ticket: TicketView, card: cards.Card, *, audience: str
+    ) -> None:
+        answer = await self._send(ref, _card_activity(card))
+        activity_id = answer.get("id") if isinstance(answer, dict) else None
+        if activity_id:
+            await self._posts.add(
+                PostedCard(
+                    ticket.ref, ref.conversation_id, str(activity_id), ref.service_url, audience
+                )
+            )
+
+    async def _send(self, ref: ConversationRef, activity: dict[str, Any]) -> Any:
+        url = f"{ref.service_url.rstrip('/')}/v3/conversations/{ref.conversation_id}/activities"
+        body = {**activity, "from": {"id": ref.bot_id}, "conversation": {"id": ref.conversation_id}}
+        try:
+            return await self._request("POST", url, body, ref.conversation_id)
+        except UndeliverableError:
+            if ref.kind.value == "personal":
+                await self._conversations.mark_blocked(ref.conversation_id)
+            raise
+
+    async def _request(
+        self, method: str, url: str, body: dict[str, Any], conversation_id: str
+    ) -> Any:
+        for attempt in range(1, MAX_SEND_ATTEMPTS + 1):
+            await self._limiter.acquire(conversation_id)
+            token = await self._tokens.bot_token()
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            try:
+                response = await self._http.request(method, url, json=body, headers=headers)
+            except httpx.TransportError as error:
+                if attempt == MAX_SEND_ATTEMPTS:
+                    raise TeamsSendError(
+                        f"Teams could not be reached ({type(error).__name__})"
+                    ) from None
+                await self._sleep(self._backoff(attempt))
+                continue
+            if response.status_code < 300:
+                return response.json() if response.content else {}
+            if response.status_code in (403, 404):
+                raise UndeliverableError(
+                    f"Teams refused the message ({response.status_code}): {response.text[:200]}"
+                )
+            if response.status_code in RETRYABLE_STATUSES and attempt < MAX_SEND_ATTEMPTS:
+                wait = parse_retry_after(response.headers.get("Retry-After")) or self._backoff(
+                    attempt
+                )
+                log.info(
+                    "teams.retry", status=response.status_code, attempt=attempt, wait_seconds=wait
+                )
+                await self._sleep(wait)
+                continue
+            raise TeamsSendError(f"Teams answered {response.status_code}: {response.text[:200]}")
+        raise TeamsSendError(
+            "Teams did not take the message"
+        )  # pragma: no cover - loop always returns
+
+    def _backoff(self, attempt: int) -> float:
+        bound = min(30.0, 0.5 * 2 ** (attempt - 1))
+        return self._rng.uniform(0, bound)
+
+
+def _card_activity(card: cards.Card) -> dict[str, Any]:
+    return {
+        "type": "message",
+        "attachments": [
+            {"contentType": "application/vnd.microsoft.card.adaptive", "content": card}
+        ],
+    }
+
+
+def _activity_url(service_url: str, conversation_id: str, activity_id: str) -> str:
+    return f"{service_url.rstrip('/')}/v3/conversations/{conversation_id}/activities/{activity_id}"

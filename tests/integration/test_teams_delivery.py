@@ -1,0 +1,197 @@
+"""Delivering the outbox to Teams through the connector REST API (a local recorder stands in)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.conversations import (
+    CardPostStore,
+    ChannelRole,
+    ConversationKind,
+    ConversationRef,
+    ConversationStore,
+)
+from bot.teams_delivery import TeamsDelivery
+from core.db import session_factory
+from tests.support.recorder import ConnectorRecorder
+from tests.support.tickets import sample_ticket
+from workflows.outbox import OutboxDispatcher, OutboxMessage, OutboxNotifier
+from workflows.ports import Channel, Notification, NotificationKind
+
+ADA_AAD = "u-1"
+CASEY_AAD = "c-1"
+
+
+class Anonymous:
+    async def bot_token(self) -> str | None:
+        return None
+
+
+class Waits:
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.seconds.append(seconds)
+
+
+@pytest.fixture
+async def recorder() -> AsyncIterator[ConnectorRecorder]:
+    started = await ConnectorRecorder().start()
+    yield started
+    await started.close()
+
+
+@dataclasses.dataclass
+class Setup:
+    outbox: OutboxNotifier
+    dispatcher: OutboxDispatcher
+    conversations: ConversationStore
+    waits: Waits
+
+
+@pytest.fixture
+async def setup(migrated_engine: AsyncEngine, recorder: ConnectorRecorder) -> AsyncIterator[Setup]:
+    sessions = session_factory(migrated_engine)
+    conversations = ConversationStore(sessions)
+    url = recorder.url
+    await conversations.remember(
+        ConversationRef("a:ada", ConversationKind.PERSONAL, url, "t", "28:bot", ADA_AAD, "29:ada")
+    )
+    await conversations.remember(
+        ConversationRef(
+            "a:casey", ConversationKind.PERSONAL, url, "t", "28:bot", CASEY_AAD, "29:casey"
+        )
+    )
+    await conversations.remember(
+        ConversationRef("19:it@thread", ConversationKind.CHANNEL, url, "t", "28:bot")
+    )
+    await conversations.assign_role("19:it@thread", ChannelRole.IT)
+    await conversations.remember(
+        ConversationRef("19:approvals@thread", ConversationKind.CHANNEL, url, "t", "28:bot")
+    )
+    await conversations.assign_role("19:approvals@thread", ChannelRole.APPROVALS)
+    waits = Waits()
+    async with httpx.AsyncClient() as http:
+        delivery = TeamsDelivery(
+            http, Anonymous(), conversations, CardPostStore(sessions), sleep=waits
+        )
+        yield Setup(
+            OutboxNotifier(sessions), OutboxDispatcher(sessions, delivery), conversations, waits
+        )
+
+
+WAITING = dataclasses.replace(sample_ticket(), status="awaiting_approval", decisions=(), version=1)
+
+
+def cards_in(recorder: ConnectorRecorder) -> list[dict[str, Any]]:
+    return [
+        r.body["attachments"][0]["content"]
+        for r in recorder.requests
+        if r.body and r.body.get("attachments")
+    ]
+
+
+async def test_approval_cards_go_to_approvers_and_the_channel_and_update_in_place(
+    setup: Setup, recorder: ConnectorRecorder
+) -> None:
+    ask = Notification(
+        NotificationKind.APPROVAL_REQUESTED, WAITING, "asks", {"approvers": CASEY_AAD}
+    )
+    await setup.outbox.to_user(CASEY_AAD, ask, key="k1")
+    await setup.outbox.to_channel(Channel.APPROVALS, ask, key="k2")
+    assert await setup.dispatcher.dispatch_due() == 2
+    posts = [r.path for r in recorder.requests]
+    assert posts == [
+        "/v3/conversations/a:casey/activities",
+        "/v3/conversations/19:approvals@thread/activities",
+    ]
+    approver_copy, channel_copy = cards_in(recorder)
+    assert [a["verb"] for a in approver_copy["actions"]] == ["approve", "reject"]
+    assert channel_copy["refresh"]["userIds"] == ["29:casey"]
+
+    decided = sample_ticket()
+    await setup.outbox.update_card(decided, key="k3")
+    assert await setup.dispatcher.dispatch_due() == 1
+    updates = [r for r in recorder.requests if r.method == "PUT"]
+    assert [u.path for u in updates] == [
+        "/v3/conversations/a:casey/activities/reply-1",
+        "/v3/conversations/19:approvals@thread/activities/reply-2",
+    ]
+    assert all("actions" not in u.body["attachments"][0]["content"] for u in updates)
+
+
+async def test_text_to_a_person_and_status_cards_to_it(
+    setup: Setup, recorder: ConnectorRecorder
+) -> None:
+    await setup.outbox.to_user(
+        ADA_AAD, Notification(NotificationKind.INSTRUCTIONS, sample_ticket(), "**ready**"), key="k1"
+    )
+    failed = dataclasses.replace(
+        sample_ticket(), status="failed", failure_reason="add_to_group: refused"
+    )
+    await setup.outbox.to_channel(
+        Channel.IT, Notification(NotificationKind.FAILED, failed, "failed"), key="k2"
+    )
+    assert await setup.dispatcher.dispatch_due() == 2
+    text, status = recorder.requests
+    assert text.body["text"] == "**ready**" and text.body["textFormat"] == "markdown"
+    assert [a["verb"] for a in status.body["attachments"][0]["content"]["actions"]] == [
+        "retry",
+        "cancel",
+    ]
+
+
+async def test_throttled_send_waits_for_retry_after(
+    setup: Setup, recorder: ConnectorRecorder
+) -> None:
+    recorder.scripted.append((429, {"Retry-After": "1.5"}, "slow down"))
+    await setup.outbox.to_user(
+        ADA_AAD, Notification(NotificationKind.INSTRUCTIONS, sample_ticket(), "hi"), key="k"
+    )
+    assert await setup.dispatcher.dispatch_due() == 1
+    assert setup.waits.seconds == [1.5]
+    assert len(recorder.requests) == 2
+
+
+async def test_a_person_who_blocked_the_bot_is_not_retried(
+    setup: Setup, recorder: ConnectorRecorder, migrated_engine: AsyncEngine
+) -> None:
+    recorder.scripted.append((403, {}, '{"error":{"code":"MessageWritesBlocked"}}'))
+    await setup.outbox.to_user(
+        ADA_AAD, Notification(NotificationKind.INSTRUCTIONS, sample_ticket(), "hi"), key="k"
+    )
+    assert await setup.dispatcher.dispatch_due() == 0
+    ref = await setup.conversations.for_user(ADA_AAD)
+    assert ref is not None and ref.blocked
+    async with session_factory(migrated_engine)() as session:
+        row = await session.scalar(select(OutboxMessage))
+        assert row is not None and row.state == "failed" and row.attempts == 1
+    await setup.outbox.to_user(
+        ADA_AAD, Notification(NotificationKind.INSTRUCTIONS, sample_ticket(), "again"), key="k2"
+    )
+    assert await setup.dispatcher.dispatch_due() == 0
+    assert len(recorder.requests) == 1, "a blocked person gets no more attempts"
+
+
+async def test_no_it_channel_is_explained(
+    setup: Setup, recorder: ConnectorRecorder, migrated_engine: AsyncEngine
+) -> None:
+    sessions = session_factory(migrated_engine)
+    store = ConversationStore(sessions)
+    await store.forget("19:it@thread")
+    await setup.outbox.to_channel(
+        Channel.IT, Notification(NotificationKind.STATUS, sample_ticket(), "x"), key="k"
+    )
+    assert await setup.dispatcher.dispatch_due() == 0
+    async with sessions() as session:
+        row = await session.scalar(select(OutboxMessage))
+        assert row is not None and row.state == "failed"
+        assert "use this channel for alerts" in (row.last_error or "")
