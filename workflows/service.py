@@ -49,6 +49,27 @@ class RequestProblem:
 
 
 @dataclass(frozen=True)
+class EnrollmentForm:
+    """What the request card shows before anything is submitted."""
+
+    subject: DirectoryUser | None
+    addresses: tuple[str, ...] = ()
+    primary: str = ""
+    profiles: tuple[Profile, ...] = ()
+    problems: tuple[RequestProblem, ...] = ()
+    existing: TicketView | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class PersonStatus:
+    open_ticket: TicketView | None
+    enrolled_mailbox: str | None
+    last_sync_at: datetime | None
+    last_error: str | None
+
+
+@dataclass(frozen=True)
 class RequestResult:
     ticket: TicketView | None = None
     created: bool = False
@@ -192,6 +213,40 @@ class WorkflowService:
             previous_mailbox=enrollment.mailbox,
             profile=profile,
             justification=justification,
+        )
+
+    async def enrollment_form(
+        self, requester: Person, *, subject: str | None = None
+    ) -> EnrollmentForm:
+        """What the request card shows, or why the person cannot ask (open ticket, enrolled)."""
+        person, problem = await self._resolve_subject(requester, subject)
+        if problem:
+            return EnrollmentForm(None, problems=(problem,))
+        assert person is not None
+        existing = await self._existing_answer(person, TicketKind.ENROLL)
+        if existing:
+            return EnrollmentForm(person, existing=existing.ticket, message=existing.message)
+        problems = await self._mailbox_problems(person)
+        _, candidates, profile_problem = await self._choose_profile(person, None)
+        if profile_problem and not candidates:
+            problems.append(profile_problem)
+        primary = person.primary_smtp or person.user_principal_name
+        addresses = tuple(a for a in _addresses(person) if a.lower() != primary.lower())
+        return EnrollmentForm(
+            person,
+            addresses=(primary, *addresses),
+            primary=primary,
+            profiles=tuple(candidates),
+            problems=tuple(problems),
+        )
+
+    async def status_of(self, person_id: str) -> PersonStatus:
+        enrollment = await self._active_enrollment(person_id)
+        return PersonStatus(
+            open_ticket=await self._open_ticket_of(person_id),
+            enrolled_mailbox=enrollment.mailbox if enrollment else None,
+            last_sync_at=enrollment.last_success_at if enrollment else None,
+            last_error=enrollment.last_error if enrollment else None,
         )
 
     # ----------------------------------------------------------------------------- decisions
