@@ -214,8 +214,12 @@ def request_card(
     chosen_profile: str | None = None,
     justification: str = "",
     errors: Mapping[str, str] | None = None,
+    subject_id: str | None = None,
 ) -> Card:
-    """What a person fills in to ask for calendar sync; ``errors`` are shown next to the fields."""
+    """What a person fills in to ask for calendar sync; ``errors`` are shown next to the fields.
+
+    ``subject_id`` is set when IT asks on someone's behalf; the server checks again who may.
+    """
     errors = errors or {}
     body: list[Card] = [
         _title("Ask for calendar sync"),
@@ -263,4 +267,5 @@ def request_card(
     )
     if errors.get("subject"):
         body.append(_text(errors["subject"], color="Attention"))
-    return _card(body, [_execute(Verb.SUBMIT_REQUEST, "Send request", {})])
+    data = {"subject": subject_id} if subject_id else {}
+    return _card(body, [_execute(Verb.SUBMIT_REQUEST, "Send request", data)])

@@ -17,6 +17,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from core.logging import get_logger
 from core.settings import Settings
 from syncwarden.workflow_wiring import Workflows
+from workflows.outbox import OutboxDispatcher
 
 log = get_logger(__name__)
 
@@ -39,17 +40,31 @@ def declared_jobs(settings: Settings, workflows: Workflows) -> list[Job]:
 
 
 class BackgroundWork:
-    def __init__(self, settings: Settings, workflows: Workflows) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        workflows: Workflows,
+        dispatcher: OutboxDispatcher | None = None,
+    ) -> None:
         self._settings = settings
         self._workflows = workflows
+        self._dispatcher = dispatcher
         self._stop = asyncio.Event()
-        self._runner_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._scheduler = AsyncIOScheduler(timezone=settings.scheduler.timezone)
 
     async def start(self) -> None:
-        self._runner_task = asyncio.create_task(
-            self._workflows.runner.run_forever(self._stop), name="provisioning-runner"
+        self._tasks.append(
+            asyncio.create_task(
+                self._workflows.runner.run_forever(self._stop), name="provisioning-runner"
+            )
         )
+        if self._dispatcher is not None:
+            self._tasks.append(
+                asyncio.create_task(
+                    self._dispatcher.run_forever(self._stop), name="outbox-dispatcher"
+                )
+            )
         for job in declared_jobs(self._settings, self._workflows):
             self._scheduler.add_job(
                 _logged(job),
@@ -70,9 +85,9 @@ class BackgroundWork:
         self._stop.set()
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
-        if self._runner_task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(self._runner_task, timeout=30)
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(task, timeout=30)
 
 
 def _logged(job: Job) -> Callable[[], Awaitable[None]]:

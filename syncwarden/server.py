@@ -12,9 +12,11 @@ import contextlib
 import signal
 from pathlib import Path
 
+import httpx
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.dialogue import DialogueLogic
 from connectors.errors import ConnectorError
 from core.db import create_engine, session_factory
 from core.errors import ConfigurationError
@@ -26,7 +28,7 @@ from syncwarden.m365 import Microsoft365, build_microsoft365
 from syncwarden.migrate import upgrade_to_head
 from syncwarden.sandbox_process import settings_for_sandbox, start_sandbox
 from syncwarden.web import create_app
-from syncwarden.workflow_wiring import build_workflows
+from syncwarden.workflow_wiring import build_teams_delivery, build_workflows
 
 log = get_logger(__name__)
 
@@ -67,16 +69,26 @@ async def serve(
         stack.push_async_callback(engine.dispose)
         status = await upgrade_to_head(engine)
         log.info("database.migrated", schema=status.current)
+        sessions = session_factory(engine)
+        teams_http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0))
+        stack.push_async_callback(teams_http.aclose)
+        dispatcher, conversations = build_teams_delivery(settings, sessions, teams_http)
+        workflows = None
         m365 = build_microsoft365(settings) if settings.graph.client_id else None
         if m365 is not None:
             stack.push_async_callback(m365.aclose)
             await _report_microsoft365(m365)
-            workflows = build_workflows(settings, session_factory(engine), m365)
-            if workflows is not None and settings.scheduler.enabled:
-                background = BackgroundWork(settings, workflows)
-                await background.start()
-                stack.push_async_callback(background.stop)
-        await _serve_http(settings, engine, stop)
+            workflows = build_workflows(settings, sessions, m365, on_notification=dispatcher.wake)
+        if workflows is not None and settings.scheduler.enabled:
+            background = BackgroundWork(settings, workflows, dispatcher)
+            await background.start()
+            stack.push_async_callback(background.stop)
+        dialogue = DialogueLogic(
+            conversations,
+            workflows.service if workflows else None,
+            workflows.roster if workflows else None,
+        )
+        await _serve_http(settings, engine, dialogue, stop)
     log.info("syncwarden.stopped")
 
 
@@ -98,9 +110,11 @@ async def _report_microsoft365(m365: Microsoft365) -> None:
     )
 
 
-async def _serve_http(settings: Settings, engine: AsyncEngine, stop: asyncio.Event | None) -> None:
+async def _serve_http(
+    settings: Settings, engine: AsyncEngine, dialogue: DialogueLogic, stop: asyncio.Event | None
+) -> None:
     stop_event = stop or asyncio.Event()
-    app = create_app(settings, engine)
+    app = create_app(settings, engine, dialogue)
     runner = web.AppRunner(
         app, shutdown_timeout=settings.http.shutdown_timeout_seconds, access_log=None
     )

@@ -26,6 +26,7 @@ from prometheus_client import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.dialogue import DialogueLogic
 from bot.teams_endpoint import add_bot_routes
 from core.db import ping
 from core.logging import get_logger
@@ -68,7 +69,9 @@ ENGINE = web.AppKey("engine", AsyncEngine)
 METRICS = web.AppKey("metrics", HttpMetrics)
 
 
-def create_app(settings: Settings, engine: AsyncEngine) -> web.Application:
+def create_app(
+    settings: Settings, engine: AsyncEngine, dialogue: DialogueLogic | None = None
+) -> web.Application:
     """Assemble the aiohttp application; nothing here touches the network until it is served."""
     metrics = HttpMetrics()
     app = web.Application(
@@ -87,7 +90,7 @@ def create_app(settings: Settings, engine: AsyncEngine) -> web.Application:
     with warnings.catch_warnings():
         # The Agents SDK reads its configuration from a plain string key on the app.
         warnings.simplefilter("ignore", web.NotAppKeyWarning)
-        add_bot_routes(app, settings)
+        add_bot_routes(app, settings, dialogue)
     return app
 
 

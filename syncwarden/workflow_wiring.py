@@ -7,19 +7,27 @@ than being dropped.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.conversations import CardPostStore, ConversationStore
+from bot.teams_delivery import TeamsDelivery
+from connectors.clouds import resolve_endpoints
 from connectors.scheduling.builtin import BuiltinScheduling
-from core.settings import SchedulingAdapter, Settings
+from connectors.tokens import MsalTokenProvider
+from core.settings import GraphSettings, SchedulingAdapter, Settings
 from syncwarden.m365 import Microsoft365
 from workflows.handlers import ProvisioningHandlers
 from workflows.instructions import InstructionsTemplate
-from workflows.outbox import OutboxNotifier
+from workflows.outbox import OutboxDispatcher, OutboxNotifier
 from workflows.roster import Roster
 from workflows.runner import StepRunner
 from workflows.service import WorkflowService
+
+BOT_FRAMEWORK_SCOPE = "https://api.botframework.com/.default"
 
 
 @dataclass
@@ -32,7 +40,11 @@ class Workflows:
 
 
 def build_workflows(
-    settings: Settings, sessions: async_sessionmaker[AsyncSession], m365: Microsoft365
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    m365: Microsoft365,
+    *,
+    on_notification: Callable[[], None] | None = None,
 ) -> Workflows | None:
     """The workflow, or None when there is no sync group to provision into."""
     if m365.sync_group is None:
@@ -41,7 +53,7 @@ def build_workflows(
         sessions,
         writes_mappings=settings.provisioning.scheduling_adapter is SchedulingAdapter.BUILTIN,
     )
-    outbox = OutboxNotifier(sessions)
+    outbox = OutboxNotifier(sessions, on_put=on_notification)
     roster = Roster(m365.directory, settings.approvals)
     handlers = ProvisioningHandlers(
         directory=m365.directory,
@@ -65,3 +77,38 @@ def build_workflows(
         on_steps_queued=runner.wake,
     )
     return Workflows(service, runner, outbox, scheduling, roster)
+
+
+class BotTokens:
+    """Tokens for the Bot Framework connector; none in sandbox mode (anonymous connector)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._provider: MsalTokenProvider | None = None
+        bot = settings.bot
+        if not settings.anonymous_bot_auth and bot.app_id:
+            credentials = GraphSettings(
+                tenant_id=bot.tenant_id,
+                client_id=bot.app_id,
+                client_secret=bot.client_secret,
+                certificate_path=bot.certificate_path,
+                managed_identity=bot.managed_identity,
+                cloud=settings.graph.cloud,
+                ca_bundle=settings.graph.ca_bundle,
+            )
+            self._provider = MsalTokenProvider(
+                credentials, resolve_endpoints(credentials, settings.exchange)
+            )
+
+    async def bot_token(self) -> str | None:
+        if self._provider is None:
+            return None
+        return await self._provider.get_token(BOT_FRAMEWORK_SCOPE)
+
+
+def build_teams_delivery(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], http: httpx.AsyncClient
+) -> tuple[OutboxDispatcher, ConversationStore]:
+    """The outbox dispatcher that delivers to Teams, and the conversation store it writes with."""
+    conversations = ConversationStore(sessions)
+    delivery = TeamsDelivery(http, BotTokens(settings), conversations, CardPostStore(sessions))
+    return OutboxDispatcher(sessions, delivery), conversations

@@ -9,6 +9,7 @@ the message; and an outage of Teams delays messages instead of losing them.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Callable
 from dataclasses import asdict
@@ -57,10 +58,15 @@ class OutboxNotifier:
     """The :class:`workflows.ports.Notifier` the workflow uses: it only writes rows."""
 
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], *, clock: Callable[[], datetime] = utc_now
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        on_put: Callable[[], None] | None = None,
     ) -> None:
         self._sessions = sessions
         self._clock = clock
+        self._on_put = on_put or (lambda: None)
 
     async def to_user(self, user_id: str, notification: Notification, *, key: str) -> None:
         await self._put(key, "user", user_id, _notification_payload(notification))
@@ -87,6 +93,8 @@ class OutboxNotifier:
                 )
         except IntegrityError:
             log.info("outbox.duplicate_ignored", key=key)
+            return
+        self._on_put()
 
 
 class OutboxDispatcher:
@@ -104,6 +112,26 @@ class OutboxDispatcher:
         self._delivery = delivery
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrecy
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Deliver now rather than at the next poll (called when a message is queued)."""
+        self._wake.set()
+
+    async def run_forever(self, stop: asyncio.Event, *, poll_seconds: float = 5.0) -> None:
+        while not stop.is_set():
+            self._wake.clear()
+            try:
+                await self.dispatch_due()
+            except Exception as error:  # the database may be briefly away; try again later
+                log.error("outbox.loop_failed", error_type=type(error).__name__, error=str(error))
+            stopped = asyncio.ensure_future(stop.wait())
+            woken = asyncio.ensure_future(self._wake.wait())
+            _, waiting = await asyncio.wait(
+                {stopped, woken}, timeout=poll_seconds, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in waiting:
+                task.cancel()
 
     async def dispatch_due(self, *, limit: int = 100) -> int:
         """Deliver what is due; returns how many were sent."""

@@ -1,0 +1,300 @@
+"""What the bot does with each message and card click: parse, ask the workflow, answer.
+
+No business rules live here: who may approve, what a valid request is, what happens after a
+decision all belong to :mod:`workflows.service`. This module translates between Teams (text,
+card data, who clicked) and those use cases, and decides only how the answer looks. It takes plain
+data, not SDK objects, so it is tested without the SDK and the SDK stays in one module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from bot import cards
+from bot.conversations import ChannelRole, ConversationKind, ConversationRef, ConversationStore
+from bot.intents import Intent, Mention, parse
+from bot.replies import HELP_TEXT
+from core.db import utc_now
+from workflows.model import TicketStatus
+from workflows.ports import Person, TicketView
+from workflows.roster import Roster
+from workflows.service import ActionOutcome, ActionResult, RequestResult, WorkflowService
+
+NOT_CONFIGURED = (
+    "Calendar sync requests are not available yet: Syncwarden has no Microsoft 365 connection or "
+    "sync group configured. Please tell IT."
+)
+ADMIN_ONLY = "Sorry, only IT admins can do that. Ask me **help** to see what you can do."
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One activity, reduced to what the conversation logic needs."""
+
+    conversation: ConversationRef
+    sender: Person
+    sender_mri: str
+    text: str = ""
+    value: Mapping[str, Any] = field(default_factory=dict)
+    mentions: tuple[Mention, ...] = ()
+    bot_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Something to send back: Markdown text and/or one card."""
+
+    text: str | None = None
+    card: cards.Card | None = None
+
+
+class DialogueLogic:
+    def __init__(
+        self,
+        conversations: ConversationStore,
+        service: WorkflowService | None,
+        roster: Roster | None,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._conversations = conversations
+        self._service = service
+        self._roster = roster
+        self._clock = clock
+
+    async def remember(self, incoming: Incoming) -> None:
+        """Keep the conversation reference fresh: it is how we can write there later."""
+        await self._conversations.remember(incoming.conversation)
+
+    async def forget(self, conversation_id: str) -> None:
+        await self._conversations.forget(conversation_id)
+
+    async def on_message(self, incoming: Incoming) -> list[Reply]:
+        await self.remember(incoming)
+        if incoming.value.get("verb"):
+            # An Action.Submit fallback from an old client: the same as the card action.
+            return [await self.on_card_action(incoming)]
+        parsed = parse(
+            incoming.text,
+            mentions=incoming.mentions,
+            bot_id=incoming.conversation.bot_id,
+            bot_names=incoming.bot_names,
+        )
+        if parsed.intent in (Intent.HELP, Intent.UNKNOWN):
+            return [Reply(HELP_TEXT)]
+        if self._service is None or self._roster is None:
+            return [Reply(NOT_CONFIGURED)]
+        if parsed.is_admin and not await self._roster.is_it_admin(incoming.sender.id):
+            return [Reply(ADMIN_ONLY)]
+        subject = parsed.subject_id or parsed.address
+        if parsed.intent is Intent.ENROLL:
+            return [await self._enrollment_form(incoming, subject)]
+        if parsed.intent is Intent.REMOVE:
+            result = await self._service.request_removal(incoming.sender, subject=subject)
+            return [_request_reply(result, "removal")]
+        if parsed.intent is Intent.CHANGE:
+            if not parsed.address:
+                return [
+                    Reply(
+                        "Which address? For example: **change my sync address to you@example.edu**"
+                    )
+                ]
+            result = await self._service.request_change(incoming.sender, mailbox=parsed.address)
+            return [_request_reply(result, "change")]
+        if parsed.intent is Intent.STATUS:
+            return [await self._status(incoming.sender)]
+        if parsed.intent is Intent.TICKETS:
+            return [_ticket_list(await self._service.open_tickets())]
+        if parsed.intent is Intent.TICKET and parsed.ticket_ref:
+            view = await self._service.get_ticket(parsed.ticket_ref)
+            if view is None:
+                return [Reply(f"There is no ticket {parsed.ticket_ref}.")]
+            return [Reply(card=cards.approval_card(view, now=self._clock()))]
+        if parsed.intent is Intent.RETRY and parsed.ticket_ref:
+            return [_action_reply(await self._service.retry(parsed.ticket_ref, incoming.sender))]
+        if parsed.intent is Intent.USE_CHANNEL:
+            return [await self._use_channel(incoming)]
+        return [Reply(f"**{parsed.intent.value.replace('_', ' ')}** is not available yet.")]
+
+    async def on_card_action(self, incoming: Incoming) -> Reply:
+        """A click on one of our cards; answered with the card to show in its place."""
+        value = incoming.value
+        verb = str(value.get("verb", ""))
+        if self._service is None or self._roster is None:
+            return Reply(NOT_CONFIGURED)
+        if verb == cards.Verb.SUBMIT_REQUEST:
+            return await self._submit_request(incoming)
+        ref = str(value.get("ticket", ""))
+        version = _int_or_none(value.get("version"))
+        now = self._clock()
+        if verb in (cards.Verb.APPROVE, cards.Verb.REJECT):
+            result = await self._service.decide(
+                ref,
+                incoming.sender,
+                approve=verb == cards.Verb.APPROVE,
+                comment=str(value.get("comment") or "")[:500],
+                version=version,
+            )
+            return self._decision_card(result, now)
+        if verb == cards.Verb.REFRESH:
+            view = await self._service.get_ticket(ref)
+            if view is None:
+                return Reply(f"There is no ticket {ref}.")
+            approvers = await self._roster.approvers()
+            may_decide = (
+                incoming.sender.id.lower() in approvers
+                and incoming.sender.id.lower()
+                not in (
+                    view.subject.id.lower(),
+                    view.requester.id.lower(),
+                )
+            )
+            card = (
+                cards.approver_card(view, now=now)
+                if may_decide
+                else cards.approval_card(view, now=now)
+            )
+            return Reply(card=card)
+        if verb in (cards.Verb.RETRY, cards.Verb.CANCEL, cards.Verb.MANUAL_DONE):
+            action = {
+                cards.Verb.RETRY: self._service.retry,
+                cards.Verb.CANCEL: self._service.cancel,
+                cards.Verb.MANUAL_DONE: self._service.manual_step_done,
+            }[verb]
+            result = await action(ref, incoming.sender)
+            if result.ticket is None:
+                return Reply(result.message)
+            return Reply(card=cards.status_card(result.ticket, result.message, now=now))
+        return Reply("That button is not one of mine any more; please ask again.")
+
+    async def _enrollment_form(self, incoming: Incoming, subject: str | None) -> Reply:
+        assert self._service is not None
+        form = await self._service.enrollment_form(incoming.sender, subject=subject)
+        if form.existing is not None or form.message:
+            ref = (
+                f" ({form.existing.ref}, {TicketStatus(form.existing.status).label})"
+                if form.existing
+                else ""
+            )
+            return Reply(f"{form.message}{ref}.")
+        if form.subject is None or form.problems:
+            return Reply(
+                "I can't set that up: " + "; ".join(p.message for p in form.problems) + "."
+            )
+        return Reply(
+            card=cards.request_card(
+                name=form.subject.display_name,
+                upn=form.subject.user_principal_name,
+                addresses=list(form.addresses),
+                primary=form.primary,
+                profiles=list(form.profiles),
+                subject_id=form.subject.id if form.subject.id != incoming.sender.id else None,
+            )
+        )
+
+    async def _submit_request(self, incoming: Incoming) -> Reply:
+        assert self._service is not None
+        value = incoming.value
+        subject = str(value.get("subject") or "") or None
+        result = await self._service.request_enrollment(
+            incoming.sender,
+            subject=subject,
+            mailbox=str(value.get("mailbox") or "") or None,
+            profile_id=str(value.get("profile") or "") or None,
+            justification=str(value.get("justification") or "")[:500],
+        )
+        if result.ok or result.ticket is not None:
+            return _request_reply(result, "request")
+        form = await self._service.enrollment_form(incoming.sender, subject=subject)
+        if form.subject is None:
+            return Reply(
+                "I can't set that up: " + "; ".join(p.message for p in result.problems) + "."
+            )
+        errors = {problem.field: problem.message for problem in result.problems}
+        return Reply(
+            card=cards.request_card(
+                name=form.subject.display_name,
+                upn=form.subject.user_principal_name,
+                addresses=list(form.addresses),
+                primary=form.primary,
+                profiles=list(result.profile_candidates or form.profiles),
+                chosen_profile=str(value.get("profile") or "") or None,
+                justification=str(value.get("justification") or ""),
+                errors=errors,
+                subject_id=subject,
+            )
+        )
+
+    def _decision_card(self, result: ActionResult, now: datetime) -> Reply:
+        if result.ticket is None:
+            return Reply(result.message)
+        notice = None if result.outcome is ActionOutcome.DONE else _sentence(result.message)
+        return Reply(card=cards.approver_card(result.ticket, now=now, notice=notice))
+
+    async def _status(self, person: Person) -> Reply:
+        assert self._service is not None
+        status = await self._service.status_of(person.id)
+        if status.open_ticket is not None:
+            ticket = status.open_ticket
+            return Reply(f"Your request {ticket.ref} is **{TicketStatus(ticket.status).label}**.")
+        if status.enrolled_mailbox:
+            synced = (
+                f" Last sync: {status.last_sync_at:%d %b %H:%M} UTC." if status.last_sync_at else ""
+            )
+            problem = f" Last problem: {status.last_error}" if status.last_error else ""
+            return Reply(
+                f"Your calendar syncs into **{status.enrolled_mailbox}**.{synced}{problem}"
+            )
+        return Reply(
+            "You are not enrolled in calendar sync. Say **add me to calendar sync** to ask."
+        )
+
+    async def _use_channel(self, incoming: Incoming) -> Reply:
+        if incoming.conversation.kind is ConversationKind.PERSONAL:
+            return Reply("Say this in the Teams channel that should get the alerts.")
+        await self._conversations.assign_role(incoming.conversation.conversation_id, ChannelRole.IT)
+        return Reply("This channel now gets Syncwarden's status lines, failures and alerts.")
+
+
+def _request_reply(result: RequestResult, what: str) -> Reply:
+    if result.ticket is not None and result.created:
+        ticket = result.ticket
+        waiting = (
+            "An approver has been asked; I'll message you when it is decided."
+            if ticket.status == TicketStatus.AWAITING_APPROVAL
+            else "I'm setting it up now."
+        )
+        return Reply(f"Thanks! Your {what} is **{ticket.ref}**. {waiting}")
+    if result.ticket is not None:
+        return Reply(f"{_sentence(result.message)} ({result.ticket.ref})")
+    return Reply("I can't do that: " + "; ".join(p.message for p in result.problems) + ".")
+
+
+def _action_reply(result: ActionResult) -> Reply:
+    return Reply(_sentence(result.message))
+
+
+def _ticket_list(tickets: list[TicketView]) -> Reply:
+    if not tickets:
+        return Reply("No open tickets.")
+    lines = [
+        f"- **{t.ref}** {t.kind} for {t.subject.name}: {TicketStatus(t.status).label}"
+        for t in tickets[:50]
+    ]
+    more = f"\n\n…and {len(tickets) - 50} more." if len(tickets) > 50 else ""
+    return Reply("Open tickets:\n\n" + "\n".join(lines) + more)
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return (text[:1].upper() + text[1:]).rstrip(".") + "." if text else text
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
