@@ -67,6 +67,7 @@ class Harness:
     service: WorkflowService
     runner: StepRunner
     group_id: str
+    roster: Roster
 
     def person(self, key: str) -> Person:
         upn = PEOPLE[key]
@@ -150,4 +151,5 @@ async def workflow_harness(
         service,
         runner,
         group_id,
+        roster,
     )

@@ -1,0 +1,176 @@
+"""The Teams surface over HTTP: messages and card clicks through /api/messages, end to end.
+
+The app, the Agents SDK, the workflow and the Microsoft 365 connectors are the production ones;
+the sandbox tenant plays Microsoft 365 and a local recorder plays the Bot Framework connector that
+receives the bot's replies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.conversations import ConversationStore
+from bot.dialogue import DialogueLogic
+from core.settings import Settings
+from sandbox.server import SandboxTenant
+from syncwarden.m365 import Microsoft365
+from syncwarden.web import create_app
+from tests.support.recorder import ConnectorRecorder, message_activity
+from tests.support.workflow import Harness, workflow_harness
+from workflows.model import TicketStatus
+
+WebClient = TestClient[web.Request, web.Application]
+
+
+@pytest.fixture
+async def h(
+    migrated_engine: AsyncEngine, tenant: SandboxTenant, m365: Microsoft365
+) -> AsyncIterator[Harness]:
+    async with workflow_harness(migrated_engine, tenant, m365) as harness:
+        yield harness
+
+
+@pytest.fixture
+async def recorder() -> AsyncIterator[ConnectorRecorder]:
+    started = await ConnectorRecorder().start()
+    yield started
+    await started.close()
+
+
+@pytest.fixture
+async def client(h: Harness, migrated_engine: AsyncEngine) -> AsyncIterator[WebClient]:
+    dialogue = DialogueLogic(ConversationStore(h.sessions), h.service, h.roster, clock=h.clock)
+    app = create_app(Settings(), migrated_engine, dialogue)
+    started: WebClient = TestClient(TestServer(app, host="127.0.0.1"))
+    await started.start_server()
+    yield started
+    await started.close()
+
+
+def from_person(h: Harness, key: str, activity: dict[str, Any]) -> dict[str, Any]:
+    person = h.person(key)
+    activity["from"] = {"id": f"29:{key}", "name": person.name, "aadObjectId": person.id}
+    activity["conversation"] = {"id": f"a:{key}", "conversationType": "personal", "tenantId": "t"}
+    return activity
+
+
+def invoke(
+    h: Harness, key: str, service_url: str, verb: str, data: dict[str, Any]
+) -> dict[str, Any]:
+    activity = message_activity(service_url, activity_id=f"inv-{verb}")
+    activity.update(
+        type="invoke",
+        name="adaptiveCard/action",
+        text=None,
+        replyToId="card-1",
+        value={
+            "action": {"type": "Action.Execute", "verb": verb, "data": data},
+            "trigger": "manual",
+        },
+    )
+    return from_person(h, key, activity)
+
+
+async def say(
+    client: WebClient, h: Harness, key: str, recorder: ConnectorRecorder, text: str
+) -> dict[str, Any]:
+    before = len(recorder.requests)
+    response = await client.post(
+        "/api/messages", json=from_person(h, key, message_activity(recorder.url, text))
+    )
+    assert response.status in (200, 201, 202), await response.text()
+    assert len(recorder.requests) == before + 1
+    body: dict[str, Any] = recorder.requests[-1].body
+    return body
+
+
+async def click(client: WebClient, activity: dict[str, Any]) -> dict[str, Any]:
+    response = await client.post("/api/messages", json=activity)
+    assert response.status == 200, await response.text()
+    body: dict[str, Any] = await response.json()
+    assert body["statusCode"] == 200
+    return body
+
+
+async def test_request_approve_and_provision_through_teams(
+    client: WebClient, h: Harness, recorder: ConnectorRecorder
+) -> None:
+    form = await say(
+        client, h, "sasha", recorder, "<at>Syncwarden</at> pls add me to the calender sync"
+    )
+    card = form["attachments"][0]["content"]
+    inputs = {element.get("id"): element for element in card["body"] if element.get("id")}
+    assert inputs["mailbox"]["value"] == "sasha.verhoeven@example.edu"
+    assert [c["value"] for c in inputs["profile"]["choices"]] == ["prof-sasha"]
+
+    submitted = await click(
+        client,
+        invoke(
+            h,
+            "sasha",
+            recorder.url,
+            "submit_request",
+            {
+                "verb": "submit_request",
+                "mailbox": "sasha.verhoeven@example.edu",
+                "profile": "prof-sasha",
+                "justification": "Tuesday drop-ins",
+            },
+        ),
+    )
+    assert submitted["type"] == "application/vnd.microsoft.activity.message"
+    assert "SW-1001" in submitted["value"]
+
+    refused = await click(
+        client, invoke(h, "blake", recorder.url, "approve", {"ticket": "SW-1001", "version": 1})
+    )
+    refused_text = str(refused["value"])
+    assert "not an approver" in refused_text
+    still = await h.service.get_ticket("SW-1001")
+    assert still is not None and still.status == TicketStatus.AWAITING_APPROVAL
+
+    approved = await click(
+        client,
+        invoke(
+            h,
+            "casey",
+            recorder.url,
+            "approve",
+            {"ticket": "SW-1001", "version": 1, "comment": "fine"},
+        ),
+    )
+    assert approved["type"] == "application/vnd.microsoft.card.adaptive"
+    assert "actions" not in approved["value"], "a decided card has no buttons"
+    assert "Approved** by" in str(approved["value"])
+
+    again = await click(
+        client, invoke(h, "casey", recorder.url, "approve", {"ticket": "SW-1001", "version": 1})
+    )
+    assert "already" in str(again["value"]).lower()
+
+    await h.runner.run_until_idle()
+    assert h.in_sync_group("sasha")
+    status = await say(client, h, "sasha", recorder, "status")
+    assert "sasha.verhoeven@example.edu" in status["text"]
+
+
+async def test_admin_commands_are_refused_politely_to_others(
+    client: WebClient, h: Harness, recorder: ConnectorRecorder
+) -> None:
+    reply = await say(client, h, "sasha", recorder, "tickets")
+    assert "only IT admins" in reply["text"]
+    listing = await say(client, h, "dana", recorder, "tickets")
+    assert listing["text"] == "No open tickets."
+
+
+async def test_unknown_text_gets_help(
+    client: WebClient, h: Harness, recorder: ConnectorRecorder
+) -> None:
+    reply = await say(client, h, "sasha", recorder, "what's the weather")
+    assert "add me to calendar sync" in reply["text"]
