@@ -62,6 +62,13 @@ class BotSettings(BaseModel):
     certificate_path: Path | None = None
     managed_identity: bool = False
     allow_anonymous: bool = False
+    # For the Teams app package (`syncwarden manifest build`).
+    public_host: str | None = None
+    app_version: str = "1.0.0"
+    developer_name: str = "Syncwarden"
+    website_url: str = "https://example.edu/it/syncwarden"
+    privacy_url: str = "https://example.edu/it/syncwarden/privacy"
+    terms_url: str = "https://example.edu/it/syncwarden/terms"
 
     @property
     def has_credential(self) -> bool:

@@ -48,6 +48,8 @@ audit_app = typer.Typer(help="The audit trail of every change.", no_args_is_help
 app.add_typer(audit_app, name="audit")
 import_app = typer.Typer(help="Load data from files.", no_args_is_help=True)
 app.add_typer(import_app, name="import")
+manifest_app = typer.Typer(help="The Teams app package.", no_args_is_help=True)
+app.add_typer(manifest_app, name="manifest")
 
 
 class ExportFormat(StrEnum):
@@ -87,8 +89,10 @@ def _load() -> Settings:
         _fail(problems)
 
 
-def _fail(problems: list[str]) -> NoReturn:
-    typer.echo("Syncwarden cannot start with this configuration:", err=True)
+def _fail(
+    problems: list[str], headline: str = "Syncwarden cannot start with this configuration:"
+) -> NoReturn:
+    typer.echo(headline, err=True)
     for problem in problems:
         typer.echo(f"- {problem}", err=True)
     raise typer.Exit(EXIT_CONFIGURATION)
@@ -275,6 +279,29 @@ def import_profiles(
     )
     if parsed.errors:
         raise typer.Exit(EXIT_UNAVAILABLE)
+
+
+@manifest_app.command("build")
+def manifest_build(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the zip.")] = Path(
+        "appPackage.zip"
+    ),
+) -> None:
+    """Build the Teams app package (manifest + icons) from the settings and check it.
+
+    The manifest is validated against Microsoft's v1.24 schema and the icons against Teams'
+    rules; any problem is listed and nothing is written (exit 2).
+    """
+    from syncwarden.manifest_build import ManifestError, build_package
+
+    settings = _load()
+    try:
+        built = build_package(settings, output)
+    except ManifestError as error:
+        _fail(error.problems, "The Teams app package was not built:")
+    typer.echo(
+        f"wrote {built.path} (app id {built.manifest['id']}, version {built.manifest['version']})"
+    )
 
 
 def _flatten(data: dict[str, object], prefix: str = "") -> list[str]:

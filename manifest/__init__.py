@@ -1,0 +1,1 @@
+"""The Teams app package's template, icons and Microsoft's manifest schema (package data)."""
