@@ -16,6 +16,7 @@ from typing import Any
 from connectors.scheduling.ports import Profile
 from workflows.model import TicketStatus
 from workflows.ports import TicketView
+from workflows.service import EnrollmentView
 
 CARD_VERSION = "1.5"
 SCHEMA = "http://adaptivecards.io/schemas/adaptive-card.json"
@@ -269,3 +270,48 @@ def request_card(
         body.append(_text(errors["subject"], color="Attention"))
     data = {"subject": subject_id} if subject_id else {}
     return _card(body, [_execute(Verb.SUBMIT_REQUEST, "Send request", data)])
+
+
+MAX_USERS_ROWS = 50
+
+
+def users_card(rows: Sequence[EnrollmentView], *, now: datetime) -> Card:
+    """The users-to-sync registry as a table: name, address, sync on/off, last sync, status."""
+    header = _row(["Name", "Address", "Sync", "Last sync", "Status"], bold=True)
+    lines = [
+        _row(
+            [
+                row.name,
+                row.mailbox,
+                "off" if row.paused else "on",
+                age_text(row.last_success_at, now) + " ago" if row.last_success_at else "never",
+                "problem: " + row.last_error[:80] if row.last_error else "ok",
+            ]
+        )
+        for row in rows[:MAX_USERS_ROWS]
+    ]
+    body: list[Card] = [_title(f"Calendar sync users ({len(rows)})")]
+    if not rows:
+        body.append(_text("Nobody is enrolled yet."))
+    else:
+        body.append(
+            {
+                "type": "Table",
+                "firstRowAsHeaders": True,
+                "columns": [{"width": w} for w in (3, 4, 1, 2, 3)],
+                "rows": [header, *lines],
+            }
+        )
+    if len(rows) > MAX_USERS_ROWS:
+        body.append(_text(f"…and {len(rows) - MAX_USERS_ROWS} more."))
+    return _card(body)
+
+
+def _row(cells: Sequence[str], *, bold: bool = False) -> Card:
+    return {
+        "type": "TableRow",
+        "cells": [
+            {"type": "TableCell", "items": [_text(cell, weight="Bolder") if bold else _text(cell)]}
+            for cell in cells
+        ],
+    }

@@ -117,6 +117,18 @@ class DialogueLogic:
             return [_action_reply(await self._service.retry(parsed.ticket_ref, incoming.sender))]
         if parsed.intent is Intent.USE_CHANNEL:
             return [await self._use_channel(incoming)]
+        if parsed.intent is Intent.USERS:
+            return [
+                Reply(card=cards.users_card(await self._service.enrollments(), now=self._clock()))
+            ]
+        if parsed.intent in (Intent.PAUSE, Intent.RESUME):
+            who = parsed.subject_id or parsed.address or parsed.argument
+            if not who:
+                return [Reply(f"Whom? For example: **{parsed.intent.value} someone@example.edu**")]
+            paused = await self._service.set_paused(
+                incoming.sender, who, paused=parsed.intent is Intent.PAUSE
+            )
+            return [_action_reply(paused)]
         return [Reply(f"**{parsed.intent.value.replace('_', ' ')}** is not available yet.")]
 
     async def on_card_action(self, incoming: Incoming) -> Reply:

@@ -70,6 +70,19 @@ class PersonStatus:
 
 
 @dataclass(frozen=True)
+class EnrollmentView:
+    """One row of the users-to-sync registry."""
+
+    subject_id: str
+    name: str
+    upn: str
+    mailbox: str
+    paused: bool
+    last_success_at: datetime | None
+    last_error: str | None
+
+
+@dataclass(frozen=True)
 class RequestResult:
     ticket: TicketView | None = None
     created: bool = False
@@ -248,6 +261,56 @@ class WorkflowService:
             last_sync_at=enrollment.last_success_at if enrollment else None,
             last_error=enrollment.last_error if enrollment else None,
         )
+
+    async def enrollments(self) -> list[EnrollmentView]:
+        """Everyone enrolled (active), by name: the registry IT looks at."""
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(Enrollment)
+                .where(Enrollment.active.is_(True))
+                .order_by(Enrollment.subject_name)
+            )
+            return [_enrollment_view(row) for row in rows.all()]
+
+    async def set_paused(self, actor: Person, who: str, *, paused: bool) -> ActionResult:
+        """IT pauses or resumes one person's sync; ``who`` is an object id or an address."""
+        if not await self._roster.is_it_admin(actor.id):
+            return ActionResult(
+                ActionOutcome.NOT_ALLOWED, "only IT admins can pause or resume sync"
+            )
+        person, problem = await self._resolve_subject(actor, who, must_be_enabled=False)
+        if problem or person is None:
+            return ActionResult(
+                ActionOutcome.NOT_FOUND, problem.message if problem else "nobody found"
+            )
+        async with write_transaction(self._sessions) as session:
+            row = await session.scalar(
+                select(Enrollment)
+                .where(
+                    func.lower(Enrollment.subject_id) == person.id.lower(),
+                    Enrollment.active.is_(True),
+                )
+                .with_for_update()
+            )
+            if row is None:
+                return ActionResult(
+                    ActionOutcome.NOT_FOUND, f"{person.display_name} is not enrolled"
+                )
+            if row.paused == paused:
+                state = "paused" if paused else "running"
+                return ActionResult(
+                    ActionOutcome.DONE, f"sync for {person.display_name} was already {state}"
+                )
+            row.paused = paused
+            record_audit(
+                session,
+                actor=actor.upn or actor.id,
+                action="enrollment.paused" if paused else "enrollment.resumed",
+                before={"paused": not paused},
+                after={"paused": paused, "subject": person.user_principal_name},
+            )
+        verb = "paused" if paused else "resumed"
+        return ActionResult(ActionOutcome.DONE, f"sync for {person.display_name} is {verb}")
 
     # ----------------------------------------------------------------------------- decisions
 
@@ -898,6 +961,18 @@ class WorkflowService:
 
     async def _load_ticket(self, session: AsyncSession, ticket_id: int) -> Ticket | None:
         return await session.scalar(_with_children(select(Ticket)).where(Ticket.id == ticket_id))
+
+
+def _enrollment_view(row: Enrollment) -> EnrollmentView:
+    return EnrollmentView(
+        subject_id=row.subject_id,
+        name=row.subject_name,
+        upn=row.subject_upn,
+        mailbox=row.mailbox,
+        paused=row.paused,
+        last_success_at=row.last_success_at,
+        last_error=row.last_error,
+    )
 
 
 def _with_children(query: Select[Ticket]) -> Select[Ticket]:

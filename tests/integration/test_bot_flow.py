@@ -174,3 +174,45 @@ async def test_unknown_text_gets_help(
 ) -> None:
     reply = await say(client, h, "sasha", recorder, "what's the weather")
     assert "add me to calendar sync" in reply["text"]
+
+
+async def test_users_pause_and_resume(
+    client: WebClient, h: Harness, recorder: ConnectorRecorder
+) -> None:
+    ticket = (await h.service.request_enrollment(h.person("sasha"))).ticket
+    assert ticket is not None
+    await h.service.decide(ticket.ref, h.person("casey"), approve=True)
+    await h.runner.run_until_idle()
+    table = await say(client, h, "dana", recorder, "users")
+    card = table["attachments"][0]["content"]
+    rows = card["body"][1]["rows"]
+    cells = [cell["items"][0]["text"] for cell in rows[1]["cells"]]
+    assert cells[:3] == [ticket.subject.name, "sasha.verhoeven@example.edu", "on"]
+    paused = await say(client, h, "dana", recorder, "pause sasha.verhoeven@example.edu")
+    assert "is paused" in paused["text"]
+    table = await say(client, h, "dana", recorder, "users")
+    assert (
+        table["attachments"][0]["content"]["body"][1]["rows"][1]["cells"][2]["items"][0]["text"]
+        == "off"
+    )
+    again = await say(client, h, "dana", recorder, "pause sasha.verhoeven@example.edu")
+    assert "already paused" in again["text"]
+    resumed = await say(client, h, "dana", recorder, "resume sasha.verhoeven@example.edu")
+    assert "is resumed" in resumed["text"]
+    refused = await say(client, h, "sasha", recorder, "pause sasha.verhoeven@example.edu")
+    assert "only IT admins" in refused["text"]
+
+
+async def test_installation_stores_the_chat_for_later_messages(
+    client: WebClient, h: Harness, recorder: ConnectorRecorder
+) -> None:
+    activity = from_person(h, "blake", message_activity(recorder.url, activity_id="inst-1"))
+    activity.update(type="installationUpdate", action="add", text=None)
+    response = await client.post("/api/messages", json=activity)
+    assert response.status in (200, 201, 202)
+    stored = await ConversationStore(h.sessions).for_user(h.person("blake").id)
+    assert stored is not None and stored.conversation_id == "a:blake"
+    assert stored.user_mri == "29:blake"
+    activity.update(action="remove", id="inst-2")
+    await client.post("/api/messages", json=activity)
+    assert await ConversationStore(h.sessions).for_user(h.person("blake").id) is None

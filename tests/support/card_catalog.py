@@ -10,6 +10,7 @@ from bot import cards
 from connectors.scheduling.ports import Profile
 from tests.support.tickets import sample_ticket
 from workflows.ports import DecisionView
+from workflows.service import EnrollmentView
 
 NOW = dt.datetime(2026, 11, 21, 15, 0, tzinfo=dt.UTC)
 
@@ -76,6 +77,24 @@ def catalog() -> dict[str, dict[str, Any]]:
             profiles=profiles,
             errors={"profile": "Several profiles match; choose one.", "mailbox": "Not yours"},
         ),
+        "users: two people": cards.users_card(
+            [
+                EnrollmentView(
+                    "u-1", "Ada Byron", "ada@example.edu", "ada@example.edu", False, NOW, None
+                ),
+                EnrollmentView(
+                    "u-2",
+                    "Alan Turing",
+                    "alan@example.edu",
+                    "alan@example.edu",
+                    True,
+                    None,
+                    "ErrorAccessDenied",
+                ),
+            ],
+            now=NOW,
+        ),
+        "users: nobody": cards.users_card([], now=NOW),
         "request: no profile": cards.request_card(
             name="Ada Byron",
             upn="ada@example.edu",
