@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 NODE_STAMP := node_modules/.installed-stamp
 
-.PHONY: run test lint typecheck pytest migrate install clean
+.PHONY: run test lint typecheck pytest migrate install clean card-previews
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "Syncwarden needs Python 3.11 or newer on PATH (python3.11, python3.12, ...)." >&2; exit 1; }
@@ -43,6 +43,13 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP) $(NODE_STAMP)
 	$(BIN)/pytest
+
+# Every card rendered to card-previews/*.png by Microsoft's renderer in headless Chromium.
+card-previews: $(STAMP) $(NODE_STAMP)
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "Installing Debian's chromium for the previews..."; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	$(BIN)/python -m tests.support.card_previews
 
 migrate: $(STAMP)
 	$(BIN)/syncwarden migrate

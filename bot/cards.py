@@ -298,7 +298,7 @@ def users_card(rows: Sequence[EnrollmentView], *, now: datetime) -> Card:
             {
                 "type": "Table",
                 "firstRowAsHeaders": True,
-                "columns": [{"width": w} for w in (3, 4, 1, 2, 3)],
+                "columns": [{"width": w} for w in (3, 4, 2, 2, 3)],
                 "rows": [header, *lines],
             }
         )
