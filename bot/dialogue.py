@@ -116,7 +116,9 @@ class DialogueLogic:
         if parsed.intent is Intent.RETRY and parsed.ticket_ref:
             return [_action_reply(await self._service.retry(parsed.ticket_ref, incoming.sender))]
         if parsed.intent is Intent.USE_CHANNEL:
-            return [await self._use_channel(incoming)]
+            return [await self._use_channel(incoming, ChannelRole.IT)]
+        if parsed.intent is Intent.USE_CHANNEL_FOR_APPROVALS:
+            return [await self._use_channel(incoming, ChannelRole.APPROVALS)]
         if parsed.intent is Intent.USERS:
             return [
                 Reply(card=cards.users_card(await self._service.enrollments(), now=self._clock()))
@@ -264,10 +266,12 @@ class DialogueLogic:
             "You are not enrolled in calendar sync. Say **add me to calendar sync** to ask."
         )
 
-    async def _use_channel(self, incoming: Incoming) -> Reply:
+    async def _use_channel(self, incoming: Incoming, role: ChannelRole) -> Reply:
         if incoming.conversation.kind is ConversationKind.PERSONAL:
-            return Reply("Say this in the Teams channel that should get the alerts.")
-        await self._conversations.assign_role(incoming.conversation.conversation_id, ChannelRole.IT)
+            return Reply("Say this in the Teams channel you mean, with an @mention of me.")
+        await self._conversations.assign_role(incoming.conversation.conversation_id, role)
+        if role is ChannelRole.APPROVALS:
+            return Reply("Approval cards now go to this channel too; only approvers can decide.")
         return Reply("This channel now gets Syncwarden's status lines, failures and alerts.")
 
 

@@ -39,6 +39,7 @@ class Intent(StrEnum):
     RETRY = "retry"
     SYNC_NOW = "sync_now"
     USE_CHANNEL = "use_channel"
+    USE_CHANNEL_FOR_APPROVALS = "use_channel_for_approvals"
     DOCTOR = "doctor"
     SECRETS = "secrets"
     UNKNOWN = "unknown"
@@ -54,6 +55,7 @@ ADMIN_INTENTS = frozenset(
         Intent.RETRY,
         Intent.SYNC_NOW,
         Intent.USE_CHANNEL,
+        Intent.USE_CHANNEL_FOR_APPROVALS,
         Intent.DOCTOR,
         Intent.SECRETS,
     }
@@ -228,8 +230,11 @@ def _admin_command(
     if words[:2] == ["sync", "now"]:
         target = " ".join(cleaned.split()[2:]) or None
         return Parsed(Intent.SYNC_NOW, subject_id=subject_id, address=email, argument=target)
-    if "channel" in words and ({"alerts", "alert"} & set(words)) and first == "use":
-        return Parsed(Intent.USE_CHANNEL)
+    if "channel" in words and first == "use":
+        if "approvals" in words:
+            return Parsed(Intent.USE_CHANNEL_FOR_APPROVALS)
+        if {"alerts", "alert"} & set(words):
+            return Parsed(Intent.USE_CHANNEL)
     if words == ["doctor"]:
         return Parsed(Intent.DOCTOR)
     if words in (["secrets"], ["credentials"]):

@@ -36,6 +36,7 @@ ADA = Mention("29:ada", "0a0a0a0a-0000-4000-8000-00000000000a", "<at>Ada Byron</
         ("doctor", Intent.DOCTOR),
         ("secrets", Intent.SECRETS),
         ("use this channel for alerts", Intent.USE_CHANNEL),
+        ("use this channel for approvals", Intent.USE_CHANNEL_FOR_APPROVALS),
         ("", Intent.HELP),
         ("ada.byron@example.edu", Intent.UNKNOWN),
         ("what can you do? help", Intent.HELP),
