@@ -104,7 +104,8 @@ def _incoming(activity: Any, *, value: dict[str, Any] | None = None) -> Incoming
     )
     personal = kind is ConversationKind.PERSONAL
     ref = ConversationRef(
-        conversation_id=conversation.id,
+        # In a channel the id names the thread (";messageid=..."); later posts start new threads.
+        conversation_id=conversation.id.split(";messageid=")[0],
         kind=kind,
         service_url=activity.service_url,
         tenant_id=tenant,

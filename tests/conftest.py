@@ -11,6 +11,9 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -18,7 +21,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.db import create_engine
+from sandbox.server import SandboxTenant
+from sandbox.testing import running_sandbox
+from syncwarden.m365 import Microsoft365, build_microsoft365
 from syncwarden.migrate import upgrade_to_head
+from tests.support.m365 import M365Factory, sandbox_settings
 
 POSTGRES_ENV = "SYNCWARDEN_TEST_POSTGRES_URL"
 
@@ -72,3 +79,27 @@ async def migrated_engine(engine: AsyncEngine) -> AsyncEngine:
     """An engine whose database has every migration applied."""
     await upgrade_to_head(engine)
     return engine
+
+
+@pytest.fixture
+async def tenant(tmp_path: Path) -> AsyncIterator[SandboxTenant]:
+    async with running_sandbox(state_dir=tmp_path / "sandbox") as started:
+        yield started
+
+
+@pytest.fixture
+async def m365_factory(tenant: SandboxTenant) -> AsyncIterator[M365Factory]:
+    """Build connectors with setting overrides; each is closed at the end of the test."""
+    async with AsyncExitStack() as stack:
+
+        async def build(**overrides: Any) -> Microsoft365:
+            built = build_microsoft365(sandbox_settings(tenant, **overrides))
+            stack.push_async_callback(built.aclose)
+            return built
+
+        yield build
+
+
+@pytest.fixture
+async def m365(m365_factory: M365Factory) -> Microsoft365:
+    return await m365_factory()

@@ -9,7 +9,7 @@ from connectors.groups import MembershipRefusedError, SyncGroupMembership
 from connectors.ports import GroupKind
 from sandbox.server import SandboxTenant
 from syncwarden.m365 import Microsoft365
-from tests.integration.conftest import M365Factory
+from tests.support.m365 import M365Factory
 
 MAIL_ENABLED = "Calendar Sync"
 PLAIN = "Calendar Sync (Graph)"

@@ -24,7 +24,7 @@ from connectors.limits import ConcurrencyLimiter
 from connectors.retry import RetryPolicy
 from sandbox.server import SandboxTenant
 from syncwarden.m365 import Microsoft365
-from tests.integration.conftest import M365Factory
+from tests.support.m365 import M365Factory
 
 AVERY = "avery.quinlan@example.edu"
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from core.settings import Settings
 from sandbox.server import SandboxTenant
+from syncwarden.m365 import Microsoft365
 
 SYNCWARDEN_APP = "Syncwarden"
+M365Factory = Callable[..., Awaitable[Microsoft365]]
 
 
 def sandbox_settings(tenant: SandboxTenant, **overrides: Any) -> Settings:
