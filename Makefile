@@ -31,6 +31,13 @@ install: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/syncwarden migrate
+	@echo ""
+	@echo "Syncwarden will listen on http://127.0.0.1:3978. To talk to it like Teams does, open"
+	@echo "Microsoft's Agents Playground in another terminal (the sandbox's people are preset):"
+	@echo "  cd docs/playground && TEAMSAPPTESTER_BROWSER=none npx --yes @microsoft/m365agentsplayground \\"
+	@echo "      -e http://127.0.0.1:3978/api/messages -c msteams --dt -p 56150"
+	@echo "then browse to http://localhost:56150 and say: add me to calendar sync"
+	@echo ""
 	SYNCWARDEN_MODE=sandbox $(BIN)/syncwarden serve --sandbox
 
 test: lint typecheck pytest

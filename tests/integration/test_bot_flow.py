@@ -216,3 +216,16 @@ async def test_installation_stores_the_chat_for_later_messages(
     activity.update(action="remove", id="inst-2")
     await client.post("/api/messages", json=activity)
     assert await ConversationStore(h.sessions).for_user(h.person("blake").id) is None
+
+
+async def test_refresh_shows_buttons_only_to_those_who_may_decide(
+    client: WebClient, h: Harness, recorder: ConnectorRecorder
+) -> None:
+    ticket = (await h.service.request_enrollment(h.person("sasha"))).ticket
+    assert ticket is not None
+    data = {"ticket": ticket.ref, "version": ticket.version}
+    approver = await click(client, invoke(h, "casey", recorder.url, "refresh", data))
+    assert [a["verb"] for a in approver["value"]["actions"]] == ["approve", "reject"]
+    for key in ("blake", "sasha"):  # not an approver; the person the request is about
+        other = await click(client, invoke(h, key, recorder.url, "refresh", data))
+        assert "actions" not in other["value"], key
