@@ -13,9 +13,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
 from connectors.errors import DeltaExpiredError, NotFoundError, TransientError
 from connectors.graph.applications import OwnerKind
@@ -24,6 +22,7 @@ from connectors.limits import ConcurrencyLimiter
 from connectors.retry import RetryPolicy
 from sandbox.server import SandboxTenant
 from syncwarden.m365 import Microsoft365
+from tests.support.certificates import make_certificate
 from tests.support.m365 import M365Factory
 
 AVERY = "avery.quinlan@example.edu"
@@ -227,19 +226,7 @@ async def test_the_sandbox_would_throttle_a_fifth_concurrent_request(
 
 
 def write_certificate(path: Path) -> x509.Certificate:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "syncwarden-sandbox")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=90))
-        .sign(key, hashes.SHA256())
-    )
+    key, cert = make_certificate()
     path.write_bytes(
         key.private_bytes(
             serialization.Encoding.PEM,

@@ -7,11 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import NameOID
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -21,6 +18,7 @@ from connectors.graph.directory import classify_group, user_from_graph
 from connectors.graph.odata import address_filter, quote
 from connectors.ports import GroupKind
 from connectors.tokens import load_certificate
+from tests.support.certificates import make_certificate
 
 
 def unquote(literal: str) -> str:
@@ -103,23 +101,6 @@ def test_credentials_from_graph_reads_secrets_and_certificates() -> None:
     assert secret.end == dt.datetime(2027, 1, 31, 10, tzinfo=dt.UTC)
     assert certificate.kind is CredentialKind.CERTIFICATE and certificate.thumbprint == "THUMB"
     assert certificate.end is None
-
-
-def make_certificate() -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "syncwarden-test")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
-    return key, cert
 
 
 def test_pem_and_pfx_certificates_load_with_the_same_thumbprint(tmp_path: Path) -> None:
