@@ -91,8 +91,9 @@ class TeamsDelivery:
         if ref.blocked:
             raise UndeliverableError(f"{user_id} has blocked the bot")
         if notification.kind in _APPROVAL_KINDS:
-            card = cards.approver_card(notification.ticket, now=self._clock())
-            await self._post_card(ref, notification.ticket, card, audience="approver")
+            ticket = notification.require_ticket()
+            card = cards.approver_card(ticket, now=self._clock())
+            await self._post_card(ref, ticket, card, audience="approver")
             return
         await self._send(
             ref, {"type": "message", "text": notification.text, "textFormat": "markdown"}
@@ -104,7 +105,13 @@ class TeamsDelivery:
             raise UndeliverableError(
                 f"no {channel.value} channel is set: say 'use this channel for alerts' there"
             )
-        view, now = notification.ticket, self._clock()
+        now = self._clock()
+        if notification.ticket is None:
+            await self._send(
+                ref, {"type": "message", "text": notification.text, "textFormat": "markdown"}
+            )
+            return
+        view = notification.ticket
         if notification.kind in _APPROVAL_KINDS:
             approvers = [a for a in notification.details.get("approvers", "").split(",") if a]
             mris = await self._conversations.mris_of(approvers)

@@ -154,6 +154,10 @@ class ProvisioningSettings(BaseModel):
 class AlertSettings(BaseModel):
     credential_thresholds_days: list[int] = Field(default_factory=lambda: [60, 30, 14, 7, 3, 1])
     runbook_url: str | None = None
+    # App registrations (by appId) whose secrets and certificates are watched; Syncwarden's own
+    # Graph and bot apps always are. With watch_all_apps, every app in the tenant is.
+    watch_app_ids: list[str] = Field(default_factory=list)
+    watch_all_apps: bool = False
 
 
 class LogSettings(BaseModel):

@@ -209,7 +209,7 @@ async def _send(delivery: Notifier, message: OutboxMessage) -> None:
         return
     notification = Notification(
         kind=NotificationKind(payload["kind"]),
-        ticket=_ticket_from(payload["ticket"]),
+        ticket=_ticket_from(payload["ticket"]) if payload.get("ticket") else None,
         text=payload["text"],
         details=dict(payload.get("details") or {}),
     )
@@ -224,7 +224,7 @@ def _notification_payload(notification: Notification) -> dict[str, Any]:
         "kind": notification.kind.value,
         "text": notification.text,
         "details": dict(notification.details),
-        "ticket": _ticket_payload(notification.ticket),
+        "ticket": _ticket_payload(notification.ticket) if notification.ticket else None,
     }
 
 

@@ -67,6 +67,8 @@ class NotificationKind(StrEnum):
     MANUAL_STEP = "manual_step"
     INSTRUCTIONS = "instructions"
     STATUS = "status"
+    CREDENTIAL_ALERT = "credential_alert"
+    CREDENTIAL_RESOLVED = "credential_resolved"
 
 
 class Channel(StrEnum):
@@ -76,10 +78,17 @@ class Channel(StrEnum):
 
 @dataclass(frozen=True)
 class Notification:
+    """Something to tell people; about a ticket, or (credential alerts) about nothing of ours."""
+
     kind: NotificationKind
-    ticket: TicketView
+    ticket: TicketView | None
     text: str
     details: dict[str, str] = field(default_factory=dict)
+
+    def require_ticket(self) -> TicketView:
+        if self.ticket is None:
+            raise ValueError(f"a {self.kind.value} notification needs its ticket")
+        return self.ticket
 
 
 class UndeliverableError(Exception):

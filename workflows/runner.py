@@ -335,7 +335,7 @@ class StepRunner:
         return ticket
 
     def _tell_it(self, after: AfterCommit, notification: Notification) -> None:
-        view = notification.ticket
+        view = notification.require_ticket()
         key = f"{view.ref}:{notification.kind.value}:{view.version}"
         after.add(partial(self._notifier.to_channel, Channel.IT, notification, key=key))
 

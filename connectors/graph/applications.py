@@ -110,10 +110,8 @@ class GraphApplications:
 
     async def owners(self, kind: OwnerKind, object_id: str) -> list[str]:
         """Display names (or UPNs) of an app's owners, for the alert card."""
-        found = await self._client.collect(
-            f"{kind.value}/{object_id}/owners",
-            params={"$select": "id,displayName,userPrincipalName"},
-        )
+        # Owner lists are short; no $select, since owners may be users or service principals.
+        found = await self._client.collect(f"{kind.value}/{object_id}/owners")
         return [
             item.get("displayName") or item.get("userPrincipalName") or item["id"] for item in found
         ]

@@ -35,7 +35,13 @@ class RecordingNotifier:
             self.fail_next -= 1
             raise ConnectionError("Teams is down")
         self.sent.append(
-            Sent(target, notification.kind, notification.ticket.ref, notification.text, key)
+            Sent(
+                target,
+                notification.kind,
+                notification.ticket.ref if notification.ticket else "",
+                notification.text,
+                key,
+            )
         )
 
     def to(self, target: str, kind: NotificationKind | None = None) -> list[Sent]:

@@ -1,0 +1,199 @@
+"""Watching app secrets and certificates, and telling IT before they expire.
+
+Each scan reads the watched app registrations and service principals in a handful of Graph
+requests (999 per page, only the fields needed), applies :mod:`sync.credential_rules`, and sends
+each finding once: the alert history in the database is keyed by credential and threshold, so
+reruns, restarts and two replicas scanning at once never repeat an alert. A credential that was
+alerted and has since been removed is reported as resolved, once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Integer, String, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Mapped, mapped_column
+
+from connectors.graph.applications import (
+    AppWithCredentials,
+    CredentialKind,
+    GraphApplications,
+    OwnerKind,
+)
+from core.db import Base, UtcDateTime, utc_now, write_transaction
+from core.settings import AlertSettings
+from sync.credential_rules import EXPIRED, CredentialFinding, Severity, evaluate
+from workflows.ports import Channel, Notification, NotificationKind, Notifier
+
+ROTATION_CHECKLIST = (
+    "1. Create a new {kind} on the app registration (keep the old one for now).\n"
+    "2. Give it to whoever configures the system that uses this app, and have them switch.\n"
+    "3. Check that the system works with the new {kind}.\n"
+    "4. Remove the old {kind} from the app registration."
+)
+
+
+class CredentialAlert(Base):
+    """One alert sent: a credential crossing one threshold. The key makes it happen once."""
+
+    __tablename__ = "credential_alerts"
+
+    key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    owner_kind: Mapped[str] = mapped_column(String(32))
+    object_id: Mapped[str] = mapped_column(String(64), index=True)
+    key_id: Mapped[str] = mapped_column(String(64))
+    app_name: Mapped[str] = mapped_column(String(256))
+    threshold: Mapped[int] = mapped_column(Integer)
+    severity: Mapped[str] = mapped_column(String(32))
+    end_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    sent_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+    resolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+@dataclass(frozen=True)
+class ScanReport:
+    apps: int
+    findings: int
+    alerted: int
+    resolved: int
+
+
+class CredentialWatch:
+    def __init__(
+        self,
+        applications: GraphApplications,
+        sessions: async_sessionmaker[AsyncSession],
+        notifier: Notifier,
+        settings: AlertSettings,
+        *,
+        own_app_ids: Sequence[str] = (),
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._applications = applications
+        self._sessions = sessions
+        self._notifier = notifier
+        self._settings = settings
+        self._own = [app_id.lower() for app_id in own_app_ids if app_id]
+        self._clock = clock
+
+    async def scan(self) -> ScanReport:
+        now = self._clock()
+        apps = [
+            app
+            for kind in (OwnerKind.APPLICATION, OwnerKind.SERVICE_PRINCIPAL)
+            for app in await self._applications.list_with_credentials(kind)
+            if self._watched(app)
+        ]
+        findings = evaluate(apps, now=now, thresholds=self._settings.credential_thresholds_days)
+        present = {(app.object_id, cred.key_id) for app in apps for cred in app.credentials}
+        new: list[CredentialFinding] = []
+        resolved: list[CredentialAlert] = []
+        async with write_transaction(self._sessions) as session:
+            known = (
+                set(
+                    (
+                        await session.scalars(
+                            select(CredentialAlert.key).where(
+                                CredentialAlert.key.in_([f.key for f in findings])
+                            )
+                        )
+                    ).all()
+                )
+                if findings
+                else set()
+            )
+            for finding in findings:
+                if finding.key not in known:
+                    new.append(finding)
+                    session.add(_record(finding))
+            open_alerts = (
+                await session.scalars(
+                    select(CredentialAlert).where(CredentialAlert.resolved_at.is_(None))
+                )
+            ).all()
+            for alert in open_alerts:
+                if (alert.object_id, alert.key_id) not in present:
+                    alert.resolved_at = now
+                    resolved.append(alert)
+        for finding in new:
+            await self._notifier.to_channel(
+                Channel.IT, await self._alert(finding, now), key=f"credential:{finding.key}"
+            )
+        for credential in _one_per_credential(resolved):
+            text = (
+                f"Resolved: the old credential {credential.key_id} of **{credential.app_name}** "
+                "has been removed."
+            )
+            await self._notifier.to_channel(
+                Channel.IT,
+                Notification(NotificationKind.CREDENTIAL_RESOLVED, None, text),
+                key=f"credential-resolved:{credential.object_id}:{credential.key_id}",
+            )
+        return ScanReport(len(apps), len(findings), len(new), len(_one_per_credential(resolved)))
+
+    def _watched(self, app: AppWithCredentials) -> bool:
+        if self._settings.watch_all_apps:
+            return True
+        wanted = {a.lower() for a in self._settings.watch_app_ids} | set(self._own)
+        return app.app_id.lower() in wanted
+
+    async def _alert(self, finding: CredentialFinding, now: datetime) -> Notification:
+        app, credential = finding.app, finding.credential
+        kind = "client secret" if credential.kind is CredentialKind.SECRET else "certificate"
+        days = int(finding.days_left)
+        when = credential.end.strftime("%a %d %b %Y") if credential.end else "unknown"
+        if finding.threshold == EXPIRED:
+            headline = f"The {kind} of **{app.display_name}** has expired ({when})"
+        else:
+            headline = (
+                f"The {kind} of **{app.display_name}** expires in {max(days, 0)} days ({when})"
+            )
+        owners = await self._applications.owners(app.owner_kind, app.object_id)
+        identity = (
+            credential.hint + "…" if credential.hint else f"thumbprint {credential.thumbprint}"
+        )
+        lines = [
+            headline,
+            f"App: {app.display_name} (app id {app.app_id}) · "
+            f"credential '{credential.display_name or '-'}' ({identity}) · "
+            f"key id {credential.key_id}",
+            f"Owners: {', '.join(owners) if owners else 'none recorded'}",
+        ]
+        if finding.severity is Severity.ROTATING:
+            lines.append(
+                "Rotation in progress: a newer one is already there. "
+                "Remove the old one once the new one is in use."
+            )
+        else:
+            lines.append(ROTATION_CHECKLIST.format(kind=kind))
+        if self._settings.runbook_url:
+            lines.append(f"Runbook: {self._settings.runbook_url}")
+        details = {
+            "app_id": app.app_id,
+            "key_id": credential.key_id,
+            "threshold": str(finding.threshold),
+        }
+        return Notification(NotificationKind.CREDENTIAL_ALERT, None, "\n\n".join(lines), details)
+
+
+def _record(finding: CredentialFinding) -> CredentialAlert:
+    return CredentialAlert(
+        key=finding.key,
+        owner_kind=finding.app.owner_kind.value,
+        object_id=finding.app.object_id,
+        key_id=finding.credential.key_id,
+        app_name=finding.app.display_name,
+        threshold=finding.threshold,
+        severity=finding.severity.value,
+        end_at=finding.credential.end,
+    )
+
+
+def _one_per_credential(alerts: Sequence[CredentialAlert]) -> list[CredentialAlert]:
+    seen: dict[tuple[str, str], CredentialAlert] = {}
+    for alert in alerts:
+        seen.setdefault((alert.object_id, alert.key_id), alert)
+    return list(seen.values())

@@ -1,0 +1,93 @@
+"""Credential alerts from the sandbox tenant: once per threshold, never repeated, resolved once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from core.db import session_factory
+from core.settings import AlertSettings
+from sandbox.server import SandboxTenant
+from sync.credential_watch import CredentialWatch
+from syncwarden.m365 import Microsoft365
+from tests.support.notifier import RecordingNotifier
+from workflows.ports import NotificationKind
+
+
+def watch(
+    m365: Microsoft365, engine: AsyncEngine, notifier: RecordingNotifier, **alerts: Any
+) -> CredentialWatch:
+    options = {
+        "watch_all_apps": True,
+        "runbook_url": "https://intranet.example.edu/rotate",
+        **alerts,
+    }
+    return CredentialWatch(
+        m365.applications, session_factory(engine), notifier, AlertSettings.model_validate(options)
+    )
+
+
+def app_id(tenant: SandboxTenant, name: str) -> str:
+    return tenant.seed.app_ids[name]
+
+
+async def test_alerts_once_across_reruns_and_restarts(
+    m365: Microsoft365, tenant: SandboxTenant, migrated_engine: AsyncEngine
+) -> None:
+    notifier = RecordingNotifier()
+    first = await watch(m365, migrated_engine, notifier).scan()
+    alerts = notifier.to("channel:it", NotificationKind.CREDENTIAL_ALERT)
+    assert first.alerted == len(alerts) > 5
+    texts = "\n".join(a.text for a in alerts)
+    assert "The client secret of **Library Kiosk Sync** has expired" in texts
+    assert "The client secret of **Parking Permits** expires in" in texts
+    assert "Rotation in progress" in texts, "Cafeteria Menu Bot already has a newer secret"
+    assert "https://intranet.example.edu/rotate" in texts
+    assert "Orphaned Prototype" not in texts
+    again = await watch(m365, migrated_engine, RecordingNotifier()).scan()
+    assert again.alerted == 0, (
+        "a rerun (or a restarted process: new objects, same database) repeats nothing"
+    )
+
+
+async def test_a_removed_credential_is_resolved_once(
+    m365: Microsoft365, tenant: SandboxTenant, migrated_engine: AsyncEngine
+) -> None:
+    notifier = RecordingNotifier()
+    await watch(m365, migrated_engine, notifier).scan()
+    app = tenant.state.application_for(app_id(tenant, "Cafeteria Menu Bot"))
+    assert app is not None
+    app.passwords[:] = [p for p in app.passwords if p.displayName != "menu-2024"]
+    resolved = await watch(m365, migrated_engine, notifier).scan()
+    assert resolved.resolved == 1
+    [line] = notifier.to("channel:it", NotificationKind.CREDENTIAL_RESOLVED)
+    assert "Cafeteria Menu Bot" in line.text
+    assert (await watch(m365, migrated_engine, notifier).scan()).resolved == 0
+
+
+async def test_only_watched_apps_and_our_own(
+    m365: Microsoft365, tenant: SandboxTenant, migrated_engine: AsyncEngine
+) -> None:
+    notifier = RecordingNotifier()
+    kiosk = app_id(tenant, "Library Kiosk Sync")
+    report = await watch(
+        m365, migrated_engine, notifier, watch_all_apps=False, watch_app_ids=[kiosk]
+    ).scan()
+    assert report.alerted == 1
+    assert "Library Kiosk Sync" in notifier.sent[0].text
+
+
+async def test_two_thousand_apps_take_a_handful_of_requests(
+    m365: Microsoft365, tenant: SandboxTenant, migrated_engine: AsyncEngine
+) -> None:
+    tenant.add_generated_apps(2000)
+    tenant.clear_requests()
+    report = await watch(m365, migrated_engine, RecordingNotifier()).scan()
+    listing = [
+        r for r in tenant.requests if r.path.endswith(("/applications", "/servicePrincipals"))
+    ]
+    owners = [r for r in tenant.requests if r.path.endswith("/owners")]
+    assert report.apps > 2000
+    assert len(listing) <= 6, f"{len(listing)} listing requests"
+    assert len(owners) == report.alerted, "owners are looked up only for the apps alerted about"
