@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from bot import cards
 from bot.conversations import ChannelRole, ConversationKind, ConversationRef, ConversationStore
@@ -22,6 +22,27 @@ from workflows.model import TicketStatus
 from workflows.ports import Person, TicketView
 from workflows.roster import Roster
 from workflows.service import ActionOutcome, ActionResult, RequestResult, WorkflowService
+
+
+class ScanSummary(Protocol):
+    """What a credential scan reports (the bot may not import the sync room, so a protocol)."""
+
+    @property
+    def apps(self) -> int: ...
+
+    @property
+    def findings(self) -> int: ...
+
+    @property
+    def alerted(self) -> int: ...
+
+    @property
+    def resolved(self) -> int: ...
+
+
+class CredentialScanner(Protocol):
+    async def scan(self) -> ScanSummary: ...
+
 
 NOT_CONFIGURED = (
     "Calendar sync requests are not available yet: Syncwarden has no Microsoft 365 connection or "
@@ -58,11 +79,13 @@ class DialogueLogic:
         service: WorkflowService | None,
         roster: Roster | None,
         *,
+        credentials: CredentialScanner | None = None,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._conversations = conversations
         self._service = service
         self._roster = roster
+        self._credentials = credentials
         self._clock = clock
 
     async def remember(self, incoming: Incoming) -> None:
@@ -119,6 +142,15 @@ class DialogueLogic:
             return [await self._use_channel(incoming, ChannelRole.IT)]
         if parsed.intent is Intent.USE_CHANNEL_FOR_APPROVALS:
             return [await self._use_channel(incoming, ChannelRole.APPROVALS)]
+        if parsed.intent is Intent.SECRETS and self._credentials is not None:
+            report = await self._credentials.scan()
+            return [
+                Reply(
+                    f"Checked {report.apps} app registrations: {report.findings} credentials need "
+                    f"attention, {report.alerted} new alerts posted to the IT channel, "
+                    f"{report.resolved} resolved."
+                )
+            ]
         if parsed.intent is Intent.USERS:
             return [
                 Reply(card=cards.users_card(await self._service.enrollments(), now=self._clock()))

@@ -117,6 +117,7 @@ class SchedulerSettings(BaseModel):
     timezone: str = "UTC"
     sync_interval_minutes: int = Field(default=5, ge=1)
     approval_check_minutes: float = Field(default=15.0, gt=0)
+    credential_scan_hours: float = Field(default=24.0, gt=0)
 
 
 class SchedulingAdapter(StrEnum):

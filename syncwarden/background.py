@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -27,6 +28,7 @@ class Job:
     id: str
     every_minutes: float
     run: Callable[[], Awaitable[object]]
+    run_at_start: bool = False
 
 
 def declared_jobs(settings: Settings, workflows: Workflows) -> list[Job]:
@@ -35,6 +37,12 @@ def declared_jobs(settings: Settings, workflows: Workflows) -> list[Job]:
             "approvals.check_pending",
             settings.scheduler.approval_check_minutes,
             workflows.service.check_pending,
+        ),
+        Job(
+            "credentials.scan",
+            settings.scheduler.credential_scan_hours * 60,
+            workflows.credentials.scan,
+            run_at_start=True,
         ),
     ]
 
@@ -74,6 +82,7 @@ class BackgroundWork:
                 coalesce=True,
                 max_instances=1,
                 jitter=min(30, int(job.every_minutes * 6)),
+                **({"next_run_time": datetime.now(UTC)} if job.run_at_start else {}),
             )
         self._scheduler.start()
         log.info(

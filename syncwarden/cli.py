@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.progress import Progress
 from sqlalchemy.exc import SQLAlchemyError
 
+from connectors.errors import ConnectorError
 from connectors.scheduling.builtin import BuiltinScheduling
 from connectors.scheduling.profile_import import parse_profiles_csv
 from core.db import create_engine, session_factory
@@ -50,6 +51,10 @@ import_app = typer.Typer(help="Load data from files.", no_args_is_help=True)
 app.add_typer(import_app, name="import")
 manifest_app = typer.Typer(help="The Teams app package.", no_args_is_help=True)
 app.add_typer(manifest_app, name="manifest")
+secrets_app = typer.Typer(
+    help="App secrets and certificates that are about to expire.", no_args_is_help=True
+)
+app.add_typer(secrets_app, name="secrets")
 
 
 class ExportFormat(StrEnum):
@@ -302,6 +307,51 @@ def manifest_build(
     typer.echo(
         f"wrote {built.path} (app id {built.manifest['id']}, version {built.manifest['version']})"
     )
+
+
+@secrets_app.command("scan")
+def secrets_scan() -> None:
+    """Check the watched app registrations' secrets and certificates now.
+
+    New alerts go to the IT channel (through the outbox) exactly as the daily scan sends them; a
+    credential already alerted at its threshold is not alerted again.
+    """
+    from sync.credential_watch import CredentialWatch
+    from syncwarden.m365 import build_microsoft365
+    from workflows.outbox import OutboxNotifier
+
+    settings = _load()
+    configure_logging(settings)
+
+    async def run() -> str:
+        engine = create_engine(settings.database.url.get_secret_value())
+        m365 = build_microsoft365(settings)
+        try:
+            await upgrade_to_head(engine)
+            sessions = session_factory(engine)
+            watch = CredentialWatch(
+                m365.applications,
+                sessions,
+                OutboxNotifier(sessions),
+                settings.alerts,
+                own_app_ids=[settings.graph.client_id or "", settings.bot.app_id or ""],
+            )
+            report = await watch.scan()
+            return (
+                f"checked {report.apps} app registrations: {report.findings} credentials need "
+                f"attention, {report.alerted} new alerts, {report.resolved} resolved"
+            )
+        finally:
+            await m365.aclose()
+            await engine.dispose()
+
+    try:
+        typer.echo(asyncio.run(run()))
+    except ConnectorError as error:
+        typer.echo(f"Microsoft 365 refused or failed the scan: {error}", err=True)
+        raise typer.Exit(EXIT_UNAVAILABLE) from None
+    except DATABASE_FAILURES as error:
+        _database_unreachable(settings, error)
 
 
 def _flatten(data: dict[str, object], prefix: str = "") -> list[str]:

@@ -87,6 +87,7 @@ async def serve(
             conversations,
             workflows.service if workflows else None,
             workflows.roster if workflows else None,
+            credentials=workflows.credentials if workflows else None,
         )
         await _serve_http(settings, engine, dialogue, stop)
     log.info("syncwarden.stopped")

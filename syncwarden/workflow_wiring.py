@@ -19,6 +19,7 @@ from connectors.clouds import resolve_endpoints
 from connectors.scheduling.builtin import BuiltinScheduling
 from connectors.tokens import MsalTokenProvider
 from core.settings import GraphSettings, SchedulingAdapter, Settings
+from sync.credential_watch import CredentialWatch
 from syncwarden.m365 import Microsoft365
 from workflows.handlers import ProvisioningHandlers
 from workflows.instructions import InstructionsTemplate
@@ -37,6 +38,7 @@ class Workflows:
     outbox: OutboxNotifier
     scheduling: BuiltinScheduling
     roster: Roster
+    credentials: CredentialWatch
 
 
 def build_workflows(
@@ -76,7 +78,14 @@ def build_workflows(
         provisioning=settings.provisioning,
         on_steps_queued=runner.wake,
     )
-    return Workflows(service, runner, outbox, scheduling, roster)
+    credentials = CredentialWatch(
+        m365.applications,
+        sessions,
+        outbox,
+        settings.alerts,
+        own_app_ids=[settings.graph.client_id or "", settings.bot.app_id or ""],
+    )
+    return Workflows(service, runner, outbox, scheduling, roster, credentials)
 
 
 class BotTokens:

@@ -31,7 +31,10 @@ async def test_background_runner_provisions_approved_tickets(
     sessions = session_factory(migrated_engine)
     workflows = build_workflows(settings, sessions, m365)
     assert workflows is not None
-    assert [job.id for job in declared_jobs(settings, workflows)] == ["approvals.check_pending"]
+    assert [job.id for job in declared_jobs(settings, workflows)] == [
+        "approvals.check_pending",
+        "credentials.scan",
+    ]
     await workflows.scheduling.upsert_profile(
         Profile("prof-sasha", "Sasha", "sasha.verhoeven@example.edu")
     )

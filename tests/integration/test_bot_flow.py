@@ -229,3 +229,26 @@ async def test_refresh_shows_buttons_only_to_those_who_may_decide(
     for key in ("blake", "sasha"):  # not an approver; the person the request is about
         other = await click(client, invoke(h, key, recorder.url, "refresh", data))
         assert "actions" not in other["value"], key
+
+
+async def test_secrets_command_runs_a_scan_for_it_admins(
+    migrated_engine: AsyncEngine, h: Harness, recorder: ConnectorRecorder
+) -> None:
+    from core.settings import AlertSettings
+    from sync.credential_watch import CredentialWatch
+
+    watch = CredentialWatch(
+        h.m365.applications, h.sessions, h.notifier, AlertSettings(watch_all_apps=True)
+    )
+    dialogue = DialogueLogic(ConversationStore(h.sessions), h.service, h.roster, credentials=watch)
+    app = create_app(Settings(), migrated_engine, dialogue)
+    client: WebClient = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    try:
+        reply = await say(client, h, "dana", recorder, "secrets")
+        assert "credentials need attention" in reply["text"]
+        assert "new alerts posted to the IT channel" in reply["text"]
+        refused = await say(client, h, "sasha", recorder, "secrets")
+        assert "only IT admins" in refused["text"]
+    finally:
+        await client.close()

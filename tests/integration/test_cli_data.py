@@ -6,12 +6,14 @@ import asyncio
 import csv
 import io
 import json
+import subprocess
 from pathlib import Path
 
 from sqlalchemy import select
 
 from connectors.scheduling.builtin import BuiltinScheduling
 from core.db import create_engine, session_factory
+from sandbox.server import SandboxTenant
 from syncwarden.migrate import upgrade_to_head
 from tests.integration.test_cli import run
 from workflows.audit import AuditEvent, audit_row, record_audit
@@ -111,3 +113,27 @@ def test_import_of_a_missing_file_is_explained(tmp_path: Path) -> None:
     result = run("import", "profiles", str(tmp_path / "nope.csv"), cwd=tmp_path)
     assert result.returncode == 2
     assert "cannot read" in result.stderr
+
+
+async def test_secrets_scan_posts_each_alert_once(tmp_path: Path, tenant: SandboxTenant) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/sw.db"
+    env = {
+        "SYNCWARDEN_DATABASE__URL": url,
+        "SYNCWARDEN_GRAPH__TENANT_ID": tenant.tenant_id,
+        "SYNCWARDEN_GRAPH__CLIENT_ID": tenant.seed.app_ids["Syncwarden"],
+        "SYNCWARDEN_GRAPH__CLIENT_SECRET": tenant.seed.secret_for("Syncwarden"),
+        "SYNCWARDEN_GRAPH__LOGIN_URL": tenant.base_url,
+        "SYNCWARDEN_GRAPH__BASE_URL": f"{tenant.base_url}/v1.0",
+        "SYNCWARDEN_GRAPH__CA_BUNDLE": str(tenant.ca_path),
+        "SYNCWARDEN_ALERTS__WATCH_ALL_APPS": "true",
+    }
+
+    async def scan() -> subprocess.CompletedProcess[str]:
+        # The sandbox answers from this event loop, so the CLI runs in a thread meanwhile.
+        return await asyncio.to_thread(run, "secrets", "scan", cwd=tmp_path, **env)
+
+    first = await scan()
+    assert first.returncode == 0, first.stderr
+    assert "new alerts" in first.stdout and " 0 new alerts" not in first.stdout
+    second = await scan()
+    assert ", 0 new alerts" in second.stdout
