@@ -81,12 +81,7 @@ class CredentialWatch:
 
     async def scan(self) -> ScanReport:
         now = self._clock()
-        apps = [
-            app
-            for kind in (OwnerKind.APPLICATION, OwnerKind.SERVICE_PRINCIPAL)
-            for app in await self._applications.list_with_credentials(kind)
-            if self._watched(app)
-        ]
+        apps = await self._watched_apps()
         findings = evaluate(apps, now=now, thresholds=self._settings.credential_thresholds_days)
         present = {(app.object_id, cred.key_id) for app in apps for cred in app.credentials}
         new: list[CredentialFinding] = []
@@ -133,6 +128,47 @@ class CredentialWatch:
                 key=f"credential-resolved:{credential.object_id}:{credential.key_id}",
             )
         return ScanReport(len(apps), len(findings), len(new), len(_one_per_credential(resolved)))
+
+    async def expiring(
+        self, *, within_days: float, own_only: bool = False
+    ) -> list[CredentialFinding]:
+        """Watched credentials ending within ``within_days`` (expired too), soonest first."""
+        apps = await self._watched_apps(own_only=own_only)
+        findings = evaluate(apps, now=self._clock(), thresholds=[int(within_days) + 1])
+        inside = [f for f in findings if f.days_left <= within_days]
+        return sorted(inside, key=lambda f: f.days_left)
+
+    async def digest(self, *, within_days: float = 60) -> int:
+        """The weekly digest: one message listing all that expires soon; returns how many."""
+        findings = await self.expiring(within_days=within_days)
+        now = self._clock()
+        if findings:
+            lines = [
+                f"**Credentials expiring in the next {int(within_days)} days** ({len(findings)})"
+            ]
+            for f in findings:
+                kind = "secret" if f.credential.kind is CredentialKind.SECRET else "certificate"
+                when = "expired" if f.days_left <= 0 else f"{int(f.days_left)} days"
+                rotating = " · rotation in progress" if f.severity is Severity.ROTATING else ""
+                name = f.credential.display_name or "-"
+                lines.append(f"- {f.app.display_name}: {kind} '{name}', {when}{rotating}")
+            text = "\n".join(lines)
+        else:
+            text = f"No watched credential expires in the next {int(within_days)} days."
+        await self._notifier.to_channel(
+            Channel.IT,
+            Notification(NotificationKind.CREDENTIAL_ALERT, None, text),
+            key=f"credential-digest:{now:%G-W%V}",
+        )
+        return len(findings)
+
+    async def _watched_apps(self, *, own_only: bool = False) -> list[AppWithCredentials]:
+        return [
+            app
+            for kind in (OwnerKind.APPLICATION, OwnerKind.SERVICE_PRINCIPAL)
+            for app in await self._applications.list_with_credentials(kind)
+            if (app.app_id.lower() in self._own if own_only else self._watched(app))
+        ]
 
     def _watched(self, app: AppWithCredentials) -> bool:
         if self._settings.watch_all_apps:

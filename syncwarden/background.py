@@ -44,6 +44,7 @@ def declared_jobs(settings: Settings, workflows: Workflows) -> list[Job]:
             workflows.credentials.scan,
             run_at_start=True,
         ),
+        Job("credentials.weekly_digest", 7 * 24 * 60, workflows.credentials.digest),
     ]
 
 

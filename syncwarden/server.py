@@ -28,7 +28,7 @@ from syncwarden.m365 import Microsoft365, build_microsoft365
 from syncwarden.migrate import upgrade_to_head
 from syncwarden.sandbox_process import settings_for_sandbox, start_sandbox
 from syncwarden.web import create_app
-from syncwarden.workflow_wiring import build_teams_delivery, build_workflows
+from syncwarden.workflow_wiring import Workflows, build_teams_delivery, build_workflows
 
 log = get_logger(__name__)
 
@@ -79,6 +79,8 @@ async def serve(
             stack.push_async_callback(m365.aclose)
             await _report_microsoft365(m365)
             workflows = build_workflows(settings, sessions, m365, on_notification=dispatcher.wake)
+            if workflows is not None:
+                await _warn_about_own_credentials(workflows)
         if workflows is not None and settings.scheduler.enabled:
             background = BackgroundWork(settings, workflows, dispatcher)
             await background.start()
@@ -109,6 +111,29 @@ async def _report_microsoft365(m365: Microsoft365) -> None:
         kind=group.kind.value,
         write_path="graph" if group.kind.writable_through_graph else "exchange",
     )
+
+
+OWN_CREDENTIAL_WARNING_DAYS = 14
+
+
+async def _warn_about_own_credentials(workflows: Workflows) -> None:
+    """Log loudly at start-up when Syncwarden's own secret or certificate is about to end."""
+    try:
+        findings = await workflows.credentials.expiring(
+            within_days=OWN_CREDENTIAL_WARNING_DAYS, own_only=True
+        )
+    except ConnectorError as error:
+        log.warning("credentials.own_check_failed", error=str(error))
+        return
+    for finding in findings:
+        log.warning(
+            "credentials.own_expiring",
+            app=finding.app.display_name,
+            app_id=finding.app.app_id,
+            key_id=finding.credential.key_id,
+            days_left=round(finding.days_left, 1),
+            hint="rotate it now, or switch to a certificate or managed identity (see README)",
+        )
 
 
 async def _serve_http(

@@ -34,6 +34,7 @@ async def test_background_runner_provisions_approved_tickets(
     assert [job.id for job in declared_jobs(settings, workflows)] == [
         "approvals.check_pending",
         "credentials.scan",
+        "credentials.weekly_digest",
     ]
     await workflows.scheduling.upsert_profile(
         Profile("prof-sasha", "Sasha", "sasha.verhoeven@example.edu")

@@ -91,3 +91,34 @@ async def test_two_thousand_apps_take_a_handful_of_requests(
     assert report.apps > 2000
     assert len(listing) <= 6, f"{len(listing)} listing requests"
     assert len(owners) == report.alerted, "owners are looked up only for the apps alerted about"
+
+
+async def test_weekly_digest_lists_what_expires_within_sixty_days(
+    m365: Microsoft365, tenant: SandboxTenant, migrated_engine: AsyncEngine
+) -> None:
+    notifier = RecordingNotifier()
+    count = await watch(m365, migrated_engine, notifier).digest()
+    [digest] = notifier.to("channel:it", NotificationKind.CREDENTIAL_ALERT)
+    assert digest.text.startswith(f"**Credentials expiring in the next 60 days** ({count})")
+    lines = digest.text.splitlines()[1:]
+    assert lines[0].startswith("- Library Kiosk Sync:") and lines[0].endswith("expired")
+    assert any("Payroll Feed" in line for line in lines), "60 days is inside the window"
+    assert not any("Badge Printer: certificate 'CN=badges-b'" in line for line in lines), (
+        "400 days is not"
+    )
+    assert any("rotation in progress" in line for line in lines)
+
+
+async def test_our_own_credentials_can_be_checked_alone(
+    m365: Microsoft365, tenant: SandboxTenant, migrated_engine: AsyncEngine
+) -> None:
+    kiosk = app_id(tenant, "Library Kiosk Sync")
+    watcher = CredentialWatch(
+        m365.applications,
+        session_factory(migrated_engine),
+        RecordingNotifier(),
+        AlertSettings(),
+        own_app_ids=[kiosk],
+    )
+    own = await watcher.expiring(within_days=14, own_only=True)
+    assert [f.app.display_name for f in own] == ["Library Kiosk Sync"]
