@@ -22,7 +22,15 @@ from core.settings import LogFormat, Settings
 MASK = "**********"
 _MIN_SECRET_LENGTH = 4
 # Libraries that narrate routine work at INFO; our own log lines report the outcome instead.
-_CHATTY_LIBRARIES = ("alembic", "aiohttp.access", "msal", "httpx", "httpcore", "microsoft_agents")
+_CHATTY_LIBRARIES = (
+    "alembic",
+    "aiohttp.access",
+    "msal",
+    "httpx",
+    "httpcore",
+    "microsoft_agents",
+    "apscheduler",
+)
 
 
 class SecretScrubber:

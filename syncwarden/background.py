@@ -80,6 +80,7 @@ class BackgroundWork:
                 "interval",
                 minutes=job.every_minutes,
                 id=job.id,
+                name=job.id,
                 coalesce=True,
                 max_instances=1,
                 jitter=min(30, int(job.every_minutes * 6)),
