@@ -33,6 +33,8 @@ class Verb:
     CANCEL = "cancel"
     MANUAL_DONE = "manual_done"
     SUBMIT_REQUEST = "submit_request"
+    ACKNOWLEDGE = "credential_acknowledge"
+    SNOOZE = "credential_snooze"
 
 
 def _card(body: list[Card], actions: list[Card] | None = None, **extra: Any) -> Card:
@@ -315,3 +317,19 @@ def _row(cells: Sequence[str], *, bold: bool = False) -> Card:
             for cell in cells
         ],
     }
+
+
+def credential_alert_card(text: str, alert_key: str | None, *, outcome: str | None = None) -> Card:
+    """A credential alert for the IT channel; Acknowledge and Snooze until someone has acted."""
+    paragraphs = [_text(part) for part in text.split("\n\n") if part.strip()]
+    body = [*paragraphs]
+    if outcome:
+        body.append(_text(outcome, weight="Bolder", spacing="Medium"))
+    actions = None
+    if alert_key and not outcome:
+        data = {"alert": alert_key}
+        actions = [
+            _execute(Verb.ACKNOWLEDGE, "Acknowledge", data, style="positive"),
+            _execute(Verb.SNOOZE, "Snooze 1 day", data),
+        ]
+    return _card(body, actions)

@@ -43,6 +43,10 @@ class ScanSummary(Protocol):
 class CredentialScanner(Protocol):
     async def scan(self) -> ScanSummary: ...
 
+    async def acknowledge(self, alert_key: str, actor: str) -> str: ...
+
+    async def snooze(self, alert_key: str, actor: str, *, hours: float = 24) -> str: ...
+
 
 NOT_CONFIGURED = (
     "Calendar sync requests are not available yet: Syncwarden has no Microsoft 365 connection or "
@@ -173,6 +177,8 @@ class DialogueLogic:
             return Reply(NOT_CONFIGURED)
         if verb == cards.Verb.SUBMIT_REQUEST:
             return await self._submit_request(incoming)
+        if verb in (cards.Verb.ACKNOWLEDGE, cards.Verb.SNOOZE):
+            return await self._credential_action(incoming, verb)
         ref = str(value.get("ticket", ""))
         version = _int_or_none(value.get("version"))
         now = self._clock()
@@ -215,6 +221,20 @@ class DialogueLogic:
                 return Reply(result.message)
             return Reply(card=cards.status_card(result.ticket, result.message, now=now))
         return Reply("That button is not one of mine any more; please ask again.")
+
+    async def _credential_action(self, incoming: Incoming, verb: str) -> Reply:
+        assert self._roster is not None
+        if self._credentials is None:
+            return Reply(NOT_CONFIGURED)
+        if not await self._roster.is_it_admin(incoming.sender.id):
+            return Reply("Only IT admins can acknowledge or snooze credential alerts.")
+        alert = str(incoming.value.get("alert") or "")
+        actor = incoming.sender.name or incoming.sender.id
+        if verb == cards.Verb.ACKNOWLEDGE:
+            outcome = await self._credentials.acknowledge(alert, actor)
+        else:
+            outcome = await self._credentials.snooze(alert, actor)
+        return Reply(outcome)
 
     async def _enrollment_form(self, incoming: Incoming, subject: str | None) -> Reply:
         assert self._service is not None

@@ -107,9 +107,13 @@ class TeamsDelivery:
             )
         now = self._clock()
         if notification.ticket is None:
-            await self._send(
-                ref, {"type": "message", "text": notification.text, "textFormat": "markdown"}
-            )
+            alert = notification.details.get("alert")
+            if notification.kind is NotificationKind.CREDENTIAL_ALERT and alert:
+                card = cards.credential_alert_card(notification.text, alert)
+                await self._send(ref, _card_activity(card))
+            else:
+                text = {"type": "message", "text": notification.text, "textFormat": "markdown"}
+                await self._send(ref, text)
             return
         view = notification.ticket
         if notification.kind in _APPROVAL_KINDS:

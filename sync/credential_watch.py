@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import Integer, String, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -51,6 +51,9 @@ class CredentialAlert(Base):
     end_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     sent_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
     resolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    acknowledged_by: Mapped[str | None] = mapped_column(String(256))
+    snoozed_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    reminders: Mapped[int] = mapped_column(Integer, default=0)
 
 
 @dataclass(frozen=True)
@@ -109,10 +112,25 @@ class CredentialWatch:
                     select(CredentialAlert).where(CredentialAlert.resolved_at.is_(None))
                 )
             ).all()
+            reminders: list[CredentialAlert] = []
             for alert in open_alerts:
                 if (alert.object_id, alert.key_id) not in present:
                     alert.resolved_at = now
                     resolved.append(alert)
+                elif alert.snoozed_until is not None and alert.snoozed_until <= now:
+                    alert.snoozed_until = None  # the snooze is over: say it again
+                    alert.reminders += 1
+                    reminders.append(alert)
+        by_key = {finding.key: finding for finding in findings}
+        for alert in reminders:
+            due = by_key.get(alert.key)
+            if due is not None:
+                notification = await self._alert(due, now)
+                await self._notifier.to_channel(
+                    Channel.IT,
+                    notification,
+                    key=f"credential:{alert.key}:reminder:{alert.reminders}",
+                )
         for finding in new:
             await self._notifier.to_channel(
                 Channel.IT, await self._alert(finding, now), key=f"credential:{finding.key}"
@@ -170,6 +188,28 @@ class CredentialWatch:
             if (app.app_id.lower() in self._own if own_only else self._watched(app))
         ]
 
+    async def acknowledge(self, alert_key: str, actor: str) -> str:
+        """Someone in IT has taken the alert on; it will not be repeated after a snooze."""
+        async with write_transaction(self._sessions) as session:
+            alert = await session.get(CredentialAlert, alert_key, with_for_update=True)
+            if alert is None:
+                return "That alert no longer exists."
+            alert.acknowledged_by = actor
+            alert.snoozed_until = None
+            return f"Acknowledged by {actor}: {alert.app_name}"
+
+    async def snooze(self, alert_key: str, actor: str, *, hours: float = 24) -> str:
+        """Ask again in a day (at the first scan after that), unless acknowledged meanwhile."""
+        until = self._clock() + timedelta(hours=hours)
+        async with write_transaction(self._sessions) as session:
+            alert = await session.get(CredentialAlert, alert_key, with_for_update=True)
+            if alert is None:
+                return "That alert no longer exists."
+            if alert.acknowledged_by:
+                return f"Already acknowledged by {alert.acknowledged_by}."
+            alert.snoozed_until = until
+            return f"Snoozed by {actor} until {until:%d %b %H:%M} UTC: {alert.app_name}"
+
     def _watched(self, app: AppWithCredentials) -> bool:
         if self._settings.watch_all_apps:
             return True
@@ -208,6 +248,7 @@ class CredentialWatch:
         if self._settings.runbook_url:
             lines.append(f"Runbook: {self._settings.runbook_url}")
         details = {
+            "alert": finding.key,
             "app_id": app.app_id,
             "key_id": credential.key_id,
             "threshold": str(finding.threshold),

@@ -29,6 +29,9 @@ def upgrade() -> None:
         sa.Column("end_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("sent_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("resolved_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("acknowledged_by", sa.String(length=256), nullable=True),
+        sa.Column("snoozed_until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("reminders", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("key", name=op.f("pk_credential_alerts")),
     )
     op.create_index(

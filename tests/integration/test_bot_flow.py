@@ -250,5 +250,15 @@ async def test_secrets_command_runs_a_scan_for_it_admins(
         assert "new alerts posted to the IT channel" in reply["text"]
         refused = await say(client, h, "sasha", recorder, "secrets")
         assert "only IT admins" in refused["text"]
+        alert_key = next(s.key for s in h.notifier.sent if s.key.startswith("credential:"))
+        data = {"alert": alert_key.removeprefix("credential:")}
+        not_it = await click(
+            client, invoke(h, "sasha", recorder.url, "credential_acknowledge", data)
+        )
+        assert "Only IT admins" in str(not_it["value"])
+        acknowledged = await click(
+            client, invoke(h, "dana", recorder.url, "credential_acknowledge", data)
+        )
+        assert "Acknowledged by" in str(acknowledged["value"])
     finally:
         await client.close()

@@ -122,3 +122,40 @@ async def test_our_own_credentials_can_be_checked_alone(
     )
     own = await watcher.expiring(within_days=14, own_only=True)
     assert [f.app.display_name for f in own] == ["Library Kiosk Sync"]
+
+
+async def test_snooze_repeats_after_a_day_and_acknowledge_stops_it(
+    m365: Microsoft365, tenant: SandboxTenant, migrated_engine: AsyncEngine
+) -> None:
+    import datetime as dt
+
+    now = [dt.datetime.now(dt.UTC)]
+    notifier = RecordingNotifier()
+    # 30 days left: two days later it is still at the 30-day threshold, so only reminders count.
+    options = {"watch_all_apps": False, "watch_app_ids": [app_id(tenant, "LMS Roster Bridge")]}
+    watcher = CredentialWatch(
+        m365.applications,
+        session_factory(migrated_engine),
+        notifier,
+        AlertSettings.model_validate(options),
+        clock=lambda: now[0],
+    )
+    await watcher.scan()
+    [alert] = notifier.to("channel:it", NotificationKind.CREDENTIAL_ALERT)
+    key = notifier.sent[0].key.removeprefix("credential:")
+    assert "Snoozed by Dana" in await watcher.snooze(key, "Dana")
+    assert (await watcher.scan()).alerted == 0
+    assert len(notifier.to("channel:it", NotificationKind.CREDENTIAL_ALERT)) == 1, (
+        "quiet while snoozed"
+    )
+    now[0] += dt.timedelta(hours=25)
+    await watcher.scan()
+    assert len(notifier.to("channel:it", NotificationKind.CREDENTIAL_ALERT)) == 2, (
+        "said again after the snooze"
+    )
+    assert "Acknowledged by Emerson" in await watcher.acknowledge(key, "Emerson")
+    assert "Already acknowledged" in await watcher.snooze(key, "Dana")
+    now[0] += dt.timedelta(hours=25)
+    await watcher.scan()
+    assert len(notifier.to("channel:it", NotificationKind.CREDENTIAL_ALERT)) == 2
+    assert alert.text

@@ -95,6 +95,17 @@ def catalog() -> dict[str, dict[str, Any]]:
             now=NOW,
         ),
         "users: nobody": cards.users_card([], now=NOW),
+        "credential alert": cards.credential_alert_card(
+            "The client secret of **Payroll Feed** expires in 7 days (Sat 29 Nov 2026)\n\n"
+            "App: Payroll Feed (app id 1111) · credential 'payroll' (abc…) · key id k-1\n\n"
+            "Owners: Dana Whitfield\n\n1. Create a new client secret…\n2. …",
+            "applications:o-1:k-1:7",
+        ),
+        "credential alert: acknowledged": cards.credential_alert_card(
+            "The client secret of **Payroll Feed** expires in 7 days",
+            None,
+            outcome="Acknowledged by Dana Whitfield: Payroll Feed",
+        ),
         "request: no profile": cards.request_card(
             name="Ada Byron",
             upn="ada@example.edu",
