@@ -19,6 +19,7 @@ from workflows.ports import TicketView
 from workflows.service import EnrollmentView
 
 CARD_VERSION = "1.5"
+CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
 SCHEMA = "http://adaptivecards.io/schemas/adaptive-card.json"
 MAX_REFRESH_USERS = 60  # Teams refreshes a card for at most 60 listed users
 

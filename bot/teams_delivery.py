@@ -214,9 +214,7 @@ class TeamsDelivery:
 def _card_activity(card: cards.Card) -> dict[str, Any]:
     return {
         "type": "message",
-        "attachments": [
-            {"contentType": "application/vnd.microsoft.card.adaptive", "content": card}
-        ],
+        "attachments": [{"contentType": cards.CONTENT_TYPE, "content": card}],
     }
 
 

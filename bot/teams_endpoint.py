@@ -25,6 +25,7 @@ from microsoft_agents.hosting.core import ActivityHandler, AgentAuthConfiguratio
 from microsoft_agents.hosting.core.authorization import AuthTypes
 
 from bot.activity_shape import activity_shape_problem
+from bot.cards import CONTENT_TYPE
 from bot.conversations import ConversationKind, ConversationRef
 from bot.dialogue import DialogueLogic, Incoming, Reply
 from bot.intents import Mention
@@ -34,7 +35,6 @@ from core.settings import Settings
 from workflows.ports import Person
 
 MESSAGES_PATH = "/api/messages"
-CARD_CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
 _SERVICE_CONNECTION = "SERVICE_CONNECTION"
 
 log = get_logger(__name__)
@@ -159,14 +159,14 @@ def _activity_for(reply: Reply) -> Activity:
         return Activity(
             type=ActivityTypes.message,
             text=reply.text,
-            attachments=[Attachment(content_type=CARD_CONTENT_TYPE, content=reply.card)],
+            attachments=[Attachment(content_type=CONTENT_TYPE, content=reply.card)],
         )
     return Activity(type=ActivityTypes.message, text=reply.text, text_format="markdown")
 
 
 def _invoke_body(reply: Reply) -> dict[str, Any]:
     if reply.card is not None:
-        return {"statusCode": 200, "type": CARD_CONTENT_TYPE, "value": reply.card}
+        return {"statusCode": 200, "type": CONTENT_TYPE, "value": reply.card}
     return {
         "statusCode": 200,
         "type": "application/vnd.microsoft.activity.message",

@@ -90,19 +90,9 @@ class CredentialWatch:
         new: list[CredentialFinding] = []
         resolved: list[CredentialAlert] = []
         async with write_transaction(self._sessions) as session:
-            known = (
-                set(
-                    (
-                        await session.scalars(
-                            select(CredentialAlert.key).where(
-                                CredentialAlert.key.in_([f.key for f in findings])
-                            )
-                        )
-                    ).all()
-                )
-                if findings
-                else set()
-            )
+            keys = [finding.key for finding in findings]
+            query = select(CredentialAlert.key).where(CredentialAlert.key.in_(keys))
+            known = set((await session.scalars(query)).all()) if keys else set()
             for finding in findings:
                 if finding.key not in known:
                     new.append(finding)

@@ -316,8 +316,8 @@ def secrets_scan() -> None:
     New alerts go to the IT channel (through the outbox) exactly as the daily scan sends them; a
     credential already alerted at its threshold is not alerted again.
     """
-    from sync.credential_watch import CredentialWatch
     from syncwarden.m365 import build_microsoft365
+    from syncwarden.workflow_wiring import build_credential_watch
     from workflows.outbox import OutboxNotifier
 
     settings = _load()
@@ -329,13 +329,7 @@ def secrets_scan() -> None:
         try:
             await upgrade_to_head(engine)
             sessions = session_factory(engine)
-            watch = CredentialWatch(
-                m365.applications,
-                sessions,
-                OutboxNotifier(sessions),
-                settings.alerts,
-                own_app_ids=[settings.graph.client_id or "", settings.bot.app_id or ""],
-            )
+            watch = build_credential_watch(settings, sessions, m365, OutboxNotifier(sessions))
             report = await watch.scan()
             return (
                 f"checked {report.apps} app registrations: {report.findings} credentials need "

@@ -78,14 +78,19 @@ def build_workflows(
         provisioning=settings.provisioning,
         on_steps_queued=runner.wake,
     )
-    credentials = CredentialWatch(
-        m365.applications,
-        sessions,
-        outbox,
-        settings.alerts,
-        own_app_ids=[settings.graph.client_id or "", settings.bot.app_id or ""],
-    )
+    credentials = build_credential_watch(settings, sessions, m365, outbox)
     return Workflows(service, runner, outbox, scheduling, roster, credentials)
+
+
+def build_credential_watch(
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    m365: Microsoft365,
+    notifier: OutboxNotifier,
+) -> CredentialWatch:
+    """The credential watch; Syncwarden's own Graph and bot apps are always among the watched."""
+    own = [settings.graph.client_id or "", settings.bot.app_id or ""]
+    return CredentialWatch(m365.applications, sessions, notifier, settings.alerts, own_app_ids=own)
 
 
 class BotTokens:
