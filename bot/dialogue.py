@@ -8,7 +8,7 @@ data, not SDK objects, so it is tested without the SDK and the SDK stays in one 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -48,6 +48,34 @@ class CredentialScanner(Protocol):
     async def snooze(self, alert_key: str, actor: str, *, hours: float = 24) -> str: ...
 
 
+class CheckResult(Protocol):
+    """One doctor item (the bot may not import the composition room, so a protocol)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def passed(self) -> bool: ...
+
+    @property
+    def detail(self) -> str: ...
+
+    @property
+    def fix(self) -> str | None: ...
+
+    @property
+    def verdict(self) -> str: ...
+
+
+class DoctorResult(Protocol):
+    @property
+    def checks(self) -> Sequence[CheckResult]: ...
+
+
+class SelfCheck(Protocol):
+    async def run(self) -> DoctorResult: ...
+
+
 NOT_CONFIGURED = (
     "Calendar sync requests are not available yet: Syncwarden has no Microsoft 365 connection or "
     "sync group configured. Please tell IT."
@@ -84,12 +112,14 @@ class DialogueLogic:
         roster: Roster | None,
         *,
         credentials: CredentialScanner | None = None,
+        doctor: SelfCheck | None = None,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._conversations = conversations
         self._service = service
         self._roster = roster
         self._credentials = credentials
+        self._doctor = doctor
         self._clock = clock
 
     async def remember(self, incoming: Incoming) -> None:
@@ -155,6 +185,8 @@ class DialogueLogic:
                     f"{report.resolved} resolved."
                 )
             ]
+        if parsed.intent is Intent.DOCTOR and self._doctor is not None:
+            return [Reply(doctor_text(await self._doctor.run()))]
         if parsed.intent is Intent.USERS:
             return [
                 Reply(card=cards.users_card(await self._service.enrollments(), now=self._clock()))
@@ -366,3 +398,22 @@ def _int_or_none(value: Any) -> int | None:
         return int(value)
     except (TypeError, ValueError):
         return None
+
+
+_MARKS = {"pass": "✅", "fail": "❌", "skip": "⏭️"}
+
+
+def doctor_text(result: DoctorResult) -> str:
+    """The checklist as Markdown: failures first in the headline, every item in order below."""
+    failures = [check for check in result.checks if not check.passed]
+    headline = (
+        f"**Doctor: all {len(result.checks)} checks passed.**"
+        if not failures
+        else f"**Doctor: {len(failures)} of {len(result.checks)} checks failed.**"
+    )
+    lines = [headline, ""]
+    for check in result.checks:
+        lines.append(f"- {_MARKS.get(str(check.verdict), '•')} **{check.name}**: {check.detail}")
+        if check.fix and not check.passed:
+            lines.append(f"  Fix: {check.fix}")
+    return "\n".join(lines)

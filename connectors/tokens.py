@@ -13,7 +13,9 @@ few months, which is why the README recommends them.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import json
 import threading
 import time
 from dataclasses import dataclass
@@ -204,3 +206,18 @@ def _credential_error(result: dict[str, Any]) -> CredentialError:
     description = str(result.get("error_description", "")).splitlines()[0:1]
     summary = f"token request refused ({error}{': ' + description[0] if description else ''})"
     return CredentialError(f"{hint}; {summary}" if hint else summary, code=str(error))
+
+
+def granted_roles(access_token: str) -> frozenset[str]:
+    """The app roles (application permissions) an access token carries, read without verifying.
+
+    We are the token's holder, not its audience: reading our own claims tells us what the tenant
+    has consented to, which is all the doctor needs. The resource verifies the signature.
+    """
+    try:
+        payload = access_token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return frozenset()
+    roles = claims.get("roles") if isinstance(claims, dict) else None
+    return frozenset(str(role) for role in roles) if isinstance(roles, list) else frozenset()

@@ -93,6 +93,8 @@ class GraphSettings(BaseModel):
     max_concurrency: int = Field(default=32, ge=1)
     mailbox_concurrency: int = Field(default=4, ge=1, le=4)
     sync_group_id: str | None = None
+    # A mailbox in the sync group that `syncwarden doctor` reads to prove access works end to end.
+    test_mailbox: str | None = None
 
     @property
     def has_credential(self) -> bool:

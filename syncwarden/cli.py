@@ -309,6 +309,42 @@ def manifest_build(
     )
 
 
+@app.command()
+def doctor() -> None:
+    """Check the configuration against the real tenant and print each item as pass or fail.
+
+    Covers the Graph and Exchange tokens and their permissions, the sync group and its write
+    path, a test mailbox and its access policy, approvers and IT admins, the Teams channels, the
+    database and the bot's credential. Exits 0 only when nothing failed, 1 otherwise.
+    """
+    from syncwarden.doctor import Doctor, DoctorReport
+    from syncwarden.m365 import build_microsoft365
+    from syncwarden.workflow_wiring import BotTokens
+
+    settings = _load()
+    configure_logging(settings)
+
+    async def run() -> DoctorReport:
+        engine = create_engine(settings.database.url.get_secret_value())
+        m365 = build_microsoft365(settings) if settings.graph.client_id else None
+        try:
+            checkup = Doctor(settings, engine, session_factory(engine), m365, BotTokens(settings))
+            return await checkup.run()
+        finally:
+            if m365 is not None:
+                await m365.aclose()
+            await engine.dispose()
+
+    report = asyncio.run(run())
+    for check in report.checks:
+        typer.echo(check.line())
+    if report.ok:
+        typer.echo(f"All {len(report.checks)} checks passed.")
+        return
+    typer.echo(f"{report.failures} of {len(report.checks)} checks failed.")
+    raise typer.Exit(EXIT_UNAVAILABLE)
+
+
 @secrets_app.command("scan")
 def secrets_scan() -> None:
     """Check the watched app registrations' secrets and certificates now.

@@ -24,6 +24,8 @@ SYNC_GROUP = "Calendar Sync"
 APPROVERS_GROUP = "Calendar Sync Approvers"
 IT_ADMINS_GROUP = "IT Admins"
 GRAPH_APP = "Syncwarden"
+# A seed person in the sync group, so `doctor` has a mailbox to read.
+SANDBOX_TEST_MAILBOX = "avery.quinlan@example.edu"
 
 
 class SandboxStartError(SyncwardenError):
@@ -85,6 +87,7 @@ def settings_for_sandbox(settings: Settings, ready: dict[str, Any]) -> Settings:
             "base_url": f"{ready['base_url']}/v1.0",
             "ca_bundle": Path(ready["ca_path"]),
             "sync_group_id": settings.graph.sync_group_id or groups.get(SYNC_GROUP),
+            "test_mailbox": settings.graph.test_mailbox or SANDBOX_TEST_MAILBOX,
         }
     )
     approvals = settings.approvals.model_copy(

@@ -24,11 +24,17 @@ from core.logging import get_logger
 from core.settings import Settings, find_problems
 from syncwarden import __version__
 from syncwarden.background import BackgroundWork
+from syncwarden.doctor import Doctor
 from syncwarden.m365 import Microsoft365, build_microsoft365
 from syncwarden.migrate import upgrade_to_head
 from syncwarden.sandbox_process import settings_for_sandbox, start_sandbox
 from syncwarden.web import create_app
-from syncwarden.workflow_wiring import Workflows, build_teams_delivery, build_workflows
+from syncwarden.workflow_wiring import (
+    BotTokens,
+    Workflows,
+    build_teams_delivery,
+    build_workflows,
+)
 
 log = get_logger(__name__)
 
@@ -90,6 +96,7 @@ async def serve(
             workflows.service if workflows else None,
             workflows.roster if workflows else None,
             credentials=workflows.credentials if workflows else None,
+            doctor=Doctor(settings, engine, sessions, m365, BotTokens(settings)),
         )
         await _serve_http(settings, engine, dialogue, stop)
     log.info("syncwarden.stopped")

@@ -107,15 +107,24 @@ class BotTokens:
                 certificate_path=bot.certificate_path,
                 managed_identity=bot.managed_identity,
                 cloud=settings.graph.cloud,
+                # One login host per deployment: a proxy or test tenant set for Graph serves both.
+                login_url=settings.graph.login_url,
                 ca_bundle=settings.graph.ca_bundle,
             )
             self._provider = MsalTokenProvider(
                 credentials, resolve_endpoints(credentials, settings.exchange)
             )
 
-    async def bot_token(self) -> str | None:
+    @property
+    def anonymous(self) -> bool:
+        return self._provider is None
+
+    async def bot_token(self, *, fresh: bool = False) -> str | None:
+        """A token for the Bot Framework; ``fresh`` skips every cache (the doctor's proof)."""
         if self._provider is None:
             return None
+        if fresh:
+            self._provider.invalidate(BOT_FRAMEWORK_SCOPE)
         return await self._provider.get_token(BOT_FRAMEWORK_SCOPE)
 
 

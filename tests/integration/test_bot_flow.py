@@ -262,3 +262,41 @@ async def test_secrets_command_runs_a_scan_for_it_admins(
         assert "Acknowledged by" in str(acknowledged["value"])
     finally:
         await client.close()
+
+
+async def test_doctor_command_answers_it_admins_with_the_checklist(
+    migrated_engine: AsyncEngine,
+    tenant: SandboxTenant,
+    h: Harness,
+    recorder: ConnectorRecorder,
+) -> None:
+    from syncwarden.doctor import Doctor
+    from syncwarden.workflow_wiring import BotTokens
+    from tests.support.m365 import sandbox_settings
+
+    groups = tenant.seed.group_ids
+    settings = sandbox_settings(
+        tenant,
+        graph={
+            "sync_group_id": groups["Calendar Sync"],
+            "test_mailbox": "avery.quinlan@example.edu",
+        },
+        approvals={"approvers_group_id": groups["Calendar Sync Approvers"]},
+    )
+    doctor = Doctor(settings, migrated_engine, h.sessions, h.m365, BotTokens(settings))
+    dialogue = DialogueLogic(ConversationStore(h.sessions), h.service, h.roster, doctor=doctor)
+    app = create_app(Settings(), migrated_engine, dialogue)
+    client: WebClient = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    try:
+        reply = await say(client, h, "dana", recorder, "doctor")
+        text = reply["text"]
+        # No Teams channel has been given a role yet, and nobody is named as IT admin in settings.
+        assert text.startswith("**Doctor: 3 of 14 checks failed.**"), text
+        assert "✅ **access policy**: Test-ApplicationAccessPolicy says Granted" in text
+        assert "❌ **IT channel**: not set" in text
+        assert "Fix: in the Teams channel, say '@Syncwarden use this channel for alerts'" in text
+        refused = await say(client, h, "sasha", recorder, "doctor")
+        assert "only IT admins" in refused["text"]
+    finally:
+        await client.close()
