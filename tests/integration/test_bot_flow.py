@@ -8,6 +8,7 @@ receives the bot's replies.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -43,14 +44,24 @@ async def recorder() -> AsyncIterator[ConnectorRecorder]:
     await started.close()
 
 
+@asynccontextmanager
+async def serving(engine: AsyncEngine, dialogue: DialogueLogic) -> AsyncIterator[WebClient]:
+    """The production web app around ``dialogue``, on a local port."""
+    started: WebClient = TestClient(
+        TestServer(create_app(Settings(), engine, dialogue), host="127.0.0.1")
+    )
+    await started.start_server()
+    try:
+        yield started
+    finally:
+        await started.close()
+
+
 @pytest.fixture
 async def client(h: Harness, migrated_engine: AsyncEngine) -> AsyncIterator[WebClient]:
     dialogue = DialogueLogic(ConversationStore(h.sessions), h.service, h.roster, clock=h.clock)
-    app = create_app(Settings(), migrated_engine, dialogue)
-    started: WebClient = TestClient(TestServer(app, host="127.0.0.1"))
-    await started.start_server()
-    yield started
-    await started.close()
+    async with serving(migrated_engine, dialogue) as started:
+        yield started
 
 
 def from_person(h: Harness, key: str, activity: dict[str, Any]) -> dict[str, Any]:
@@ -241,10 +252,7 @@ async def test_secrets_command_runs_a_scan_for_it_admins(
         h.m365.applications, h.sessions, h.notifier, AlertSettings(watch_all_apps=True)
     )
     dialogue = DialogueLogic(ConversationStore(h.sessions), h.service, h.roster, credentials=watch)
-    app = create_app(Settings(), migrated_engine, dialogue)
-    client: WebClient = TestClient(TestServer(app, host="127.0.0.1"))
-    await client.start_server()
-    try:
+    async with serving(migrated_engine, dialogue) as client:
         reply = await say(client, h, "dana", recorder, "secrets")
         assert "credentials need attention" in reply["text"]
         assert "new alerts posted to the IT channel" in reply["text"]
@@ -260,8 +268,6 @@ async def test_secrets_command_runs_a_scan_for_it_admins(
             client, invoke(h, "dana", recorder.url, "credential_acknowledge", data)
         )
         assert "Acknowledged by" in str(acknowledged["value"])
-    finally:
-        await client.close()
 
 
 async def test_doctor_command_answers_it_admins_with_the_checklist(
@@ -285,10 +291,7 @@ async def test_doctor_command_answers_it_admins_with_the_checklist(
     )
     doctor = Doctor(settings, migrated_engine, h.sessions, h.m365, BotTokens(settings))
     dialogue = DialogueLogic(ConversationStore(h.sessions), h.service, h.roster, doctor=doctor)
-    app = create_app(Settings(), migrated_engine, dialogue)
-    client: WebClient = TestClient(TestServer(app, host="127.0.0.1"))
-    await client.start_server()
-    try:
+    async with serving(migrated_engine, dialogue) as client:
         reply = await say(client, h, "dana", recorder, "doctor")
         text = reply["text"]
         # No Teams channel has been given a role yet, and nobody is named as IT admin in settings.
@@ -298,5 +301,3 @@ async def test_doctor_command_answers_it_admins_with_the_checklist(
         assert "Fix: in the Teams channel, say '@Syncwarden use this channel for alerts'" in text
         refused = await say(client, h, "sasha", recorder, "doctor")
         assert "only IT admins" in refused["text"]
-    finally:
-        await client.close()
