@@ -109,3 +109,12 @@ class TransientError(ConnectorError):
     """A failure that should go away by itself: 5xx, timeout, dropped connection."""
 
     retryable = True
+
+
+class SourceUnavailableError(ConnectorError):
+    """The scheduling system could not be read (feed down, database unreachable, bad answer).
+
+    Never treated as "no appointments": a sync run that cannot read its source changes nothing.
+    """
+
+    retryable = True

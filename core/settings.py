@@ -12,6 +12,7 @@ configuration and list every problem at once instead of stopping at the first.
 from __future__ import annotations
 
 import re
+import string
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, get_args
@@ -117,7 +118,8 @@ class DatabaseSettings(BaseModel):
 class SchedulerSettings(BaseModel):
     enabled: bool = True
     timezone: str = "UTC"
-    sync_interval_minutes: int = Field(default=5, ge=1)
+    sync_interval_minutes: float = Field(default=5.0, gt=0)
+    sync_jitter_seconds: float = Field(default=30.0, ge=0)
     approval_check_minutes: float = Field(default=15.0, gt=0)
     credential_scan_hours: float = Field(default=24.0, gt=0)
 
@@ -163,6 +165,31 @@ class AlertSettings(BaseModel):
     watch_all_apps: bool = False
 
 
+class SyncSource(StrEnum):
+    BUILTIN = "builtin"
+
+
+class SyncSettings(BaseModel):
+    """The calendar sync worker: what it reads, how far, and when it refuses to act."""
+
+    source: SyncSource = SyncSource.BUILTIN
+    days_back: int = Field(default=14, ge=0, le=365)
+    days_ahead: int = Field(default=120, ge=1, le=730)
+    # Appointment titles often name clients; the default shows no title at all.
+    subject_template: str = "Appointment"
+    max_deletion_share: float = Field(default=0.2, gt=0, le=1)
+    # Deletions below this count never trip the share valve (a person cancelling 1 of 3).
+    deletion_valve_minimum: int = Field(default=5, ge=1)
+    # A source that returned at least this many before and nothing now is not believed.
+    empty_read_minimum: int = Field(default=5, ge=1)
+    max_creations_per_run: int = Field(default=500, ge=1)
+    concurrency: int = Field(default=8, ge=1, le=64)
+    lease_seconds: int = Field(default=600, ge=30)
+    # calendarView/delta keeps the window it started with; start a fresh round this often.
+    delta_restart_hours: float = Field(default=24.0, gt=0)
+    failure_digest_minutes: float = Field(default=60.0, ge=5)
+
+
 class LogSettings(BaseModel):
     level: str = "INFO"
     format: LogFormat = LogFormat.AUTO
@@ -189,6 +216,7 @@ class Settings(BaseSettings):
     approvals: ApprovalSettings = Field(default_factory=ApprovalSettings)
     provisioning: ProvisioningSettings = Field(default_factory=ProvisioningSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    sync: SyncSettings = Field(default_factory=SyncSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @property
@@ -289,6 +317,9 @@ def find_problems(settings: Settings) -> list[str]:
     url_problem = database_url_problem(settings.database.url.get_secret_value())
     if url_problem:
         problems.append(url_problem)
+    template_problem = subject_template_problem(settings.sync.subject_template)
+    if template_problem:
+        problems.append(f"{template_problem} (SYNCWARDEN_SYNC__SUBJECT_TEMPLATE)")
     if not settings.is_production:
         return problems
 
@@ -371,3 +402,15 @@ def _mask_database_url(secret: SecretStr | None) -> str | None:
         return make_url(secret.get_secret_value()).render_as_string(hide_password=True)
     except ArgumentError:
         return "**********"
+
+
+def subject_template_problem(template: str) -> str | None:
+    """Only ``{subject}`` and ``{location}`` may appear; anything else would fail every push."""
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as error:
+        return f"the sync subject template is malformed ({error})"
+    unknown = sorted(names - {"subject", "location"})
+    if unknown:
+        return f"the sync subject template may use only {{subject}} and {{location}}, not {unknown}"
+    return None

@@ -6,8 +6,10 @@ not imported here is invisible to migrations: add new model modules to the impor
 
 from bot import conversations  # noqa: F401  (registers conversation_refs)
 from connectors.scheduling import builtin  # noqa: F401  (registers scheduling_* tables)
+from connectors.scheduling import builtin_appointments  # noqa: F401  (scheduling_appointments)
 from core.db import Base
 from sync import credential_watch  # noqa: F401  (registers credential_alerts)
+from sync import records as sync_records  # noqa: F401  (registers sync_* tables)
 from workflows import audit, outbox, records  # noqa: F401  (registers their tables)
 
 metadata = Base.metadata

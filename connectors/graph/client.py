@@ -15,7 +15,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -32,6 +32,7 @@ from core.logging import get_logger
 BATCH_LIMIT = 20
 _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"})
 _RETRYABLE_ITEM_STATUSES = frozenset({429, 503, 504})
+_FAILED_DEPENDENCY = 424
 
 log = get_logger(__name__)
 
@@ -242,16 +243,27 @@ class GraphClient:
         *,
         mailbox: str | None = None,
         idempotent: bool = False,
+        lanes: int | None = None,
     ) -> list[BatchResult]:
         """Send requests in ``$batch`` calls of up to 20, retrying throttled items by themselves.
 
         Results come back in the order of ``requests``. An item that still fails after the last
         attempt carries its mapped error in ``error``; the batch itself raises only when the
         ``$batch`` call fails as a whole.
+
+        Graph runs a batch's requests in parallel, but a mailbox takes only 4 at once. ``lanes``
+        chains each request to the one ``lanes`` places before it (``dependsOn``), so at most
+        that many run together. A request whose predecessor failed (424) is sent again without
+        the failed dependency.
         """
         results: dict[str, BatchResult] = {}
         for start in range(0, len(requests), BATCH_LIMIT):
             chunk = list(requests[start : start + BATCH_LIMIT])
+            if lanes:
+                chunk = [
+                    replace(item, depends_on=[chunk[i - lanes].id]) if i >= lanes else item
+                    for i, item in enumerate(chunk)
+                ]
             results.update(await self._batch_chunk(chunk, mailbox=mailbox, idempotent=idempotent))
         return [results[item.id] for item in requests]
 
@@ -277,7 +289,11 @@ class GraphClient:
             for item in pending:
                 result = self._batch_result(item, answered.get(item.id))
                 results[item.id] = result
-                if result.status in _RETRYABLE_ITEM_STATUSES and attempt < self._retry.max_attempts:
+                may_retry = attempt < self._retry.max_attempts
+                if result.status == _FAILED_DEPENDENCY and may_retry:
+                    retry.append(item)
+                    waits.append(0.0)
+                elif result.status in _RETRYABLE_ITEM_STATUSES and may_retry:
                     retry.append(item)
                     assert result.error is not None
                     waits.append(self._retry.delay(result.error, attempt))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 
@@ -46,3 +47,62 @@ class SchedulingSystem(Protocol):
         ...
 
     async def list_mappings(self) -> Sequence[Mapping]: ...
+
+
+@dataclass(frozen=True)
+class Window:
+    """A half-open span of time ``[start, end)`` in UTC-aware datetimes."""
+
+    start: datetime
+    end: datetime
+
+    def overlaps(self, start: datetime, end: datetime) -> bool:
+        return start < self.end and end > self.start
+
+
+@dataclass(frozen=True)
+class Appointment:
+    """One appointment as the scheduling system knows it, already expanded to a single instance.
+
+    Times are timezone-aware; ``time_zone`` is the IANA zone the appointment was booked in, kept
+    so that wall-clock times survive DST. An all-day appointment spans whole dates: ``start`` is
+    local midnight of its first day and ``end`` local midnight after its last (exclusive).
+    """
+
+    id: str
+    subject: str
+    start: datetime
+    end: datetime
+    time_zone: str = "UTC"
+    all_day: bool = False
+    location: str | None = None
+    updated_at: datetime | None = None
+    cancelled: bool = False
+
+
+@dataclass(frozen=True)
+class BusyBlock:
+    """Time the person is busy in Outlook: when and how busy, never what."""
+
+    start: datetime
+    end: datetime
+    show_as: str = "busy"
+
+
+class AppointmentSource(Protocol):
+    """Where appointments come from; ``write_busy`` only where the system can take busy time."""
+
+    name: str
+    accepts_busy: bool
+
+    async def list_appointments(self, profile_id: str, window: Window) -> Sequence[Appointment]:
+        """Every appointment of the profile overlapping ``window``, cancelled ones included.
+
+        Raises :class:`connectors.errors.SourceUnavailableError` when the system cannot be read;
+        an empty list means the profile really has no appointments.
+        """
+        ...
+
+    async def write_busy(self, profile_id: str, blocks: Sequence[BusyBlock]) -> None:
+        """Replace the profile's busy time with ``blocks``."""
+        ...

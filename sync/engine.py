@@ -1,0 +1,498 @@
+"""One sync run for one person: read the source, pull Outlook's changes, write only the difference.
+
+Order within a run, and why:
+
+1. Read the source window. A failed read changes nothing; an empty read where there used to be
+   appointments is not believed (safety valve) rather than turned into mass deletions.
+2. One ``calendarView/delta`` round for the mailbox (from the stored link, or a full round when
+   there is none, it expired, or the window has moved on a day). It tells us which pushed events
+   were edited or deleted in Outlook and what the person's own events are (busy time).
+3. Plan against our event links; a plan that would delete more than the allowed share stops
+   for this person and alerts IT instead.
+4. Write in ``$batch`` calls. Creates carry a ``transactionId`` derived from the enrollment, the
+   appointment and its re-creation count, so a run cut off after a write and repeated cannot make
+   a duplicate; updates and deletes are idempotent by nature.
+5. Commit links, busy blocks, counts and the new delta link together, only after the writes.
+   A crash before this commit repeats the round from the old link: harmless, by step 4.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from connectors.errors import ConnectorError, DeltaExpiredError, MailboxAccessDeniedError
+from connectors.graph.calendar import (
+    GraphCalendar,
+    create_request,
+    delete_request,
+    update_request,
+)
+from connectors.graph.client import BatchRequest, BatchResult
+from connectors.scheduling.ports import AppointmentSource, Window
+from core.db import utc_now, write_transaction
+from core.logging import get_logger
+from core.settings import SyncSettings
+from sync.errors import FailureKind, SafetyValveError, classify, describe
+from sync.outlook_read import OutlookRead, read_delta
+from sync.plan import MISSING, Desired, LinkView, Plan, desired_events, plan_changes
+from sync.records import BusyBlockRecord, EventLink, SyncState
+from workflows.records import Enrollment
+
+log = get_logger(__name__)
+Clock = Callable[[], datetime]
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    allow_deletions: bool = False
+    full: bool = False
+
+
+@dataclass
+class SyncReport:
+    enrollment_id: int
+    person: str
+    ok: bool = True
+    skipped: str | None = None
+    created: int = 0
+    updated: int = 0
+    deleted: int = 0
+    recreated: int = 0
+    overwritten: int = 0
+    deferred: int = 0
+    failed_writes: int = 0
+    busy_blocks: int = 0
+    requests: int = 0
+    full_resync: bool = False
+    recovered: bool = False
+    error: str | None = None
+    error_kind: FailureKind | None = None
+
+    @property
+    def writes(self) -> int:
+        return self.created + self.updated + self.deleted + self.recreated
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    enrollment_id: int
+    person: str
+    mailbox: str
+    profile_id: str
+    active: bool
+    paused: bool
+    delta_link: str | None
+    delta_started_at: datetime | None
+    source_count: int
+    links: list[LinkView]
+
+
+@dataclass
+class _Written:
+    """What the writes achieved, to be committed."""
+
+    links: dict[str, EventLink | None]
+    missing: set[str]
+
+
+class SyncEngine:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        calendar: GraphCalendar,
+        source: AppointmentSource,
+        settings: SyncSettings,
+        *,
+        clock: Clock = utc_now,
+    ) -> None:
+        self._sessions = sessions
+        self._calendar = calendar
+        self._source = source
+        self._settings = settings
+        self._clock = clock
+
+    async def sync(self, enrollment_id: int, options: SyncOptions | None = None) -> SyncReport:
+        options = options or SyncOptions()
+        snapshot = await self._load(enrollment_id)
+        if snapshot is None:
+            return SyncReport(enrollment_id, "?", ok=False, skipped="no such enrollment")
+        report = SyncReport(enrollment_id, snapshot.person)
+        if not snapshot.active or snapshot.paused:
+            report.skipped = "paused" if snapshot.paused else "not active"
+            return report
+        started = self._clock()
+        try:
+            await self._run(snapshot, options, report, started)
+        except (ConnectorError, SafetyValveError) as error:
+            report.ok = False
+            report.error = describe(error)
+            report.error_kind = classify(error)
+            await self._record_failure(snapshot, report, started)
+        log.info(
+            "sync.run",
+            enrollment=enrollment_id,
+            ok=report.ok,
+            created=report.created,
+            updated=report.updated,
+            deleted=report.deleted,
+            recreated=report.recreated,
+            busy=report.busy_blocks,
+            requests=report.requests,
+            full=report.full_resync,
+            error_kind=report.error_kind.value if report.error_kind else None,
+        )
+        return report
+
+    # -- the run ---------------------------------------------------------------------------
+
+    async def _run(
+        self, snapshot: _Snapshot, options: SyncOptions, report: SyncReport, started: datetime
+    ) -> None:
+        window = Window(
+            started - timedelta(days=self._settings.days_back),
+            started + timedelta(days=self._settings.days_ahead),
+        )
+        appointments = await self._source.list_appointments(snapshot.profile_id, window)
+        if (
+            not appointments
+            and snapshot.source_count >= self._settings.empty_read_minimum
+            and not options.allow_deletions
+        ):
+            raise SafetyValveError(
+                f"the scheduling system returned no appointments for {snapshot.person}, where it "
+                f"returned {snapshot.source_count} before; nothing was deleted"
+            )
+        outlook, delta_link, full = await self._pull(snapshot, options, window, report)
+        wanted = desired_events(appointments, window, self._settings.subject_template)
+        plan = plan_changes(wanted, snapshot.links, outlook.view, window)
+        self._check_deletions(plan, snapshot, options)
+        plan.cap_creations(self._settings.max_creations_per_run)
+        written = await self._write(snapshot, plan, report)
+        await self._commit(
+            snapshot, plan, written, outlook, (delta_link, full), report, started, len(wanted)
+        )
+
+    async def _pull(
+        self, snapshot: _Snapshot, options: SyncOptions, window: Window, report: SyncReport
+    ) -> tuple[OutlookRead, str, bool]:
+        linked = {link.event_id for link in snapshot.links}
+        stale = snapshot.delta_started_at is None or (
+            self._clock() - snapshot.delta_started_at
+            > timedelta(hours=self._settings.delta_restart_hours)
+        )
+        if snapshot.delta_link and not options.full and not stale:
+            try:
+                result = await self._calendar.delta(
+                    snapshot.mailbox, delta_link=snapshot.delta_link
+                )
+                report.requests += result.requests
+                return (
+                    read_delta(result.items, linked, full=False, window=window),
+                    (result.delta_link),
+                    False,
+                )
+            except DeltaExpiredError:
+                log.info("sync.delta_expired", enrollment=snapshot.enrollment_id)
+        result = await self._calendar.delta(snapshot.mailbox, start=window.start, end=window.end)
+        report.requests += result.requests
+        report.full_resync = True
+        return read_delta(result.items, linked, full=True, window=window), result.delta_link, True
+
+    def _check_deletions(self, plan: Plan, snapshot: _Snapshot, options: SyncOptions) -> None:
+        if options.allow_deletions or len(plan.deletes) < self._settings.deletion_valve_minimum:
+            return
+        share = len(plan.deletes) / max(1, len(snapshot.links))
+        if share > self._settings.max_deletion_share:
+            raise SafetyValveError(
+                f"this run would delete {len(plan.deletes)} of {len(snapshot.links)} pushed "
+                f"events ({share:.0%}, more than the allowed "
+                f"{self._settings.max_deletion_share:.0%}); nothing was deleted"
+            )
+
+    async def _write(self, snapshot: _Snapshot, plan: Plan, report: SyncReport) -> _Written:
+        requests: list[BatchRequest] = []
+        actions: dict[str, tuple[str, Desired | None, LinkView | None]] = {}
+        mailbox = snapshot.mailbox
+        for desired in plan.creates:
+            key = f"c{len(requests)}"
+            requests.append(self._create(key, snapshot, desired, generation=0))
+            actions[key] = ("create", desired, None)
+        for desired, link in plan.recreates:
+            key = f"c{len(requests)}"
+            requests.append(self._create(key, snapshot, desired, generation=link.generation + 1))
+            actions[key] = ("recreate", desired, link)
+        for desired, link in plan.updates:
+            key = f"u{len(requests)}"
+            requests.append(update_request(key, mailbox, link.event_id, desired.payload))
+            actions[key] = ("update", desired, link)
+        for link in plan.deletes:
+            key = f"d{len(requests)}"
+            requests.append(delete_request(key, mailbox, link.event_id))
+            actions[key] = ("delete", None, link)
+        written = _Written({}, set())
+        report.overwritten = plan.overwrites
+        report.deferred = plan.deferred
+        if not requests:
+            return written
+        results = await self._calendar.write_batch(mailbox, requests)
+        report.requests += -(-len(requests) // 20)
+        for result in results:
+            kind, wanted, linked = actions[result.id]
+            self._absorb(snapshot, kind, wanted, linked, result, written, report)
+        return written
+
+    def _create(
+        self, key: str, snapshot: _Snapshot, desired: Desired, *, generation: int
+    ) -> BatchRequest:
+        return create_request(
+            key,
+            snapshot.mailbox,
+            desired.payload,
+            source_id=desired.appointment.id,
+            transaction_id=_transaction_id(snapshot.enrollment_id, desired, generation),
+        )
+
+    def _absorb(
+        self,
+        snapshot: _Snapshot,
+        kind: str,
+        desired: Desired | None,
+        link: LinkView | None,
+        result: BatchResult,
+        written: _Written,
+        report: SyncReport,
+    ) -> None:
+        if isinstance(result.error, MailboxAccessDeniedError):
+            raise result.error
+        if kind == "delete":
+            assert link is not None
+            if result.ok or result.status == 404:
+                written.links[link.source_id] = None
+                report.deleted += 1
+            else:
+                report.failed_writes += 1
+            return
+        assert desired is not None
+        if not result.ok:
+            if kind == "update" and result.status == 404 and link is not None:
+                written.missing.add(link.source_id)
+            report.failed_writes += 1
+            log.warning(
+                "sync.write_failed",
+                enrollment=snapshot.enrollment_id,
+                action=kind,
+                status=result.status,
+                error=str(result.error),
+            )
+            return
+        body = result.body if isinstance(result.body, dict) else {}
+        appointment = desired.appointment
+        written.links[appointment.id] = EventLink(
+            enrollment_id=snapshot.enrollment_id,
+            source_id=appointment.id,
+            event_id=str(body.get("id") or (link.event_id if link else "")),
+            content_hash=desired.content_hash,
+            change_key=body.get("changeKey"),
+            generation=(link.generation + 1)
+            if kind == "recreate" and link
+            else (link.generation if link else 0),
+            starts_at=appointment.start,
+            ends_at=appointment.end,
+        )
+        if kind == "create":
+            report.created += 1
+        elif kind == "recreate":
+            report.recreated += 1
+        else:
+            report.updated += 1
+
+    async def _commit(
+        self,
+        snapshot: _Snapshot,
+        plan: Plan,
+        written: _Written,
+        outlook: OutlookRead,
+        delta: tuple[str, bool],
+        report: SyncReport,
+        started: datetime,
+        source_count: int,
+    ) -> None:
+        now = self._clock()
+        delta_link, full = delta
+        async with write_transaction(self._sessions) as session:
+            for link in plan.forget:
+                await session.execute(
+                    delete(EventLink).where(
+                        EventLink.enrollment_id == snapshot.enrollment_id,
+                        EventLink.source_id == link.source_id,
+                    )
+                )
+            for source_id, new in written.links.items():
+                existing = await session.get(EventLink, (snapshot.enrollment_id, source_id))
+                if new is None:
+                    if existing is not None:
+                        await session.delete(existing)
+                elif existing is None:
+                    session.add(new)
+                else:
+                    existing.event_id = new.event_id
+                    existing.content_hash = new.content_hash
+                    existing.change_key = new.change_key
+                    existing.generation = new.generation
+                    existing.starts_at = new.starts_at
+                    existing.ends_at = new.ends_at
+            for source_id in written.missing:
+                existing = await session.get(EventLink, (snapshot.enrollment_id, source_id))
+                if existing is not None:
+                    existing.change_key = MISSING
+            ours = {link.event_id for link in written.links.values() if link is not None} | {
+                link.event_id for link in snapshot.links
+            }
+            report.busy_blocks = await self._store_busy(session, snapshot, outlook, full, ours)
+            state = await self._state(session, snapshot.enrollment_id)
+            state.delta_link = delta_link
+            if full:
+                state.delta_started_at = started
+            state.source_count = source_count
+            _count(state, report)
+            was_failing = state.consecutive_failures > 0
+            state.consecutive_failures = (
+                0 if report.failed_writes == 0 else (state.consecutive_failures + 1)
+            )
+            enrollment = await session.get(Enrollment, snapshot.enrollment_id)
+            if enrollment is not None:
+                enrollment.last_run_at = now
+                if report.failed_writes:
+                    report.ok = False
+                    report.error_kind = FailureKind.OTHER
+                    report.error = f"{report.failed_writes} calendar writes failed"
+                    enrollment.last_error = report.error
+                    enrollment.last_error_kind = report.error_kind.value
+                else:
+                    enrollment.last_success_at = now
+                    enrollment.last_error = None
+                    enrollment.last_error_kind = None
+            report.recovered = was_failing and report.ok
+        if self._source.accepts_busy:
+            await self._source.write_busy(snapshot.profile_id, list(outlook.busy.values()))
+
+    async def _store_busy(
+        self,
+        session: AsyncSession,
+        snapshot: _Snapshot,
+        outlook: OutlookRead,
+        full: bool,
+        ours: set[str],
+    ) -> int:
+        enrollment_id = snapshot.enrollment_id
+        if full:
+            await session.execute(
+                delete(BusyBlockRecord).where(BusyBlockRecord.enrollment_id == enrollment_id)
+            )
+        else:
+            gone = outlook.not_busy | ours | set(outlook.busy)
+            if gone:
+                await session.execute(
+                    delete(BusyBlockRecord).where(
+                        BusyBlockRecord.enrollment_id == enrollment_id,
+                        BusyBlockRecord.event_id.in_(gone),
+                    )
+                )
+        for event_id, block in outlook.busy.items():
+            if event_id in ours:
+                continue
+            session.add(
+                BusyBlockRecord(
+                    enrollment_id=enrollment_id,
+                    event_id=event_id,
+                    start_at=block.start,
+                    end_at=block.end,
+                    show_as=block.show_as,
+                )
+            )
+        await session.flush()
+        rows = await session.scalars(
+            select(BusyBlockRecord.event_id).where(BusyBlockRecord.enrollment_id == enrollment_id)
+        )
+        return len(rows.all())
+
+    async def _record_failure(
+        self, snapshot: _Snapshot, report: SyncReport, started: datetime
+    ) -> None:
+        async with write_transaction(self._sessions) as session:
+            state = await self._state(session, snapshot.enrollment_id)
+            state.consecutive_failures += 1
+            enrollment = await session.get(Enrollment, snapshot.enrollment_id)
+            if enrollment is not None:
+                enrollment.last_run_at = self._clock()
+                enrollment.last_error = report.error
+                enrollment.last_error_kind = report.error_kind.value if report.error_kind else None
+
+    # -- loading ---------------------------------------------------------------------------
+
+    async def _load(self, enrollment_id: int) -> _Snapshot | None:
+        async with self._sessions() as session:
+            enrollment = await session.get(Enrollment, enrollment_id)
+            if enrollment is None:
+                return None
+            state = await session.get(SyncState, enrollment_id)
+            links = (
+                await session.scalars(
+                    select(EventLink).where(EventLink.enrollment_id == enrollment_id)
+                )
+            ).all()
+            return _Snapshot(
+                enrollment_id=enrollment.id,
+                person=enrollment.subject_upn,
+                mailbox=enrollment.subject_id,
+                profile_id=enrollment.profile_id,
+                active=enrollment.active,
+                paused=enrollment.paused,
+                delta_link=state.delta_link if state else None,
+                delta_started_at=state.delta_started_at if state else None,
+                source_count=state.source_count if state else 0,
+                links=[
+                    LinkView(
+                        link.source_id,
+                        link.event_id,
+                        link.content_hash,
+                        link.change_key,
+                        link.generation,
+                        link.starts_at,
+                        link.ends_at,
+                    )
+                    for link in links
+                ],
+            )
+
+    async def _state(self, session: AsyncSession, enrollment_id: int) -> SyncState:
+        state = await session.get(SyncState, enrollment_id, with_for_update=True)
+        if state is None:
+            state = SyncState(enrollment_id=enrollment_id, consecutive_failures=0)
+            session.add(state)
+        return state
+
+
+def _count(state: SyncState, report: SyncReport) -> None:
+    state.created = report.created
+    state.updated = report.updated
+    state.deleted = report.deleted
+    state.recreated = (state.recreated or 0) + report.recreated
+    state.busy_blocks = report.busy_blocks
+    state.requests = report.requests
+
+
+def _transaction_id(enrollment_id: int, desired: Desired, generation: int) -> str:
+    """Stable per (enrollment, appointment, re-creation): a repeated create returns the same event.
+
+    Graph keeps transaction ids for a while after an event is deleted, which is why a re-creation
+    after a deletion in Outlook needs a new generation, not the old id.
+    """
+    raw = f"syncwarden:{enrollment_id}:{desired.appointment.id}:{generation}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:36]

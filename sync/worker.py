@@ -1,0 +1,198 @@
+"""Who syncs whom, and when: row leases over enrollments, shared by any number of processes.
+
+A run claims enrollments by writing a lease (owner and expiry) on their sync state in a short
+transaction, committed before any outside call. On PostgreSQL the claim skips rows another
+process has locked (``FOR UPDATE SKIP LOCKED``), so workers split the list instead of queueing on
+it; on SQLite the write lock serialises claims. A worker that dies leaves leases that simply run
+out. Nothing about pending work lives only in memory: "sync now", a new enrollment or a change
+notification is a ``requested_at`` stamp in the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from core.db import utc_now, write_transaction
+from core.logging import get_logger
+from core.settings import SyncSettings
+from sync.engine import SyncEngine, SyncOptions, SyncReport
+from sync.records import SyncState
+from workflows.records import Enrollment
+
+log = get_logger(__name__)
+CLAIM_BATCH = 50
+
+
+class SyncWorker:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        engine: SyncEngine,
+        settings: SyncSettings,
+        *,
+        owner: str | None = None,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._sessions = sessions
+        self._engine = engine
+        self._settings = settings
+        self.owner = owner or f"sync-{uuid.uuid4().hex[:12]}"
+        self._clock = clock
+
+    async def run_all(self, options: SyncOptions | None = None) -> list[SyncReport]:
+        """The periodic run: every active, unpaused enrollment not leased by someone else."""
+        return await self._run(requested_only=False, options=options)
+
+    async def run_requested(self, options: SyncOptions | None = None) -> list[SyncReport]:
+        """Only enrollments someone asked for: new ones, "sync now", change notifications."""
+        await self._promote_new_enrollments()
+        return await self._run(requested_only=True, options=options)
+
+    async def request(self, enrollment_ids: Sequence[int] | None = None) -> int:
+        """Stamp enrollments (all active ones when None) for the next requested run."""
+        now = self._clock()
+        async with write_transaction(self._sessions) as session:
+            query = select(Enrollment.id).where(Enrollment.active.is_(True))
+            if enrollment_ids is not None:
+                query = query.where(Enrollment.id.in_(list(enrollment_ids)))
+            ids = list((await session.scalars(query)).all())
+            await self._ensure_states(session, ids)
+            if ids:
+                await session.execute(
+                    update(SyncState)
+                    .where(SyncState.enrollment_id.in_(ids))
+                    .values(requested_at=now)
+                )
+            return len(ids)
+
+    async def request_mailbox(self, mailbox_id: str) -> int:
+        """A change notification for a mailbox: request its active enrollments."""
+        async with self._sessions() as session:
+            ids = (
+                await session.scalars(
+                    select(Enrollment.id).where(
+                        Enrollment.subject_id == mailbox_id, Enrollment.active.is_(True)
+                    )
+                )
+            ).all()
+        return await self.request(list(ids)) if ids else 0
+
+    # -- claiming --------------------------------------------------------------------------
+
+    async def _run(self, *, requested_only: bool, options: SyncOptions | None) -> list[SyncReport]:
+        reports: list[SyncReport] = []
+        started = self._clock()
+        while True:
+            claimed = await self._claim(requested_only=requested_only, started=started)
+            if not claimed:
+                return reports
+            reports.extend(await self._sync_claimed(claimed, options))
+
+    async def _sync_claimed(
+        self, claimed: list[int], options: SyncOptions | None
+    ) -> list[SyncReport]:
+        gate = asyncio.Semaphore(self._settings.concurrency)
+
+        async def one(enrollment_id: int) -> SyncReport:
+            async with gate:
+                try:
+                    return await self._engine.sync(enrollment_id, options)
+                finally:
+                    await self._release(enrollment_id)
+
+        return list(await asyncio.gather(*(one(i) for i in claimed)))
+
+    async def _claim(self, *, requested_only: bool, started: datetime) -> list[int]:
+        now = self._clock()
+        async with write_transaction(self._sessions) as session:
+            if not requested_only:
+                active = (
+                    await session.scalars(select(Enrollment.id).where(Enrollment.active.is_(True)))
+                ).all()
+                await self._ensure_states(session, list(active))
+            free = or_(SyncState.lease_expires_at.is_(None), SyncState.lease_expires_at < now)
+            due = (
+                SyncState.requested_at.is_not(None)
+                if requested_only
+                else or_(
+                    SyncState.last_run_started_at.is_(None),
+                    SyncState.last_run_started_at < started,
+                )
+            )
+            query = (
+                select(SyncState)
+                .join(Enrollment, Enrollment.id == SyncState.enrollment_id)
+                .where(and_(Enrollment.active.is_(True), Enrollment.paused.is_(False), free, due))
+                .order_by(SyncState.requested_at.desc(), SyncState.enrollment_id)
+                .limit(CLAIM_BATCH)
+                .with_for_update(skip_locked=True, of=SyncState)
+            )
+            states = (await session.scalars(query)).all()
+            lease_until = now + timedelta(seconds=self._settings.lease_seconds)
+            for state in states:
+                state.lease_owner = self.owner
+                state.lease_expires_at = lease_until
+                state.last_run_started_at = now
+                state.requested_at = None
+            return [state.enrollment_id for state in states]
+
+    async def _release(self, enrollment_id: int) -> None:
+        async with write_transaction(self._sessions) as session:
+            await session.execute(
+                update(SyncState)
+                .where(
+                    SyncState.enrollment_id == enrollment_id, SyncState.lease_owner == self.owner
+                )
+                .values(lease_owner=None, lease_expires_at=None)
+            )
+
+    async def _promote_new_enrollments(self) -> None:
+        """The provisioning runner stamps ``sync_requested_at``; turn it into a request."""
+        async with write_transaction(self._sessions) as session:
+            enrollments = (
+                await session.scalars(
+                    select(Enrollment)
+                    .where(Enrollment.sync_requested_at.is_not(None), Enrollment.active.is_(True))
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            if not enrollments:
+                return
+            await self._ensure_states(session, [e.id for e in enrollments])
+            for enrollment in enrollments:
+                await session.execute(
+                    update(SyncState)
+                    .where(SyncState.enrollment_id == enrollment.id)
+                    .values(requested_at=enrollment.sync_requested_at)
+                )
+                enrollment.sync_requested_at = None
+
+    async def _ensure_states(self, session: AsyncSession, enrollment_ids: list[int]) -> None:
+        if not enrollment_ids:
+            return
+        existing = set(
+            (
+                await session.scalars(
+                    select(SyncState.enrollment_id).where(
+                        SyncState.enrollment_id.in_(enrollment_ids)
+                    )
+                )
+            ).all()
+        )
+        missing = [i for i in enrollment_ids if i not in existing]
+        if not missing:
+            return
+        rows = [{"enrollment_id": i, "consecutive_failures": 0} for i in missing]
+        if session.get_bind().dialect.name == "postgresql":
+            await session.execute(
+                postgresql.insert(SyncState).values(rows).on_conflict_do_nothing()
+            )
+        else:
+            await session.execute(sqlite.insert(SyncState).values(rows).on_conflict_do_nothing())
