@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select
@@ -99,6 +99,8 @@ class _Written:
 
     links: dict[str, EventLink | None]
     missing: set[str]
+    # Changed by someone else between our write and the catch-up round: rewrite next run.
+    stale: set[str] = field(default_factory=set)
 
 
 class SyncEngine:
@@ -174,8 +176,13 @@ class SyncEngine:
         self._check_deletions(plan, snapshot, options)
         plan.cap_creations(self._settings.max_creations_per_run)
         written = await self._write(snapshot, plan, report)
+        next_link: str | None = delta_link
+        if report.writes:
+            outlook, next_link = await self._catch_up(
+                snapshot, written, outlook, delta_link, report
+            )
         await self._commit(
-            snapshot, plan, written, outlook, (delta_link, full), report, started, len(wanted)
+            snapshot, plan, written, outlook, (next_link, full), report, started, len(wanted)
         )
 
     async def _pull(
@@ -203,6 +210,42 @@ class SyncEngine:
         report.requests += result.requests
         report.full_resync = True
         return read_delta(result.items, linked, full=True, window=window), result.delta_link, True
+
+    async def _catch_up(
+        self,
+        snapshot: _Snapshot,
+        written: _Written,
+        before: OutlookRead,
+        delta_link: str,
+        report: SyncReport,
+    ) -> tuple[OutlookRead, str | None]:
+        """One more delta round after our writes, so the stored link starts *after* them.
+
+        Without it, a pushed event deleted in Outlook before the next run would never show up
+        as removed (delta reports changes since the link, and the link predates the event).
+        Anything else that round shows is folded in: other events into busy time, and a pushed
+        event changed or removed by someone in the meantime is marked to be put right next run.
+        """
+        ours = {link.event_id: sid for sid, link in written.links.items() if link is not None}
+        ours.update({link.event_id: link.source_id for link in snapshot.links})
+        try:
+            result = await self._calendar.delta(snapshot.mailbox, delta_link=delta_link)
+        except DeltaExpiredError:
+            return before, None
+        report.requests += result.requests
+        after = read_delta(result.items, set(ours), full=False, window=before.view.window)
+        for event_id in after.view.removed:
+            written.missing.add(ours[event_id])
+        known = {link.source_id: link.change_key for link in snapshot.links}
+        known.update({sid: link.change_key for sid, link in written.links.items() if link})
+        for event_id, change_key in after.view.change_keys.items():
+            source_id = ours[event_id]
+            if source_id in known and change_key != known[source_id]:
+                written.stale.add(source_id)
+        busy = {k: v for k, v in before.busy.items() if k not in after.not_busy}
+        busy.update(after.busy)
+        not_busy = (before.not_busy | after.not_busy) - set(after.busy)
+        return OutlookRead(before.view, busy, not_busy), result.delta_link
 
     def _check_deletions(self, plan: Plan, snapshot: _Snapshot, options: SyncOptions) -> None:
         if options.allow_deletions or len(plan.deletes) < self._settings.deletion_valve_minimum:
@@ -318,7 +361,7 @@ class SyncEngine:
         plan: Plan,
         written: _Written,
         outlook: OutlookRead,
-        delta: tuple[str, bool],
+        delta: tuple[str | None, bool],
         report: SyncReport,
         started: datetime,
         source_count: int,
@@ -351,6 +394,10 @@ class SyncEngine:
                 existing = await session.get(EventLink, (snapshot.enrollment_id, source_id))
                 if existing is not None:
                     existing.change_key = MISSING
+            for source_id in written.stale:
+                existing = await session.get(EventLink, (snapshot.enrollment_id, source_id))
+                if existing is not None:
+                    existing.content_hash = ""
             ours = {link.event_id for link in written.links.values() if link is not None} | {
                 link.event_id for link in snapshot.links
             }

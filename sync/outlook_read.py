@@ -27,7 +27,11 @@ class OutlookRead:
 
 
 def read_delta(
-    items: Iterable[Mapping[str, Any]], linked_event_ids: set[str], *, full: bool, window: Window
+    items: Iterable[Mapping[str, Any]],
+    linked_event_ids: set[str],
+    *,
+    full: bool,
+    window: Window | None,
 ) -> OutlookRead:
     change_keys: dict[str, str | None] = {}
     removed: set[str] = set()

@@ -5,8 +5,7 @@ not imported here is invisible to migrations: add new model modules to the impor
 """
 
 from bot import conversations  # noqa: F401  (registers conversation_refs)
-from connectors.scheduling import builtin  # noqa: F401  (registers scheduling_* tables)
-from connectors.scheduling import builtin_appointments  # noqa: F401  (scheduling_appointments)
+from connectors.scheduling import builtin, builtin_appointments  # noqa: F401  (scheduling_*)
 from core.db import Base
 from sync import credential_watch  # noqa: F401  (registers credential_alerts)
 from sync import records as sync_records  # noqa: F401  (registers sync_* tables)

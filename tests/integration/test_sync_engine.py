@@ -1,0 +1,380 @@
+"""The calendar sync engine against the sandbox tenant, over real HTTPS, on SQLite and PostgreSQL.
+
+Each test enrolls a sandbox person, loads appointments into the built-in source and runs the
+engine as the worker would; Outlook-side changes are made through the sandbox's own state, as a
+person editing their calendar would make them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from connectors.graph.calendar import source_id_of
+from connectors.scheduling.builtin_appointments import BuiltinAppointments
+from connectors.scheduling.ports import Appointment
+from core.db import session_factory, write_transaction
+from core.settings import SyncSettings
+from sandbox.server import SandboxTenant
+from sync.engine import SyncEngine, SyncOptions, SyncReport
+from sync.errors import FailureKind
+from sync.records import BusyBlockRecord, EventLink
+from syncwarden.m365 import Microsoft365
+from workflows.records import Enrollment
+
+AVERY = "avery.quinlan@example.edu"
+OUTSIDE_POLICY = "sasha.verhoeven@example.edu"
+
+
+@dataclass
+class World:
+    tenant: SandboxTenant
+    m365: Microsoft365
+    sessions: async_sessionmaker[AsyncSession]
+    source: BuiltinAppointments
+    engine: SyncEngine
+    now: datetime
+
+    def user_id(self, upn: str) -> str:
+        return self.tenant.seed.user_ids[upn]
+
+    async def enroll(self, upn: str = AVERY, profile: str = "P-1") -> int:
+        async with write_transaction(self.sessions) as session:
+            enrollment = Enrollment(
+                subject_id=self.user_id(upn),
+                subject_upn=upn,
+                subject_name=upn.split("@")[0],
+                profile_id=profile,
+                mailbox=upn,
+                active=True,
+                paused=False,
+            )
+            session.add(enrollment)
+            await session.flush()
+            return enrollment.id
+
+    def appointment(self, number: int, *, days: float = 1, **fields: Any) -> Appointment:
+        start = self.now.replace(minute=0, second=0, microsecond=0) + timedelta(days=days)
+        values: dict[str, Any] = {
+            "id": f"A-{number}",
+            "subject": f"Client {number}",
+            "start": start,
+            "end": start + timedelta(minutes=50),
+            "time_zone": "Europe/London",
+        }
+        values.update(fields)
+        return Appointment(**values)
+
+    def pushed(self, upn: str = AVERY) -> dict[str, Any]:
+        """Our events in the mailbox, by source id."""
+        events = self.tenant.state.mailbox_events(self.user_id(upn))
+        return {
+            sid: event
+            for event in events.values()
+            if (sid := source_id_of({"singleValueExtendedProperties": event.extended}))
+        }
+
+    def graph_requests(self) -> list[str]:
+        return [
+            f"{r.method} {r.path}"
+            for r in self.tenant.requests
+            if not r.in_batch and not r.path.startswith("/adminapi")
+        ]
+
+    async def sync(self, enrollment_id: int, **options: Any) -> SyncReport:
+        return await self.engine.sync(enrollment_id, SyncOptions(**options))
+
+
+@pytest.fixture
+async def world(migrated_engine: AsyncEngine, tenant: SandboxTenant, m365: Microsoft365) -> World:
+    sessions = session_factory(migrated_engine)
+    source = BuiltinAppointments(sessions)
+    settings = SyncSettings(subject_template="{subject}")
+    return World(
+        tenant,
+        m365,
+        sessions,
+        source,
+        SyncEngine(sessions, m365.calendar, source, settings),
+        datetime.now(UTC),
+    )
+
+
+async def busy_blocks(world: World, enrollment_id: int) -> list[BusyBlockRecord]:
+    async with world.sessions() as session:
+        rows = await session.scalars(
+            select(BusyBlockRecord).where(BusyBlockRecord.enrollment_id == enrollment_id)
+        )
+        return list(rows.all())
+
+
+async def test_first_sync_pushes_every_appointment_and_reads_busy_time(world: World) -> None:
+    enrollment = await world.enroll()
+    await world.source.upsert("P-1", [world.appointment(n, days=n) for n in range(1, 6)])
+
+    report = await world.sync(enrollment)
+
+    assert report.ok, report.error
+    assert (report.created, report.updated, report.deleted) == (5, 0, 0)
+    assert report.full_resync
+    pushed = world.pushed()
+    assert sorted(pushed) == [f"A-{n}" for n in range(1, 6)]
+    assert pushed["A-1"].subject == "Client 1"
+    # The person's own events (a drop-in, a recurring stand-up, an out-of-office) are busy time.
+    blocks = await busy_blocks(world, enrollment)
+    assert report.busy_blocks == len(blocks) >= 3
+    assert {b.show_as for b in blocks} == {"busy", "oof"}
+
+
+async def test_steady_state_costs_one_delta_request_and_writes_nothing(world: World) -> None:
+    enrollment = await world.enroll()
+    await world.source.upsert("P-1", [world.appointment(n, days=n) for n in range(1, 6)])
+    first = await world.sync(enrollment)
+    # The first run catches up with its own writes, so the next round starts after them.
+    assert first.requests == 3  # a full delta round, one $batch, the catch-up round
+    world.tenant.clear_requests()
+
+    report = await world.sync(enrollment)
+
+    assert report.ok and report.writes == 0
+    assert world.graph_requests() == [f"GET /users/{world.user_id(AVERY)}/calendarView/delta"]
+
+
+async def test_source_edits_and_cancellations_update_and_delete_only_those(world: World) -> None:
+    enrollment = await world.enroll()
+    appointments = [world.appointment(n, days=n) for n in range(1, 11)]
+    await world.source.upsert("P-1", appointments)
+    await world.sync(enrollment)
+    moved = world.appointment(2, days=2.5)
+    cancelled = world.appointment(3, days=3, cancelled=True)
+    await world.source.upsert("P-1", [moved, cancelled])
+
+    report = await world.sync(enrollment)
+
+    assert (report.created, report.updated, report.deleted) == (0, 1, 1)
+    pushed = world.pushed()
+    assert "A-3" not in pushed
+    assert pushed["A-2"].start == moved.start
+
+
+async def test_outlook_side_edit_is_overwritten_and_deletion_recreated(world: World) -> None:
+    enrollment = await world.enroll()
+    await world.source.upsert("P-1", [world.appointment(n, days=n) for n in range(1, 4)])
+    await world.sync(enrollment)
+    events = world.tenant.state.mailbox_events(world.user_id(AVERY))
+    pushed = world.pushed()
+    pushed["A-1"].subject = "moved by hand"
+    pushed["A-1"].touch()
+    del events[pushed["A-2"].id]
+
+    report = await world.sync(enrollment)
+
+    assert (report.updated, report.recreated, report.overwritten) == (1, 1, 1)
+    again = world.pushed()
+    assert again["A-1"].subject == "Client 1"
+    assert sorted(again) == ["A-1", "A-2", "A-3"]
+    # And the next run is quiet: our overwrite and re-creation are not mistaken for edits.
+    quiet = await world.sync(enrollment)
+    assert quiet.writes == 0
+
+
+async def test_other_events_become_busy_blocks_and_leave_when_deleted(world: World) -> None:
+    enrollment = await world.enroll()
+    await world.sync(enrollment)
+    before = {b.event_id for b in await busy_blocks(world, enrollment)}
+    start = world.now + timedelta(days=4)
+    created = await world.m365.graph.request(
+        "POST",
+        f"users/{world.user_id(AVERY)}/events",
+        json_body={
+            "subject": "Private: doctor",
+            "start": {"dateTime": start.strftime("%Y-%m-%dT%H:%M:%S"), "timeZone": "UTC"},
+            "end": {
+                "dateTime": (start + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S"),
+                "timeZone": "UTC",
+            },
+        },
+        mailbox=world.user_id(AVERY),
+    )
+    event_id = created.body["id"]
+
+    await world.sync(enrollment)
+    blocks = {b.event_id: b for b in await busy_blocks(world, enrollment)}
+    assert set(blocks) == before | {event_id}
+    assert blocks[event_id].start_at == start.replace(microsecond=0)
+    assert not hasattr(blocks[event_id], "subject")
+
+    await world.m365.calendar.delete_event(world.user_id(AVERY), event_id)
+    await world.sync(enrollment)
+    assert {b.event_id for b in await busy_blocks(world, enrollment)} == before
+
+
+async def test_all_day_and_dst_weekend_keep_their_dates_and_wall_clock_times(
+    world: World,
+) -> None:
+    from zoneinfo import ZoneInfo
+
+    london = ZoneInfo("Europe/London")
+    enrollment = await world.enroll()
+    year = world.now.year + (1 if world.now.month >= 3 else 0)
+    # The Monday after the spring change (last Sunday of March): 09:00 BST is 08:00 UTC, where
+    # the Friday before it 09:00 GMT was 09:00 UTC.
+    last_sunday = max(
+        datetime(year, 3, day, tzinfo=london)
+        for day in range(25, 32)
+        if datetime(year, 3, day).weekday() == 6
+    )
+    friday = (last_sunday - timedelta(days=2)).replace(hour=9)
+    monday = (last_sunday + timedelta(days=1)).replace(hour=9)
+    day_off = world.now.astimezone(london).replace(hour=0, minute=0, second=0, microsecond=0)
+    appointments = [
+        world.appointment(1, start=friday, end=friday + timedelta(hours=1)),
+        world.appointment(2, start=monday, end=monday + timedelta(hours=1)),
+        world.appointment(
+            3,
+            start=day_off + timedelta(days=2),
+            end=day_off + timedelta(days=3),
+            all_day=True,
+        ),
+    ]
+    await world.source.upsert("P-1", appointments)
+    world.engine = SyncEngine(
+        world.sessions,
+        world.m365.calendar,
+        world.source,
+        SyncSettings(days_ahead=730),
+    )
+
+    report = await world.sync(enrollment)
+
+    assert report.ok, report.error
+    pushed = world.pushed()
+    assert pushed["A-1"].start.hour == 9 and pushed["A-1"].start.tzinfo is not None
+    assert pushed["A-1"].start.astimezone(UTC).hour == 9
+    assert pushed["A-2"].start.astimezone(UTC).hour == 8
+    assert pushed["A-2"].start.astimezone(london).hour == 9
+    all_day = pushed["A-3"]
+    assert all_day.is_all_day
+    assert all_day.start.astimezone(london).date() == (day_off + timedelta(days=2)).date()
+    assert all_day.end - all_day.start == timedelta(days=1)
+
+
+async def test_an_expired_delta_link_falls_back_to_a_full_round(world: World) -> None:
+    enrollment = await world.enroll()
+    await world.source.upsert("P-1", [world.appointment(n, days=n) for n in range(1, 4)])
+    await world.sync(enrollment)
+    world.tenant.expire_delta_tokens()
+
+    report = await world.sync(enrollment)
+
+    assert report.ok and report.full_resync
+    assert report.writes == 0
+    assert sorted(world.pushed()) == ["A-1", "A-2", "A-3"]
+
+
+async def test_a_throttled_mailbox_is_waited_out(world: World) -> None:
+    enrollment = await world.enroll()
+    await world.source.upsert("P-1", [world.appointment(1)])
+    world.tenant.add_fault(
+        r"/calendarView/delta",
+        status=429,
+        code="ApplicationThrottled",
+        message="Application is over its MailboxConcurrency limit.",
+        retry_after="0.2",
+        count=2,
+    )
+
+    report = await world.sync(enrollment)
+
+    assert report.ok, report.error
+    throttled = [r for r in world.tenant.requests if r.status == 429]
+    assert len(throttled) == 2
+    assert report.created == 1
+
+
+async def test_a_mailbox_outside_the_policy_fails_classified_then_recovers(
+    world: World,
+) -> None:
+    enrollment = await world.enroll(OUTSIDE_POLICY)
+    await world.source.upsert("P-1", [world.appointment(1)])
+
+    failed = await world.sync(enrollment)
+
+    assert not failed.ok and failed.error_kind is FailureKind.NOT_IN_SCOPE
+    async with world.sessions() as session:
+        row = await session.get(Enrollment, enrollment)
+        assert row is not None and row.last_error_kind == "not_in_scope"
+        assert row.last_success_at is None
+    world.tenant.add_group_member(world.tenant.seed.group_ids["Calendar Sync"], OUTSIDE_POLICY)
+    world.tenant.propagate_access_policy(world.tenant.seed.app_ids["Syncwarden"])
+
+    recovered = await world.sync(enrollment)
+
+    assert recovered.ok and recovered.recovered and recovered.created == 1
+    async with world.sessions() as session:
+        row = await session.get(Enrollment, enrollment)
+        assert row is not None and row.last_error is None and row.last_success_at is not None
+
+
+async def test_mass_deletion_and_empty_reads_stop_for_the_person(world: World) -> None:
+    enrollment = await world.enroll()
+    await world.source.upsert("P-1", [world.appointment(n, days=n) for n in range(1, 21)])
+    await world.sync(enrollment)
+    for number in range(1, 8):  # 7 of 20 = 35%
+        await world.source.delete("P-1", f"A-{number}")
+
+    stopped = await world.sync(enrollment)
+
+    assert not stopped.ok and stopped.error_kind is FailureKind.SAFETY_VALVE
+    assert "delete 7 of 20" in (stopped.error or "")
+    assert len(world.pushed()) == 20
+
+    for number in range(8, 21):
+        await world.source.delete("P-1", f"A-{number}")
+    empty = await world.sync(enrollment)
+    assert empty.error_kind is FailureKind.SAFETY_VALVE
+    assert "returned no appointments" in (empty.error or "")
+    assert len(world.pushed()) == 20
+
+    allowed = await world.sync(enrollment, allow_deletions=True)
+    assert allowed.ok and allowed.deleted == 20
+    assert world.pushed() == {}
+
+
+async def test_creations_per_run_are_capped_soonest_first(world: World) -> None:
+    enrollment = await world.enroll()
+    await world.source.upsert("P-1", [world.appointment(n, days=n) for n in range(1, 8)])
+    world.engine = SyncEngine(
+        world.sessions,
+        world.m365.calendar,
+        world.source,
+        SyncSettings(max_creations_per_run=3),
+    )
+
+    first = await world.sync(enrollment)
+    assert (first.created, first.deferred) == (3, 4)
+    assert sorted(world.pushed()) == ["A-1", "A-2", "A-3"]
+    second = await world.sync(enrollment)
+    third = await world.sync(enrollment)
+    assert second.created + third.created == 4
+    async with world.sessions() as session:
+        links = await session.scalar(select(func.count()).select_from(EventLink))
+    assert links == 7
+
+
+async def test_a_paused_enrollment_is_not_synced(world: World) -> None:
+    enrollment = await world.enroll()
+    await world.source.upsert("P-1", [world.appointment(1)])
+    async with write_transaction(world.sessions) as session:
+        row = await session.get(Enrollment, enrollment)
+        assert row is not None
+        row.paused = True
+
+    report = await world.sync(enrollment)
+
+    assert report.skipped == "paused" and world.pushed() == {}
