@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -38,9 +38,15 @@ class SyncWorker:
         settings: SyncSettings,
         *,
         owner: str | None = None,
+        min_gap: timedelta = timedelta(minutes=1),
+        on_report: Callable[[SyncReport], Awaitable[None]] | None = None,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
+        """``min_gap``: a periodic run skips anyone whose last run started less than this ago,
+        so workers that fire at slightly different moments do not sync the same people twice."""
         self._sessions = sessions
+        self._min_gap = min_gap
+        self._on_report = on_report
         self._engine = engine
         self._settings = settings
         self.owner = owner or f"sync-{uuid.uuid4().hex[:12]}"
@@ -72,6 +78,24 @@ class SyncWorker:
                 )
             return len(ids)
 
+    async def request_person(self, who: str) -> int:
+        """Request the active enrollments of one person, named by object id, UPN or mailbox."""
+        cleaned = who.strip().lower()
+        async with self._sessions() as session:
+            ids = (
+                await session.scalars(
+                    select(Enrollment.id).where(
+                        Enrollment.active.is_(True),
+                        or_(
+                            func.lower(Enrollment.subject_id) == cleaned,
+                            func.lower(Enrollment.subject_upn) == cleaned,
+                            func.lower(Enrollment.mailbox) == cleaned,
+                        ),
+                    )
+                )
+            ).all()
+        return await self.request(list(ids)) if ids else 0
+
     async def request_mailbox(self, mailbox_id: str) -> int:
         """A change notification for a mailbox: request its active enrollments."""
         async with self._sessions() as session:
@@ -88,9 +112,8 @@ class SyncWorker:
 
     async def _run(self, *, requested_only: bool, options: SyncOptions | None) -> list[SyncReport]:
         reports: list[SyncReport] = []
-        started = self._clock()
         while True:
-            claimed = await self._claim(requested_only=requested_only, started=started)
+            claimed = await self._claim(requested_only=requested_only)
             if not claimed:
                 return reports
             reports.extend(await self._sync_claimed(claimed, options))
@@ -103,13 +126,19 @@ class SyncWorker:
         async def one(enrollment_id: int) -> SyncReport:
             async with gate:
                 try:
-                    return await self._engine.sync(enrollment_id, options)
+                    report = await self._engine.sync(enrollment_id, options)
                 finally:
                     await self._release(enrollment_id)
+                if self._on_report is not None:
+                    try:
+                        await self._on_report(report)
+                    except Exception as error:  # an alert failing must not fail the sync
+                        log.error("sync.report_hook_failed", error=str(error))
+                return report
 
         return list(await asyncio.gather(*(one(i) for i in claimed)))
 
-    async def _claim(self, *, requested_only: bool, started: datetime) -> list[int]:
+    async def _claim(self, *, requested_only: bool) -> list[int]:
         now = self._clock()
         async with write_transaction(self._sessions) as session:
             if not requested_only:
@@ -123,7 +152,7 @@ class SyncWorker:
                 if requested_only
                 else or_(
                     SyncState.last_run_started_at.is_(None),
-                    SyncState.last_run_started_at < started,
+                    SyncState.last_run_started_at < now - self._min_gap,
                 )
             )
             query = (

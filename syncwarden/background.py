@@ -17,6 +17,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from core.logging import get_logger
 from core.settings import Settings
+from sync.engine import SyncReport
 from syncwarden.workflow_wiring import Workflows
 from workflows.outbox import OutboxDispatcher
 
@@ -29,6 +30,7 @@ class Job:
     every_minutes: float
     run: Callable[[], Awaitable[object]]
     run_at_start: bool = False
+    jitter_seconds: float | None = None
 
 
 def declared_jobs(settings: Settings, workflows: Workflows) -> list[Job]:
@@ -45,7 +47,39 @@ def declared_jobs(settings: Settings, workflows: Workflows) -> list[Job]:
             run_at_start=True,
         ),
         Job("credentials.weekly_digest", 7 * 24 * 60, workflows.credentials.digest),
+        Job(
+            "sync.run",
+            settings.scheduler.sync_interval_minutes,
+            lambda: _summarised(workflows.sync.worker.run_all()),
+            run_at_start=True,
+            jitter_seconds=settings.scheduler.sync_jitter_seconds,
+        ),
+        # New enrollments, "sync now" and change notifications wait at most this long.
+        Job(
+            "sync.requested",
+            REQUESTED_POLL_SECONDS / 60,
+            lambda: _summarised(workflows.sync.worker.run_requested()),
+            jitter_seconds=0,
+        ),
+        Job(
+            "sync.failure_digest",
+            settings.sync.failure_digest_minutes,
+            workflows.sync.alerts.digest,
+        ),
     ]
+
+
+REQUESTED_POLL_SECONDS = 10.0
+
+
+async def _summarised(reports: Awaitable[list[SyncReport]]) -> str | None:
+    """A job result short enough for one log line; None (nothing logged) when nobody was due."""
+    done = await reports
+    if not done:
+        return None
+    failed = sum(1 for report in done if not report.ok)
+    writes = sum(report.writes for report in done)
+    return f"{len(done)} people synced, {failed} failed, {writes} calendar writes"
 
 
 class BackgroundWork:
@@ -83,7 +117,9 @@ class BackgroundWork:
                 name=job.id,
                 coalesce=True,
                 max_instances=1,
-                jitter=min(30, int(job.every_minutes * 6)),
+                jitter=job.jitter_seconds
+                if job.jitter_seconds is not None
+                else min(30, int(job.every_minutes * 6)),
                 **({"next_run_time": datetime.now(UTC)} if job.run_at_start else {}),
             )
         self._scheduler.start()
@@ -105,7 +141,8 @@ def _logged(job: Job) -> Callable[[], Awaitable[None]]:
     async def run() -> None:
         try:
             result = await job.run()
-            log.info("job.done", job=job.id, result=result)
+            if result is not None:
+                log.info("job.done", job=job.id, result=result)
         except Exception as error:  # a failed run is retried at the next trigger
             log.error("job.failed", job=job.id, error_type=type(error).__name__, error=str(error))
 

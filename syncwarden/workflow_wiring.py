@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -17,9 +18,13 @@ from bot.conversations import CardPostStore, ConversationStore
 from bot.teams_delivery import TeamsDelivery
 from connectors.clouds import resolve_endpoints
 from connectors.scheduling.builtin import BuiltinScheduling
+from connectors.scheduling.builtin_appointments import BuiltinAppointments
 from connectors.tokens import MsalTokenProvider
 from core.settings import GraphSettings, SchedulingAdapter, Settings
+from sync.alerts import SyncAlerts
 from sync.credential_watch import CredentialWatch
+from sync.engine import SyncEngine
+from sync.worker import SyncWorker
 from syncwarden.m365 import Microsoft365
 from workflows.handlers import ProvisioningHandlers
 from workflows.instructions import InstructionsTemplate
@@ -32,6 +37,13 @@ BOT_FRAMEWORK_SCOPE = "https://api.botframework.com/.default"
 
 
 @dataclass
+class CalendarSync:
+    worker: SyncWorker
+    alerts: SyncAlerts
+    appointments: BuiltinAppointments
+
+
+@dataclass
 class Workflows:
     service: WorkflowService
     runner: StepRunner
@@ -39,6 +51,7 @@ class Workflows:
     scheduling: BuiltinScheduling
     roster: Roster
     credentials: CredentialWatch
+    sync: CalendarSync
 
 
 def build_workflows(
@@ -79,7 +92,28 @@ def build_workflows(
         on_steps_queued=runner.wake,
     )
     credentials = build_credential_watch(settings, sessions, m365, outbox)
-    return Workflows(service, runner, outbox, scheduling, roster, credentials)
+    sync = build_calendar_sync(settings, sessions, m365, outbox)
+    return Workflows(service, runner, outbox, scheduling, roster, credentials, sync)
+
+
+def build_calendar_sync(
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    m365: Microsoft365,
+    notifier: OutboxNotifier,
+) -> CalendarSync:
+    """The sync worker on the configured appointment source, with IT alerts on failures."""
+    appointments = BuiltinAppointments(sessions)
+    engine = SyncEngine(sessions, m365.calendar, appointments, settings.sync)
+    alerts = SyncAlerts(sessions, notifier, digest_minutes=settings.sync.failure_digest_minutes)
+    worker = SyncWorker(
+        sessions,
+        engine,
+        settings.sync,
+        min_gap=timedelta(minutes=settings.scheduler.sync_interval_minutes / 2),
+        on_report=alerts.after_run,
+    )
+    return CalendarSync(worker, alerts, appointments)
 
 
 def build_credential_watch(

@@ -69,6 +69,8 @@ class NotificationKind(StrEnum):
     STATUS = "status"
     CREDENTIAL_ALERT = "credential_alert"
     CREDENTIAL_RESOLVED = "credential_resolved"
+    SYNC_ALERT = "sync_alert"
+    SYNC_RECOVERED = "sync_recovered"
 
 
 class Channel(StrEnum):

@@ -35,6 +35,9 @@ async def test_background_runner_provisions_approved_tickets(
         "approvals.check_pending",
         "credentials.scan",
         "credentials.weekly_digest",
+        "sync.run",
+        "sync.requested",
+        "sync.failure_digest",
     ]
     await workflows.scheduling.upsert_profile(
         Profile("prof-sasha", "Sasha", "sasha.verhoeven@example.edu")

@@ -1,0 +1,102 @@
+"""Telling IT about sync failures without flooding the channel.
+
+A person's first failure is posted at once (with what it means and what to do), ongoing failures
+are gathered into one digest at most every ``failure_digest_minutes``, and a recovery is posted
+when a failing person syncs again. Every message has a key stable for its episode, so the outbox
+sends it once even if the run that caused it is repeated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from core.db import utc_now
+from sync.engine import SyncReport
+from sync.errors import ADVICE, FailureKind
+from sync.records import SyncState
+from workflows.ports import Channel, Notification, NotificationKind, Notifier
+from workflows.records import Enrollment
+
+
+class SyncAlerts:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        notifier: Notifier,
+        *,
+        digest_minutes: float = 60.0,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._sessions = sessions
+        self._notifier = notifier
+        self._digest_minutes = digest_minutes
+        self._clock = clock
+
+    async def after_run(self, report: SyncReport) -> None:
+        if report.skipped:
+            return
+        async with self._sessions() as session:
+            enrollment = await session.get(Enrollment, report.enrollment_id)
+            state = await session.get(SyncState, report.enrollment_id)
+        if enrollment is None or state is None:
+            return
+        episode = enrollment.last_success_at.isoformat() if enrollment.last_success_at else "never"
+        if not report.ok and state.consecutive_failures == 1:
+            kind = report.error_kind or FailureKind.OTHER
+            text = (
+                f"Calendar sync failed for **{enrollment.subject_name}** ({enrollment.mailbox}): "
+                f"{ADVICE[kind]}.\n\nDetail: {report.error}"
+            )
+            if kind is FailureKind.SAFETY_VALVE:
+                text += (
+                    f"\n\nIf the scheduling system really dropped these appointments, run "
+                    f"`syncwarden sync --person {enrollment.subject_upn} --allow-deletions`."
+                )
+            await self._notifier.to_channel(
+                Channel.IT,
+                Notification(NotificationKind.SYNC_ALERT, None, text, {"kind": kind.value}),
+                key=f"sync-failed:{enrollment.id}:{episode}",
+            )
+        elif report.ok and report.recovered:
+            await self._notifier.to_channel(
+                Channel.IT,
+                Notification(
+                    NotificationKind.SYNC_RECOVERED,
+                    None,
+                    f"Calendar sync works again for **{enrollment.subject_name}** "
+                    f"({enrollment.mailbox}).",
+                ),
+                key=f"sync-recovered:{enrollment.id}:{episode}",
+            )
+
+    async def digest(self) -> int:
+        """One message listing everyone still failing after their first alert; 0 when none."""
+        async with self._sessions() as session:
+            rows = (
+                await session.execute(
+                    select(Enrollment, SyncState)
+                    .join(SyncState, SyncState.enrollment_id == Enrollment.id)
+                    .where(SyncState.consecutive_failures > 1, Enrollment.active.is_(True))
+                    .order_by(Enrollment.subject_name)
+                )
+            ).all()
+        if not rows:
+            return 0
+        lines = [f"**Calendar sync: {len(rows)} people still failing**", ""]
+        for enrollment, state in rows:
+            lines.append(
+                f"- {enrollment.subject_name} ({enrollment.mailbox}): "
+                f"{enrollment.last_error_kind or 'other'}, {state.consecutive_failures} runs"
+            )
+        now = self._clock()
+        bucket = int(now.timestamp() // (self._digest_minutes * 60))
+        await self._notifier.to_channel(
+            Channel.IT,
+            Notification(NotificationKind.SYNC_ALERT, None, "\n".join(lines)),
+            key=f"sync-digest:{bucket}",
+        )
+        return len(rows)

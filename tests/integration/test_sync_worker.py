@@ -1,0 +1,175 @@
+"""The sync worker's leases: several processes split the enrollments, nobody syncs one twice."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from connectors.scheduling.builtin_appointments import BuiltinAppointments
+from connectors.scheduling.ports import Appointment
+from core.db import create_engine, session_factory, write_transaction
+from core.settings import SyncSettings
+from sandbox.server import SandboxTenant
+from sync.alerts import SyncAlerts
+from sync.engine import SyncEngine
+from sync.errors import FailureKind
+from sync.records import SyncState
+from sync.worker import SyncWorker
+from syncwarden.m365 import Microsoft365
+from tests.support.notifier import RecordingNotifier
+from workflows.ports import NotificationKind
+from workflows.records import Enrollment
+
+AVERY = "avery.quinlan@example.edu"
+
+
+async def enroll_many(engine: AsyncEngine, tenant: SandboxTenant, count: int) -> list[int]:
+    """``count`` enrollments of one sandbox person under different profiles."""
+    sessions = session_factory(engine)
+    async with write_transaction(sessions) as session:
+        rows = [
+            Enrollment(
+                subject_id=tenant.seed.user_ids[AVERY],
+                subject_upn=AVERY,
+                subject_name="Avery",
+                profile_id=f"P-{number}",
+                mailbox=AVERY,
+                active=True,
+                paused=False,
+            )
+            for number in range(count)
+        ]
+        session.add_all(rows)
+        await session.flush()
+        return [row.id for row in rows]
+
+
+def worker_for(engine: AsyncEngine, m365: Microsoft365, owner: str) -> SyncWorker:
+    sessions = session_factory(engine)
+    settings = SyncSettings()
+    sync = SyncEngine(sessions, m365.calendar, BuiltinAppointments(sessions), settings)
+    return SyncWorker(sessions, sync, settings, owner=owner)
+
+
+async def test_two_workers_split_200_enrollments_with_no_overlap(
+    migrated_engine: AsyncEngine, database_url: str, tenant: SandboxTenant, m365: Microsoft365
+) -> None:
+    ids = await enroll_many(migrated_engine, tenant, 200)
+    second_pool = create_engine(database_url)
+    try:
+        first = worker_for(migrated_engine, m365, "worker-a")
+        second = worker_for(second_pool, m365, "worker-b")
+
+        reports_a, reports_b = await asyncio.gather(first.run_all(), second.run_all())
+    finally:
+        await second_pool.dispose()
+
+    synced_a = [r.enrollment_id for r in reports_a]
+    synced_b = [r.enrollment_id for r in reports_b]
+    assert sorted(synced_a + synced_b) == sorted(ids)  # everyone once, nobody twice
+    assert not set(synced_a) & set(synced_b)
+    assert all(r.ok for r in reports_a + reports_b)
+    if "postgresql" in database_url:
+        assert synced_a and synced_b  # SKIP LOCKED lets both make progress
+    async with session_factory(migrated_engine)() as session:
+        leases = (await session.scalars(select(SyncState.lease_owner))).all()
+    assert set(leases) == {None}
+
+
+async def test_a_crashed_workers_lease_runs_out_and_requests_are_served_first(
+    migrated_engine: AsyncEngine, tenant: SandboxTenant, m365: Microsoft365
+) -> None:
+    ids = await enroll_many(migrated_engine, tenant, 3)
+    sessions = session_factory(migrated_engine)
+    async with write_transaction(sessions) as session:
+        session.add(
+            SyncState(
+                enrollment_id=ids[0],
+                lease_owner="crashed",
+                lease_expires_at=datetime.now(UTC) + timedelta(minutes=5),
+                consecutive_failures=0,
+            )
+        )
+    worker = worker_for(migrated_engine, m365, "worker-a")
+
+    assert await worker.request([ids[0], ids[1]]) == 2
+    served = await worker.run_requested()
+    assert [r.enrollment_id for r in served] == [ids[1]]  # ids[0] is still leased
+
+    async with write_transaction(sessions) as session:
+        state = await session.get(SyncState, ids[0])
+        assert state is not None
+        state.lease_expires_at = datetime.now(UTC) - timedelta(seconds=1)
+    served = await worker.run_requested()
+    assert [r.enrollment_id for r in served] == [ids[0]]
+    assert await worker.run_requested() == []
+
+
+async def test_a_new_enrollment_is_synced_by_the_next_requested_run(
+    migrated_engine: AsyncEngine, tenant: SandboxTenant, m365: Microsoft365
+) -> None:
+    [enrollment] = await enroll_many(migrated_engine, tenant, 1)
+    sessions = session_factory(migrated_engine)
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    await BuiltinAppointments(sessions).upsert(
+        "P-0", [Appointment("A-1", "Client", start, start + timedelta(hours=1))]
+    )
+    async with write_transaction(sessions) as session:
+        row = await session.get(Enrollment, enrollment)
+        assert row is not None
+        row.sync_requested_at = datetime.now(UTC)  # what the provisioning step does
+
+    [report] = await worker_for(migrated_engine, m365, "w").run_requested()
+
+    assert report.enrollment_id == enrollment and report.created == 1
+    async with sessions() as session:
+        row = await session.get(Enrollment, enrollment)
+        assert row is not None and row.sync_requested_at is None
+
+
+async def test_it_hears_of_a_first_failure_once_a_digest_and_the_recovery(
+    migrated_engine: AsyncEngine, tenant: SandboxTenant, m365: Microsoft365
+) -> None:
+    outside = "sasha.verhoeven@example.edu"
+    sessions = session_factory(migrated_engine)
+    async with write_transaction(sessions) as session:
+        row = Enrollment(
+            subject_id=tenant.seed.user_ids[outside],
+            subject_upn=outside,
+            subject_name="Sasha",
+            profile_id="P-1",
+            mailbox=outside,
+            active=True,
+            paused=False,
+        )
+        session.add(row)
+        await session.flush()
+        enrollment = row.id
+    notifier = RecordingNotifier()
+    alerts = SyncAlerts(sessions, notifier)
+    settings = SyncSettings()
+    engine = SyncEngine(sessions, m365.calendar, BuiltinAppointments(sessions), settings)
+    worker = SyncWorker(sessions, engine, settings, on_report=alerts.after_run)
+
+    for _ in range(3):
+        await worker.request([enrollment])
+        [report] = await worker.run_requested()
+        assert report.error_kind is FailureKind.NOT_IN_SCOPE
+
+    alerts_sent = notifier.to("channel:it", NotificationKind.SYNC_ALERT)
+    assert len(alerts_sent) == 1
+    assert "not in the sync group" in alerts_sent[0].text and "Sasha" in alerts_sent[0].text
+    assert await alerts.digest() == 1
+    assert "1 people still failing" in notifier.to("channel:it")[-1].text
+
+    tenant.add_group_member(tenant.seed.group_ids["Calendar Sync"], outside)
+    tenant.propagate_access_policy(tenant.seed.app_ids["Syncwarden"])
+    await worker.request([enrollment])
+    [report] = await worker.run_requested()
+
+    assert report.ok and report.recovered
+    assert [s.kind for s in notifier.to("channel:it")][-1] is NotificationKind.SYNC_RECOVERED
+    assert await alerts.digest() == 0
