@@ -76,6 +76,14 @@ class SelfCheck(Protocol):
     async def run(self) -> DoctorResult: ...
 
 
+class SyncTrigger(Protocol):
+    """Asking the sync worker for a run now (the bot may not import the sync room)."""
+
+    async def request_person(self, who: str) -> int: ...
+
+    async def request(self, enrollment_ids: Sequence[int] | None = None) -> int: ...
+
+
 NOT_CONFIGURED = (
     "Calendar sync requests are not available yet: Syncwarden has no Microsoft 365 connection or "
     "sync group configured. Please tell IT."
@@ -113,6 +121,7 @@ class DialogueLogic:
         *,
         credentials: CredentialScanner | None = None,
         doctor: SelfCheck | None = None,
+        sync: SyncTrigger | None = None,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._conversations = conversations
@@ -120,6 +129,7 @@ class DialogueLogic:
         self._roster = roster
         self._credentials = credentials
         self._doctor = doctor
+        self._sync = sync
         self._clock = clock
 
     async def remember(self, incoming: Incoming) -> None:
@@ -185,6 +195,8 @@ class DialogueLogic:
                     f"{report.resolved} resolved."
                 )
             ]
+        if parsed.intent is Intent.SYNC_NOW and self._sync is not None:
+            return [await self._sync_now(parsed.subject_id or parsed.address or parsed.argument)]
         if parsed.intent is Intent.DOCTOR and self._doctor is not None:
             return [Reply(doctor_text(await self._doctor.run()))]
         if parsed.intent is Intent.USERS:
@@ -200,6 +212,16 @@ class DialogueLogic:
             )
             return [_action_reply(paused)]
         return [Reply(f"**{parsed.intent.value.replace('_', ' ')}** is not available yet.")]
+
+    async def _sync_now(self, who: str | None) -> Reply:
+        assert self._sync is not None
+        if not who or who.lower() in ("all", "everyone"):
+            count = await self._sync.request()
+            return Reply(f"Syncing all {count} enrolled people now; failures go to the IT channel.")
+        count = await self._sync.request_person(who)
+        if not count:
+            return Reply(f"Nobody enrolled matches **{who}**. Say **users** to see who is.")
+        return Reply(f"Syncing **{who}** now; say **users** in a minute to see the result.")
 
     async def on_card_action(self, incoming: Incoming) -> Reply:
         """A click on one of our cards; answered with the card to show in its place."""

@@ -47,10 +47,15 @@ class SyncWorker:
         self._sessions = sessions
         self._min_gap = min_gap
         self._on_report = on_report
+        self._progress: list[Callable[[], None]] = []
         self._engine = engine
         self._settings = settings
         self.owner = owner or f"sync-{uuid.uuid4().hex[:12]}"
         self._clock = clock
+
+    def add_progress(self, tick: Callable[[], None]) -> None:
+        """Call ``tick`` after each person's run (a progress bar)."""
+        self._progress.append(tick)
 
     async def run_all(self, options: SyncOptions | None = None) -> list[SyncReport]:
         """The periodic run: every active, unpaused enrollment not leased by someone else."""
@@ -129,6 +134,8 @@ class SyncWorker:
                     report = await self._engine.sync(enrollment_id, options)
                 finally:
                     await self._release(enrollment_id)
+                for tick in self._progress:
+                    tick()
                 if self._on_report is not None:
                     try:
                         await self._on_report(report)

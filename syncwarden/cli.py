@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import IO, Annotated, NoReturn
@@ -28,6 +28,7 @@ from core.db import create_engine, session_factory
 from core.errors import ConfigurationError
 from core.logging import SecretScrubber, configure_logging
 from core.settings import Settings, database_url_problem, find_problems, load_settings, masked_view
+from sync.engine import SyncReport
 from syncwarden import __version__
 from syncwarden.migrate import upgrade_to_head
 from syncwarden.sandbox_process import SandboxStartError
@@ -284,6 +285,167 @@ def import_profiles(
     )
     if parsed.errors:
         raise typer.Exit(EXIT_UNAVAILABLE)
+
+
+@import_app.command("appointments")
+def import_appointments(
+    file: Annotated[Path, typer.Argument(help="A CSV file (with a header) or an .ics file.")],
+    profile: Annotated[
+        str | None,
+        typer.Option(help="The scheduling profile an .ics file belongs to (CSV rows name theirs)."),
+    ] = None,
+    time_zone: Annotated[
+        str, typer.Option(help="Zone for floating .ics times and all-day dates (IANA name).")
+    ] = "UTC",
+) -> None:
+    """Load appointments into the built-in source; bad rows are listed, the rest load.
+
+    Re-importing replaces appointments with the same id, so an export can be loaded again after
+    changes. Exits 1 when any row was rejected.
+    """
+    from connectors.scheduling.appointment_import import (
+        group_by_profile,
+        parse_appointments_csv,
+        parse_appointments_ics,
+    )
+    from connectors.scheduling.builtin_appointments import BuiltinAppointments
+    from connectors.scheduling.ports import Window
+
+    settings = _load()
+    configure_logging(settings)
+    full_export: tuple[str, Window] | None = None
+    try:
+        data = file.read_bytes()
+    except OSError as error:
+        raise typer.BadParameter(f"cannot read {file}: {error}", param_hint="FILE") from None
+    if file.suffix.lower() in (".ics", ".ical", ".ifb"):
+        if not profile:
+            raise typer.BadParameter("an .ics file needs --profile", param_hint="--profile")
+        now = datetime.now(UTC)
+        window = Window(
+            now - timedelta(days=settings.sync.days_back),
+            now + timedelta(days=settings.sync.days_ahead),
+        )
+        parsed = parse_appointments_ics(data, profile, window, default_zone=time_zone)
+        full_export = (profile, window)
+    else:
+        try:
+            parsed = parse_appointments_csv(data.decode("utf-8-sig"))
+        except UnicodeDecodeError:
+            raise typer.BadParameter(f"{file} is not UTF-8 text", param_hint="FILE") from None
+
+    async def run() -> tuple[int, int]:
+        engine = create_engine(settings.database.url.get_secret_value())
+        try:
+            await upgrade_to_head(engine)
+            source = BuiltinAppointments(session_factory(engine))
+            created = updated = 0
+            grouped = group_by_profile(parsed.appointments)
+            with Progress(transient=True, console=Console(stderr=True)) as progress:
+                task = progress.add_task("importing appointments", total=len(parsed.appointments))
+                for profile_id, items in grouped.items():
+                    new, changed = await source.upsert(profile_id, items)
+                    created, updated = created + new, updated + changed
+                    progress.advance(task, len(items))
+            if full_export is not None and not parsed.errors:
+                # An .ics file is the whole calendar: what it no longer has was cancelled.
+                keep = {a.id for _, a in parsed.appointments}
+                await source.cancel_missing(full_export[0], full_export[1], keep)
+            return created, updated
+        finally:
+            await engine.dispose()
+
+    try:
+        created, updated = asyncio.run(run())
+    except DATABASE_FAILURES as error:
+        _database_unreachable(settings, error)
+    for rejected in parsed.errors:
+        typer.echo(f"rejected {rejected}", err=True)
+    typer.echo(
+        f"imported {created + updated} appointments ({created} new, {updated} updated), "
+        f"rejected {len(parsed.errors)}"
+    )
+    if parsed.errors:
+        raise typer.Exit(EXIT_UNAVAILABLE)
+
+
+@app.command("sync")
+def sync_now(
+    person: Annotated[
+        str | None, typer.Option(help="Sync one person: their UPN, mailbox address or object id.")
+    ] = None,
+    everyone: Annotated[bool, typer.Option("--all", help="Sync every active enrollment.")] = False,
+    allow_deletions: Annotated[
+        bool,
+        typer.Option(
+            help="Carry out deletions a safety valve stopped (after checking the source)."
+        ),
+    ] = False,
+    full: Annotated[bool, typer.Option(help="Ignore stored delta links: a full resync.")] = False,
+) -> None:
+    """Sync calendars now, for one person or everyone, and print what each run did.
+
+    Runs here, in this process, sharing the work safely with a running service (leases). Exits
+    1 when any person's sync failed.
+    """
+    from sync.engine import SyncOptions
+    from syncwarden.m365 import build_microsoft365
+    from syncwarden.workflow_wiring import build_calendar_sync
+    from workflows.outbox import OutboxNotifier
+
+    if bool(person) == everyone:
+        raise typer.BadParameter("give either --person or --all", param_hint="--person/--all")
+    settings = _load()
+    configure_logging(settings)
+
+    async def run() -> tuple[int, list[SyncReport]]:
+        engine = create_engine(settings.database.url.get_secret_value())
+        m365 = build_microsoft365(settings)
+        try:
+            await upgrade_to_head(engine)
+            sessions = session_factory(engine)
+            sync = build_calendar_sync(settings, sessions, m365, OutboxNotifier(sessions))
+            worker = sync.worker
+            asked = await (worker.request_person(person) if person else worker.request())
+            if not asked:
+                return 0, []
+            with Progress(transient=True, console=Console(stderr=True)) as progress:
+                task = progress.add_task("syncing calendars", total=asked)
+                worker.add_progress(lambda: progress.advance(task))
+                reports = await worker.run_requested(
+                    SyncOptions(allow_deletions=allow_deletions, full=full)
+                )
+            return asked, reports
+        finally:
+            await m365.aclose()
+            await engine.dispose()
+
+    try:
+        asked, reports = asyncio.run(run())
+    except DATABASE_FAILURES as error:
+        _database_unreachable(settings, error)
+    if not asked:
+        typer.echo(f"nobody active matches {person!r}" if person else "nobody is enrolled")
+        raise typer.Exit(EXIT_UNAVAILABLE)
+    for report in reports:
+        typer.echo(_sync_line(report))
+    failed = sum(1 for report in reports if not report.ok)
+    typer.echo(f"synced {len(reports)} of {asked} requested, {failed} failed")
+    if failed or len(reports) < asked:
+        raise typer.Exit(EXIT_UNAVAILABLE)
+
+
+def _sync_line(report: SyncReport) -> str:
+    if report.skipped:
+        return f"{report.person}: skipped ({report.skipped})"
+    if not report.ok:
+        kind = report.error_kind.value if report.error_kind else "other"
+        return f"{report.person}: FAILED ({kind}) {report.error}"
+    return (
+        f"{report.person}: {report.created} created, {report.updated} updated, "
+        f"{report.deleted} deleted, {report.recreated} re-created, {report.busy_blocks} busy "
+        f"blocks, {report.requests} Graph requests{' (full resync)' if report.full_resync else ''}"
+    )
 
 
 @manifest_app.command("build")

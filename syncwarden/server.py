@@ -97,6 +97,7 @@ async def serve(
             workflows.roster if workflows else None,
             credentials=workflows.credentials if workflows else None,
             doctor=Doctor(settings, engine, sessions, m365, BotTokens(settings)),
+            sync=workflows.sync.worker if workflows else None,
         )
         await _serve_http(settings, engine, dialogue, stop)
     log.info("syncwarden.stopped")

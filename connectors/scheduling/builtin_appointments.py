@@ -82,6 +82,24 @@ class BuiltinAppointments:
                 record.updated_at = item.updated_at or utc_now()
         return created, updated
 
+    async def cancel_missing(self, profile_id: str, window: Window, keep: set[str]) -> int:
+        """Cancel the profile's appointments in ``window`` that a full export no longer lists."""
+        cancelled = 0
+        async with write_transaction(self._sessions) as session:
+            rows = await session.scalars(
+                select(AppointmentRecord).where(
+                    AppointmentRecord.profile_id == profile_id,
+                    AppointmentRecord.start_at < window.end,
+                    AppointmentRecord.end_at > window.start,
+                    AppointmentRecord.cancelled.is_(False),
+                )
+            )
+            for record in rows:
+                if record.id not in keep:
+                    record.cancelled = True
+                    cancelled += 1
+        return cancelled
+
     async def delete(self, profile_id: str, appointment_id: str) -> bool:
         async with write_transaction(self._sessions) as session:
             record = await session.get(AppointmentRecord, (profile_id, appointment_id))

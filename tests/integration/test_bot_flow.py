@@ -301,3 +301,50 @@ async def test_doctor_command_answers_it_admins_with_the_checklist(
         assert "Fix: in the Teams channel, say '@Syncwarden use this channel for alerts'" in text
         refused = await say(client, h, "sasha", recorder, "doctor")
         assert "only IT admins" in refused["text"]
+
+
+async def test_sync_now_asks_the_worker_for_a_run_for_it_admins_only(
+    migrated_engine: AsyncEngine,
+    tenant: SandboxTenant,
+    h: Harness,
+    recorder: ConnectorRecorder,
+) -> None:
+    from connectors.scheduling.builtin_appointments import BuiltinAppointments
+    from core.db import write_transaction
+    from core.settings import SyncSettings
+    from sync.engine import SyncEngine
+    from sync.records import SyncState
+    from sync.worker import SyncWorker
+    from workflows.records import Enrollment
+
+    avery = "avery.quinlan@example.edu"
+    async with write_transaction(h.sessions) as session:
+        row = Enrollment(
+            subject_id=tenant.seed.user_ids[avery],
+            subject_upn=avery,
+            subject_name="Avery Quinlan",
+            profile_id="P-1",
+            mailbox=avery,
+            active=True,
+            paused=False,
+        )
+        session.add(row)
+        await session.flush()
+        enrollment = row.id
+    settings = SyncSettings()
+    engine = SyncEngine(h.sessions, h.m365.calendar, BuiltinAppointments(h.sessions), settings)
+    worker = SyncWorker(h.sessions, engine, settings)
+    dialogue = DialogueLogic(ConversationStore(h.sessions), h.service, h.roster, sync=worker)
+    async with serving(migrated_engine, dialogue) as client:
+        refused = await say(client, h, "sasha", recorder, f"sync now {avery}")
+        assert "only IT admins" in refused["text"]
+        reply = await say(client, h, "dana", recorder, f"sync now {avery}")
+        assert reply["text"].startswith(f"Syncing **{avery}** now")
+        unknown = await say(client, h, "dana", recorder, "sync now nobody@example.edu")
+        assert "Nobody enrolled matches" in unknown["text"]
+
+    async with h.sessions() as session:
+        state = await session.get(SyncState, enrollment)
+        assert state is not None and state.requested_at is not None
+    [report] = await worker.run_requested()
+    assert report.enrollment_id == enrollment and report.ok
