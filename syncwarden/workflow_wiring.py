@@ -29,6 +29,7 @@ from syncwarden.m365 import Microsoft365
 from workflows.handlers import ProvisioningHandlers
 from workflows.instructions import InstructionsTemplate
 from workflows.outbox import OutboxDispatcher, OutboxNotifier
+from workflows.ports import Notifier
 from workflows.roster import Roster
 from workflows.runner import StepRunner
 from workflows.service import WorkflowService
@@ -100,7 +101,7 @@ def build_calendar_sync(
     settings: Settings,
     sessions: async_sessionmaker[AsyncSession],
     m365: Microsoft365,
-    notifier: OutboxNotifier,
+    notifier: Notifier,
 ) -> CalendarSync:
     """The sync worker on the configured appointment source, with IT alerts on failures."""
     appointments = BuiltinAppointments(sessions)
