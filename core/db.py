@@ -131,7 +131,9 @@ def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=5000")
+    # Writers queue on SQLite's single write lock; under a burst (the sync worker commits many
+    # people at once) five seconds proved too short on a loaded machine.
+    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
 
 

@@ -132,8 +132,15 @@ class SyncWorker:
             async with gate:
                 try:
                     report = await self._engine.sync(enrollment_id, options)
-                finally:
+                except Exception as error:  # one person's failure must not stop the others
+                    log.error("sync.run_crashed", enrollment=enrollment_id, error=str(error))
+                    report = SyncReport(
+                        enrollment_id, "?", ok=False, error=f"{type(error).__name__}: {error}"
+                    )
+                try:
                     await self._release(enrollment_id)
+                except Exception as error:  # the lease runs out by itself
+                    log.warning("sync.release_failed", enrollment=enrollment_id, error=str(error))
                 for tick in self._progress:
                     tick()
                 if self._on_report is not None:
