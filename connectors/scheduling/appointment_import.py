@@ -42,19 +42,30 @@ class RowError(ValueError):
 
 def parse_appointments_csv(text: str) -> ParsedAppointments:
     result = ParsedAppointments()
-    reader = csv.DictReader(io.StringIO(text))
-    columns = {name.strip().lower() for name in reader.fieldnames or [] if name}
-    missing = [name for name in REQUIRED_COLUMNS if name not in columns]
-    if missing:
-        result.errors.append(f"line 1: the header lacks {', '.join(missing)}")
-        return result
-    for line, raw in enumerate(reader, start=2):
-        row = {str(k).strip().lower(): (v or "").strip() for k, v in raw.items() if k}
-        try:
-            result.appointments.append((_required(row, "profile_id"), _csv_appointment(row)))
-        except RowError as error:
-            result.errors.append(f"line {line}: {error}")
+    # newline="" lets the csv module see \r and \r\n itself (quoted fields may hold them).
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        columns = {name.strip().lower() for name in reader.fieldnames or [] if name}
+        missing = [name for name in REQUIRED_COLUMNS if name not in columns]
+        if missing:
+            result.errors.append(f"line 1: the header lacks {', '.join(missing)}")
+            return result
+        for raw in reader:
+            row = {str(k).strip().lower(): _cell(v) for k, v in raw.items() if k}
+            try:
+                result.appointments.append((_required(row, "profile_id"), _csv_appointment(row)))
+            except RowError as error:
+                result.errors.append(f"line {reader.line_num}: {error}")
+    except csv.Error as error:
+        result.errors.append(f"line {reader.line_num}: the file is not valid CSV ({error})")
     return result
+
+
+def _cell(value: object) -> str:
+    """A cell as text; surplus cells (a row longer than the header) arrive as a list."""
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value).strip()
+    return str(value or "").strip()
 
 
 def _csv_appointment(row: dict[str, str]) -> Appointment:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from connectors.scheduling.ports import Profile
@@ -34,9 +35,12 @@ class ParsedProfiles:
 
 
 def parse_profiles_csv(text: str) -> ParsedProfiles:
-    reader = csv.reader(io.StringIO(text.lstrip("\ufeff")))
+    # newline="" lets the csv module see \r and \r\n itself (quoted fields may hold them).
+    reader = csv.reader(io.StringIO(text.lstrip("\ufeff"), newline=""))
     try:
         header = next(reader)
+    except csv.Error as error:
+        return ParsedProfiles([], [RowError(1, f"the file is not valid CSV ({error})")])
     except StopIteration:
         return ParsedProfiles(
             [], [RowError(1, "the file is empty; expected a header: id,name,email")]
@@ -50,7 +54,7 @@ def parse_profiles_csv(text: str) -> ParsedProfiles:
     profiles: list[Profile] = []
     errors: list[RowError] = []
     seen: dict[str, int] = {}
-    for row in reader:
+    for row in _rows(reader, errors):
         line = reader.line_num
         if not any(cell.strip() for cell in row):
             continue
@@ -78,3 +82,11 @@ def parse_profiles_csv(text: str) -> ParsedProfiles:
             seen[profile_id] = line
             profiles.append(Profile(profile_id, name[:256], email.lower() or None))
     return ParsedProfiles(profiles, errors)
+
+
+def _rows(reader: Iterator[list[str]], errors: list[RowError]) -> Iterator[list[str]]:
+    """The reader's rows, ending with one error instead of an exception on malformed CSV."""
+    try:
+        yield from reader
+    except csv.Error as error:
+        errors.append(RowError(getattr(reader, "line_num", 0), f"not valid CSV ({error})"))

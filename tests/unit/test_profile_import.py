@@ -58,3 +58,9 @@ def test_any_rows_are_either_loaded_or_reported(rows: list[tuple[str, str, str]]
     assert all(error.line >= 2 for error in parsed.errors)
     non_blank = [row for row in rows if any(cell.strip() for cell in row)]
     assert len(parsed.profiles) + len(parsed.errors) == len(non_blank), "no row may vanish"
+
+
+@given(st.text(max_size=300))
+def test_any_text_after_the_header_is_loaded_or_reported_never_raised(text: str) -> None:
+    parsed = parse_profiles_csv("id,name,email\n" + text)
+    assert all(profile.id for profile in parsed.profiles)
