@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -277,13 +278,18 @@ def import_profiles(
         created, updated = asyncio.run(run())
     except DATABASE_FAILURES as error:
         _database_unreachable(settings, error)
-    for rejected in parsed.errors:
+    _import_summary("profiles", created, updated, parsed.errors)
+
+
+def _import_summary(what: str, created: int, updated: int, errors: Sequence[object]) -> None:
+    """Rejected rows on stderr, the counts on stdout; exit 1 when anything was rejected."""
+    for rejected in errors:
         typer.echo(f"rejected {rejected}", err=True)
     typer.echo(
-        f"imported {created + updated} profiles ({created} new, {updated} updated), "
-        f"rejected {len(parsed.errors)} rows"
+        f"imported {created + updated} {what} ({created} new, {updated} updated), "
+        f"rejected {len(errors)} rows"
     )
-    if parsed.errors:
+    if errors:
         raise typer.Exit(EXIT_UNAVAILABLE)
 
 
@@ -359,14 +365,7 @@ def import_appointments(
         created, updated = asyncio.run(run())
     except DATABASE_FAILURES as error:
         _database_unreachable(settings, error)
-    for rejected in parsed.errors:
-        typer.echo(f"rejected {rejected}", err=True)
-    typer.echo(
-        f"imported {created + updated} appointments ({created} new, {updated} updated), "
-        f"rejected {len(parsed.errors)}"
-    )
-    if parsed.errors:
-        raise typer.Exit(EXIT_UNAVAILABLE)
+    _import_summary("appointments", created, updated, parsed.errors)
 
 
 @app.command("sync")

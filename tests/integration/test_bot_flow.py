@@ -310,27 +310,14 @@ async def test_sync_now_asks_the_worker_for_a_run_for_it_admins_only(
     recorder: ConnectorRecorder,
 ) -> None:
     from connectors.scheduling.builtin_appointments import BuiltinAppointments
-    from core.db import write_transaction
     from core.settings import SyncSettings
     from sync.engine import SyncEngine
     from sync.records import SyncState
     from sync.worker import SyncWorker
-    from workflows.records import Enrollment
+    from tests.support.enrollments import enroll
 
     avery = "avery.quinlan@example.edu"
-    async with write_transaction(h.sessions) as session:
-        row = Enrollment(
-            subject_id=tenant.seed.user_ids[avery],
-            subject_upn=avery,
-            subject_name="Avery Quinlan",
-            profile_id="P-1",
-            mailbox=avery,
-            active=True,
-            paused=False,
-        )
-        session.add(row)
-        await session.flush()
-        enrollment = row.id
+    [enrollment] = await enroll(h.sessions, tenant, avery)
     settings = SyncSettings()
     engine = SyncEngine(h.sessions, h.m365.calendar, BuiltinAppointments(h.sessions), settings)
     worker = SyncWorker(h.sessions, engine, settings)

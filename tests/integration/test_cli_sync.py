@@ -6,12 +6,12 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from core.db import create_engine, session_factory, write_transaction
+from core.db import create_engine, session_factory
 from sandbox.server import SandboxTenant
 from syncwarden.migrate import upgrade_to_head
 from tests.integration.test_cli import run
+from tests.support.enrollments import enroll
 from tests.support.m365 import SYNCWARDEN_APP
-from workflows.records import Enrollment
 
 AVERY = "avery.quinlan@example.edu"
 
@@ -21,18 +21,7 @@ async def test_import_then_sync_one_person(tmp_path: Path, tenant: SandboxTenant
     engine = create_engine(url)
     try:
         await upgrade_to_head(engine)
-        async with write_transaction(session_factory(engine)) as session:
-            session.add(
-                Enrollment(
-                    subject_id=tenant.seed.user_ids[AVERY],
-                    subject_upn=AVERY,
-                    subject_name="Avery Quinlan",
-                    profile_id="P-avery",
-                    mailbox=AVERY,
-                    active=True,
-                    paused=False,
-                )
-            )
+        await enroll(session_factory(engine), tenant, AVERY, "P-avery")
     finally:
         await engine.dispose()
     day = (datetime.now(UTC) + timedelta(days=2)).date().isoformat()
@@ -58,7 +47,7 @@ async def test_import_then_sync_one_person(tmp_path: Path, tenant: SandboxTenant
         run, "import", "appointments", str(csv_file), cwd=tmp_path, **env
     )
     assert imported.returncode == 1  # one row was rejected, and says so
-    assert "imported 2 appointments (2 new, 0 updated), rejected 1" in imported.stdout
+    assert "imported 2 appointments (2 new, 0 updated), rejected 1 rows" in imported.stdout
     assert "rejected line 4: end 'later' is not a time like 2026-11-23T09:00" in imported.stderr
 
     # The sandbox answers from this event loop, so the CLI runs in a thread meanwhile.

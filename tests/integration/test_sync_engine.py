@@ -25,6 +25,7 @@ from sync.engine import SyncEngine, SyncOptions, SyncReport
 from sync.errors import FailureKind
 from sync.records import BusyBlockRecord, EventLink
 from syncwarden.m365 import Microsoft365
+from tests.support.enrollments import enroll
 from workflows.records import Enrollment
 
 AVERY = "avery.quinlan@example.edu"
@@ -44,19 +45,8 @@ class World:
         return self.tenant.seed.user_ids[upn]
 
     async def enroll(self, upn: str = AVERY, profile: str = "P-1") -> int:
-        async with write_transaction(self.sessions) as session:
-            enrollment = Enrollment(
-                subject_id=self.user_id(upn),
-                subject_upn=upn,
-                subject_name=upn.split("@")[0],
-                profile_id=profile,
-                mailbox=upn,
-                active=True,
-                paused=False,
-            )
-            session.add(enrollment)
-            await session.flush()
-            return enrollment.id
+        [enrollment] = await enroll(self.sessions, self.tenant, upn, profile)
+        return enrollment
 
     def appointment(self, number: int, *, days: float = 1, **fields: Any) -> Appointment:
         start = self.now.replace(minute=0, second=0, microsecond=0) + timedelta(days=days)

@@ -19,6 +19,7 @@ from sync.errors import FailureKind
 from sync.records import SyncState
 from sync.worker import SyncWorker
 from syncwarden.m365 import Microsoft365
+from tests.support.enrollments import enroll
 from tests.support.notifier import RecordingNotifier
 from workflows.ports import NotificationKind
 from workflows.records import Enrollment
@@ -28,23 +29,8 @@ AVERY = "avery.quinlan@example.edu"
 
 async def enroll_many(engine: AsyncEngine, tenant: SandboxTenant, count: int) -> list[int]:
     """``count`` enrollments of one sandbox person under different profiles."""
-    sessions = session_factory(engine)
-    async with write_transaction(sessions) as session:
-        rows = [
-            Enrollment(
-                subject_id=tenant.seed.user_ids[AVERY],
-                subject_upn=AVERY,
-                subject_name="Avery",
-                profile_id=f"P-{number}",
-                mailbox=AVERY,
-                active=True,
-                paused=False,
-            )
-            for number in range(count)
-        ]
-        session.add_all(rows)
-        await session.flush()
-        return [row.id for row in rows]
+    profiles = [f"P-{number}" for number in range(count)]
+    return await enroll(session_factory(engine), tenant, AVERY, *profiles)
 
 
 def worker_for(engine: AsyncEngine, m365: Microsoft365, owner: str) -> SyncWorker:
@@ -135,19 +121,7 @@ async def test_it_hears_of_a_first_failure_once_a_digest_and_the_recovery(
 ) -> None:
     outside = "sasha.verhoeven@example.edu"
     sessions = session_factory(migrated_engine)
-    async with write_transaction(sessions) as session:
-        row = Enrollment(
-            subject_id=tenant.seed.user_ids[outside],
-            subject_upn=outside,
-            subject_name="Sasha",
-            profile_id="P-1",
-            mailbox=outside,
-            active=True,
-            paused=False,
-        )
-        session.add(row)
-        await session.flush()
-        enrollment = row.id
+    [enrollment] = await enroll(sessions, tenant, outside)
     notifier = RecordingNotifier()
     alerts = SyncAlerts(sessions, notifier)
     settings = SyncSettings()
