@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from microsoft_agents.hosting.core.authorization import _entra_issuers
+from microsoft_agents.hosting.core.authorization.jwt import jwt_token_validator
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from connectors.tls import combined_bundle
@@ -43,6 +44,9 @@ async def production_client(
         f"{tenant.base_url}/botframework/v1/.well-known/keys",
     )
     monkeypatch.setenv("SSL_CERT_FILE", combined_bundle(tenant.ca_path))
+    # The SDK caches signing keys per JWKS address for the whole process. A later test's sandbox
+    # can get a port an earlier one used, and so the same address with other keys: start empty.
+    monkeypatch.setattr(jwt_token_validator.JwtTokenValidator._jwk_client_manager, "_cache", {})
     settings = Settings.model_validate(
         {
             "mode": Mode.PRODUCTION,
