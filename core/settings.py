@@ -188,6 +188,8 @@ class SyncSettings(BaseModel):
     # calendarView/delta keeps the window it started with; start a fresh round this often.
     delta_restart_hours: float = Field(default=24.0, gt=0)
     failure_digest_minutes: float = Field(default=60.0, ge=5)
+    # Where Graph posts change notifications (public HTTPS); defaults to the bot's public host.
+    notification_url: str | None = None
 
 
 class LogSettings(BaseModel):
@@ -325,6 +327,12 @@ def find_problems(settings: Settings) -> list[str]:
 
     env = "SYNCWARDEN_"
     bot, graph = settings.bot, settings.graph
+    url = settings.sync.notification_url
+    if url and not url.startswith("https://"):
+        problems.append(
+            f"sync.notification_url must be an https:// address Graph can reach "
+            f"({env}SYNC__NOTIFICATION_URL)"
+        )
     if bot.allow_anonymous:
         problems.append(
             f"bot.allow_anonymous is set; anonymous Bot Framework traffic is refused in production "

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -31,6 +31,8 @@ class Job:
     run: Callable[[], Awaitable[object]]
     run_at_start: bool = False
     jitter_seconds: float | None = None
+    # Wait this long before the first run (e.g. until the HTTP endpoint is listening).
+    first_run_after_seconds: float | None = None
 
 
 def declared_jobs(settings: Settings, workflows: Workflows) -> list[Job]:
@@ -66,7 +68,19 @@ def declared_jobs(settings: Settings, workflows: Workflows) -> list[Job]:
             settings.sync.failure_digest_minutes,
             workflows.sync.alerts.digest,
         ),
+        # Graph validates the notification URL when a subscription is created, so the first
+        # pass waits for the HTTP server to listen.
+        Job(
+            "sync.subscriptions",
+            60,
+            lambda: _described(workflows.sync.subscriptions.maintain()),
+            first_run_after_seconds=15,
+        ),
     ]
+
+
+async def _described(result: Awaitable[object]) -> str:
+    return str(await result)
 
 
 REQUESTED_POLL_SECONDS = 10.0
@@ -120,13 +134,18 @@ class BackgroundWork:
                 jitter=job.jitter_seconds
                 if job.jitter_seconds is not None
                 else min(30, int(job.every_minutes * 6)),
-                **({"next_run_time": datetime.now(UTC)} if job.run_at_start else {}),
+                **_first_run(job),
             )
         self._scheduler.start()
         log.info(
             "background.started",
             jobs=[job.id for job in declared_jobs(self._settings, self._workflows)],
         )
+
+    def kick(self, job_id: str) -> None:
+        """Run a job now instead of at its next trigger (it still never runs twice at once)."""
+        if self._scheduler.running:
+            self._scheduler.modify_job(job_id, next_run_time=datetime.now(UTC))
 
     async def stop(self) -> None:
         self._stop.set()
@@ -135,6 +154,12 @@ class BackgroundWork:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(task, timeout=30)
+
+
+def _first_run(job: Job) -> dict[str, datetime]:
+    if job.first_run_after_seconds is not None:
+        return {"next_run_time": datetime.now(UTC) + timedelta(seconds=job.first_run_after_seconds)}
+    return {"next_run_time": datetime.now(UTC)} if job.run_at_start else {}
 
 
 def _logged(job: Job) -> Callable[[], Awaitable[None]]:

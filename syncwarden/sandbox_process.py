@@ -99,6 +99,11 @@ def settings_for_sandbox(settings: Settings, ready: dict[str, Any]) -> Settings:
         }
     )
     exchange = settings.exchange.model_copy(update={"base_url": ready["base_url"]})
+    # The sandbox can reach this process directly, so change notifications work locally too.
+    local = f"http://{settings.http.host}:{settings.http.port}/api/graph/notifications"
+    sync = settings.sync.model_copy(
+        update={"notification_url": settings.sync.notification_url or local}
+    )
     return settings.model_copy(
-        update={"graph": graph, "exchange": exchange, "approvals": approvals}
+        update={"graph": graph, "exchange": exchange, "approvals": approvals, "sync": sync}
     )

@@ -22,6 +22,7 @@ from core.db import create_engine, session_factory
 from core.errors import ConfigurationError
 from core.logging import get_logger
 from core.settings import Settings, find_problems
+from sync.subscriptions import MailboxSubscriptions
 from syncwarden import __version__
 from syncwarden.background import BackgroundWork
 from syncwarden.doctor import Doctor
@@ -91,6 +92,7 @@ async def serve(
             background = BackgroundWork(settings, workflows, dispatcher)
             await background.start()
             stack.push_async_callback(background.stop)
+            workflows.sync.subscriptions.on_requested = lambda: background.kick("sync.requested")
         dialogue = DialogueLogic(
             conversations,
             workflows.service if workflows else None,
@@ -99,7 +101,8 @@ async def serve(
             doctor=Doctor(settings, engine, sessions, m365, BotTokens(settings)),
             sync=workflows.sync.worker if workflows else None,
         )
-        await _serve_http(settings, engine, dialogue, stop)
+        subscriptions = workflows.sync.subscriptions if workflows else None
+        await _serve_http(settings, engine, dialogue, stop, subscriptions)
     log.info("syncwarden.stopped")
 
 
@@ -145,10 +148,14 @@ async def _warn_about_own_credentials(workflows: Workflows) -> None:
 
 
 async def _serve_http(
-    settings: Settings, engine: AsyncEngine, dialogue: DialogueLogic, stop: asyncio.Event | None
+    settings: Settings,
+    engine: AsyncEngine,
+    dialogue: DialogueLogic,
+    stop: asyncio.Event | None,
+    subscriptions: MailboxSubscriptions | None,
 ) -> None:
     stop_event = stop or asyncio.Event()
-    app = create_app(settings, engine, dialogue)
+    app = create_app(settings, engine, dialogue, subscriptions)
     runner = web.AppRunner(
         app, shutdown_timeout=settings.http.shutdown_timeout_seconds, access_log=None
     )

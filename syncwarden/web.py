@@ -31,8 +31,10 @@ from bot.teams_endpoint import add_bot_routes
 from core.db import ping
 from core.logging import get_logger
 from core.settings import Settings
+from sync.subscriptions import MailboxSubscriptions
 from syncwarden import __version__
 from syncwarden.migrate import migration_status
+from syncwarden.workflow_wiring import GRAPH_NOTIFICATIONS_PATH
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -66,11 +68,15 @@ class HttpMetrics:
 
 
 ENGINE = web.AppKey("engine", AsyncEngine)
+NOTIFICATIONS = web.AppKey("notifications", MailboxSubscriptions)
 METRICS = web.AppKey("metrics", HttpMetrics)
 
 
 def create_app(
-    settings: Settings, engine: AsyncEngine, dialogue: DialogueLogic | None = None
+    settings: Settings,
+    engine: AsyncEngine,
+    dialogue: DialogueLogic | None = None,
+    notifications: MailboxSubscriptions | None = None,
 ) -> web.Application:
     """Assemble the aiohttp application; nothing here touches the network until it is served."""
     metrics = HttpMetrics()
@@ -87,11 +93,32 @@ def create_app(
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
+    if notifications is not None:
+        app[NOTIFICATIONS] = notifications
+    app.router.add_post(GRAPH_NOTIFICATIONS_PATH, _graph_notifications)
     with warnings.catch_warnings():
         # The Agents SDK reads its configuration from a plain string key on the app.
         warnings.simplefilter("ignore", web.NotAppKeyWarning)
         add_bot_routes(app, settings, dialogue)
     return app
+
+
+async def _graph_notifications(request: web.Request) -> web.Response:
+    """Graph's validation handshake, then change notifications: checked, queued, 202 at once."""
+    token = request.query.get("validationToken")
+    if token is not None:
+        return web.Response(text=token, content_type="text/plain")
+    inbox = request.app.get(NOTIFICATIONS)
+    if inbox is None:
+        return web.json_response({"error": "change notifications are not enabled"}, status=404)
+    try:
+        payload = await request.json()
+    except ValueError:
+        return web.json_response({"error": "the body is not JSON"}, status=400)
+    if not isinstance(payload, dict):
+        return web.json_response({"error": "expected an object with a value list"}, status=400)
+    await inbox.receive(payload)
+    return web.Response(status=202)
 
 
 async def _healthz(_request: web.Request) -> web.Response:

@@ -24,6 +24,7 @@ from core.settings import GraphSettings, SchedulingAdapter, Settings
 from sync.alerts import SyncAlerts
 from sync.credential_watch import CredentialWatch
 from sync.engine import SyncEngine
+from sync.subscriptions import MailboxSubscriptions
 from sync.worker import SyncWorker
 from syncwarden.m365 import Microsoft365
 from workflows.handlers import ProvisioningHandlers
@@ -35,6 +36,7 @@ from workflows.runner import StepRunner
 from workflows.service import WorkflowService
 
 BOT_FRAMEWORK_SCOPE = "https://api.botframework.com/.default"
+GRAPH_NOTIFICATIONS_PATH = "/api/graph/notifications"
 
 
 @dataclass
@@ -42,6 +44,7 @@ class CalendarSync:
     worker: SyncWorker
     alerts: SyncAlerts
     appointments: BuiltinAppointments
+    subscriptions: MailboxSubscriptions
 
 
 @dataclass
@@ -114,7 +117,19 @@ def build_calendar_sync(
         min_gap=timedelta(minutes=settings.scheduler.sync_interval_minutes / 2),
         on_report=alerts.after_run,
     )
-    return CalendarSync(worker, alerts, appointments)
+    subscriptions = MailboxSubscriptions(
+        sessions, m365.subscriptions, notification_url(settings), worker.request_mailbox
+    )
+    return CalendarSync(worker, alerts, appointments, subscriptions)
+
+
+def notification_url(settings: Settings) -> str | None:
+    """Where Graph should post change notifications; None turns subscriptions off."""
+    if settings.sync.notification_url:
+        return settings.sync.notification_url
+    if settings.bot.public_host:
+        return f"https://{settings.bot.public_host}{GRAPH_NOTIFICATIONS_PATH}"
+    return None
 
 
 def build_credential_watch(

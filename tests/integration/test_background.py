@@ -38,6 +38,7 @@ async def test_background_runner_provisions_approved_tickets(
         "sync.run",
         "sync.requested",
         "sync.failure_digest",
+        "sync.subscriptions",
     ]
     await workflows.scheduling.upsert_profile(
         Profile("prof-sasha", "Sasha", "sasha.verhoeven@example.edu")

@@ -1,0 +1,179 @@
+"""Graph change notifications end to end: the sandbox posts to our real HTTP endpoint, the mailbox
+is queued for a sync, and the worker's next requested run pulls the change."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from core.db import session_factory, write_transaction
+from core.settings import Settings, SyncSettings
+from sandbox.server import SandboxTenant
+from sync.records import BusyBlockRecord, SyncState
+from sync.subscriptions import SubscriptionRecord
+from syncwarden.m365 import Microsoft365
+from syncwarden.web import create_app
+from syncwarden.workflow_wiring import CalendarSync, build_calendar_sync
+from tests.support.enrollments import enroll
+from tests.support.m365 import sandbox_settings
+from tests.support.notifier import RecordingNotifier
+from workflows.records import Enrollment
+
+AVERY = "avery.quinlan@example.edu"
+WebClient = TestClient[web.Request, web.Application]
+
+
+@dataclass
+class Setup:
+    sync: CalendarSync
+    client: WebClient
+    sessions: async_sessionmaker[AsyncSession]
+    enrollment: int
+    kicks: list[str]
+
+
+def free_port() -> int:
+    """A port nobody listens on, so the URL can be known before the server starts."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+async def setup(
+    migrated_engine: AsyncEngine, tenant: SandboxTenant, m365: Microsoft365
+) -> AsyncIterator[Setup]:
+    sessions = session_factory(migrated_engine)
+    [enrollment] = await enroll(sessions, tenant, AVERY)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api/graph/notifications"
+    settings = sandbox_settings(tenant, sync=SyncSettings(notification_url=url).model_dump())
+    sync = build_calendar_sync(settings, sessions, m365, RecordingNotifier())
+    kicks: list[str] = []
+    sync.subscriptions.on_requested = lambda: kicks.append("sync.requested")
+    app = create_app(Settings(), migrated_engine, notifications=sync.subscriptions)
+    client: WebClient = TestClient(TestServer(app, host="127.0.0.1", port=port))
+    await client.start_server()
+    try:
+        yield Setup(sync, client, sessions, enrollment, kicks)
+    finally:
+        await client.close()
+
+
+async def test_a_change_in_outlook_reaches_the_sync_through_a_notification(
+    setup: Setup, tenant: SandboxTenant, m365: Microsoft365
+) -> None:
+    await setup.sync.worker.run_all()  # the first sync, before any subscription
+    maintained = await setup.sync.subscriptions.maintain()
+    assert maintained.created == 1 and maintained.failed == 0
+    async with setup.sessions() as session:
+        [record] = (await session.scalars(select(SubscriptionRecord))).all()
+    assert record.mailbox_id == tenant.seed.user_ids[AVERY]
+    assert len(record.client_state_hash) == 64  # only a hash of the secret is kept
+
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=5)
+    created = await m365.graph.request(
+        "POST",
+        f"users/{record.mailbox_id}/events",
+        json_body={
+            "subject": "Personal",
+            "start": {"dateTime": start.strftime("%Y-%m-%dT%H:%M:%S"), "timeZone": "UTC"},
+            "end": {
+                "dateTime": (start + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S"),
+                "timeZone": "UTC",
+            },
+        },
+        mailbox=record.mailbox_id,
+    )
+    await tenant.drain_notifications()
+
+    delivered = [d for d in tenant.subscriptions.deliveries if "notifications" in d.url]
+    assert delivered and all(d.status == 202 for d in delivered)
+    assert setup.kicks == ["sync.requested"] * len(delivered)
+    async with setup.sessions() as session:
+        state = await session.get(SyncState, setup.enrollment)
+        assert state is not None and state.requested_at is not None
+    [report] = await setup.sync.worker.run_requested()
+    assert report.ok and not report.full_resync
+    async with setup.sessions() as session:
+        blocks = (await session.scalars(select(BusyBlockRecord.event_id))).all()
+    assert created.body["id"] in blocks
+
+
+async def test_forged_state_unknown_subscriptions_and_bad_bodies_queue_nothing(
+    setup: Setup,
+) -> None:
+    await setup.sync.subscriptions.maintain()
+    async with setup.sessions() as session:
+        [record] = (await session.scalars(select(SubscriptionRecord))).all()
+    forged = {
+        "value": [
+            {"subscriptionId": record.subscription_id, "clientState": "guess"},
+            {"subscriptionId": "unknown", "clientState": "guess"},
+        ]
+    }
+
+    answered = await setup.client.post("/api/graph/notifications", json=forged)
+    assert answered.status == 202
+    not_json = await setup.client.post("/api/graph/notifications", data=b"{oops")
+    assert not_json.status == 400
+    handshake = await setup.client.post(
+        "/api/graph/notifications", params={"validationToken": "echo me"}
+    )
+    assert (handshake.status, await handshake.text()) == (200, "echo me")
+
+    async with setup.sessions() as session:
+        state = await session.get(SyncState, setup.enrollment)
+    assert state is None or state.requested_at is None
+    assert setup.kicks == []
+
+
+async def test_lifecycle_events_renew_recreate_and_resync(
+    setup: Setup, tenant: SandboxTenant
+) -> None:
+    await setup.sync.subscriptions.maintain()
+    async with setup.sessions() as session:
+        [record] = (await session.scalars(select(SubscriptionRecord))).all()
+    old_expiry = record.expires_at
+
+    tenant.send_lifecycle_event(record.subscription_id, "reauthorizationRequired")
+    await tenant.drain_notifications()
+    async with setup.sessions() as session:
+        renewed = await session.get(SubscriptionRecord, record.mailbox_id)
+    assert renewed is not None and renewed.expires_at >= old_expiry
+
+    tenant.send_lifecycle_event(record.subscription_id, "subscriptionRemoved")
+    await tenant.drain_notifications()
+    async with setup.sessions() as session:
+        assert await session.get(SubscriptionRecord, record.mailbox_id) is None
+        state = await session.get(SyncState, setup.enrollment)
+        assert state is not None and state.requested_at is not None  # changes may be missed
+    again = await setup.sync.subscriptions.maintain()
+    assert again.created == 1
+
+
+async def test_subscriptions_follow_enrollments_and_renew_before_they_end(
+    setup: Setup, tenant: SandboxTenant
+) -> None:
+    await setup.sync.subscriptions.maintain()
+    async with write_transaction(setup.sessions) as session:
+        record = (await session.scalars(select(SubscriptionRecord))).one()
+        record.expires_at = datetime.now(UTC) + timedelta(hours=1)
+    renewed = await setup.sync.subscriptions.maintain()
+    assert renewed.renewed == 1
+
+    async with write_transaction(setup.sessions) as session:
+        enrollment = await session.get(Enrollment, setup.enrollment)
+        assert enrollment is not None
+        enrollment.active = False
+    removed = await setup.sync.subscriptions.maintain()
+    assert removed.removed == 1
+    assert tenant.subscriptions.subscriptions == {}
