@@ -167,6 +167,8 @@ class AlertSettings(BaseModel):
 
 class SyncSource(StrEnum):
     BUILTIN = "builtin"
+    ICS = "ics"
+    SQL = "sql"
 
 
 class SyncSettings(BaseModel):
@@ -190,6 +192,15 @@ class SyncSettings(BaseModel):
     failure_digest_minutes: float = Field(default=60.0, ge=5)
     # Where Graph posts change notifications (public HTTPS); defaults to the bot's public host.
     notification_url: str | None = None
+    # ics: each profile's feed, {profile_id} filled in; feed addresses often carry a token.
+    ics_url_template: SecretStr | None = None
+    # Zone for floating times and all-day dates in feeds and SQL rows without a time_zone column.
+    source_time_zone: str = "UTC"
+    # sql: a read-only query with :profile_id, :window_start and :window_end bound (never
+    # formatted in), and how its columns map to ours (our name -> theirs) where they differ.
+    sql_url: SecretStr | None = None
+    sql_query: str | None = None
+    sql_columns: dict[str, str] = Field(default_factory=dict)
 
 
 class LogSettings(BaseModel):
@@ -322,6 +333,7 @@ def find_problems(settings: Settings) -> list[str]:
     template_problem = subject_template_problem(settings.sync.subject_template)
     if template_problem:
         problems.append(f"{template_problem} (SYNCWARDEN_SYNC__SUBJECT_TEMPLATE)")
+    problems.extend(_sync_source_problems(settings.sync))
     if not settings.is_production:
         return problems
 
@@ -422,3 +434,34 @@ def subject_template_problem(template: str) -> str | None:
     if unknown:
         return f"the sync subject template may use only {{subject}} and {{location}}, not {unknown}"
     return None
+
+
+def _sync_source_problems(sync: SyncSettings) -> list[str]:
+    """The chosen appointment source must have what it needs to be read."""
+    env = "SYNCWARDEN_SYNC__"
+    if sync.source is SyncSource.ICS:
+        template = sync.ics_url_template.get_secret_value() if sync.ics_url_template else ""
+        if "{profile_id}" not in template:
+            return [
+                f"the ics source needs {env}ICS_URL_TEMPLATE with {{profile_id}} in it, e.g. "
+                "https://scheduling.example.edu/feeds/{profile_id}.ics"
+            ]
+    if sync.source is SyncSource.SQL:
+        problems = []
+        if not sync.sql_url:
+            problems.append(f"the sql source needs {env}SQL_URL (a SQLAlchemy async URL)")
+        else:
+            try:
+                make_url(sync.sql_url.get_secret_value())
+            except ArgumentError:
+                problems.append(
+                    f"{env}SQL_URL is not a SQLAlchemy URL, e.g. "
+                    "mssql+aioodbc://user:password@host/db?driver=ODBC+Driver+18+for+SQL+Server"
+                )
+        if not sync.sql_query or ":profile_id" not in sync.sql_query:
+            problems.append(
+                f"the sql source needs {env}SQL_QUERY selecting one profile's appointments, with "
+                ":profile_id (and :window_start, :window_end) as bound parameters"
+            )
+        return problems
+    return []

@@ -5,7 +5,11 @@ not imported here is invisible to migrations: add new model modules to the impor
 """
 
 from bot import conversations  # noqa: F401  (registers conversation_refs)
-from connectors.scheduling import builtin, builtin_appointments  # noqa: F401  (scheduling_*)
+from connectors.scheduling import (  # noqa: F401  (scheduling_*, ics_feed_cache)
+    builtin,
+    builtin_appointments,
+    ics_source,
+)
 from core.db import Base
 from sync import credential_watch  # noqa: F401  (registers credential_alerts)
 from sync import records as sync_records  # noqa: F401  (registers sync_* tables)

@@ -87,6 +87,8 @@ async def serve(
             await _report_microsoft365(m365)
             workflows = build_workflows(settings, sessions, m365, on_notification=dispatcher.wake)
             if workflows is not None:
+                stack.push_async_callback(workflows.sync.aclose)
+            if workflows is not None:
                 await _warn_about_own_credentials(workflows)
         if workflows is not None and settings.scheduler.enabled:
             background = BackgroundWork(settings, workflows, dispatcher)

@@ -7,20 +7,24 @@ than being dropped.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import httpx
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from bot.conversations import CardPostStore, ConversationStore
 from bot.teams_delivery import TeamsDelivery
 from connectors.clouds import resolve_endpoints
+from connectors.http import create_http_client
 from connectors.scheduling.builtin import BuiltinScheduling
 from connectors.scheduling.builtin_appointments import BuiltinAppointments
+from connectors.scheduling.ics_source import IcsFeedSource
+from connectors.scheduling.ports import AppointmentSource
+from connectors.scheduling.sql_source import SqlSource
 from connectors.tokens import MsalTokenProvider
-from core.settings import GraphSettings, SchedulingAdapter, Settings
+from core.settings import GraphSettings, SchedulingAdapter, Settings, SyncSource
 from sync.alerts import SyncAlerts
 from sync.credential_watch import CredentialWatch
 from sync.engine import SyncEngine
@@ -43,8 +47,15 @@ GRAPH_NOTIFICATIONS_PATH = "/api/graph/notifications"
 class CalendarSync:
     worker: SyncWorker
     alerts: SyncAlerts
+    # The built-in table (import target); ``source`` is what the engine reads, per settings.
     appointments: BuiltinAppointments
     subscriptions: MailboxSubscriptions
+    source: AppointmentSource
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    async def aclose(self) -> None:
+        for close in self.closers:
+            await close()
 
 
 @dataclass
@@ -108,7 +119,8 @@ def build_calendar_sync(
 ) -> CalendarSync:
     """The sync worker on the configured appointment source, with IT alerts on failures."""
     appointments = BuiltinAppointments(sessions)
-    engine = SyncEngine(sessions, m365.calendar, appointments, settings.sync)
+    source, closers = appointment_source(settings, appointments, sessions)
+    engine = SyncEngine(sessions, m365.calendar, source, settings.sync)
     alerts = SyncAlerts(sessions, notifier, digest_minutes=settings.sync.failure_digest_minutes)
     worker = SyncWorker(
         sessions,
@@ -120,7 +132,32 @@ def build_calendar_sync(
     subscriptions = MailboxSubscriptions(
         sessions, m365.subscriptions, notification_url(settings), worker.request_mailbox
     )
-    return CalendarSync(worker, alerts, appointments, subscriptions)
+    return CalendarSync(worker, alerts, appointments, subscriptions, source, closers)
+
+
+def appointment_source(
+    settings: Settings,
+    builtin: BuiltinAppointments,
+    sessions: async_sessionmaker[AsyncSession],
+) -> tuple[AppointmentSource, list[Callable[[], Awaitable[None]]]]:
+    """The configured source, and what must be closed with it."""
+    sync = settings.sync
+    if sync.source is SyncSource.ICS and sync.ics_url_template:
+        http = create_http_client(extra_ca=settings.graph.ca_bundle, max_connections=16)
+        feeds = IcsFeedSource(
+            sessions,
+            http,
+            sync.ics_url_template.get_secret_value(),
+            default_zone=sync.source_time_zone,
+        )
+        return feeds, [http.aclose]
+    if sync.source is SyncSource.SQL and sync.sql_url and sync.sql_query:
+        engine = create_async_engine(sync.sql_url.get_secret_value(), pool_pre_ping=True)
+        table = SqlSource(
+            engine, sync.sql_query, columns=sync.sql_columns, default_zone=sync.source_time_zone
+        )
+        return table, [engine.dispose]
+    return builtin, []
 
 
 def notification_url(settings: Settings) -> str | None:

@@ -223,3 +223,23 @@ def test_masked_view_never_contains_a_secret(secret: str) -> None:
     view = masked_view(settings)
     assert view["graph"]["client_secret"] == "**********"
     assert view["bot"]["client_secret"] == "**********"
+
+
+def test_a_sync_source_without_what_it_needs_is_a_problem_in_every_mode() -> None:
+    ics = Settings.model_validate({"sync": {"source": "ics"}})
+    assert any("ICS_URL_TEMPLATE with {profile_id}" in p for p in find_problems(ics))
+    sql = Settings.model_validate({"sync": {"source": "sql", "sql_url": "::not a url::"}})
+    problems = find_problems(sql)
+    assert any("SQL_URL is not a SQLAlchemy URL" in p for p in problems)
+    assert any(":profile_id" in p for p in problems)
+    template = Settings.model_validate({"sync": {"subject_template": "{client_name}"}})
+    assert any("SUBJECT_TEMPLATE" in p for p in find_problems(template))
+    fine = Settings.model_validate(
+        {
+            "sync": {
+                "source": "ics",
+                "ics_url_template": "https://feeds.example.edu/{profile_id}.ics",
+            }
+        }
+    )
+    assert find_problems(fine) == []
