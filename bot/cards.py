@@ -288,7 +288,7 @@ def users_card(rows: Sequence[EnrollmentView], *, now: datetime) -> Card:
                 row.mailbox,
                 "off" if row.paused else "on",
                 age_text(row.last_success_at, now) + " ago" if row.last_success_at else "never",
-                "problem: " + row.last_error[:80] if row.last_error else "ok",
+                _sync_status(row),
             ]
         )
         for row in rows[:MAX_USERS_ROWS]
@@ -308,6 +308,12 @@ def users_card(rows: Sequence[EnrollmentView], *, now: datetime) -> Card:
     if len(rows) > MAX_USERS_ROWS:
         body.append(_text(f"…and {len(rows) - MAX_USERS_ROWS} more."))
     return _card(body)
+
+
+def _sync_status(row: EnrollmentView) -> str:
+    if row.last_error:
+        return f"problem ({row.last_error_kind or 'other'}): {row.last_error[:80]}"
+    return f"ok: {row.last_sync_summary}" if row.last_sync_summary else "ok"
 
 
 def _row(cells: Sequence[str], *, bold: bool = False) -> Card:

@@ -362,8 +362,11 @@ class DialogueLogic:
             return Reply(f"Your request {ticket.ref} is **{TicketStatus(ticket.status).label}**.")
         if status.enrolled_mailbox:
             synced = (
-                f" Last sync: {status.last_sync_at:%d %b %H:%M} UTC." if status.last_sync_at else ""
+                f" Last sync: {status.last_sync_at:%d %b %H:%M} UTC" if status.last_sync_at else ""
             )
+            if synced and status.last_sync_summary:
+                synced += f" ({status.last_sync_summary})"
+            synced += "." if synced else ""
             problem = f" Last problem: {status.last_error}" if status.last_error else ""
             return Reply(
                 f"Your calendar syncs into **{status.enrolled_mailbox}**.{synced}{problem}"

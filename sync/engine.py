@@ -425,6 +425,7 @@ class SyncEngine:
                     enrollment.last_success_at = now
                     enrollment.last_error = None
                     enrollment.last_error_kind = None
+                    enrollment.last_sync_summary = _summary(report)
             report.recovered = was_failing and report.ok
         if self._source.accepts_busy:
             await self._source.write_busy(snapshot.profile_id, list(outlook.busy.values()))
@@ -524,6 +525,13 @@ class SyncEngine:
             state = SyncState(enrollment_id=enrollment_id, consecutive_failures=0)
             session.add(state)
         return state
+
+
+def _summary(report: SyncReport) -> str:
+    return (
+        f"{report.created} created, {report.updated} updated, {report.deleted} deleted, "
+        f"{report.recreated} re-created, {report.busy_blocks} busy blocks"
+    )
 
 
 def _count(state: SyncState, report: SyncReport) -> None:

@@ -180,6 +180,8 @@ class Enrollment(Base):
     last_success_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
     last_error_kind: Mapped[str | None] = mapped_column(String(32))
+    # What the last successful sync did, in words ("2 created, 1 updated, …"), for people.
+    last_sync_summary: Mapped[str | None] = mapped_column(String(200))
 
     __table_args__ = (
         Index(

@@ -67,6 +67,7 @@ class PersonStatus:
     enrolled_mailbox: str | None
     last_sync_at: datetime | None
     last_error: str | None
+    last_sync_summary: str | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,8 @@ class EnrollmentView:
     paused: bool
     last_success_at: datetime | None
     last_error: str | None
+    last_error_kind: str | None = None
+    last_sync_summary: str | None = None
 
 
 @dataclass(frozen=True)
@@ -260,6 +263,7 @@ class WorkflowService:
             enrolled_mailbox=enrollment.mailbox if enrollment else None,
             last_sync_at=enrollment.last_success_at if enrollment else None,
             last_error=enrollment.last_error if enrollment else None,
+            last_sync_summary=enrollment.last_sync_summary if enrollment else None,
         )
 
     async def enrollments(self) -> list[EnrollmentView]:
@@ -972,6 +976,8 @@ def _enrollment_view(row: Enrollment) -> EnrollmentView:
         paused=row.paused,
         last_success_at=row.last_success_at,
         last_error=row.last_error,
+        last_error_kind=row.last_error_kind,
+        last_sync_summary=row.last_sync_summary,
     )
 
 

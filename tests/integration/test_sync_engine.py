@@ -119,6 +119,11 @@ async def test_first_sync_pushes_every_appointment_and_reads_busy_time(world: Wo
     blocks = await busy_blocks(world, enrollment)
     assert report.busy_blocks == len(blocks) >= 3
     assert {b.show_as for b in blocks} == {"busy", "oof"}
+    async with world.sessions() as session:
+        row = await session.get(Enrollment, enrollment)
+    assert row is not None and row.last_sync_summary == (
+        f"5 created, 0 updated, 0 deleted, 0 re-created, {len(blocks)} busy blocks"
+    )
 
 
 async def test_steady_state_costs_one_delta_request_and_writes_nothing(world: World) -> None:

@@ -80,7 +80,16 @@ def catalog() -> dict[str, dict[str, Any]]:
         "users: two people": cards.users_card(
             [
                 EnrollmentView(
-                    "u-1", "Ada Byron", "ada@example.edu", "ada@example.edu", False, NOW, None
+                    "u-1",
+                    "Ada Byron",
+                    "ada@example.edu",
+                    "ada@example.edu",
+                    False,
+                    NOW,
+                    None,
+                    last_sync_summary=(
+                        "2 created, 0 updated, 0 deleted, 0 re-created, 5 busy blocks"
+                    ),
                 ),
                 EnrollmentView(
                     "u-2",
@@ -89,7 +98,8 @@ def catalog() -> dict[str, dict[str, Any]]:
                     "alan@example.edu",
                     True,
                     None,
-                    "ErrorAccessDenied",
+                    "Exchange refuses the mailbox (ErrorAccessDenied)",
+                    last_error_kind="not_in_scope",
                 ),
             ],
             now=NOW,

@@ -102,3 +102,9 @@ def test_failed_status_offers_retry_and_cancel() -> None:
 @pytest.mark.parametrize("name", sorted(catalog()))
 def test_cards_are_small_enough_for_teams(name: str) -> None:
     assert len(json.dumps(catalog()[name])) < 28_000  # Teams refuses messages over about 28 KB
+
+
+def test_the_users_table_shows_what_each_sync_did_and_why_one_failed() -> None:
+    text = json.dumps(catalog()["users: two people"])
+    assert "ok: 2 created, 0 updated, 0 deleted, 0 re-created, 5 busy blocks" in text
+    assert "problem (not_in_scope): Exchange refuses the mailbox" in text
