@@ -7,7 +7,7 @@ person editing their calendar would make them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,6 +26,7 @@ from sync.errors import FailureKind
 from sync.records import BusyBlockRecord, EventLink
 from syncwarden.m365 import Microsoft365
 from tests.support.enrollments import enroll
+from tests.support.m365 import M365Factory
 from workflows.records import Enrollment
 
 AVERY = "avery.quinlan@example.edu"
@@ -373,3 +374,50 @@ async def test_a_paused_enrollment_is_not_synced(world: World) -> None:
     report = await world.sync(enrollment)
 
     assert report.skipped == "paused" and world.pushed() == {}
+
+
+async def test_each_failure_is_classified_for_it(world: World, m365_factory: M365Factory) -> None:
+    no_mailbox = await world.enroll("harper.osei@example.edu")
+    assert (await world.sync(no_mailbox)).error_kind is FailureKind.NO_MAILBOX
+
+    avery = await world.enroll()
+    world.tenant.add_fault(
+        r"/calendarView/delta", status=429, code="ApplicationThrottled", retry_after="0", count=99
+    )
+    throttled = await world.sync(avery)
+    assert throttled.error_kind is FailureKind.THROTTLED
+    world.tenant.clear_faults()
+
+    wrong_secret = await m365_factory(graph={"client_secret": "not-it"})
+    engine = SyncEngine(world.sessions, wrong_secret.calendar, world.source, SyncSettings())
+    refused = await engine.sync(avery)
+    assert refused.error_kind is FailureKind.CREDENTIAL
+    assert "client secret is wrong" in (refused.error or "")
+
+
+@dataclass
+class BusyTakingSource:
+    """A scheduling system that takes busy time back (the built-in one keeps it in our table)."""
+
+    name: str = "busy-taking"
+    accepts_busy: bool = True
+    written: dict[str, list[Any]] = field(default_factory=dict)
+
+    async def list_appointments(self, profile_id: str, window: Any) -> list[Appointment]:
+        return []
+
+    async def write_busy(self, profile_id: str, blocks: Any) -> None:
+        self.written[profile_id] = list(blocks)
+
+
+async def test_busy_time_is_handed_to_a_source_that_takes_it(world: World) -> None:
+    enrollment = await world.enroll()
+    source = BusyTakingSource()
+    engine = SyncEngine(world.sessions, world.m365.calendar, source, SyncSettings())
+
+    report = await engine.sync(enrollment)
+
+    assert report.ok
+    blocks = source.written["P-1"]
+    assert len(blocks) == report.busy_blocks >= 3
+    assert all(block.end > block.start and block.show_as in ("busy", "oof") for block in blocks)
