@@ -135,7 +135,7 @@ class SyncEngine:
             report.ok = False
             report.error = describe(error)
             report.error_kind = classify(error)
-            await self._record_failure(snapshot, report, started)
+            await self._record_failure(snapshot, report)
         log.info(
             "sync.run",
             enrollment=enrollment_id,
@@ -470,9 +470,7 @@ class SyncEngine:
         )
         return len(rows.all())
 
-    async def _record_failure(
-        self, snapshot: _Snapshot, report: SyncReport, started: datetime
-    ) -> None:
+    async def _record_failure(self, snapshot: _Snapshot, report: SyncReport) -> None:
         async with write_transaction(self._sessions) as session:
             state = await self._state(session, snapshot.enrollment_id)
             state.consecutive_failures += 1
