@@ -27,6 +27,7 @@ from sync.records import BusyBlockRecord, EventLink
 from syncwarden.m365 import Microsoft365
 from tests.support.enrollments import enroll
 from tests.support.m365 import M365Factory
+from tests.support.outlook import add_own_event
 from workflows.records import Enrollment
 
 AVERY = "avery.quinlan@example.edu"
@@ -184,20 +185,7 @@ async def test_other_events_become_busy_blocks_and_leave_when_deleted(world: Wor
     await world.sync(enrollment)
     before = {b.event_id for b in await busy_blocks(world, enrollment)}
     start = world.now + timedelta(days=4)
-    created = await world.m365.graph.request(
-        "POST",
-        f"users/{world.user_id(AVERY)}/events",
-        json_body={
-            "subject": "Private: doctor",
-            "start": {"dateTime": start.strftime("%Y-%m-%dT%H:%M:%S"), "timeZone": "UTC"},
-            "end": {
-                "dateTime": (start + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S"),
-                "timeZone": "UTC",
-            },
-        },
-        mailbox=world.user_id(AVERY),
-    )
-    event_id = created.body["id"]
+    event_id = await add_own_event(world.m365, world.user_id(AVERY), start, "Private: doctor")
 
     await world.sync(enrollment)
     blocks = {b.event_id: b for b in await busy_blocks(world, enrollment)}

@@ -25,6 +25,7 @@ from syncwarden.workflow_wiring import CalendarSync, build_calendar_sync
 from tests.support.enrollments import enroll
 from tests.support.m365 import sandbox_settings
 from tests.support.notifier import RecordingNotifier
+from tests.support.outlook import add_own_event
 from workflows.records import Enrollment
 
 AVERY = "avery.quinlan@example.edu"
@@ -80,19 +81,7 @@ async def test_a_change_in_outlook_reaches_the_sync_through_a_notification(
     assert len(record.client_state_hash) == 64  # only a hash of the secret is kept
 
     start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=5)
-    created = await m365.graph.request(
-        "POST",
-        f"users/{record.mailbox_id}/events",
-        json_body={
-            "subject": "Personal",
-            "start": {"dateTime": start.strftime("%Y-%m-%dT%H:%M:%S"), "timeZone": "UTC"},
-            "end": {
-                "dateTime": (start + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S"),
-                "timeZone": "UTC",
-            },
-        },
-        mailbox=record.mailbox_id,
-    )
+    event_id = await add_own_event(m365, record.mailbox_id, start)
     await tenant.drain_notifications()
 
     delivered = [d for d in tenant.subscriptions.deliveries if "notifications" in d.url]
@@ -105,7 +94,7 @@ async def test_a_change_in_outlook_reaches_the_sync_through_a_notification(
     assert report.ok and not report.full_resync
     async with setup.sessions() as session:
         blocks = (await session.scalars(select(BusyBlockRecord.event_id))).all()
-    assert created.body["id"] in blocks
+    assert event_id in blocks
 
 
 async def test_forged_state_unknown_subscriptions_and_bad_bodies_queue_nothing(
