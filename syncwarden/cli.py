@@ -430,6 +430,11 @@ def sync_now(
         typer.echo(_sync_line(report))
     failed = sum(1 for report in reports if not report.ok)
     typer.echo(f"synced {len(reports)} of {asked} requested, {failed} failed")
+    if len(reports) < asked:
+        typer.echo(
+            f"{asked - len(reports)} were taken by another Syncwarden process (a running "
+            "service syncs requests within seconds); see `users` in Teams for their result"
+        )
     if failed or len(reports) < asked:
         raise typer.Exit(EXIT_UNAVAILABLE)
 
