@@ -324,7 +324,9 @@ class SyncEngine:
         assert desired is not None
         if not result.ok:
             if kind == "update" and result.status == 404 and link is not None:
+                # Deleted in Outlook since the delta round: re-created next run, not a failure.
                 written.missing.add(link.source_id)
+                return
             report.failed_writes += 1
             log.warning(
                 "sync.write_failed",

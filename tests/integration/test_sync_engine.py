@@ -409,3 +409,22 @@ async def test_busy_time_is_handed_to_a_source_that_takes_it(world: World) -> No
     blocks = source.written["P-1"]
     assert len(blocks) == report.busy_blocks >= 3
     assert all(block.end > block.start and block.show_as in ("busy", "oof") for block in blocks)
+
+
+async def test_an_event_gone_before_its_update_is_recreated_next_run_without_alarm(
+    world: World,
+) -> None:
+    enrollment = await world.enroll()
+    await world.source.upsert("P-1", [world.appointment(1)])
+    await world.sync(enrollment)
+    await world.source.upsert("P-1", [world.appointment(1, subject="Renamed")])
+    # The person deletes it between our delta round and our write: the PATCH finds nothing.
+    world.tenant.add_fault(
+        r"/events/", method="PATCH", status=404, code="ErrorItemNotFound", count=1
+    )
+
+    first = await world.sync(enrollment)
+    second = await world.sync(enrollment)
+
+    assert first.ok and first.failed_writes == 0 and first.updated == 0
+    assert second.ok and second.recreated == 1
