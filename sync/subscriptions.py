@@ -124,10 +124,12 @@ class MailboxSubscriptions:
         items = payload.get("value")
         if not isinstance(items, list):
             return result
+        named = {str(item.get("subscriptionId")) for item in items if isinstance(item, dict)}
         async with self._sessions() as session:
-            known = {
-                r.subscription_id: r for r in (await session.scalars(select(SubscriptionRecord)))
-            }
+            rows = await session.scalars(
+                select(SubscriptionRecord).where(SubscriptionRecord.subscription_id.in_(named))
+            )
+            known = {r.subscription_id: r for r in rows}
         for item in items:
             record = known.get(str(item.get("subscriptionId"))) if isinstance(item, dict) else None
             state = item.get("clientState") if isinstance(item, dict) else None
