@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from connectors.errors import ConnectorError, DeltaExpiredError, MailboxAccessDeniedError
@@ -40,7 +40,15 @@ from core.logging import get_logger
 from core.settings import SyncSettings
 from sync.errors import FailureKind, SafetyValveError, classify, describe
 from sync.outlook_read import OutlookRead, read_delta
-from sync.plan import MISSING, Desired, LinkView, Plan, desired_events, plan_changes
+from sync.plan import (
+    MISSING,
+    Desired,
+    LinkView,
+    Plan,
+    deletion_share,
+    desired_events,
+    plan_changes,
+)
 from sync.records import BusyBlockRecord, EventLink, SyncState
 from workflows.records import Enrollment
 
@@ -250,7 +258,7 @@ class SyncEngine:
     def _check_deletions(self, plan: Plan, snapshot: _Snapshot, options: SyncOptions) -> None:
         if options.allow_deletions or len(plan.deletes) < self._settings.deletion_valve_minimum:
             return
-        share = len(plan.deletes) / max(1, len(snapshot.links))
+        share = deletion_share(plan, snapshot.links)
         if share > self._settings.max_deletion_share:
             raise SafetyValveError(
                 f"this run would delete {len(plan.deletes)} of {len(snapshot.links)} pushed "
@@ -379,27 +387,24 @@ class SyncEngine:
                     )
                 )
             for source_id, new in written.links.items():
-                existing = await session.get(EventLink, (snapshot.enrollment_id, source_id))
-                if new is None:
-                    if existing is not None:
-                        await session.delete(existing)
-                elif existing is None:
-                    session.add(new)
-                else:
-                    existing.event_id = new.event_id
-                    existing.content_hash = new.content_hash
-                    existing.change_key = new.change_key
-                    existing.generation = new.generation
-                    existing.starts_at = new.starts_at
-                    existing.ends_at = new.ends_at
-            for source_id in written.missing:
-                existing = await session.get(EventLink, (snapshot.enrollment_id, source_id))
-                if existing is not None:
-                    existing.change_key = MISSING
-            for source_id in written.stale:
-                existing = await session.get(EventLink, (snapshot.enrollment_id, source_id))
-                if existing is not None:
-                    existing.content_hash = ""
+                if new is not None:
+                    await session.merge(new)
+                elif existing := await session.get(EventLink, (snapshot.enrollment_id, source_id)):
+                    await session.delete(existing)
+            # Marks that make the next run put these right: re-create, or rewrite.
+            for source_ids, marks in (
+                (written.missing, {"change_key": MISSING}),
+                (written.stale, {"content_hash": ""}),
+            ):
+                if source_ids:
+                    await session.execute(
+                        update(EventLink)
+                        .where(
+                            EventLink.enrollment_id == snapshot.enrollment_id,
+                            EventLink.source_id.in_(source_ids),
+                        )
+                        .values(**marks)
+                    )
             ours = {link.event_id for link in written.links.values() if link is not None} | {
                 link.event_id for link in snapshot.links
             }

@@ -64,7 +64,7 @@ def event_payload(appointment: Appointment, subject_template: str) -> dict[str, 
     }
     if appointment.all_day:
         first, after = local_dates(appointment)
-        zone = appointment.time_zone if _known(appointment.time_zone) else "UTC"
+        zone = zone_of(appointment.time_zone).key  # an unknown zone falls back to UTC
         body["isAllDay"] = True
         body["start"] = {"dateTime": f"{first.isoformat()}T00:00:00", "timeZone": zone}
         body["end"] = {"dateTime": f"{after.isoformat()}T00:00:00", "timeZone": zone}
@@ -102,11 +102,3 @@ def graph_instant(value: Any) -> datetime | None:
 
 def _utc(moment: datetime) -> dict[str, str]:
     return {"dateTime": moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S"), "timeZone": "UTC"}
-
-
-def _known(name: str) -> bool:
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return False
-    return True

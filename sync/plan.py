@@ -80,10 +80,6 @@ class Plan:
     unchanged: int = 0
     deferred: int = 0
 
-    @property
-    def writes(self) -> int:
-        return len(self.creates) + len(self.recreates) + len(self.updates) + len(self.deletes)
-
     def cap_creations(self, limit: int) -> None:
         """Keep at most ``limit`` creations (soonest first); the rest wait for the next run."""
         total = len(self.creates) + len(self.recreates)

@@ -38,7 +38,6 @@ class SyncState(Base):
     busy_blocks: Mapped[int] = mapped_column(Integer, default=0)
     requests: Mapped[int] = mapped_column(Integer, default=0)
     consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
-    failure_alerted_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class EventLink(Base):

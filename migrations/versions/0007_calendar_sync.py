@@ -92,7 +92,6 @@ def upgrade() -> None:
         sa.Column("busy_blocks", sa.Integer(), nullable=False),
         sa.Column("requests", sa.Integer(), nullable=False),
         sa.Column("consecutive_failures", sa.Integer(), nullable=False),
-        sa.Column("failure_alerted_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["enrollment_id"],
             ["enrollments.id"],

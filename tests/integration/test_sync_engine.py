@@ -78,6 +78,12 @@ class World:
             if not r.in_batch and not r.path.startswith("/adminapi")
         ]
 
+    def use_settings(self, **fields: Any) -> None:
+        """Run the engine with these sync settings from now on."""
+        self.engine = SyncEngine(
+            self.sessions, self.m365.calendar, self.source, SyncSettings(**fields)
+        )
+
     async def sync(self, enrollment_id: int, **options: Any) -> SyncReport:
         return await self.engine.sync(enrollment_id, SyncOptions(**options))
 
@@ -227,12 +233,7 @@ async def test_all_day_and_dst_weekend_keep_their_dates_and_wall_clock_times(
         ),
     ]
     await world.source.upsert("P-1", appointments)
-    world.engine = SyncEngine(
-        world.sessions,
-        world.m365.calendar,
-        world.source,
-        SyncSettings(days_ahead=730),
-    )
+    world.use_settings(days_ahead=730)
 
     report = await world.sync(enrollment)
 
@@ -333,12 +334,7 @@ async def test_mass_deletion_and_empty_reads_stop_for_the_person(world: World) -
 async def test_creations_per_run_are_capped_soonest_first(world: World) -> None:
     enrollment = await world.enroll()
     await world.source.upsert("P-1", [world.appointment(n, days=n) for n in range(1, 8)])
-    world.engine = SyncEngine(
-        world.sessions,
-        world.m365.calendar,
-        world.source,
-        SyncSettings(max_creations_per_run=3),
-    )
+    world.use_settings(max_creations_per_run=3)
 
     first = await world.sync(enrollment)
     assert (first.created, first.deferred) == (3, 4)
