@@ -9,6 +9,7 @@ returned and the request it answered, which is what support needs to trace a fai
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from core.errors import SyncwardenError
 
@@ -83,8 +84,34 @@ class MailboxAccessDeniedError(AccessDeniedError):
     retryable = True
 
 
+class PermissionMissingError(AccessDeniedError):
+    """The app lacks an API permission or an admin role the call needs; ``permission`` names it.
+
+    Not retried: nothing changes until an administrator grants it, so it is reported as a
+    credential problem with the exact grant to make, never as a mailbox "not in scope yet".
+    """
+
+    def __init__(self, message: str, *, permission: str | None = None, **options: Any) -> None:
+        super().__init__(message, **options)
+        self.permission = permission
+
+
 class AlreadyExistsError(ConnectorError):
     """The object (or the membership) already exists; idempotent adds treat this as success."""
+
+
+class DuplicateTransactionError(AlreadyExistsError):
+    """A create reused a ``transactionId``: the event it made earlier exists already.
+
+    ``existing_event_id`` is that event's id when Graph says it (``@event.existingEventId``);
+    it is None when the answer did not carry it, and the caller must look the event up itself.
+    """
+
+    def __init__(
+        self, message: str, *, existing_event_id: str | None = None, **options: Any
+    ) -> None:
+        super().__init__(message, **options)
+        self.existing_event_id = existing_event_id
 
 
 class MailboxNotEnabledError(ConnectorError):

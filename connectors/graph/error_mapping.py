@@ -21,6 +21,7 @@ from connectors.errors import (
     BadRequestError,
     ConnectorError,
     DeltaExpiredError,
+    DuplicateTransactionError,
     MailboxAccessDeniedError,
     MailboxNotEnabledError,
     NotFoundError,
@@ -125,6 +126,11 @@ def error_from_response(
         return AccessDeniedError(text, **options)
     if status == 404 or lowered in _NOT_FOUND_CODES:
         return NotFoundError(text, **options)
+    if lowered == "errorduplicatetransactionid":
+        # 400 in client code and issue reports, 409 in some; the id is there only sometimes.
+        return DuplicateTransactionError(
+            text, existing_event_id=_existing_event_id(body), **options
+        )
     if status == 409 or (
         lowered == "request_badrequest" and _ALREADY_EXISTS_PHRASE in text.lower()
     ):
@@ -134,3 +140,14 @@ def error_from_response(
             text, retry_after=parse_retry_after(headers.get("Retry-After")), **options
         )
     return BadRequestError(text, **options)
+
+
+def _existing_event_id(body: bytes) -> str | None:
+    """``error["@event.existingEventId"]`` of a duplicate-transaction answer, when present."""
+    try:
+        parsed: Any = json.loads(body) if body else None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    value = error.get("@event.existingEventId") if isinstance(error, dict) else None
+    return value if isinstance(value, str) and value else None
