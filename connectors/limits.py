@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 
 OUTLOOK_MAILBOX_CONCURRENCY = 4
 
@@ -23,34 +24,48 @@ class ConcurrencyLimiter:
             raise ValueError(f"per-mailbox concurrency must be 1..{OUTLOOK_MAILBOX_CONCURRENCY}")
         self._global = asyncio.Semaphore(global_limit)
         self._per_mailbox = per_mailbox
-        self._mailboxes: dict[str, tuple[asyncio.Semaphore, int]] = {}
+        self._mailboxes: dict[str, _Mailbox] = {}
 
     @asynccontextmanager
-    async def slot(self, mailbox: str | None) -> AsyncIterator[None]:
-        """Hold one request slot (and the mailbox's, when the request targets one)."""
+    async def slot(self, mailbox: str | None, *, exclusive: bool = False) -> AsyncIterator[None]:
+        """Hold one request slot (and the mailbox's, when the request targets one).
+
+        ``exclusive`` holds every one of the mailbox's slots: a ``$batch`` to one mailbox has
+        Graph run up to four of its requests there at once. Exclusive holders queue on a lock
+        first, so two of them never each hold half the slots and wait for each other.
+        """
         if mailbox is None:
             async with self._global:
                 yield
             return
         key = mailbox.lower()
-        semaphore = self._acquire_mailbox(key)
+        state = self._mailboxes.setdefault(key, _Mailbox(asyncio.Semaphore(self._per_mailbox)))
+        state.users += 1
+        taken = 0
         try:
-            async with semaphore, self._global:
-                yield
+            if exclusive:
+                async with state.exclusive:
+                    for _ in range(self._per_mailbox):
+                        await state.slots.acquire()
+                        taken += 1
+                    async with self._global:
+                        yield
+            else:
+                await state.slots.acquire()
+                taken = 1
+                async with self._global:
+                    yield
         finally:
-            self._release_mailbox(key)
+            for _ in range(taken):
+                state.slots.release()
+            state.users -= 1
+            # Forget idle mailboxes so a tenant-wide sync does not keep thousands of semaphores.
+            if state.users == 0:
+                del self._mailboxes[key]
 
-    def _acquire_mailbox(self, key: str) -> asyncio.Semaphore:
-        semaphore, users = self._mailboxes.get(key, (None, 0))
-        if semaphore is None:
-            semaphore = asyncio.Semaphore(self._per_mailbox)
-        self._mailboxes[key] = (semaphore, users + 1)
-        return semaphore
 
-    def _release_mailbox(self, key: str) -> None:
-        # Forget idle mailboxes so a tenant-wide sync does not keep thousands of semaphores.
-        semaphore, users = self._mailboxes[key]
-        if users <= 1:
-            del self._mailboxes[key]
-        else:
-            self._mailboxes[key] = (semaphore, users - 1)
+@dataclass
+class _Mailbox:
+    slots: asyncio.Semaphore
+    exclusive: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0

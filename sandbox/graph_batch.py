@@ -1,7 +1,12 @@
 """JSON ``$batch``: up to 20 sub-requests, each through the full Graph pipeline.
 
-Sub-requests inherit the batch's Authorization header, honour ``dependsOn`` (a failed
-dependency yields 424), and may run concurrently otherwise, as Graph's own executor does.
+Sub-requests inherit the batch's Authorization header and honour ``dependsOn`` (a failed
+dependency yields 424). Graph accepts only three ``dependsOn`` shapes: none at all (fully
+parallel), one chain through every request (fully sequential), or every request depending on
+the same one; anything else is refused with 400 "Batch should be either fully sequential or
+fully parallel" (JSON batching page and Microsoft Q&A). An unordered batch is run at most four
+requests at a time, whatever their mailboxes, which is how Graph keeps a batch inside Outlook's
+four-concurrent-requests-per-mailbox limit (throttling limits page, Outlook service limits).
 """
 
 from __future__ import annotations
@@ -16,7 +21,10 @@ from sandbox.graph_core import GraphPipeline, GraphRequest, GraphResponse, error
 from sandbox.odata import GraphError, JsonDict, bad_request
 
 MAX_REQUESTS = 20
+# Graph sends Outlook at most this many requests of one unordered batch at a time.
+PARALLEL_PER_BATCH = 4
 WRITE_METHODS = {"POST", "PATCH", "PUT"}
+MIXED_SHAPE = "Batch should be either fully sequential or fully parallel"
 
 
 def _validate(body: Any) -> list[JsonDict]:
@@ -57,18 +65,54 @@ def _validate(body: Any) -> list[JsonDict]:
                 "BadRequest",
             )
     for item in requests:
-        for dep in item.get("dependsOn") or []:
+        dependencies = item.get("dependsOn")
+        if dependencies is not None and (
+            not isinstance(dependencies, list)
+            or not all(isinstance(dep, str) for dep in dependencies)
+        ):
+            raise bad_request("Invalid batch payload format.", "BadRequest")
+        for dep in dependencies or []:
             if dep not in ids:
                 raise bad_request(
                     f"Request dependency '{dep}' is not defined in the batch.", "BadRequest"
                 )
+    if not accepted_shape(requests):
+        raise bad_request(MIXED_SHAPE, "BadRequest")
     return requests
+
+
+def accepted_shape(requests: list[JsonDict]) -> bool:
+    """All independent, one chain through every request, or all hanging off the same one."""
+    depends = {str(item["id"]): list(item.get("dependsOn") or []) for item in requests}
+    roots = [rid for rid, deps in depends.items() if not deps]
+    if len(roots) == len(depends):
+        return True
+    if len(roots) != 1 or any(len(deps) != 1 for deps in depends.values() if deps):
+        return False
+    root = roots[0]
+    if all(deps == [root] for rid, deps in depends.items() if rid != root):
+        return True
+    # A chain: every request but the root has one predecessor and none is shared.
+    successors: dict[str, str] = {}
+    for rid, deps in depends.items():
+        if deps:
+            if deps[0] in successors:
+                return False
+            successors[deps[0]] = rid
+    seen, current = {root}, root
+    while current in successors:
+        current = successors[current]
+        if current in seen:
+            return False
+        seen.add(current)
+    return len(seen) == len(depends)
 
 
 async def run_batch(pipeline: GraphPipeline, outer: GraphRequest) -> GraphResponse:
     requests = _validate(outer.body)
     results: dict[str, JsonDict] = {}
     done: dict[str, asyncio.Event] = {item["id"]: asyncio.Event() for item in requests}
+    dispatcher = asyncio.Semaphore(PARALLEL_PER_BATCH)
 
     async def run(item: JsonDict) -> None:
         try:
@@ -101,7 +145,8 @@ async def run_batch(pipeline: GraphPipeline, outer: GraphRequest) -> GraphRespon
                 body=item.get("body"),
                 in_batch=True,
             )
-            response = await pipeline.dispatch(sub)
+            async with dispatcher:
+                response = await pipeline.dispatch(sub)
             entry: JsonDict = {
                 "id": item["id"],
                 "status": response.status,

@@ -2,7 +2,14 @@
 
 Delta state lives server-side behind opaque tokens, so the sandbox can "expire" them and the
 sync engine's 410 resync path runs. Deltas are computed by diffing snapshots of instance ids and
-change keys, which also reports events that left the window as ``@removed``.
+change keys, which also reports events that left the window as ``@removed``. As the ``event:
+delta`` page says, an event *outside* the round's window that was added, changed or deleted
+since the previous call is also reported under ``@removed`` with reason ``deleted``: the
+mailbox's change log tells which.
+
+A create that reuses a ``transactionId`` is refused with 400 ``ErrorDuplicateTransactionId``
+and the existing event's id (client code and issue reports); the ``duplicate_transaction`` knob
+switches to the other answers the product must survive.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from sandbox.graph_core import (
     GraphRequest,
     GraphResponse,
     Route,
+    error_body,
     json_body,
     no_content,
     ok,
@@ -52,6 +60,7 @@ _EXPAND = re.compile(
 )
 _PREFER_TZ = re.compile(r'outlook\.timezone\s*=\s*"([^"]+)"', re.IGNORECASE)
 _PREFER_PAGE = re.compile(r"odata\.maxpagesize\s*=\s*(\d+)", re.IGNORECASE)
+REMOVED: JsonDict = {"@removed": {"reason": "deleted"}}
 DELTA_FORBIDDEN = ("$select", "$filter", "$orderby", "$search", "$expand", "$top")
 
 
@@ -80,6 +89,9 @@ class DeltaState:
     start: dt.datetime
     end: dt.datetime
     snapshot: dict[str, str]
+    # The mailbox change sequence this state has seen; later changes outside the window are
+    # reported as removed.
+    seen_change: int = 0
 
 
 @dataclass
@@ -179,7 +191,7 @@ class EventsFront:
         if transaction is not None:
             existing = next((e for e in events.values() if e.transaction_id == transaction), None)
             if existing is not None:
-                return ok(self._with_context(req, existing), 201)
+                return self._duplicate_transaction(req, existing)
         for required in ("start", "end"):
             if required not in body:
                 raise GraphError(
@@ -195,6 +207,21 @@ class EventsFront:
         events[event.id] = event
         self._notify(req, event.id, "created")
         return ok(self._with_context(req, event), 201)
+
+    def _duplicate_transaction(self, req: GraphRequest, existing: CalendarEvent) -> GraphResponse:
+        answer = self.ctx.behaviour.knobs.duplicate_transaction
+        if answer == "replay":
+            return ok(self._with_context(req, existing), 201)
+        error = GraphError(
+            409 if answer == "conflict" else 400,
+            "ErrorDuplicateTransactionId",
+            "Your request can't be completed. The TransactionId specified in the request has "
+            "already been used to create a different event.",
+        )
+        body = error_body(error, req.request_id, req.client_request_id)
+        if answer == "error":
+            body["error"]["@event.existingEventId"] = existing.id
+        return GraphResponse(error.status, body)
 
     def _with_context(self, req: GraphRequest, event: CalendarEvent) -> JsonDict:
         assert req.mailbox is not None
@@ -340,21 +367,41 @@ class EventsFront:
             current = self._instances(req.mailbox.id, state.start, state.end, "UTC")
             snapshot = {i["id"]: i["changeKey"] for i in current}
             changed = [i for i in current if state.snapshot.get(i["id"]) != i["changeKey"]]
+            gone = [event_id for event_id in state.snapshot if event_id not in snapshot]
+            gone += self._changed_outside(req.mailbox.id, state, current, set(gone))
             removed = [
-                {
-                    "@odata.type": "#microsoft.graph.event",
-                    "id": gone,
-                    "@removed": {"reason": "deleted"},
-                }
-                for gone in state.snapshot
-                if gone not in snapshot
+                {"@odata.type": "#microsoft.graph.event", "id": event_id, **REMOVED}
+                for event_id in gone
             ]
-            fresh = DeltaState(req.mailbox.id, state.start, state.end, snapshot)
+            fresh = DeltaState(
+                req.mailbox.id, state.start, state.end, snapshot, self.ctx.state.change_seq
+            )
             return self._delta_page(req, PendingDelta(fresh, changed + removed), size)
         start, end = self._window(req)
         current = self._instances(req.mailbox.id, start, end, "UTC")
-        state = DeltaState(req.mailbox.id, start, end, {i["id"]: i["changeKey"] for i in current})
+        state = DeltaState(
+            req.mailbox.id,
+            start,
+            end,
+            {i["id"]: i["changeKey"] for i in current},
+            self.ctx.state.change_seq,
+        )
         return self._delta_page(req, PendingDelta(state, current), size)
+
+    def _changed_outside(
+        self, mailbox_id: str, state: DeltaState, current: list[JsonDict], reported: set[str]
+    ) -> list[str]:
+        """Events outside the window added, changed or deleted since the state was taken."""
+        in_window = {i["id"] for i in current} | {
+            i["seriesMasterId"] for i in current if i.get("seriesMasterId")
+        }
+        found: list[str] = []
+        for seq, event_id in self.ctx.state.change_log.get(mailbox_id, []):
+            if seq <= state.seen_change or event_id in in_window or event_id in reported:
+                continue
+            reported.add(event_id)
+            found.append(event_id)
+        return found
 
     def _gone(self) -> GraphError:
         return GraphError(

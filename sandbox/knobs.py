@@ -16,6 +16,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 FaultAction = Literal["status", "hang", "drop"]
+# How a create that reuses a transactionId is answered. Client code and issue reports show a 400
+# ErrorDuplicateTransactionId carrying ``@event.existingEventId``; some show it without the id or
+# as 409; whether an identical retry gets the first 201 back is not published. Tests switch.
+DuplicateTransactionAnswer = Literal["error", "error_without_id", "conflict", "replay"]
 
 
 @dataclass
@@ -56,6 +60,7 @@ class Knobs:
     mailbox_budget_window_s: float = 600.0
     exchange_page_size: int = 1000
     fault_seed: int | None = None
+    duplicate_transaction: DuplicateTransactionAnswer = "error"
 
     def update(self, values: dict[str, Any]) -> None:
         for name, value in values.items():

@@ -2,16 +2,21 @@
 
 Order within a run, and why:
 
-1. Read the source window. A failed read changes nothing; an empty read where there used to be
-   appointments is not believed (safety valve) rather than turned into mass deletions.
-2. One ``calendarView/delta`` round for the mailbox (from the stored link, or a full round when
-   there is none, it expired, or the window has moved on a day). It tells us which pushed events
-   were edited or deleted in Outlook and what the person's own events are (busy time).
-3. Plan against our event links; a plan that would delete more than the allowed share stops
-   for this person and alerts IT instead.
+1. One ``calendarView/delta`` round for the mailbox: from the stored link, or a full round
+   when there is none, it expired, or its window is a day old. It tells us which pushed events
+   were edited or deleted in Outlook and what the person's own events are (busy time). The
+   round's window is *the* window of the run: Graph reports anything that changes outside it
+   as ``@removed``, so writing outside it would read back as a deletion next time.
+2. Read the source for that window. A failed read changes nothing; an empty read where there
+   used to be appointments is not believed (safety valve) rather than turned into deletions.
+3. Plan against our event links. A pushed event that looks gone (``@removed``, or missing from
+   a full round) is read first: if it only moved away, it is written back, never duplicated.
+   A plan that would delete more than the allowed share stops and alerts IT instead.
 4. Write in ``$batch`` calls. Creates carry a ``transactionId`` derived from the enrollment, the
    appointment and its re-creation count, so a run cut off after a write and repeated cannot make
-   a duplicate; updates and deletes are idempotent by nature.
+   a duplicate: whichever way Graph answers the repeat (the existing event, or an
+   ``ErrorDuplicateTransactionId`` with or without its id), the existing event is adopted and
+   brought to the wanted content. Updates and deletes are idempotent by nature.
 5. Commit links, busy blocks, counts and the new delta link together, only after the writes.
    A crash before this commit repeats the round from the old link: harmless, by step 4.
 """
@@ -22,11 +27,17 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from connectors.errors import ConnectorError, DeltaExpiredError, MailboxAccessDeniedError
+from connectors.errors import (
+    ConnectorError,
+    DeltaExpiredError,
+    DuplicateTransactionError,
+    MailboxAccessDeniedError,
+)
 from connectors.graph.calendar import (
     GraphCalendar,
     create_request,
@@ -39,9 +50,11 @@ from core.db import utc_now, write_transaction
 from core.logging import get_logger
 from core.settings import SyncSettings
 from sync.errors import FailureKind, SafetyValveError, classify, describe
+from sync.event_payload import graph_instant
 from sync.outlook_read import OutlookRead, read_delta
 from sync.plan import (
     MISSING,
+    REMOVED,
     Desired,
     LinkView,
     Plan,
@@ -74,6 +87,7 @@ class SyncReport:
     recreated: int = 0
     overwritten: int = 0
     deferred: int = 0
+    adopted: int = 0
     failed_writes: int = 0
     busy_blocks: int = 0
     requests: int = 0
@@ -97,6 +111,7 @@ class _Snapshot:
     paused: bool
     delta_link: str | None
     delta_started_at: datetime | None
+    delta_window: Window | None
     source_count: int
     links: list[LinkView]
 
@@ -109,6 +124,18 @@ class _Written:
     missing: set[str]
     # Changed by someone else between our write and the catch-up round: rewrite next run.
     stale: set[str] = field(default_factory=set)
+    # Reported under ``@removed`` by the catch-up round: read before re-creating next run.
+    removed: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class _Adoption:
+    """A create whose event already existed (a repeated ``transactionId``)."""
+
+    kind: str
+    desired: Desired
+    link: LinkView | None
+    event_id: str | None
 
 
 class SyncEngine:
@@ -153,6 +180,7 @@ class SyncEngine:
             deleted=report.deleted,
             recreated=report.recreated,
             busy=report.busy_blocks,
+            adopted=report.adopted,
             requests=report.requests,
             full=report.full_resync,
             error_kind=report.error_kind.value if report.error_kind else None,
@@ -164,10 +192,9 @@ class SyncEngine:
     async def _run(
         self, snapshot: _Snapshot, options: SyncOptions, report: SyncReport, started: datetime
     ) -> None:
-        window = Window(
-            started - timedelta(days=self._settings.days_back),
-            started + timedelta(days=self._settings.days_ahead),
-        )
+        outlook, delta_link, full = await self._pull(snapshot, options, started, report)
+        window = outlook.view.window
+        assert window is not None
         appointments = await self._source.list_appointments(snapshot.profile_id, window)
         if (
             not appointments
@@ -178,9 +205,9 @@ class SyncEngine:
                 f"the scheduling system returned no appointments for {snapshot.person}, where it "
                 f"returned {snapshot.source_count} before; nothing was deleted"
             )
-        outlook, delta_link, full = await self._pull(snapshot, options, window, report)
         wanted = desired_events(appointments, window, self._settings.subject_template)
         plan = plan_changes(wanted, snapshot.links, outlook.view, window)
+        await self._confirm_gone(snapshot, plan, window, report)
         self._check_deletions(plan, snapshot, options)
         plan.cap_creations(self._settings.max_creations_per_run)
         written = await self._write(snapshot, plan, report)
@@ -194,30 +221,55 @@ class SyncEngine:
         )
 
     async def _pull(
-        self, snapshot: _Snapshot, options: SyncOptions, window: Window, report: SyncReport
+        self, snapshot: _Snapshot, options: SyncOptions, started: datetime, report: SyncReport
     ) -> tuple[OutlookRead, str, bool]:
+        """One delta round; the window of the read is the window of the whole run.
+
+        A stored round keeps its window until it is restarted: the clock moves on, the round's
+        window does not, and Graph reports anything that changes outside it as removed.
+        """
         linked = {link.event_id for link in snapshot.links}
         stale = snapshot.delta_started_at is None or (
             self._clock() - snapshot.delta_started_at
             > timedelta(hours=self._settings.delta_restart_hours)
         )
-        if snapshot.delta_link and not options.full and not stale:
+        stored = snapshot.delta_window
+        if snapshot.delta_link and stored is not None and not options.full and not stale:
             try:
                 result = await self._calendar.delta(
                     snapshot.mailbox, delta_link=snapshot.delta_link
                 )
                 report.requests += result.requests
-                return (
-                    read_delta(result.items, linked, full=False, window=window),
-                    (result.delta_link),
-                    False,
-                )
+                read = read_delta(result.items, linked, full=False, window=stored)
+                return read, result.delta_link, False
             except DeltaExpiredError:
                 log.info("sync.delta_expired", enrollment=snapshot.enrollment_id)
+        window = Window(
+            started - timedelta(days=self._settings.days_back),
+            started + timedelta(days=self._settings.days_ahead),
+        )
         result = await self._calendar.delta(snapshot.mailbox, start=window.start, end=window.end)
         report.requests += result.requests
         report.full_resync = True
         return read_delta(result.items, linked, full=True, window=window), result.delta_link, True
+
+    async def _confirm_gone(
+        self, snapshot: _Snapshot, plan: Plan, window: Window, report: SyncReport
+    ) -> None:
+        """Read the pushed events delta only suspects are gone, before anything is re-created."""
+        suspects = plan.unconfirmed(window)
+        if not suspects:
+            return
+        event_ids = [link.event_id for link in suspects]
+        still_there = await self._calendar.existing(snapshot.mailbox, event_ids)
+        report.requests += -(-len(event_ids) // 20)
+        if still_there:
+            log.info(
+                "sync.moved_not_deleted",
+                enrollment=snapshot.enrollment_id,
+                events=len(still_there),
+            )
+        plan.confirm(set(still_there))
 
     async def _catch_up(
         self,
@@ -243,7 +295,7 @@ class SyncEngine:
         report.requests += result.requests
         after = read_delta(result.items, set(ours), full=False, window=before.view.window)
         for event_id in after.view.removed:
-            written.missing.add(ours[event_id])
+            written.removed.add(ours[event_id])
         known = {link.source_id: link.change_key for link in snapshot.links}
         known.update({sid: link.change_key for sid, link in written.links.items() if link})
         for event_id, change_key in after.view.change_keys.items():
@@ -293,9 +345,14 @@ class SyncEngine:
             return written
         results = await self._calendar.write_batch(mailbox, requests)
         report.requests += -(-len(requests) // 20)
+        adoptions: list[_Adoption] = []
         for result in results:
             kind, wanted, linked = actions[result.id]
-            self._absorb(snapshot, kind, wanted, linked, result, written, report)
+            adoption = self._absorb(snapshot, kind, wanted, linked, result, written, report)
+            if adoption is not None:
+                adoptions.append(adoption)
+        if adoptions:
+            await self._adopt(snapshot, adoptions, written, report)
         return written
 
     def _create(
@@ -318,7 +375,8 @@ class SyncEngine:
         result: BatchResult,
         written: _Written,
         report: SyncReport,
-    ) -> None:
+    ) -> _Adoption | None:
+        """Fold one write's answer into what is committed; a create to adopt is handed back."""
         if isinstance(result.error, MailboxAccessDeniedError):
             raise result.error
         if kind == "delete":
@@ -328,13 +386,20 @@ class SyncEngine:
                 report.deleted += 1
             else:
                 report.failed_writes += 1
-            return
+            return None
         assert desired is not None
+        if isinstance(result.error, DuplicateTransactionError):
+            # Created before, by a run that stopped before it could record the link.
+            return _Adoption(kind, desired, link, result.error.existing_event_id)
+        body = result.body if isinstance(result.body, dict) else {}
+        if result.ok and kind != "update" and not same_content(desired.payload, body):
+            # Graph handed back an earlier create with this transactionId, as it was then.
+            return _Adoption(kind, desired, link, str(body.get("id") or "") or None)
         if not result.ok:
             if kind == "update" and result.status == 404 and link is not None:
                 # Deleted in Outlook since the delta round: re-created next run, not a failure.
                 written.missing.add(link.source_id)
-                return
+                return None
             report.failed_writes += 1
             log.warning(
                 "sync.write_failed",
@@ -343,8 +408,20 @@ class SyncEngine:
                 status=result.status,
                 error=str(result.error),
             )
-            return
-        body = result.body if isinstance(result.body, dict) else {}
+            return None
+        self._link(snapshot, kind, desired, link, body, written, report)
+        return None
+
+    def _link(
+        self,
+        snapshot: _Snapshot,
+        kind: str,
+        desired: Desired,
+        link: LinkView | None,
+        body: dict[str, Any],
+        written: _Written,
+        report: SyncReport,
+    ) -> None:
         appointment = desired.appointment
         written.links[appointment.id] = EventLink(
             enrollment_id=snapshot.enrollment_id,
@@ -364,6 +441,73 @@ class SyncEngine:
             report.recreated += 1
         else:
             report.updated += 1
+
+    async def _adopt(
+        self,
+        snapshot: _Snapshot,
+        adoptions: list[_Adoption],
+        written: _Written,
+        report: SyncReport,
+    ) -> None:
+        """Link events an earlier, interrupted run created, and bring them to today's content.
+
+        When Graph does not say which event holds the transaction, our tag finds it; tagged
+        twins of the same appointment (left by older releases) are deleted, so one remains.
+        """
+        mailbox = snapshot.mailbox
+        targets: list[tuple[_Adoption, str]] = []
+        extras: list[str] = []
+        for adoption in adoptions:
+            event_id = adoption.event_id
+            if event_id is None:
+                tagged = await self._calendar.find_by_source_id(
+                    mailbox, adoption.desired.appointment.id
+                )
+                report.requests += 1
+                ids = sorted(str(event["id"]) for event in tagged if event.get("id"))
+                if not ids:
+                    report.failed_writes += 1
+                    log.warning(
+                        "sync.adopt_not_found",
+                        enrollment=snapshot.enrollment_id,
+                        source_id=adoption.desired.appointment.id,
+                    )
+                    continue
+                event_id, extras = ids[0], extras + ids[1:]
+            targets.append((adoption, event_id))
+        requests = [
+            update_request(f"a{index}", mailbox, event_id, adoption.desired.payload)
+            for index, (adoption, event_id) in enumerate(targets)
+        ]
+        requests += [
+            delete_request(f"x{index}", mailbox, event_id) for index, event_id in enumerate(extras)
+        ]
+        if not requests:
+            return
+        results = await self._calendar.write_batch(mailbox, requests)
+        report.requests += -(-len(requests) // 20)
+        for (adoption, _), result in zip(targets, results, strict=False):
+            if isinstance(result.error, MailboxAccessDeniedError):
+                raise result.error
+            if not result.ok or not isinstance(result.body, dict):
+                report.failed_writes += 1
+                log.warning(
+                    "sync.adopt_failed",
+                    enrollment=snapshot.enrollment_id,
+                    status=result.status,
+                    error=str(result.error),
+                )
+                continue
+            report.adopted += 1
+            self._link(
+                snapshot,
+                adoption.kind,
+                adoption.desired,
+                adoption.link,
+                result.body,
+                written,
+                report,
+            )
 
     async def _commit(
         self,
@@ -394,6 +538,7 @@ class SyncEngine:
             # Marks that make the next run put these right: re-create, or rewrite.
             for source_ids, marks in (
                 (written.missing, {"change_key": MISSING}),
+                (written.removed, {"change_key": REMOVED}),
                 (written.stale, {"content_hash": ""}),
             ):
                 if source_ids:
@@ -413,6 +558,9 @@ class SyncEngine:
             state.delta_link = delta_link
             if full:
                 state.delta_started_at = started
+                window = outlook.view.window
+                assert window is not None
+                state.delta_window_start, state.delta_window_end = window.start, window.end
             state.source_count = source_count
             _count(state, report)
             was_failing = state.consecutive_failures > 0
@@ -509,6 +657,7 @@ class SyncEngine:
                 paused=enrollment.paused,
                 delta_link=state.delta_link if state else None,
                 delta_started_at=state.delta_started_at if state else None,
+                delta_window=_window_of(state),
                 source_count=state.source_count if state else 0,
                 links=[
                     LinkView(
@@ -530,6 +679,27 @@ class SyncEngine:
             state = SyncState(enrollment_id=enrollment_id, consecutive_failures=0)
             session.add(state)
         return state
+
+
+def _window_of(state: SyncState | None) -> Window | None:
+    if state is None or state.delta_window_start is None or state.delta_window_end is None:
+        return None
+    return Window(state.delta_window_start, state.delta_window_end)
+
+
+def same_content(payload: dict[str, Any], event: dict[str, Any]) -> bool:
+    """Whether an event Graph returned holds what ``payload`` asks for (subject and times).
+
+    A create repeated with its ``transactionId`` may be answered with the event as it was
+    first created; if the appointment changed since, that event must still be updated.
+    """
+    if not event:
+        return True
+    return (
+        event.get("subject") == payload.get("subject")
+        and graph_instant(event.get("start")) == graph_instant(payload.get("start"))
+        and graph_instant(event.get("end")) == graph_instant(payload.get("end"))
+    )
 
 
 def _summary(report: SyncReport) -> str:

@@ -22,6 +22,10 @@ from sync.event_payload import content_hash, event_payload
 
 # A link whose Outlook event is known to be gone (a PATCH answered 404) carries this change key.
 MISSING = "!missing"
+# A link whose event a delta round reported under ``@removed``. Graph uses ``@removed`` both for
+# a deletion and for a change that took the event outside the round's window, so this one is
+# only a suspicion: the engine reads the event before it re-creates anything.
+REMOVED = "!removed"
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,8 @@ class OutlookView:
     window: Window | None = None
 
     def is_gone(self, link: LinkView) -> bool:
-        if link.change_key == MISSING or link.event_id in self.removed:
+        """Whether the event looks gone; only a MISSING mark is certain (see ``unconfirmed``)."""
+        if link.change_key in (MISSING, REMOVED) or link.event_id in self.removed:
             return True
         if not self.full or link.event_id in self.change_keys:
             return False
@@ -79,6 +84,43 @@ class Plan:
     forget: list[LinkView] = field(default_factory=list)
     unchanged: int = 0
     deferred: int = 0
+
+    def unconfirmed(self, window: Window) -> list[LinkView]:
+        """Links taken for gone on delta's word alone: their events may only have moved away.
+
+        A full round lists only the window, and ``@removed`` also means "changed outside the
+        window", so a person who drags a pushed event to next year looks exactly like one who
+        deleted it. Re-creating it would leave two; these must be read first.
+        """
+        suspects = [link for _, link in self.recreates if link.change_key != MISSING]
+        suspects += [
+            link
+            for link in self.forget
+            if link.ends_at > window.start and link.change_key != MISSING
+        ]
+        return suspects
+
+    def confirm(self, still_there: set[str]) -> None:
+        """Put events that ``unconfirmed`` suspected but that still exist back where they belong.
+
+        A wanted one is written back over (the scheduling system owns it); an unwanted one is
+        deleted, as it would have been had it stayed in the window.
+        """
+        recreates = []
+        for desired, link in self.recreates:
+            if link.event_id in still_there and link.change_key != MISSING:
+                self.updates.append((desired, link))
+                self.overwrites += 1
+            else:
+                recreates.append((desired, link))
+        self.recreates = recreates
+        forget = []
+        for link in self.forget:
+            if link.event_id in still_there and link.change_key != MISSING:
+                self.deletes.append(link)
+            else:
+                forget.append(link)
+        self.forget = forget
 
     def cap_creations(self, limit: int) -> None:
         """Keep at most ``limit`` creations (soonest first); the rest wait for the next run."""

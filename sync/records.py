@@ -30,6 +30,10 @@ class SyncState(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     delta_link: Mapped[str | None] = mapped_column(Text)
     delta_started_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # The calendar window the stored delta round covers. Graph reports changes outside it as
+    # removed, so every run of that round reads and writes inside this window only.
+    delta_window_start: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    delta_window_end: Mapped[datetime | None] = mapped_column(UtcDateTime)
     source_count: Mapped[int] = mapped_column(Integer, default=0)
     created: Mapped[int] = mapped_column(Integer, default=0)
     updated: Mapped[int] = mapped_column(Integer, default=0)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from connectors.errors import NotFoundError
+from connectors.errors import DuplicateTransactionError, NotFoundError
 from connectors.graph.client import BatchRequest, BatchResult, DeltaResult, GraphClient
 from connectors.graph.odata import quote
 
@@ -48,11 +48,32 @@ class GraphCalendar:
             "transactionId": transaction_id,
             "singleValueExtendedProperties": [{"id": SOURCE_ID_PROPERTY, "value": source_id}],
         }
-        response = await self._client.request(
-            "POST", f"users/{mailbox}/events", json_body=body, mailbox=mailbox, idempotent=True
-        )
+        try:
+            response = await self._client.request(
+                "POST", f"users/{mailbox}/events", json_body=body, mailbox=mailbox, idempotent=True
+            )
+        except DuplicateTransactionError as duplicate:
+            # Made by an earlier attempt (a retry after a lost answer, or a crashed run).
+            existing = await self._event_of_transaction(mailbox, duplicate, source_id)
+            if existing is None:
+                raise
+            return existing
         created: dict[str, Any] = response.body
         return created
+
+    async def _event_of_transaction(
+        self, mailbox: str, duplicate: DuplicateTransactionError, source_id: str
+    ) -> dict[str, Any] | None:
+        if duplicate.existing_event_id:
+            try:
+                found: dict[str, Any] = await self._client.get(
+                    f"users/{mailbox}/events/{duplicate.existing_event_id}", mailbox=mailbox
+                )
+                return found
+            except NotFoundError:
+                return None
+        tagged = await self.find_by_source_id(mailbox, source_id)
+        return tagged[0] if tagged else None
 
     async def update_event(
         self, mailbox: str, event_id: str, changes: dict[str, Any]
@@ -111,8 +132,27 @@ class GraphCalendar:
         return list(seen.values())
 
     async def write_batch(self, mailbox: str, requests: list[BatchRequest]) -> list[BatchResult]:
-        """Writes for one mailbox in ``$batch`` calls, at most 4 running at once inside each."""
-        return await self._client.batch(requests, mailbox=mailbox, idempotent=True, lanes=4)
+        """Writes for one mailbox in unordered ``$batch`` calls (Graph runs 4 at a time)."""
+        return await self._client.batch(requests, mailbox=mailbox, idempotent=True)
+
+    async def existing(self, mailbox: str, event_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Which of ``event_ids`` still exist, read in batches; a 404 means deleted.
+
+        Delta cannot tell a deleted event from one moved out of its window (both come as
+        ``@removed``), and a full round does not list events outside it; this read can.
+        """
+        requests = [
+            BatchRequest(f"g{index}", "GET", f"/users/{mailbox}/events/{event_id}")
+            for index, event_id in enumerate(event_ids)
+        ]
+        found: dict[str, dict[str, Any]] = {}
+        results = await self._client.batch(requests, mailbox=mailbox, idempotent=True)
+        for event_id, result in zip(event_ids, results, strict=True):
+            if result.ok and isinstance(result.body, dict):
+                found[event_id] = result.body
+            elif result.status != 404 and result.error is not None:
+                raise result.error
+        return found
 
     async def delta(
         self,

@@ -15,7 +15,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -133,14 +133,20 @@ class GraphClient:
         headers: Mapping[str, str] | None = None,
         mailbox: str | None = None,
         idempotent: bool | None = None,
+        whole_mailbox: bool = False,
     ) -> GraphResponse:
-        """Send one Graph request with retries; raise the mapped error when it finally fails."""
+        """Send one Graph request with retries; raise the mapped error when it finally fails.
+
+        ``whole_mailbox`` holds all of the mailbox's concurrency slots (a ``$batch`` to it).
+        """
         method = method.upper()
         safe_to_repeat = method in _IDEMPOTENT_METHODS if idempotent is None else idempotent
         url = self.url_for(path_or_url)
         info = RequestInfo(method, url.split("?", 1)[0])
         return await call_with_retries(
-            lambda: self._send_once(method, url, params, json_body, headers, mailbox, info),
+            lambda: self._send_once(
+                method, url, params, json_body, headers, mailbox, info, whole_mailbox
+            ),
             policy=self._retry,
             idempotent=safe_to_repeat,
             on_unauthorized=lambda: self._tokens.invalidate(self._scope),
@@ -157,6 +163,7 @@ class GraphClient:
         headers: Mapping[str, str] | None,
         mailbox: str | None,
         info: RequestInfo,
+        whole_mailbox: bool = False,
     ) -> GraphResponse:
         token = await self._tokens.get_token(self._scope)
         request_headers = {
@@ -169,7 +176,7 @@ class GraphClient:
         if json_body is not None:
             content = json.dumps(json_body).encode()
             request_headers["Content-Type"] = "application/json"
-        async with self._limiter.slot(mailbox):
+        async with self._limiter.slot(mailbox, exclusive=whole_mailbox):
             try:
                 response = await self._http.request(
                     method,
@@ -243,7 +250,6 @@ class GraphClient:
         *,
         mailbox: str | None = None,
         idempotent: bool = False,
-        lanes: int | None = None,
     ) -> list[BatchResult]:
         """Send requests in ``$batch`` calls of up to 20, retrying throttled items by themselves.
 
@@ -251,19 +257,15 @@ class GraphClient:
         attempt carries its mapped error in ``error``; the batch itself raises only when the
         ``$batch`` call fails as a whole.
 
-        Graph runs a batch's requests in parallel, but a mailbox takes only 4 at once. ``lanes``
-        chains each request to the one ``lanes`` places before it (``dependsOn``), so at most
-        that many run together. A request whose predecessor failed (424) is sent again without
-        the failed dependency.
+        Requests are sent unordered: Graph refuses any ``dependsOn`` graph that is neither fully
+        parallel nor fully sequential, and it runs at most four requests of an unordered batch
+        against Outlook at a time, which is the per-mailbox limit. For the same reason a batch
+        to one mailbox holds every one of that mailbox's slots in our limiter while it runs, so
+        none of our other requests to the mailbox can make a fifth.
         """
         results: dict[str, BatchResult] = {}
         for start in range(0, len(requests), BATCH_LIMIT):
             chunk = list(requests[start : start + BATCH_LIMIT])
-            if lanes:
-                chunk = [
-                    replace(item, depends_on=[chunk[i - lanes].id]) if i >= lanes else item
-                    for i, item in enumerate(chunk)
-                ]
             results.update(await self._batch_chunk(chunk, mailbox=mailbox, idempotent=idempotent))
         return [results[item.id] for item in requests]
 
@@ -281,6 +283,7 @@ class GraphClient:
                 json_body={"requests": [item.as_json() for item in pending]},
                 mailbox=mailbox,
                 idempotent=idempotent,
+                whole_mailbox=True,
             )
             by_id = {item.id: item for item in pending}
             answered = {str(r.get("id")): r for r in (response.body or {}).get("responses", [])}

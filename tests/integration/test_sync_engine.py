@@ -11,96 +11,23 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from connectors.graph.calendar import source_id_of
-from connectors.scheduling.builtin_appointments import BuiltinAppointments
 from connectors.scheduling.ports import Appointment
-from core.db import session_factory, write_transaction
+from core.db import write_transaction
 from core.settings import SyncSettings
-from sandbox.server import SandboxTenant
-from sync.engine import SyncEngine, SyncOptions, SyncReport
+from sync.engine import SyncEngine
 from sync.errors import FailureKind
 from sync.records import BusyBlockRecord, EventLink
-from syncwarden.m365 import Microsoft365
-from tests.support.enrollments import enroll
 from tests.support.m365 import M365Factory
 from tests.support.outlook import add_own_event
+from tests.support.sync_world import World, world
 from workflows.records import Enrollment
+
+__all__ = ["world"]  # the fixture, imported for pytest
 
 AVERY = "avery.quinlan@example.edu"
 OUTSIDE_POLICY = "sasha.verhoeven@example.edu"
-
-
-@dataclass
-class World:
-    tenant: SandboxTenant
-    m365: Microsoft365
-    sessions: async_sessionmaker[AsyncSession]
-    source: BuiltinAppointments
-    engine: SyncEngine
-    now: datetime
-
-    def user_id(self, upn: str) -> str:
-        return self.tenant.seed.user_ids[upn]
-
-    async def enroll(self, upn: str = AVERY, profile: str = "P-1") -> int:
-        [enrollment] = await enroll(self.sessions, self.tenant, upn, profile)
-        return enrollment
-
-    def appointment(self, number: int, *, days: float = 1, **fields: Any) -> Appointment:
-        start = self.now.replace(minute=0, second=0, microsecond=0) + timedelta(days=days)
-        values: dict[str, Any] = {
-            "id": f"A-{number}",
-            "subject": f"Client {number}",
-            "start": start,
-            "end": start + timedelta(minutes=50),
-            "time_zone": "Europe/London",
-        }
-        values.update(fields)
-        return Appointment(**values)
-
-    def pushed(self, upn: str = AVERY) -> dict[str, Any]:
-        """Our events in the mailbox, by source id."""
-        events = self.tenant.state.mailbox_events(self.user_id(upn))
-        return {
-            sid: event
-            for event in events.values()
-            if (sid := source_id_of({"singleValueExtendedProperties": event.extended}))
-        }
-
-    def graph_requests(self) -> list[str]:
-        return [
-            f"{r.method} {r.path}"
-            for r in self.tenant.requests
-            if not r.in_batch and not r.path.startswith("/adminapi")
-        ]
-
-    def use_settings(self, **fields: Any) -> None:
-        """Run the engine with these sync settings from now on."""
-        self.engine = SyncEngine(
-            self.sessions, self.m365.calendar, self.source, SyncSettings(**fields)
-        )
-
-    async def sync(self, enrollment_id: int, **options: Any) -> SyncReport:
-        return await self.engine.sync(enrollment_id, SyncOptions(**options))
-
-
-@pytest.fixture
-async def world(migrated_engine: AsyncEngine, tenant: SandboxTenant, m365: Microsoft365) -> World:
-    sessions = session_factory(migrated_engine)
-    source = BuiltinAppointments(sessions)
-    settings = SyncSettings(subject_template="{subject}")
-    return World(
-        tenant,
-        m365,
-        sessions,
-        source,
-        SyncEngine(sessions, m365.calendar, source, settings),
-        datetime.now(UTC),
-    )
 
 
 async def busy_blocks(world: World, enrollment_id: int) -> list[BusyBlockRecord]:

@@ -29,14 +29,19 @@ async def test_batch_runs_each_request_through_the_pipeline(sandbox_factory: Ten
             {"id": str(i), "method": "GET", "url": f"/users/{AVERY}/events"} for i in range(3)
         ]
         requests.append({"id": "u", "method": "GET", "url": "/users/nobody@example.edu"})
-        requests.append({"id": "d", "method": "GET", "url": "/groups?$top=1", "dependsOn": ["u"]})
         response = await graph.post("/$batch", json={"requests": requests})
         assert response.status_code == 200
         by_id = {r["id"]: r for r in response.json()["responses"]}
         statuses = sorted(by_id[str(i)]["status"] for i in range(3))
         assert statuses == [200, 429, 429]
         assert by_id["u"]["status"] == 404
-        assert by_id["d"]["status"] == 424
+        chained = [
+            {"id": "u", "method": "GET", "url": "/users/nobody@example.edu"},
+            {"id": "d", "method": "GET", "url": "/groups?$top=1", "dependsOn": ["u"]},
+        ]
+        response = await graph.post("/$batch", json={"requests": chained})
+        by_id = {r["id"]: r for r in response.json()["responses"]}
+        assert (by_id["u"]["status"], by_id["d"]["status"]) == (404, 424)
         too_many = await graph.post(
             "/$batch",
             json={
@@ -44,7 +49,7 @@ async def test_batch_runs_each_request_through_the_pipeline(sandbox_factory: Ten
             },
         )
         assert too_many.status_code == 400
-    assert sum(1 for r in tenant.requests if r.in_batch) == 4
+    assert sum(1 for r in tenant.requests if r.in_batch) == 5
 
 
 async def test_transaction_id_and_extended_property_lookup(graph: httpx.AsyncClient) -> None:
@@ -55,8 +60,10 @@ async def test_transaction_id_and_extended_property_lookup(graph: httpx.AsyncCli
     )
     first = await graph.post(f"/users/{AVERY}/events", json=body)
     second = await graph.post(f"/users/{AVERY}/events", json=body)
-    assert first.status_code == second.status_code == 201
-    assert first.json()["id"] == second.json()["id"]
+    assert (first.status_code, second.status_code) == (201, 400)
+    error = second.json()["error"]
+    assert error["code"] == "ErrorDuplicateTransactionId"
+    assert error["@event.existingEventId"] == first.json()["id"]
     assert "singleValueExtendedProperties" not in first.json()
     query = {
         "$filter": (
