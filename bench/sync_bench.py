@@ -6,8 +6,9 @@ Builds that many people in the sandbox (all in the sync group, so inside the acc
 each with that many appointments in the built-in source, and runs the production engine and
 worker (real msal token, real HTTPS, SQLite) three ways: the first sync, a steady-state run after
 1% of appointments changed, and a forced full resync of the same data. Prints wall time, Graph
-requests (a ``$batch`` counts once), requests per mailbox and 429 answers seen, side by side.
-Numbers only; nothing is asserted.
+requests (a ``$batch`` counts once), requests per mailbox, ``$batch`` calls the sandbox refused
+(as Graph refuses a ``dependsOn`` shape it does not run), 429 answers seen (each retried), writes
+that still failed, and people whose run failed, side by side. Numbers only; nothing is asserted.
 """
 
 from __future__ import annotations
@@ -43,8 +44,10 @@ class Measured:
     name: str
     seconds: float
     requests: int
+    refused_batches: int
     throttled: int
     people: int
+    failed_writes: int
     failed: int
     writes: int
 
@@ -52,7 +55,8 @@ class Measured:
         per_mailbox = self.requests / max(1, self.people)
         return (
             f"| {self.name} | {self.seconds:.1f} s | {self.requests} | {per_mailbox:.2f} | "
-            f"{self.throttled} | {self.writes} | {self.failed} |"
+            f"{self.refused_batches} | {self.throttled} | {self.writes} | {self.failed_writes} | "
+            f"{self.failed} |"
         )
 
 
@@ -122,8 +126,10 @@ async def run(
             name,
             seconds,
             sum(1 for r in log if not r.in_batch and not r.path.startswith("/adminapi")),
+            sum(1 for r in log if r.path == "/$batch" and r.status == 400),
             sum(1 for r in log if r.status == 429),
             len(reports),
+            sum(r.failed_writes for r in reports),
             sum(1 for r in reports if not r.ok),
             sum(r.writes for r in reports),
         )
@@ -151,8 +157,11 @@ async def run(
         f"{people} people x {appointments} appointments, {latency_ms:g} ms latency, "
         f"{concurrency} people at once"
     )
-    print("| run | wall time | Graph requests | per mailbox | 429s | writes | failed |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print(
+        "| run | wall time | Graph requests | per mailbox | refused batches | 429s (retried) "
+        "| writes | failed writes | failed people |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for measured in (first, steady, full):
         print(measured.row())
     await m365.aclose()

@@ -30,42 +30,70 @@ class ConcurrencyLimiter:
     async def slot(self, mailbox: str | None, *, exclusive: bool = False) -> AsyncIterator[None]:
         """Hold one request slot (and the mailbox's, when the request targets one).
 
-        ``exclusive`` holds every one of the mailbox's slots: a ``$batch`` to one mailbox has
-        Graph run up to four of its requests there at once. Exclusive holders queue on a lock
-        first, so two of them never each hold half the slots and wait for each other.
+        ``exclusive`` holds every one of the mailbox's slots: Graph runs up to four requests of a
+        ``$batch`` against the mailbox at once. It waits for the requests already in flight and
+        keeps later ones out until it is done; exclusive holders queue behind each other.
         """
         if mailbox is None:
             async with self._global:
                 yield
             return
         key = mailbox.lower()
-        state = self._mailboxes.setdefault(key, _Mailbox(asyncio.Semaphore(self._per_mailbox)))
+        state = self._mailboxes.setdefault(key, _Mailbox())
         state.users += 1
-        taken = 0
         try:
             if exclusive:
                 async with state.exclusive:
-                    for _ in range(self._per_mailbox):
-                        await state.slots.acquire()
-                        taken += 1
+                    await state.take_all()
+                    try:
+                        async with self._global:
+                            yield
+                    finally:
+                        await state.give_back(self._per_mailbox)
+            else:
+                await state.take_one(self._per_mailbox)
+                try:
                     async with self._global:
                         yield
-            else:
-                await state.slots.acquire()
-                taken = 1
-                async with self._global:
-                    yield
+                finally:
+                    await state.give_back(1)
         finally:
-            for _ in range(taken):
-                state.slots.release()
             state.users -= 1
-            # Forget idle mailboxes so a tenant-wide sync does not keep thousands of semaphores.
+            # Forget idle mailboxes so a tenant-wide sync does not keep thousands of them.
             if state.users == 0:
                 del self._mailboxes[key]
 
 
 @dataclass
 class _Mailbox:
-    slots: asyncio.Semaphore
+    """One mailbox's slots: ordinary requests take one each; a batch takes them all."""
+
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     exclusive: asyncio.Lock = field(default_factory=asyncio.Lock)
+    active: int = 0
+    batch_waiting: bool = False
     users: int = 0
+
+    async def take_one(self, limit: int) -> None:
+        async with self.changed:
+            await self.changed.wait_for(lambda: not self.batch_waiting and self.active < limit)
+            self.active += 1
+
+    async def take_all(self) -> None:
+        async with self.changed:
+            self.batch_waiting = True
+            try:
+                await self.changed.wait_for(lambda: self.active == 0)
+            except BaseException:
+                self.batch_waiting = False
+                self.changed.notify_all()
+                raise
+            self.active = -1  # nobody else fits until the batch gives its slots back
+
+    async def give_back(self, slots: int) -> None:
+        async with self.changed:
+            if self.active < 0:
+                self.active, self.batch_waiting = 0, False
+            else:
+                self.active -= slots
+            self.changed.notify_all()

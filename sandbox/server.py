@@ -201,6 +201,9 @@ class SandboxTenant:
         try:
             self.pipeline.authenticate(req)
             response = await run_batch(self.pipeline, req)
+        except GraphError as refused:
+            record.status = refused.status  # the request log shows refused batches too
+            raise
         finally:
             record.ended = dt.datetime.now(dt.UTC).timestamp()
         record.status = response.status

@@ -121,6 +121,44 @@ async def test_no_more_than_the_mailbox_limit_run_at_once() -> None:
     assert peak == {"a": 4, "b": 4}
 
 
+async def test_a_batch_holds_every_slot_of_its_mailbox() -> None:
+    """Graph runs up to four of a batch's requests against the mailbox, so while our batch is in
+    flight no other request of ours may be: it waits for those inside and keeps out later ones."""
+    limiter = ConcurrencyLimiter(global_limit=50, per_mailbox=4)
+    inside: set[str] = set()
+    seen_by: dict[str, set[str]] = {}
+    entered = asyncio.Queue[str]()
+    release_early = asyncio.Event()
+
+    async def single(name: str, gate: asyncio.Event) -> None:
+        async with limiter.slot("a"):
+            seen_by[name] = set(inside)
+            inside.add(name)
+            await entered.put(name)
+            await gate.wait()
+            inside.discard(name)
+
+    async def batch() -> None:
+        async with limiter.slot("A", exclusive=True):
+            seen_by["batch"] = set(inside)
+            inside.add("batch")
+            await entered.put("batch")
+            inside.discard("batch")
+
+    early = [asyncio.create_task(single(f"early-{n}", release_early)) for n in range(2)]
+    assert {await entered.get(), await entered.get()} == {"early-0", "early-1"}
+    in_batch = asyncio.create_task(batch())
+    open_gate = asyncio.Event()
+    open_gate.set()
+    late = asyncio.create_task(single("late", open_gate))
+    release_early.set()
+    assert await entered.get() == "batch"
+    assert await entered.get() == "late"
+    assert seen_by["batch"] == set(), "the batch waited for the requests already in flight"
+    assert "batch" not in seen_by["late"], "a later request waited for the batch"
+    await asyncio.gather(*early, in_batch, late)
+
+
 async def test_global_cap_applies_across_mailboxes() -> None:
     limiter = ConcurrencyLimiter(global_limit=3)
     gate = asyncio.Event()
