@@ -48,7 +48,8 @@ def _validate(body: Any) -> list[JsonDict]:
                 raise bad_request(
                     f"Batch request is missing the required property '{name}'.", "BadRequest"
                 )
-        if item["id"] in ids:
+        # Ids are not case-sensitive and must be unique (json-batching page, request properties).
+        if item["id"].lower() in {known.lower() for known in ids}:
             raise bad_request(f"Batch request id '{item['id']}' is duplicated.", "BadRequest")
         ids.add(item["id"])
         if urlsplit(item["url"]).scheme:

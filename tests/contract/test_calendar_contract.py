@@ -135,7 +135,7 @@ async def test_batch_refuses_more_than_twenty_requests(graph: httpx.AsyncClient)
 
 
 async def test_a_failed_dependency_answers_424(graph: httpx.AsyncClient) -> None:
-    """"If an individual request fails, any request that depends on that request fails with
+    """ "If an individual request fails, any request that depends on that request fails with
     status code 424 (Failed Dependency)."
     https://learn.microsoft.com/graph/json-batching#sequencing-requests-with-the-dependson-property
     """
@@ -335,3 +335,11 @@ async def test_calendar_view_needs_a_window_and_answers_in_utc(graph: httpx.Asyn
     )
     [item] = [e for e in zoned.json()["value"] if e["subject"] == "Zoned"]
     assert item["start"]["dateTime"].startswith("2031-03-12T05:00:00")
+
+
+async def test_batch_request_ids_must_be_unique_ignoring_case(graph: httpx.AsyncClient) -> None:
+    """Each request's id "Not case-sensitive. Must be unique in the batch, otherwise, the batch
+    request fails with a 400 error code."
+    https://learn.microsoft.com/graph/json-batching#creating-a-batch-request"""
+    response = await post_batch(graph, [create("a", "one"), create("A", "two")])
+    assert response.status_code == 400
