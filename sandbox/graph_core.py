@@ -50,6 +50,17 @@ READ_APPS = (
 READ_CALENDARS = ("Calendars.Read", "Calendars.ReadBasic", "Calendars.ReadWrite")
 WRITE_CALENDARS = ("Calendars.ReadWrite",)
 
+# Outlook's two 403 ErrorAccessDenied texts. A mailbox outside the app's access policy: the
+# "Handling API errors" section of learn.microsoft.com/graph/auth-limit-mailbox-access shows
+# "Access to OData is disabled."; current tenants add the [RAOP] reason after a colon (public
+# client code and captures). An app without the permission the call needs: "Access is denied.
+# Check credentials and try again." (public issue reports, e.g. msgraph-sdk-javascript#282).
+ACCESS_POLICY_DENIED = (
+    "Access to OData is disabled: [RAOP] : Blocked by tenant configured AppOnly AccessPolicy "
+    "settings."
+)
+OUTLOOK_PERMISSION_DENIED = "Access is denied. Check credentials and try again."
+
 
 class HangError(Exception):
     """A fault rule asked to hold the connection until the client gives up."""
@@ -177,13 +188,26 @@ class GraphPipeline:
             ) from exc
 
     def authorize(self, req: GraphRequest, route: Route) -> None:
+        """The token's app roles against the route's; runs before the mailbox is opened.
+
+        Outlook (a route that opens a mailbox) and the directory word the refusal differently:
+        Outlook answers 403 ``ErrorAccessDenied`` "Access is denied. Check credentials and try
+        again." (public issue reports of calendar calls without a ``Calendars.*`` permission),
+        the directory 403 ``Authorization_RequestDenied``. The order against the access policy
+        is not published; the role check comes first because Exchange's application access
+        policies are "complementary to the permission scopes" an app holds (the
+        New-ApplicationAccessPolicy cmdlet page): without a scope there is nothing to restrict.
+        """
         roles = set(req.claims.get("roles") or [])
-        if not roles.intersection(route.roles):
-            raise GraphError(
-                403,
-                "Authorization_RequestDenied",
-                "Insufficient privileges to complete the operation.",
-            )
+        if roles.intersection(route.roles):
+            return
+        if route.mailbox_param is not None:
+            raise GraphError(403, "ErrorAccessDenied", OUTLOOK_PERMISSION_DENIED)
+        raise GraphError(
+            403,
+            "Authorization_RequestDenied",
+            "Insufficient privileges to complete the operation.",
+        )
 
     def open_mailbox(self, req: GraphRequest, key: str) -> User:
         user = self.ctx.state.user(key)
@@ -196,12 +220,7 @@ class GraphPipeline:
                 "The mailbox is either inactive, soft-deleted, or is hosted on-premise.",
             )
         if not self.ctx.state.mailbox_allowed(req.app_id, user.id):
-            raise GraphError(
-                403,
-                "ErrorAccessDenied",
-                "Access to OData is disabled: Blocked by tenant configured AppOnly AccessPolicy "
-                "settings.",
-            )
+            raise GraphError(403, "ErrorAccessDenied", ACCESS_POLICY_DENIED)
         return user
 
     async def dispatch(self, req: GraphRequest) -> GraphResponse:

@@ -51,6 +51,11 @@ class SyncAlerts:
                 f"Calendar sync failed for **{enrollment.subject_name}** ({enrollment.mailbox}): "
                 f"{ADVICE[kind]}.\n\nDetail: {report.error}"
             )
+            if kind is FailureKind.PERMISSION:
+                text += (
+                    "\n\nThe permission belongs to Syncwarden's app, so everyone's sync stops "
+                    "until it is granted, not only this person's."
+                )
             if kind is FailureKind.SAFETY_VALVE:
                 text += (
                     f"\n\nIf the scheduling system really dropped these appointments, run "

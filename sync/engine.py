@@ -33,10 +33,10 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from connectors.errors import (
+    AccessDeniedError,
     ConnectorError,
     DeltaExpiredError,
     DuplicateTransactionError,
-    MailboxAccessDeniedError,
 )
 from connectors.graph.calendar import (
     GraphCalendar,
@@ -377,7 +377,8 @@ class SyncEngine:
         report: SyncReport,
     ) -> _Adoption | None:
         """Fold one write's answer into what is committed; a create to adopt is handed back."""
-        if isinstance(result.error, MailboxAccessDeniedError):
+        if isinstance(result.error, AccessDeniedError):
+            # The mailbox or the app is refused: every other write would be refused the same way.
             raise result.error
         if kind == "delete":
             assert link is not None
@@ -487,7 +488,7 @@ class SyncEngine:
         results = await self._calendar.write_batch(mailbox, requests)
         report.requests += -(-len(requests) // 20)
         for (adoption, _), result in zip(targets, results, strict=False):
-            if isinstance(result.error, MailboxAccessDeniedError):
+            if isinstance(result.error, AccessDeniedError):
                 raise result.error
             if not result.ok or not isinstance(result.body, dict):
                 report.failed_writes += 1

@@ -7,7 +7,9 @@ periodic run remains the safety net for anything missed.
 
 Each subscription gets its own random ``clientState``. Only its SHA-256 is stored; a post whose
 state does not hash to the stored value, or that names a subscription we do not know, is ignored.
-Subscriptions for events live about three days, so they are renewed well before they end.
+Graph caps an event subscription's lifetime and refuses a longer ``expirationDateTime`` (it
+used to cap at 4,230 minutes, now at 10,080 "under seven days"); we ask for less than the older,
+shorter limit, keep the expiry Graph grants, and renew well before it.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ from core.logging import get_logger
 from workflows.records import Enrollment
 
 log = get_logger(__name__)
-LIFETIME = timedelta(minutes=4200)  # Graph's limit for events is just under three days
+# Under every published limit for Outlook events (4,230 minutes until 2024, 10,080 since), with
+# half an hour to spare for the request's transit and clock skew: Graph refuses, never shortens.
+LIFETIME = timedelta(minutes=4200)
 RENEW_BEFORE = timedelta(hours=12)
 
 

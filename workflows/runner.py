@@ -27,7 +27,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased, selectinload
 
-from connectors.errors import ConnectorError, MailboxAccessDeniedError
+from connectors.errors import ConnectorError, MailboxAccessDeniedError, PermissionMissingError
 from core.db import utc_now, write_transaction
 from core.logging import get_logger
 from core.settings import ProvisioningSettings
@@ -229,9 +229,7 @@ class StepRunner:
         self, claimed: ClaimedStep, error: Exception, *, retryable: bool
     ) -> None:
         after = AfterCommit()
-        message = (
-            str(error) if isinstance(error, ConnectorError) else f"{type(error).__name__}: {error}"
-        )
+        message = failure_message(error)
         async with write_transaction(self._sessions) as session:
             step = await self._owned_step(session, claimed)
             if step is None:
@@ -266,6 +264,8 @@ class StepRunner:
         await after.deliver()
 
     def _retry_delay(self, error: Exception, attempt: int) -> float:
+        # Only the access policy's refusal waits for propagation; a missing permission
+        # (PermissionMissingError) is not retryable and fails the step at once, named.
         if isinstance(error, ConnectorError) and error.retry_after is not None:
             return error.retry_after
         if isinstance(error, MailboxAccessDeniedError):
@@ -341,3 +341,25 @@ class StepRunner:
 
     def _refresh_card(self, after: AfterCommit, view: TicketView) -> None:
         after.add(partial(self._notifier.update_card, view, key=f"{view.ref}:card:{view.version}"))
+
+
+def failure_message(error: Exception) -> str:
+    """A step's error in words for the ticket and IT; a missing permission is named with its fix.
+
+    Exchange refuses a mailbox outside the access policy and an app without the permission with
+    the same 403; the connector tells them apart. Only the first is "not propagated yet"; the
+    second never clears by waiting, so it is said plainly instead of being retried.
+    """
+    if isinstance(error, PermissionMissingError):
+        what = (
+            f"the Microsoft Graph application permission {error.permission}"
+            if error.permission
+            else "an API permission this step needs"
+        )
+        return (
+            f"Syncwarden's app lacks {what}: an administrator must add it to the app "
+            f"registration and grant admin consent, then press Retry ({error})"
+        )
+    if isinstance(error, ConnectorError):
+        return str(error)
+    return f"{type(error).__name__}: {error}"

@@ -3,7 +3,9 @@
 Pure functions over status, headers and body, so the mapping can be tested exhaustively without a
 network. Graph's error body is ``{"error": {"code", "message", "innerError": {...}}}``;
 anything else (an HTML page from a proxy, an empty body) still yields an error of the right class
-from the status alone.
+from the status alone. Classes follow the code and status; the message decides only where
+Microsoft gives one code two meanings: "already a member", and Outlook's ``ErrorAccessDenied``
+(access policy versus missing permission, see ``_POLICY_PHRASES``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from connectors.errors import (
     MailboxAccessDeniedError,
     MailboxNotEnabledError,
     NotFoundError,
+    PermissionMissingError,
     RequestInfo,
     ThrottledError,
     TransientError,
@@ -44,6 +47,25 @@ _MAILBOX_NOT_ENABLED_CODES = frozenset(
 )
 _DELTA_EXPIRED_CODES = frozenset({"syncstatenotfound", "resyncrequired", "syncstateinvalid"})
 _ALREADY_EXISTS_PHRASE = "already exist"
+# Outlook answers two different refusals with the same 403 ``ErrorAccessDenied``, so the message
+# is the only thing that tells them apart; we match its stable start, case-insensitively:
+# - a mailbox outside the app's application access policy (or a policy change not applied yet):
+#   "Access to OData is disabled." (learn.microsoft.com/graph/auth-limit-mailbox-access,
+#   "Handling API errors"); current tenants append ": [RAOP] : Blocked by tenant configured
+#   AppOnly AccessPolicy settings.", and subscriptions wrap it in an ``ExtensionError``
+#   ("... Reason: Access to OData is disabled.]", msgraph-sdk-java#510);
+# - an app without the permission the call needs: "Access is denied. Check credentials and try
+#   again." (public issue reports, e.g. msgraph-sdk-javascript#282, python-sample-send-mail#4).
+# Only the policy wording means "not in scope (yet)", the answer retried on the long schedule.
+# Any other ``ErrorAccessDenied`` text, the documented permission one or a wording we have not
+# seen, is treated as a missing permission: not retried, reported to IT with the grant to make,
+# and Microsoft's own words kept in the message. The opposite default is what hid a missing
+# permission as a mailbox "not propagated yet", retried for ever; a wrong guess this way costs
+# one alert (the periodic sync recovers by itself) or one ticket Retry.
+_POLICY_PHRASES = ("access to odata is disabled", "apponly accesspolicy")
+# The permission Syncwarden's calendar calls need, recognised from the request URL.
+_CALENDAR_SEGMENTS = frozenset({"events", "calendarview", "calendar", "calendars"})
+CALENDAR_PERMISSION = "Calendars.ReadWrite"
 MAX_RETRY_AFTER_SECONDS = 300.0
 
 
@@ -120,8 +142,10 @@ def error_from_response(
         return DeltaExpiredError(text, **options)
     if status == 401:
         return AuthenticationError(text, **options)
-    if lowered == "erroraccessdenied":
+    if status == 403 and _names_access_policy(text):
         return MailboxAccessDeniedError(text, **options)
+    if lowered == "erroraccessdenied":
+        return PermissionMissingError(text, permission=permission_for(request), **options)
     if status == 403:
         return AccessDeniedError(text, **options)
     if status == 404 or lowered in _NOT_FOUND_CODES:
@@ -140,6 +164,19 @@ def error_from_response(
             text, retry_after=parse_retry_after(headers.get("Retry-After")), **options
         )
     return BadRequestError(text, **options)
+
+
+def _names_access_policy(message: str) -> bool:
+    lowered = message.lower()
+    return any(phrase in lowered for phrase in _POLICY_PHRASES)
+
+
+def permission_for(request: RequestInfo | None) -> str | None:
+    """The application permission a refused request needed, when its URL says (calendar calls)."""
+    if request is None:
+        return None
+    segments = request.url.split("?", 1)[0].lower().split("/")
+    return CALENDAR_PERMISSION if _CALENDAR_SEGMENTS.intersection(segments) else None
 
 
 def _existing_event_id(body: bytes) -> str | None:

@@ -9,11 +9,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from connectors.errors import AuthenticationError, BadRequestError
+from connectors.errors import AuthenticationError, BadRequestError, MailboxAccessDeniedError
 from connectors.graph.client import GraphClient
 from connectors.limits import ConcurrencyLimiter
 from connectors.retry import RetryPolicy
 from sandbox.server import SandboxTenant
+from sync.subscriptions import LIFETIME
 from syncwarden.m365 import Microsoft365
 
 
@@ -41,21 +42,63 @@ async def test_subscription_is_created_renewed_and_deleted(
 ) -> None:
     server, _ = receiver
     mailbox = tenant.seed.user_ids["avery.quinlan@example.edu"]
-    asked = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
+    asked = (dt.datetime.now(dt.UTC) + LIFETIME).replace(microsecond=0)
     created = await m365.subscriptions.create(
         resource=f"/users/{mailbox}/events",
         notification_url=str(server.make_url("/notifications")),
         client_state="opaque-state-1",
         expires_at=asked,
     )
-    assert created.expires_at is not None
-    assert created.expires_at < asked, "Graph grants less than asked for events; we keep its answer"
-    renewed = await m365.subscriptions.renew(
-        created.id, dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
-    )
-    assert renewed.id == created.id
+    assert created.expires_at == asked, "the expiry is read back from Graph's answer"
+    again = (dt.datetime.now(dt.UTC) + dt.timedelta(days=2)).replace(microsecond=0)
+    renewed = await m365.subscriptions.renew(created.id, again)
+    assert (renewed.id, renewed.expires_at) == (created.id, again)
     assert await m365.subscriptions.delete(created.id)
     assert not await m365.subscriptions.delete(created.id)
+
+
+async def test_a_lifetime_beyond_graphs_limit_is_refused_not_shortened(
+    m365: Microsoft365, tenant: SandboxTenant, receiver: tuple[TestServer, list[str]]
+) -> None:
+    server, _ = receiver
+    mailbox = tenant.seed.user_ids["avery.quinlan@example.edu"]
+    with pytest.raises(BadRequestError) as refused:
+        await m365.subscriptions.create(
+            resource=f"/users/{mailbox}/events",
+            notification_url=str(server.make_url("/notifications")),
+            client_state="opaque-state-1",
+            expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(days=30),
+        )
+    assert refused.value.code == "ExtensionError"
+    assert "minutes in the future" in refused.value.message
+
+
+async def test_the_product_lifetime_fits_the_newer_10070_minute_limit_too(
+    m365: Microsoft365, tenant: SandboxTenant, receiver: tuple[TestServer, list[str]]
+) -> None:
+    server, _ = receiver
+    tenant.subscriptions.max_minutes = 10070  # the limit public code quotes from live Graph
+    created = await m365.subscriptions.create(
+        resource=f"/users/{tenant.seed.user_ids['avery.quinlan@example.edu']}/events",
+        notification_url=str(server.make_url("/notifications")),
+        client_state="opaque-state-1",
+        expires_at=dt.datetime.now(dt.UTC) + LIFETIME,
+    )
+    assert created.expires_at is not None
+
+
+async def test_a_mailbox_outside_the_access_policy_cannot_be_subscribed(
+    m365: Microsoft365, tenant: SandboxTenant, receiver: tuple[TestServer, list[str]]
+) -> None:
+    server, _ = receiver
+    with pytest.raises(MailboxAccessDeniedError) as refused:
+        await m365.subscriptions.create(
+            resource=f"/users/{tenant.seed.user_ids['sasha.verhoeven@example.edu']}/events",
+            notification_url=str(server.make_url("/notifications")),
+            client_state="opaque-state-1",
+            expires_at=dt.datetime.now(dt.UTC) + LIFETIME,
+        )
+    assert refused.value.code == "ExtensionError" and refused.value.status == 403
 
 
 async def test_subscription_refused_when_the_endpoint_fails_validation(

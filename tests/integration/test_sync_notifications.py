@@ -166,3 +166,28 @@ async def test_subscriptions_follow_enrollments_and_renew_before_they_end(
     removed = await setup.sync.subscriptions.maintain()
     assert removed.removed == 1
     assert tenant.subscriptions.subscriptions == {}
+
+
+@pytest.mark.parametrize("graph_limit_minutes", [10070, 4230])
+async def test_subscriptions_ask_within_graphs_limit_and_keep_the_granted_expiry(
+    setup: Setup, tenant: SandboxTenant, graph_limit_minutes: int
+) -> None:
+    """Graph refuses a longer lifetime instead of shortening it: today's limit and the older one."""
+    tenant.subscriptions.max_minutes = graph_limit_minutes
+    created = await setup.sync.subscriptions.maintain()
+    assert (created.created, created.failed) == (1, 0)
+    [granted] = tenant.subscriptions.subscriptions.values()
+    async with setup.sessions() as session:
+        record = (await session.scalars(select(SubscriptionRecord))).one()
+    assert abs(record.expires_at - granted.expiration) < timedelta(seconds=1)
+    assert granted.expiration - datetime.now(UTC) < timedelta(minutes=graph_limit_minutes)
+
+    async with write_transaction(setup.sessions) as session:
+        ending = (await session.scalars(select(SubscriptionRecord))).one()
+        ending.expires_at = datetime.now(UTC) + timedelta(hours=1)
+    renewed = await setup.sync.subscriptions.maintain()
+    assert (renewed.renewed, renewed.failed) == (1, 0)
+    async with setup.sessions() as session:
+        record = (await session.scalars(select(SubscriptionRecord))).one()
+    assert abs(record.expires_at - granted.expiration) < timedelta(seconds=1)
+    assert record.expires_at > datetime.now(UTC) + timedelta(days=2)

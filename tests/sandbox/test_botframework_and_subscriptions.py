@@ -70,20 +70,26 @@ async def test_subscription_validation_and_notifications(
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        expires = (dt.datetime.now(dt.UTC) + dt.timedelta(days=30)).isoformat()
+        too_long = (dt.datetime.now(dt.UTC) + dt.timedelta(days=30)).isoformat()
+        asked = (dt.datetime.now(dt.UTC) + dt.timedelta(days=2)).replace(microsecond=0)
+        expires = asked.isoformat()
         body = {
             "changeType": "created,updated,deleted",
             "notificationUrl": f"http://127.0.0.1:{port}/hook",
             "resource": f"/users/{AVERY}/events",
-            "expirationDateTime": expires,
+            "expirationDateTime": too_long,
             "clientState": "sandbox-state",
         }
+        longer = await graph.post("/subscriptions", json=body)
+        assert (longer.status_code, longer.json()["error"]["code"]) == (400, "ExtensionError")
+        assert "minutes in the future" in longer.json()["error"]["message"]
+        body["expirationDateTime"] = expires
         created = await graph.post("/subscriptions", json=body)
         assert created.status_code == 201, created.text
         granted = dt.datetime.fromisoformat(
             created.json()["expirationDateTime"].replace("Z", "+00:00")
         )
-        assert granted <= dt.datetime.now(dt.UTC) + dt.timedelta(minutes=4231)
+        assert granted == asked, "a lifetime within the limit is granted as asked"
         refused = await graph.post(
             "/subscriptions", json={**body, "notificationUrl": f"http://127.0.0.1:{port}/refuse"}
         )
@@ -102,6 +108,10 @@ async def test_subscription_validation_and_notifications(
         tenant.send_lifecycle_event(sub_id, "reauthorizationRequired")
         await tenant.drain_notifications()
         assert received[-1]["value"][0]["lifecycleEvent"] == "reauthorizationRequired"  # type: ignore[index]
+        too_far = await graph.patch(
+            f"/subscriptions/{sub_id}", json={"expirationDateTime": too_long}
+        )
+        assert (too_far.status_code, too_far.json()["error"]["code"]) == (400, "ExtensionError")
         renewed = await graph.patch(
             f"/subscriptions/{sub_id}", json={"expirationDateTime": expires}
         )

@@ -1,4 +1,9 @@
-"""Classifying Microsoft 365 error responses, by code and status (never by message wording)."""
+"""Classifying Microsoft 365 error responses, by code and status.
+
+Message wording decides only where Microsoft gives one code two meanings: "already a member", and
+Outlook's 403 ``ErrorAccessDenied`` (a mailbox outside the access policy versus an app without
+the permission).
+"""
 
 from __future__ import annotations
 
@@ -10,12 +15,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from connectors import errors
-from connectors.exchange.client import exchange_error
 from connectors.graph.error_mapping import (
     MAX_RETRY_AFTER_SECONDS,
     error_fields,
     error_from_response,
     parse_retry_after,
+    permission_for,
 )
 
 REQUEST = errors.RequestInfo("GET", "https://graph.microsoft.com/v1.0/users/x")
@@ -81,6 +86,100 @@ def test_message_wording_alone_does_not_decide_the_class() -> None:
     assert type(error) is errors.BadRequestError
 
 
+GRAPH = "https://graph.microsoft.com/v1.0"
+MAILBOX = "3f1c2a6e-0000-4000-8000-000000000001"
+POLICY_TEXTS = [
+    "Access to OData is disabled.",
+    "Access to OData is disabled: [RAOP] : Blocked by tenant configured AppOnly AccessPolicy "
+    "settings.",
+    "ACCESS TO ODATA IS DISABLED.",
+    "[RAOP] : Blocked by tenant configured AppOnly AccessPolicy settings.",
+]
+
+
+@pytest.mark.parametrize("message", POLICY_TEXTS)
+def test_the_access_policy_refusal_is_a_mailbox_not_in_scope(message: str) -> None:
+    request = errors.RequestInfo("GET", f"{GRAPH}/users/{MAILBOX}/calendarView/delta")
+    error = error_from_response(403, {}, graph_body("ErrorAccessDenied", message), request)
+    assert type(error) is errors.MailboxAccessDeniedError
+    assert error.retryable, "policy changes take up to an hour to apply: retried, on a long wait"
+
+
+def test_the_subscription_services_wrapped_policy_refusal_is_a_mailbox_not_in_scope() -> None:
+    request = errors.RequestInfo("POST", f"{GRAPH}/subscriptions")
+    body = graph_body(
+        "ExtensionError",
+        "Operation: Create; Exception: [Status Code: Forbidden; Reason: Access to OData is "
+        "disabled.]",
+    )
+    assert type(error_from_response(403, {}, body, request)) is errors.MailboxAccessDeniedError
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", f"/users/{MAILBOX}/calendarView/delta"),
+        ("GET", f"/users/{MAILBOX}/calendarView"),
+        ("POST", f"/users/{MAILBOX}/events"),
+        ("PATCH", f"/users/{MAILBOX}/events/AAMkAD%3D%3D"),
+        ("DELETE", f"/users/{MAILBOX}/events/AAMkAD"),
+        ("GET", f"/users/{MAILBOX}/calendar/events"),
+        ("GET", f"/users/{MAILBOX}/calendars"),
+    ],
+)
+def test_a_missing_calendar_permission_is_named_not_taken_for_the_policy(
+    method: str, path: str
+) -> None:
+    request = errors.RequestInfo(method, f"{GRAPH}{path}")
+    body = graph_body("ErrorAccessDenied", "Access is denied. Check credentials and try again.")
+    error = error_from_response(403, httpx.Headers({"request-id": "r-9"}), body, request)
+    assert type(error) is errors.PermissionMissingError
+    assert error.permission == "Calendars.ReadWrite"
+    assert not error.retryable, "nothing changes until an administrator grants it"
+    assert not isinstance(error, errors.MailboxAccessDeniedError)
+    assert isinstance(error, errors.AccessDeniedError)
+    assert "Check credentials" in str(error) and "r-9" in str(error)
+
+
+def test_an_unknown_access_denied_wording_is_a_permission_problem_not_a_propagation_wait() -> None:
+    """Only the policy text means "not in scope yet"; anything else is said, not waited on."""
+    request = errors.RequestInfo("GET", f"{GRAPH}/users/{MAILBOX}/events")
+    body = graph_body("ErrorAccessDenied", "Some wording Microsoft has not used before.")
+    error = error_from_response(403, {}, body, request)
+    assert type(error) is errors.PermissionMissingError
+    assert error.permission == "Calendars.ReadWrite"
+
+
+def test_a_permission_refusal_outside_the_calendar_names_no_permission() -> None:
+    request = errors.RequestInfo("GET", f"{GRAPH}/users/{MAILBOX}/mailboxSettings")
+    body = graph_body("ErrorAccessDenied", "Access is denied. Check credentials and try again.")
+    error = error_from_response(403, {}, body, request)
+    assert type(error) is errors.PermissionMissingError
+    assert error.permission is None
+
+
+def test_the_directorys_refusal_stays_a_plain_access_denied() -> None:
+    request = errors.RequestInfo("POST", f"{GRAPH}/groups/g/members/$ref")
+    body = graph_body("Authorization_RequestDenied", "Insufficient privileges to complete.")
+    assert type(error_from_response(403, {}, body, request)) is errors.AccessDeniedError
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (f"{GRAPH}/users/{MAILBOX}/events?$top=1", "Calendars.ReadWrite"),
+        (f"{GRAPH}/users/{MAILBOX}/calendarview/delta", "Calendars.ReadWrite"),
+        (f"{GRAPH}/users/{MAILBOX}/calendar", "Calendars.ReadWrite"),
+        (f"{GRAPH}/users/{MAILBOX}", None),
+        (f"{GRAPH}/subscriptions", None),
+        (f"{GRAPH}/groups/eventsgroup/members", None),
+    ],
+)
+def test_the_permission_is_read_from_the_request_url(url: str, expected: str | None) -> None:
+    assert permission_for(errors.RequestInfo("GET", url)) == expected
+    assert permission_for(None) is None
+
+
 def test_throttling_carries_retry_after_and_body_request_id() -> None:
     error = error_from_response(
         429, httpx.Headers({"Retry-After": "2.5"}), graph_body("TooManyRequests"), REQUEST
@@ -140,66 +239,3 @@ def test_retry_after_as_http_date() -> None:
 def test_retry_after_never_raises_and_stays_in_bounds(value: str) -> None:
     result = parse_retry_after(value)
     assert result is None or 0.0 <= result <= MAX_RETRY_AFTER_SECONDS
-
-
-def exchange_body(message: str) -> bytes:
-    return json.dumps(
-        {
-            "error": {
-                "code": "BadRequest",
-                "message": "Error executing cmdlet",
-                "details": [{"message": message}],
-                "innererror": {"internalException": {"message": message}},
-            }
-        }
-    ).encode()
-
-
-@pytest.mark.parametrize(
-    ("status", "message", "expected", "code"),
-    [
-        (
-            400,
-            "|Microsoft.Exchange.Management.Tasks.MemberAlreadyExistsException|The recipient "
-            "ada@example.edu is already a member of the group Calendar Sync.",
-            errors.AlreadyExistsError,
-            "AlreadyMember",
-        ),
-        (
-            400,
-            "|Microsoft.Exchange.Management.Tasks.MemberNotFoundException|The recipient "
-            "ada@example.edu isn't a member of the group Calendar Sync.",
-            errors.NotFoundError,
-            "NotMember",
-        ),
-        (
-            400,
-            "|Microsoft.Exchange.Configuration.Tasks.ManagementObjectNotFoundException|The "
-            "operation couldn't be performed because object 'nobody' couldn't be found.",
-            errors.NotFoundError,
-            None,
-        ),
-        (
-            403,
-            "The role assigned to application isn't supported in this scenario.",
-            errors.AccessDeniedError,
-            None,
-        ),
-        (401, "token expired", errors.AuthenticationError, None),
-        (429, "slow down", errors.ThrottledError, None),
-        (500, "boom", errors.TransientError, None),
-        (
-            400,
-            "A parameter cannot be found that matches parameter name 'Nope'.",
-            errors.BadRequestError,
-            None,
-        ),
-    ],
-)
-def test_exchange_errors(
-    status: int, message: str, expected: type[errors.ConnectorError], code: str | None
-) -> None:
-    error = exchange_error(status, httpx.Headers({}), exchange_body(message), REQUEST)
-    assert type(error) is expected
-    assert error.code == code
-    assert message.split("|")[-1] in error.message
