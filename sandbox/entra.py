@@ -1,17 +1,19 @@
 """Entra ID v2.0 endpoints enough for msal's client-credentials flow, and token checks.
 
 Error bodies copy the AADSTS shape because msal and our connectors surface ``error_description``
-to operators. Codes 90002, 700016, 7000215, 7000218, 7000222, 1002012, 70011, 500011 and
+to operators. Codes 90002, 700016, 7000215, 7000218, 7000222, 1002012, 700022, 900144, 500011 and
 700024 follow Microsoft's published AADSTS list; the assertion-audience and issuer failures are
 reported as 700027 (signature/key) or 50027 (malformed), which is our best reading.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hmac
 import time
 from typing import Any
+from urllib.parse import unquote_plus
 
 import jwt
 from aiohttp import web
@@ -45,9 +47,11 @@ class AadError(Exception):
         stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
         body = {
             "error": self.error,
+            # Lines end in CRLF, as the client-credentials page's error example shows; clients that
+            # show operators the first line then show just the AADSTS sentence.
             "error_description": (
-                f"AADSTS{self.code}: {self.description} Trace ID: {trace} "
-                f"Correlation ID: {correlation} Timestamp: {stamp}"
+                f"AADSTS{self.code}: {self.description}\r\nTrace ID: {trace}\r\n"
+                f"Correlation ID: {correlation}\r\nTimestamp: {stamp}"
             ),
             "error_codes": [self.code],
             "timestamp": stamp,
@@ -82,6 +86,22 @@ def register_certificate(
     )
     app.keys.append(credential)
     return credential
+
+
+def basic_credentials(header: str) -> tuple[str, str] | None:
+    """(client_id, client_secret) from ``Authorization: Basic``, which the token endpoint accepts
+    instead of form fields (RFC 6749 section 2.3.1: both parts form-urlencoded)."""
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic" or not value.strip():
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    client_id, sep, secret = decoded.partition(":")
+    if not sep:
+        return None
+    return unquote_plus(client_id), unquote_plus(secret)
 
 
 class EntraFront:
@@ -158,6 +178,10 @@ class EntraFront:
             self._check_tenant(request.match_info["tenant"])
             form = await request.post()
             fields = {k: str(v) for k, v in form.items()}
+            basic = basic_credentials(request.headers.get("Authorization", ""))
+            if basic is not None:
+                fields.setdefault("client_id", basic[0])
+                fields.setdefault("client_secret", basic[1])
             return web.json_response(self._issue(fields, str(request.url.with_query(None))))
         except AadError as exc:
             return exc.response()
@@ -253,9 +277,17 @@ class EntraFront:
         if not scopes:
             raise AadError(
                 400,
+                "invalid_request",
+                900144,
+                "The request body must contain the following parameter: 'scope'.",
+            )
+        if len(scopes) > 1 and all(s.endswith("/.default") for s in scopes):
+            raise AadError(
+                400,
                 "invalid_scope",
-                70011,
-                "The provided request must include a 'scope' input parameter.",
+                700022,
+                f"The provided value for the input parameter scope is not valid because it "
+                f"contains more than one resource. Scope {scope} is not valid.",
             )
         if len(scopes) != 1 or not scopes[0].endswith("/.default"):
             raise AadError(

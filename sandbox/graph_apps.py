@@ -14,18 +14,40 @@ from sandbox.graph_core import (
     ok,
     paged,
 )
-from sandbox.graph_directory import (
-    check_options,
-    count_requested,
-    directory_filter,
-    filtered,
-    select_and_top,
-)
+from sandbox.graph_directory import DirectoryRules, check_options, run_query, select_and_top
 from sandbox.graph_users import context_name, missing
 from sandbox.odata import JsonDict, parse_select, project
-from sandbox.state import APPLICATION_PROPERTIES, SERVICE_PRINCIPAL_PROPERTIES, USER_DEFAULT
+from sandbox.state import (
+    APPLICATION_PROPERTIES,
+    SERVICE_PRINCIPAL_PROPERTIES,
+    USER_DEFAULT,
+    USER_PROPERTIES,
+)
 
 OWNER_ROLES = tuple(sorted(set(READ_APPS) | set(READ_DIRECTORY_USERS)))
+# Owners are users or service principals; $select may name properties of either.
+OWNER_PROPERTIES = tuple(sorted(set(USER_PROPERTIES) | set(SERVICE_PRINCIPAL_PROPERTIES)))
+APPLICATION_TYPE = "microsoft.graph.application"
+SERVICE_PRINCIPAL_TYPE = "microsoft.graph.servicePrincipal"
+# https://learn.microsoft.com/graph/aad-advanced-queries: applications and service principals
+# sort (displayName, createdDateTime) only in advanced queries; credentials have no startsWith.
+_NO_PREFIX = frozenset({"id", "createdDateTime", "passwordCredentials", "keyCredentials"})
+APPLICATION_RULES = DirectoryRules(
+    type_name=APPLICATION_TYPE,
+    resource="Application",
+    properties=APPLICATION_PROPERTIES,
+    no_prefix=_NO_PREFIX,
+    sort_advanced=frozenset({"displayName", "createdDateTime"}),
+    suffix=frozenset(),
+)
+SERVICE_PRINCIPAL_RULES = DirectoryRules(
+    type_name=SERVICE_PRINCIPAL_TYPE,
+    resource="ServicePrincipal",
+    properties=SERVICE_PRINCIPAL_PROPERTIES,
+    no_prefix=_NO_PREFIX | {"accountEnabled"},
+    sort_advanced=frozenset({"displayName"}),
+    suffix=frozenset(),
+)
 
 
 class AppsFront:
@@ -50,19 +72,11 @@ class AppsFront:
         return [sp.to_graph() for sp in self.ctx.state.service_principals.values()]
 
     def _list(
-        self,
-        req: GraphRequest,
-        items: list[JsonDict],
-        props: tuple[str, ...],
-        entity: str,
-        type_name: str,
+        self, req: GraphRequest, items: list[JsonDict], rules: DirectoryRules, entity: str
     ) -> GraphResponse:
         check_options(req)
-        node = directory_filter(req, type_name, props)
-        select, top = select_and_top(req, props, type_name)
-        chosen = filtered(items, node)
-        count = len(chosen) if count_requested(req) else None
-        shaped = [project(i, select, props) for i in chosen]
+        chosen, select, top, count = run_query(req, items, rules)
+        shaped = [project(i, select, rules.properties) for i in chosen]
         return ok(paged(self.ctx, req, shaped, context_name(entity, select), top=top, count=count))
 
     def _one(
@@ -88,9 +102,7 @@ class AppsFront:
         )
 
     async def list_apps(self, req: GraphRequest) -> GraphResponse:
-        return self._list(
-            req, self._apps(), APPLICATION_PROPERTIES, "applications", "microsoft.graph.application"
-        )
+        return self._list(req, self._apps(), APPLICATION_RULES, "applications")
 
     async def get_app(self, req: GraphRequest) -> GraphResponse:
         return self._one(
@@ -103,13 +115,7 @@ class AppsFront:
         )
 
     async def list_sps(self, req: GraphRequest) -> GraphResponse:
-        return self._list(
-            req,
-            self._sps(),
-            SERVICE_PRINCIPAL_PROPERTIES,
-            "servicePrincipals",
-            "microsoft.graph.servicePrincipal",
-        )
+        return self._list(req, self._sps(), SERVICE_PRINCIPAL_RULES, "servicePrincipals")
 
     async def get_sp(self, req: GraphRequest) -> GraphResponse:
         return self._one(
@@ -129,8 +135,13 @@ class AppsFront:
         if ids is None:
             raise missing(key)
         objects = [o for i in ids if (o := self.ctx.state.directory_object(i)) is not None]
-        _, top = select_and_top(req, (), "microsoft.graph.directoryObject")
-        shaped = [project(o, None, USER_DEFAULT) for o in objects]
+        select, top = select_and_top(req, OWNER_PROPERTIES, "microsoft.graph.directoryObject")
+        shaped: list[JsonDict] = []
+        for obj in objects:
+            is_user = obj["@odata.type"] == "#microsoft.graph.user"
+            allowed = USER_PROPERTIES if is_user else SERVICE_PRINCIPAL_PROPERTIES
+            picked = [s for s in select if s in allowed] if select is not None else None
+            shaped.append(project(obj, picked, USER_DEFAULT if is_user else allowed))
         return ok(paged(self.ctx, req, shaped, "directoryObjects", top=top))
 
     async def app_owners(self, req: GraphRequest) -> GraphResponse:

@@ -22,25 +22,36 @@ from sandbox.graph_core import (
     paged,
 )
 from sandbox.graph_directory import (
+    DirectoryRules,
     advanced_enabled,
+    advanced_query,
     check_options,
-    count_requested,
-    directory_filter,
-    filtered,
-    select_and_top,
+    run_query,
 )
 from sandbox.graph_users import context_name, missing
-from sandbox.odata import GraphError, JsonDict, bad_request, not_found, parse_select, project
+from sandbox.odata import GraphError, JsonDict, bad_request, parse_select, project
 from sandbox.state import GROUP_PROPERTIES, USER_DEFAULT, USER_PROPERTIES, Group
 
 GROUP_TYPE = "microsoft.graph.group"
+DIRECTORY_OBJECT_TYPE = "microsoft.graph.directoryObject"
+# https://learn.microsoft.com/graph/aad-advanced-queries: groups sort by displayName by default;
+# booleans, dates and ids have no startsWith; endsWith exists for mail and proxyAddresses only.
+GROUP_RULES = DirectoryRules(
+    type_name=GROUP_TYPE,
+    resource="Group",
+    properties=GROUP_PROPERTIES,
+    no_prefix=frozenset({"id", "mailEnabled", "securityEnabled", "createdDateTime", "visibility"}),
+    sort_default=frozenset({"displayName"}),
+)
+MEMBER_RULES = DirectoryRules(
+    type_name=DIRECTORY_OBJECT_TYPE,
+    resource="DirectoryObject",
+    properties=tuple(sorted(set(USER_PROPERTIES) | set(GROUP_PROPERTIES))),
+    sort_advanced=frozenset({"displayName"}),
+)
 MAIL_ENABLED_REFUSAL = "Cannot Update a mail-enabled security groups and or distribution list."
 ALREADY_EXISTS = (
     "One or more added object references already exist for the following modified properties: "
-    "'members'."
-)
-NOT_PRESENT = (
-    "One or more removed object references do not exist for the following modified properties: "
     "'members'."
 )
 MAX_BIND = 20
@@ -98,10 +109,8 @@ class GroupsFront:
 
     async def list_groups(self, req: GraphRequest) -> GraphResponse:
         check_options(req)
-        node = directory_filter(req, GROUP_TYPE, GROUP_PROPERTIES)
-        select, top = select_and_top(req, GROUP_PROPERTIES, GROUP_TYPE)
-        items = filtered((g.to_graph() for g in self.ctx.state.groups.values()), node)
-        count = len(items) if count_requested(req) else None
+        groups = (g.to_graph() for g in self.ctx.state.groups.values())
+        items, select, top, count = run_query(req, groups, GROUP_RULES)
         shaped = [project(i, select, GROUP_PROPERTIES) for i in items]
         return ok(
             paged(self.ctx, req, shaped, context_name("groups", select), top=top, count=count)
@@ -109,32 +118,38 @@ class GroupsFront:
 
     async def members(self, req: GraphRequest) -> GraphResponse:
         group = self.group(req.params["group"])
-        return self._member_page(req, group.members, "members")
+        return self._member_page(req, group.members)
 
     async def transitive(self, req: GraphRequest) -> GraphResponse:
         group = self.group(req.params["group"])
-        return self._member_page(req, self.ctx.state.transitive_members(group), "transitiveMembers")
+        return self._member_page(req, self.ctx.state.transitive_members(group))
 
-    def _member_page(self, req: GraphRequest, ids: list[str], relation: str) -> GraphResponse:
+    def _member_page(self, req: GraphRequest, ids: list[str]) -> GraphResponse:
+        """Members lists accept $filter, $search and $orderby only as advanced queries
+        (https://learn.microsoft.com/graph/api/group-list-members)."""
         check_options(req)
-        if "$filter" in req.query and not (advanced_enabled(req) and count_requested(req)):
+        needs_advanced = any(name in req.query for name in ("$filter", "$orderby"))
+        if needs_advanced and not advanced_query(req):
             raise GraphError(
                 400,
                 "Request_UnsupportedQuery",
-                "Filter on members requires ConsistencyLevel: eventual and $count=true.",
+                "Filter or sort on members requires ConsistencyLevel: eventual and $count=true.",
             )
-        known = sorted(set(USER_PROPERTIES) | set(GROUP_PROPERTIES))
-        select, top = select_and_top(req, known, "microsoft.graph.directoryObject")
-        node = directory_filter(req, "microsoft.graph.directoryObject", known)
+        if "$search" in req.query and not advanced_enabled(req):
+            raise GraphError(
+                400,
+                "Request_UnsupportedQuery",
+                "Request with $search query parameter only works through MSGraph with a special "
+                "request header: 'ConsistencyLevel: eventual'",
+            )
         objects = [o for i in ids if (o := self.ctx.state.directory_object(i)) is not None]
-        objects = filtered(objects, node)
+        chosen, select, top, count = run_query(req, objects, MEMBER_RULES)
         shaped: list[JsonDict] = []
-        for obj in objects:
+        for obj in chosen:
             is_user = obj["@odata.type"] == "#microsoft.graph.user"
             allowed = USER_PROPERTIES if is_user else GROUP_PROPERTIES
-            chosen = [s for s in select if s in allowed] if select is not None else None
-            shaped.append(project(obj, chosen, USER_DEFAULT if is_user else GROUP_PROPERTIES))
-        count = len(shaped) if count_requested(req) else None
+            picked = [s for s in select if s in allowed] if select is not None else None
+            shaped.append(project(obj, picked, USER_DEFAULT if is_user else GROUP_PROPERTIES))
         return ok(paged(self.ctx, req, shaped, "directoryObjects", top=top, count=count))
 
     def _writable(self, group: Group) -> None:
@@ -149,6 +164,21 @@ class GroupsFront:
                     return key
         raise missing(object_id)
 
+    def _allowed_member(self, group: Group, member: str) -> None:
+        """Which object kinds a group may contain (the groups-allowed-member-types table on
+        https://learn.microsoft.com/graph/api/group-post-members); the refusal's exact text is
+        not published."""
+        if member == group.id:
+            raise bad_request("A group cannot be a member of itself.")
+        nested = self.ctx.state.groups.get(member)
+        unified = "Unified" in group.groupTypes
+        if nested is not None and ("Unified" in nested.groupTypes or unified):
+            raise bad_request(
+                "Microsoft 365 groups cannot be members of groups, and cannot contain groups."
+            )
+        if unified and member in self.ctx.state.service_principals:
+            raise bad_request("Service principals cannot be members of Microsoft 365 groups.")
+
     async def add_ref(self, req: GraphRequest) -> GraphResponse:
         group = self.group(req.params["group"])
         body = json_body(req)
@@ -156,28 +186,50 @@ class GroupsFront:
         member = self._existing(reference_id(body.get("@odata.id")))
         if member in group.members:
             raise bad_request(ALREADY_EXISTS)
-        if member == group.id:
-            raise bad_request("A group cannot be a member of itself.")
+        self._allowed_member(group, member)
         self.ctx.state.add_members(group, [member])
         return no_content()
+
+    def _member_of(self, group: Group, member_id: str) -> str:
+        """The member's stored id; a non-member is 404 naming the group, as Graph answers."""
+        lowered = member_id.lower()
+        match = next((m for m in group.members if m.lower() == lowered), None)
+        if match is None:
+            raise missing(group.id)
+        return match
 
     async def remove_ref(self, req: GraphRequest) -> GraphResponse:
         group = self.group(req.params["group"])
         self._writable(group)
-        member = req.params["member"].lower()
-        match = next((m for m in group.members if m.lower() == member), None)
-        if match is None:
-            raise not_found(NOT_PRESENT)
-        self.ctx.state.remove_member(group, match)
+        member = self._member_of(group, req.params["member"])
+        self.ctx.state.remove_member(group, member)
         return no_content()
 
     async def remove_without_ref(self, req: GraphRequest) -> GraphResponse:
-        raise GraphError(
-            405,
-            "Request_BadRequest",
-            "Specified HTTP method is not allowed for the request target. (Sandbox: without /$ref "
-            "this URL addresses the directory object itself, not the membership link.)",
-        )
+        """Without ``/$ref`` the URL addresses the member object itself: Graph deletes that object
+        when the app may manage its kind, and answers 403 otherwise (the caution on
+        https://learn.microsoft.com/graph/api/group-delete-members)."""
+        group = self.group(req.params["group"])
+        member = self._member_of(group, req.params["member"])
+        state = self.ctx.state
+        if member in state.users:
+            needed = {"User.ReadWrite.All"}
+        elif member in state.groups:
+            needed = {"Group.ReadWrite.All"}
+        else:
+            needed = {"Application.ReadWrite.All"}
+        if not set(req.claims.get("roles") or []) & needed:
+            raise GraphError(
+                403,
+                "Authorization_RequestDenied",
+                "Insufficient privileges to complete the operation.",
+            )
+        state.users.pop(member, None)
+        state.groups.pop(member, None)
+        state.service_principals.pop(member, None)
+        for other in state.groups.values():
+            state.remove_member(other, member)
+        return no_content()
 
     async def patch_group(self, req: GraphRequest) -> GraphResponse:
         group = self.group(req.params["group"])
@@ -210,6 +262,7 @@ class GroupsFront:
                 member = self._existing(reference_id(ref))
                 if member in group.members or member in new_members:
                     raise bad_request(ALREADY_EXISTS)
+                self._allowed_member(group, member)
                 new_members.append(member)
         for name in other:
             setattr(group, name, body[name])

@@ -4,21 +4,26 @@ from __future__ import annotations
 
 from sandbox.context import Context
 from sandbox.graph_core import READ_DIRECTORY_USERS, GraphRequest, GraphResponse, Route, ok, paged
-from sandbox.graph_directory import (
-    apply_orderby,
-    apply_search,
-    check_options,
-    count_requested,
-    directory_filter,
-    filtered,
-    select_and_top,
-    shape,
-)
+from sandbox.graph_directory import DirectoryRules, check_options, run_query, shape
 from sandbox.odata import not_found, parse_select, project
 from sandbox.state import USER_DEFAULT, USER_PROPERTIES
 
 USER_TYPE = "microsoft.graph.user"
 READ_USERS = (*READ_DIRECTORY_USERS, "User.ReadBasic.All")
+# From the user table of https://learn.microsoft.com/graph/aad-advanced-queries: these three are
+# indexed only in the advanced store; these have no startsWith; displayName and
+# userPrincipalName sort by default, createdDateTime only in advanced queries.
+USER_RULES = DirectoryRules(
+    type_name=USER_TYPE,
+    resource="User",
+    properties=USER_PROPERTIES,
+    advanced_eq=frozenset({"mobilePhone", "officeLocation", "preferredLanguage"}),
+    no_prefix=frozenset(
+        {"accountEnabled", "businessPhones", "createdDateTime", "id", "jobTitle", "userType"}
+    ),
+    sort_default=frozenset({"displayName", "userPrincipalName"}),
+    sort_advanced=frozenset({"createdDateTime"}),
+)
 
 
 def missing(key: str) -> Exception:
@@ -60,12 +65,8 @@ class UsersFront:
 
     async def list_users(self, req: GraphRequest) -> GraphResponse:
         check_options(req)
-        node = directory_filter(req, USER_TYPE, USER_PROPERTIES)
-        select, top = select_and_top(req, USER_PROPERTIES, USER_TYPE)
-        items = filtered((u.to_graph() for u in self.ctx.state.users.values()), node)
-        items = apply_search(req, items)
-        items = apply_orderby(req, items, ("displayName", "userPrincipalName"))
-        count = len(items) if count_requested(req) else None
+        users = (u.to_graph() for u in self.ctx.state.users.values())
+        items, select, top, count = run_query(req, users, USER_RULES)
         return ok(
             paged(
                 self.ctx,

@@ -327,20 +327,6 @@ def walk(node: Node) -> Iterable[Node]:
         yield from walk(child)
 
 
-def needs_advanced_query(node: Node) -> bool:
-    """Directory objects answer these only with ConsistencyLevel: eventual and $count=true."""
-    for item in walk(node):
-        if isinstance(item, Not):
-            return True
-        if isinstance(item, Compare) and item.op == "ne":
-            return True
-        if isinstance(item, Compare) and Literal(None) in (item.left, item.right):
-            return True
-        if isinstance(item, Call) and item.name == "endswith":
-            return True
-    return False
-
-
 def root_properties(node: Node) -> set[str]:
     """Top-level property names the filter reads (lambda variables excluded)."""
     names: set[str] = set()

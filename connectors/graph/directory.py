@@ -188,9 +188,16 @@ class GraphDirectory:
         return changes
 
     async def remove_member(self, group_id: str, user_id: str) -> MembershipChange:
+        """Remove one member (always through ``/$ref``: without it Graph deletes the user).
+
+        Graph answers a non-member with the same 404 ``Request_ResourceNotFound`` naming the
+        *group* that a missing group gets, so a 404 is "not a member" only once the group is
+        known to exist; a deleted sync group must not look like a successful removal.
+        """
         try:
             await self._client.request("DELETE", f"groups/{group_id}/members/{user_id}/$ref")
         except NotFoundError:
+            await self._client.get(f"groups/{group_id}", params={"$select": "id"})
             return MembershipChange(user_id, changed=False, path="graph")
         except BadRequestError as error:
             if _MISSING_PHRASE in error.message.lower():
