@@ -1,8 +1,10 @@
 """What can go wrong talking to Microsoft 365, as a tree callers can branch on.
 
-Errors are classified from the service's error *code* (and HTTP status), never from the message
-text, because Microsoft rewords messages freely. The one documented exception, "already a member",
-is recognised by code plus a short stable phrase. Each error keeps the request id Microsoft
+Errors are classified from the service's error *code* (and HTTP status) wherever the code
+tells, because Microsoft rewords messages freely. Where one code means two things, a short stable
+phrase decides, and only there: "already a member" (with ``Request_BadRequest``), and Outlook's
+``ErrorAccessDenied``, which is "Access to OData is disabled" for a mailbox outside the access
+policy and anything else for a missing permission. Each error keeps the request id Microsoft
 returned and the request it answered, which is what support needs to trace a failure.
 """
 

@@ -4,6 +4,10 @@ A person's first failure is posted at once (with what it means and what to do), 
 are gathered into one digest at most every ``failure_digest_minutes``, and a recovery is posted
 when a failing person syncs again. Every message has a key stable for its episode, so the outbox
 sends it once even if the run that caused it is repeated.
+
+A failure of Syncwarden's own app (a missing permission, a refused credential) stops everyone's
+sync at once; it is said once a day for the app, naming the first person it hit, and so is its
+recovery, instead of once for each of thousands of people.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from sync.errors import ADVICE, FailureKind
 from sync.records import SyncState
 from workflows.ports import Channel, Notification, NotificationKind, Notifier
 from workflows.records import Enrollment
+
+# Failures of the app itself, not of one person's mailbox: everyone fails the same way at once.
+APP_WIDE = frozenset({FailureKind.PERMISSION, FailureKind.CREDENTIAL})
 
 
 class SyncAlerts:
@@ -45,8 +52,14 @@ class SyncAlerts:
         if enrollment is None or state is None:
             return
         episode = enrollment.last_success_at.isoformat() if enrollment.last_success_at else "never"
+        day = f"{self._clock():%Y-%m-%d}"
         if not report.ok and state.consecutive_failures == 1:
             kind = report.error_kind or FailureKind.OTHER
+            key = (
+                f"sync-app-failed:{kind.value}:{day}"
+                if kind in APP_WIDE
+                else f"sync-failed:{enrollment.id}:{episode}"
+            )
             text = (
                 f"Calendar sync failed for **{enrollment.subject_name}** ({enrollment.mailbox}): "
                 f"{ADVICE[kind]}.\n\nDetail: {report.error}"
@@ -64,18 +77,25 @@ class SyncAlerts:
             await self._notifier.to_channel(
                 Channel.IT,
                 Notification(NotificationKind.SYNC_ALERT, None, text, {"kind": kind.value}),
-                key=f"sync-failed:{enrollment.id}:{episode}",
+                key=key,
             )
         elif report.ok and report.recovered:
+            if report.recovered_from in APP_WIDE:
+                text = (
+                    f"Calendar sync works again: Syncwarden's app is no longer refused "
+                    f"({report.recovered_from}); first back: **{enrollment.subject_name}**."
+                )
+                key = f"sync-app-recovered:{report.recovered_from}:{day}"
+            else:
+                text = (
+                    f"Calendar sync works again for **{enrollment.subject_name}** "
+                    f"({enrollment.mailbox})."
+                )
+                key = f"sync-recovered:{enrollment.id}:{episode}"
             await self._notifier.to_channel(
                 Channel.IT,
-                Notification(
-                    NotificationKind.SYNC_RECOVERED,
-                    None,
-                    f"Calendar sync works again for **{enrollment.subject_name}** "
-                    f"({enrollment.mailbox}).",
-                ),
-                key=f"sync-recovered:{enrollment.id}:{episode}",
+                Notification(NotificationKind.SYNC_RECOVERED, None, text),
+                key=key,
             )
 
     async def digest(self) -> int:

@@ -93,6 +93,8 @@ class SyncReport:
     requests: int = 0
     full_resync: bool = False
     recovered: bool = False
+    # The kind of failure a recovered run ended (the enrollment's last error kind before it).
+    recovered_from: FailureKind | None = None
     error: str | None = None
     error_kind: FailureKind | None = None
 
@@ -571,6 +573,7 @@ class SyncEngine:
             enrollment = await session.get(Enrollment, snapshot.enrollment_id)
             if enrollment is not None:
                 enrollment.last_run_at = now
+                previous_kind = enrollment.last_error_kind
                 if report.failed_writes:
                     report.ok = False
                     report.error_kind = FailureKind.OTHER
@@ -583,6 +586,8 @@ class SyncEngine:
                     enrollment.last_error_kind = None
                     enrollment.last_sync_summary = _summary(report)
             report.recovered = was_failing and report.ok
+            if report.recovered and enrollment is not None and previous_kind:
+                report.recovered_from = _kind(previous_kind)
         if self._source.accepts_busy:
             await self._source.write_busy(snapshot.profile_id, list(outlook.busy.values()))
 
@@ -680,6 +685,13 @@ class SyncEngine:
             state = SyncState(enrollment_id=enrollment_id, consecutive_failures=0)
             session.add(state)
         return state
+
+
+def _kind(value: str) -> FailureKind | None:
+    try:
+        return FailureKind(value)
+    except ValueError:
+        return None
 
 
 def _window_of(state: SyncState | None) -> Window | None:

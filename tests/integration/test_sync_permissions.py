@@ -163,3 +163,34 @@ async def test_a_ticket_step_refused_for_the_permission_fails_at_once_naming_it(
             s for s in h.notifier.to("channel:it", NotificationKind.FAILED) if removal.ref in s.text
         ]
         assert PERMISSION in told.text and "admin consent" in told.text
+
+
+async def test_an_app_wide_failure_is_said_once_not_once_per_person(
+    migrated_engine: AsyncEngine, tenant: SandboxTenant, m365: Microsoft365
+) -> None:
+    """A missing permission stops everyone at once: IT hears it once, and once that it is over."""
+    revoke_calendar_permission(tenant)
+    sessions = session_factory(migrated_engine)
+    people = [AVERY, "rowan.ibarra@example.edu"]  # both inside the access policy
+    enrollments = [
+        enrollment for upn in people for enrollment in await enroll(sessions, tenant, upn)
+    ]
+    await appointment_for(sessions)
+    notifier = RecordingNotifier()
+    worker, _ = worker_with_alerts(sessions, m365, notifier)
+
+    await worker.request(enrollments)
+    reports = await worker.run_requested()
+
+    assert [r.error_kind for r in reports] == [FailureKind.PERMISSION] * 2
+    # The durable outbox sends one message per key.
+    alerts = notifier.to("channel:it", NotificationKind.SYNC_ALERT)
+    assert len({alert.key for alert in alerts}) == 1
+    assert PERMISSION in alerts[0].text
+
+    grant_calendar_permission(tenant, m365)
+    await worker.request(enrollments)
+    assert all(r.ok and r.recovered for r in await worker.run_requested())
+    recoveries = notifier.to("channel:it", NotificationKind.SYNC_RECOVERED)
+    assert len({recovery.key for recovery in recoveries}) == 1
+    assert "works again" in recoveries[0].text and "permission" in recoveries[0].text
