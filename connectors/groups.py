@@ -11,8 +11,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Sequence
 
-from connectors.errors import AccessDeniedError, AuthenticationError, BadRequestError
-from connectors.exchange.client import ExchangeAdminClient
+from connectors.errors import (
+    AccessDeniedError,
+    AuthenticationError,
+    BadRequestError,
+    PermissionMissingError,
+)
+from connectors.exchange.client import MEMBERSHIP_ROLE, ExchangeAdminClient
 from connectors.graph.directory import GraphDirectory
 from connectors.ports import DirectoryGroup, DirectoryUser, GroupMember, MembershipChange
 
@@ -20,15 +25,17 @@ GRAPH_WRITE_HINT = (
     "the app registration needs the Microsoft Graph application permission "
     "GroupMember.ReadWrite.All, with admin consent"
 )
+GRAPH_WRITE_PERMISSION = "Microsoft Graph application permission GroupMember.ReadWrite.All"
+EXCHANGE_APP_PERMISSION = "Office 365 Exchange Online application permission Exchange.ManageAsApp"
 EXCHANGE_WRITE_HINT = (
-    "the app registration needs the Office 365 Exchange Online application permission "
-    "Exchange.ManageAsApp (with admin consent) and an Exchange role that manages group "
-    "membership, such as Recipient Management"
+    f"the app registration needs the {EXCHANGE_APP_PERMISSION} (with admin consent) and, inside "
+    f"Exchange Online, the {MEMBERSHIP_ROLE}: -BypassSecurityGroupManagerCheck needs one of them "
+    "(Recipient Management is not enough)"
 )
 
 
-class MembershipRefusedError(AccessDeniedError):
-    """A membership change was refused; the message names the missing permission or role."""
+class MembershipRefusedError(PermissionMissingError):
+    """A membership change was refused; the message and ``permission`` name what is missing."""
 
 
 class SyncGroupMembership:
@@ -93,7 +100,7 @@ class SyncGroupMembership:
         try:
             return await call
         except AccessDeniedError as error:
-            raise self._refused(error, GRAPH_WRITE_HINT) from None
+            raise self._refused(error, GRAPH_WRITE_HINT, GRAPH_WRITE_PERMISSION) from None
         except BadRequestError as error:
             if "mail-enabled" in error.message.lower():
                 self._group = None  # the group changed kind since we looked; look again next time
@@ -102,14 +109,22 @@ class SyncGroupMembership:
     async def _exchange_write(self, call: Awaitable[bool]) -> bool:
         try:
             return await call
+        except PermissionMissingError as error:
+            # Exchange named what its own RBAC refused: the role, not the app permission.
+            permission = error.permission or MEMBERSHIP_ROLE
+            hint = f"the app registration needs the {permission} in Exchange Online"
+            raise self._refused(error, hint, permission) from None
         except (AccessDeniedError, AuthenticationError) as error:
-            raise self._refused(error, EXCHANGE_WRITE_HINT) from None
+            raise self._refused(
+                error, EXCHANGE_WRITE_HINT, f"{EXCHANGE_APP_PERMISSION} and {MEMBERSHIP_ROLE}"
+            ) from None
 
     def _refused(
-        self, error: AccessDeniedError | AuthenticationError, hint: str
+        self, error: AccessDeniedError | AuthenticationError, hint: str, permission: str
     ) -> MembershipRefusedError:
         return MembershipRefusedError(
             f"changing the sync group's membership was refused: {hint} ({error.message})",
+            permission=permission,
             status=error.status,
             code=error.code,
             request_id=error.request_id,

@@ -60,6 +60,9 @@ class AdminApi:
             web.post(f"{p}/delta/expire", self.expire_delta),
             web.post(f"{p}/apps/{{app}}/roles", self.grant),
             web.delete(f"{p}/apps/{{app}}/roles", self.revoke),
+            web.get(f"{p}/apps/{{app}}/exchange-roles", self.exchange_roles),
+            web.post(f"{p}/apps/{{app}}/exchange-roles", self.assign_exchange_role),
+            web.delete(f"{p}/apps/{{app}}/exchange-roles", self.remove_exchange_role),
             web.post(f"{p}/apps/{{app}}/certificates", self.add_certificate),
             web.post(f"{p}/apps/{{app}}/secrets", self.add_secret),
             web.post(f"{p}/apps/generate", self.generate),
@@ -190,6 +193,33 @@ class AdminApi:
             self.t.revoke_role(request.match_info["app"], body["resource"], body["role"])
         except KeyError as exc:
             raise web.HTTPNotFound(text=f"unknown {exc}") from exc
+        return web.Response(status=204)
+
+    async def exchange_roles(self, request: web.Request) -> web.Response:
+        """The Exchange management roles and role groups assigned to an app (not its app roles)."""
+        app_id = request.match_info["app"]
+        if self.t.state.service_principal_for(app_id) is None:
+            raise web.HTTPNotFound(text=f"unknown app {app_id}")
+        return web.json_response({"roles": sorted(self.t.exchange.roles_of(app_id))})
+
+    async def assign_exchange_role(self, request: web.Request) -> web.Response:
+        body = await self._json(request)
+        try:
+            self.t.exchange.assign_role(request.match_info["app"], str(body["role"]))
+        except KeyError as exc:
+            raise web.HTTPNotFound(text=f"unknown {exc}") from exc
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from exc
+        return web.Response(status=204)
+
+    async def remove_exchange_role(self, request: web.Request) -> web.Response:
+        body = await self._json(request)
+        try:
+            self.t.exchange.remove_role(request.match_info["app"], str(body["role"]))
+        except KeyError as exc:
+            raise web.HTTPNotFound(text=f"unknown {exc}") from exc
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from exc
         return web.Response(status=204)
 
     async def add_certificate(self, request: web.Request) -> web.Response:

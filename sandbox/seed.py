@@ -180,6 +180,8 @@ def add_application(
     )
     state.applications[app.id] = app
     state.service_principals[sp.id] = sp
+    if entry.get("exchangeRoles"):
+        state.exchange_roles[app_id] = set(entry["exchangeRoles"])
     info.app_ids[name] = app_id
     if app.passwords:
         info.app_secrets[app_id] = app.passwords[-1].secret

@@ -312,6 +312,10 @@ class TenantState:
     applications: dict[str, Application] = field(default_factory=dict)
     service_principals: dict[str, ServicePrincipal] = field(default_factory=dict)
     access_policies: dict[str, AccessPolicy] = field(default_factory=dict)
+    # Exchange RBAC, apart from the Entra app role Exchange.ManageAsApp: the management roles and
+    # role groups each app (by appId) is assigned inside Exchange Online. The token only gets an
+    # app through the door; these decide which cmdlets and parameters it may use.
+    exchange_roles: dict[str, set[str]] = field(default_factory=dict)
     events: dict[str, dict[str, CalendarEvent]] = field(default_factory=dict)
     change_seq: int = 0
     change_log: dict[str, list[tuple[int, str]]] = field(default_factory=dict)

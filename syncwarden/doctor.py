@@ -13,6 +13,7 @@ Exchange, the Teams channel references and the bot's own credential.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -29,7 +30,9 @@ from connectors.errors import (
     MailboxAccessDeniedError,
     MailboxNotEnabledError,
     NotFoundError,
+    PermissionMissingError,
 )
+from connectors.exchange.client import MEMBERSHIP_ROLE
 from connectors.ports import DirectoryGroup, DirectoryUser, GroupKind
 from connectors.tokens import granted_roles
 from core.settings import Settings, find_problems
@@ -44,7 +47,13 @@ GRAPH_ROLES = (
     "Application.Read.All",
     "Calendars.ReadWrite",
 )
-EXCHANGE_ROLE = "Exchange.ManageAsApp"
+# The Entra app role that lets a token into Exchange Online's admin API at all. What the app may do
+# there is decided by Exchange's own roles, checked separately ("exchange group access").
+EXCHANGE_APP_ROLE = "Exchange.ManageAsApp"
+EXCHANGE_ROLE_HOW = (
+    "in the Exchange admin center open Roles > Admin roles and add the app's service principal "
+    "to a role group that has it (New-ServicePrincipal first, if Exchange does not know the app)"
+)
 GRANT_HOW = (
     "in the Entra admin center open App registrations > the Syncwarden app > API permissions, "
     "add the application permission and grant admin consent"
@@ -273,40 +282,78 @@ class Doctor:
                 return skipped(name, f"not needed for this group, and not available ({error})")
             return failed(name, str(error), _credential_fix("SYNCWARDEN_GRAPH__"))
         roles = granted_roles(token)
-        if EXCHANGE_ROLE in roles:
+        if EXCHANGE_APP_ROLE in roles:
             found.exchange_ok = True
-            return passed(name, f"acquired, with {EXCHANGE_ROLE}")
+            return passed(name, f"acquired, with {EXCHANGE_APP_ROLE}")
         if not self._exchange_needed(found):
             return skipped(
-                name, f"not needed: the group is written through Graph ({EXCHANGE_ROLE} absent)"
+                name, f"not needed: the group is written through Graph ({EXCHANGE_APP_ROLE} absent)"
             )
         return failed(
             name,
-            f"the token lacks {EXCHANGE_ROLE}, which a mail-enabled group needs",
-            f"add Office 365 Exchange Online > {EXCHANGE_ROLE}: {GRANT_HOW}",
+            f"the token lacks {EXCHANGE_APP_ROLE}, which a mail-enabled group needs",
+            f"add Office 365 Exchange Online > {EXCHANGE_APP_ROLE}: {GRANT_HOW}; the app also "
+            f"needs the {MEMBERSHIP_ROLE} inside Exchange Online",
         )
 
     async def _exchange_group_access(self, found: _Findings) -> Check | None:
+        """Prove the app may change the group's membership, without changing it.
+
+        Exchange checks the caller's Exchange roles before it runs a cmdlet: a cmdlet none of them
+        grants is refused, and so is a parameter none of them grants. So both membership cmdlets
+        are sent as production sends them (with -BypassSecurityGroupManagerCheck), for a member
+        that cannot exist (an address in the reserved .invalid domain): with the right role the
+        answer is "couldn't find object" and nothing changes; without it, the refusal names the
+        role. The two attempts show as failed commands in Exchange's admin audit log.
+        """
         name = "exchange group access"
         if not self._exchange_needed(found):
             return None
         if not found.exchange_ok or self._m365 is None or found.group is None:
             return skipped(name, "needs an Exchange token")
-        try:
-            await self._m365.exchange.invoke(
-                "Get-DistributionGroupMember",
-                {"Identity": found.group.mail or found.group.id, "ResultSize": 1},
-            )
-        except (AccessDeniedError, AuthenticationError) as error:
-            return failed(
-                name,
-                str(error),
-                "assign the app an Exchange role that can manage groups (e.g. Recipient "
-                "Management) in the Exchange admin center, or the Exchange Administrator role",
-            )
-        except ConnectorError as error:
-            return failed(name, str(error), "check the Exchange Online service health and retry")
-        return passed(name, "Exchange Online answers group cmdlets for this app")
+        identity = found.group.mail or found.group.id
+        probe = f"syncwarden-doctor-{uuid.uuid4().hex[:12]}@probe.invalid"
+        for cmdlet in ("Add-DistributionGroupMember", "Remove-DistributionGroupMember"):
+            try:
+                await self._m365.exchange.invoke(
+                    cmdlet,
+                    {
+                        "Identity": identity,
+                        "Member": probe,
+                        "BypassSecurityGroupManagerCheck": True,
+                    },
+                )
+            except PermissionMissingError as error:
+                permission = error.permission or MEMBERSHIP_ROLE
+                return failed(
+                    name,
+                    f"Exchange Online refuses {cmdlet} for this app: {error.message}",
+                    f"assign the app the {permission}: {EXCHANGE_ROLE_HOW}",
+                )
+            except NotFoundError as error:
+                if probe.lower() not in error.message.lower():
+                    return failed(
+                        name,
+                        f"Exchange Online cannot find the group '{identity}' ({error.message})",
+                        "check that the sync group is a mail-enabled security group Exchange "
+                        "Online knows (Get-DistributionGroup) and that its address is right",
+                    )
+            except (AccessDeniedError, AuthenticationError) as error:
+                return failed(
+                    name,
+                    str(error),
+                    f"add Office 365 Exchange Online > {EXCHANGE_APP_ROLE} ({GRANT_HOW}) and "
+                    f"assign the app the {MEMBERSHIP_ROLE}: {EXCHANGE_ROLE_HOW}",
+                )
+            except ConnectorError as error:
+                return failed(
+                    name, str(error), "check the Exchange Online service health and retry"
+                )
+        return passed(
+            name,
+            "Exchange Online lets this app add and remove members with "
+            "-BypassSecurityGroupManagerCheck (checked without changing the group)",
+        )
 
     # -- the test mailbox ------------------------------------------------------------------
 
@@ -357,7 +404,7 @@ class Doctor:
         if not found.exchange_ok:
             return skipped(
                 name,
-                f"Test-ApplicationAccessPolicy needs {EXCHANGE_ROLE}; the mailbox read above "
+                f"Test-ApplicationAccessPolicy needs {EXCHANGE_APP_ROLE}; the mailbox read above "
                 "stands in for it",
             )
         app_id = self._settings.graph.client_id or ""
@@ -365,8 +412,14 @@ class Doctor:
             granted = await self._m365.exchange.test_application_access_policy(
                 user.primary_smtp or user.user_principal_name, app_id
             )
+        except PermissionMissingError as error:
+            return failed(
+                name,
+                f"Exchange Online refuses Test-ApplicationAccessPolicy: {error.message}",
+                f"assign the app the {error.permission}: {EXCHANGE_ROLE_HOW}",
+            )
         except ConnectorError as error:
-            return failed(name, str(error), "check the Exchange role assigned to the app")
+            return failed(name, str(error), "check the Exchange Online service health and retry")
         if not granted:
             return failed(
                 name,

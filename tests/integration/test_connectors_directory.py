@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import pytest
+from structlog.testing import capture_logs
 
-from connectors.errors import BadRequestError, CredentialError, NotFoundError
+from connectors.errors import (
+    BadRequestError,
+    ConnectorError,
+    CredentialError,
+    NotFoundError,
+    PermissionMissingError,
+)
+from connectors.exchange.client import MEMBERSHIP_ROLE, ExchangeAdminClient
 from connectors.groups import MembershipRefusedError, SyncGroupMembership
+from connectors.limits import ConcurrencyLimiter
 from connectors.ports import GroupKind
 from sandbox.server import SandboxTenant
 from syncwarden.m365 import Microsoft365
 from tests.support.m365 import M365Factory
 
 MAIL_ENABLED = "Calendar Sync"
+SYNC_GROUP_ADDRESS = "calendar-sync@example.edu"
+MEMBERSHIP_ROLE_NAME = "Security Group Creation and Membership"
 PLAIN = "Calendar Sync (Graph)"
 
 
@@ -147,6 +158,129 @@ async def test_missing_exchange_role_is_explained(
     membership = SyncGroupMembership(m365.directory, m365.exchange, group_id(tenant, MAIL_ENABLED))
     with pytest.raises(MembershipRefusedError, match=r"Exchange\.ManageAsApp"):
         await membership.add_member(user)
+
+
+def exchange_calls(tenant: SandboxTenant) -> list[int | None]:
+    return [r.status for r in tenant.requests if r.path.endswith("/InvokeCommand")]
+
+
+@pytest.mark.parametrize("granted", [None, "Recipient Management"])
+async def test_a_missing_exchange_role_is_named_and_not_mistaken_for_a_stale_token(
+    m365: Microsoft365, tenant: SandboxTenant, granted: str | None
+) -> None:
+    """Without the role Exchange refuses the cmdlet (401) or hides the bypass switch (400)."""
+    app_id = tenant.seed.app_ids["Syncwarden"]
+    tenant.exchange.remove_role(app_id, "Security Group Creation and Membership")
+    if granted:
+        tenant.exchange.assign_role(app_id, granted)
+    user = await m365.directory.get_user("sasha.verhoeven@example.edu")
+    membership = SyncGroupMembership(m365.directory, m365.exchange, group_id(tenant, MAIL_ENABLED))
+    tenant.clear_requests()
+    with pytest.raises(MembershipRefusedError) as refused:
+        await membership.add_member(user)
+    assert isinstance(refused.value, PermissionMissingError)
+    assert refused.value.permission == MEMBERSHIP_ROLE
+    assert "Security Group Creation and Membership" in str(refused.value)
+    assert "Recipient Management" not in (refused.value.permission or "")
+    assert exchange_calls(tenant) == [401 if granted is None else 400], "sent once, no retry"
+    assert user.id not in tenant.group_member_ids(group_id(tenant, MAIL_ENABLED))
+
+
+class StaleFirstTokens:
+    """A token provider whose first token is one Exchange rejects; it counts invalidations."""
+
+    def __init__(self, tenant: SandboxTenant) -> None:
+        self._tenant = tenant
+        self._stale = True
+        self.invalidated = 0
+
+    async def get_token(self, scope: str) -> str:
+        if self._stale:
+            return "not-a-valid-token"
+        app_id = self._tenant.seed.app_ids["Syncwarden"]
+        return self._tenant.mint_access_token(app_id, "https://outlook.office365.com")
+
+    def invalidate(self, scope: str) -> None:
+        self.invalidated += 1
+        self._stale = False
+
+
+def exchange_client(
+    m365: Microsoft365, tenant: SandboxTenant, tokens: StaleFirstTokens
+) -> ExchangeAdminClient:
+    return ExchangeAdminClient(
+        m365.http,
+        tokens,
+        base_url=m365.endpoints.exchange_base_url,
+        scope=m365.endpoints.exchange_scope,
+        tenant_id=tenant.tenant_id,
+        limiter=ConcurrencyLimiter(global_limit=4),
+    )
+
+
+async def test_a_rejected_token_is_refreshed_once_but_a_missing_role_is_not(
+    m365: Microsoft365, tenant: SandboxTenant
+) -> None:
+    tokens = StaleFirstTokens(tenant)
+    client = exchange_client(m365, tenant, tokens)
+    tenant.clear_requests()
+    assert await client.add_group_member(SYNC_GROUP_ADDRESS, "sasha.verhoeven@example.edu")
+    assert (tokens.invalidated, exchange_calls(tenant)) == (1, [401, 200])
+
+    tenant.exchange.remove_role(tenant.seed.app_ids["Syncwarden"], MEMBERSHIP_ROLE_NAME)
+    tenant.clear_requests()
+    with pytest.raises(PermissionMissingError):
+        await client.remove_group_member(SYNC_GROUP_ADDRESS, "sasha.verhoeven@example.edu")
+    assert (tokens.invalidated, exchange_calls(tenant)) == (1, [401])
+
+
+@pytest.mark.parametrize("status", [429, 503, 504])
+async def test_exchange_throttling_is_retried_after_the_wait_it_asks_for(
+    m365: Microsoft365, tenant: SandboxTenant, status: int
+) -> None:
+    user = await m365.directory.get_user("sasha.verhoeven@example.edu")
+    membership = SyncGroupMembership(m365.directory, m365.exchange, group_id(tenant, MAIL_ENABLED))
+    await membership.group()
+    tenant.clear_requests()
+    tenant.exchange.throttle(status, retry_after="0", count=2)
+    change = await membership.add_member(user)
+    assert change.changed
+    assert exchange_calls(tenant) == [status, status, 200]
+    assert tenant.group_member_ids(group_id(tenant, MAIL_ENABLED)).count(user.id) == 1
+
+
+async def test_a_redirect_from_exchange_is_an_error_not_a_success(
+    m365: Microsoft365, tenant: SandboxTenant
+) -> None:
+    user = await m365.directory.get_user("sasha.verhoeven@example.edu")
+    membership = SyncGroupMembership(m365.directory, m365.exchange, group_id(tenant, MAIL_ENABLED))
+    await membership.group()
+    tenant.clear_requests()
+    tenant.add_fault(r"/InvokeCommand$", status=302, code="Found", message="moved", count=1)
+    with pytest.raises(ConnectorError, match="redirect"):
+        await membership.add_member(user)
+    assert exchange_calls(tenant) == [302]
+    assert user.id not in tenant.group_member_ids(group_id(tenant, MAIL_ENABLED))
+
+
+async def test_exchange_warnings_are_logged(m365: Microsoft365, tenant: SandboxTenant) -> None:
+    tenant.exchange.add_warning("Add-DistributionGroupMember", "The group is being migrated.")
+    with capture_logs() as logs:
+        assert await m365.exchange.add_group_member(
+            "calendar-sync@example.edu", "sasha.verhoeven@example.edu"
+        )
+        assert not await m365.exchange.remove_group_member(
+            "calendar-sync@example.edu", "kai.nakamura-ellis@example.edu"
+        )
+    warned = [entry for entry in logs if entry["event"] == "exchange.warnings"]
+    assert warned == [
+        {
+            "event": "exchange.warnings",
+            "log_level": "warning",
+            "cmdlet": "Add-DistributionGroupMember",
+            "warnings": ["The group is being migrated."],
+        }
+    ]
 
 
 async def test_wrong_secret_is_a_clear_credential_error(m365_factory: M365Factory) -> None:

@@ -161,6 +161,64 @@ async def test_a_missing_exchange_role_fails_only_for_a_mail_enabled_group(
     assert "through Graph" in checks["sync group"].detail
 
 
+@pytest.mark.parametrize("instead", [None, "Recipient Management"])
+async def test_a_missing_exchange_role_is_named_by_the_doctor(
+    tenant: SandboxTenant, run_doctor: RunDoctor, instead: str | None
+) -> None:
+    """The token still has Exchange.ManageAsApp; Exchange's own role is what is missing.
+
+    Without any role that grants the membership cmdlets Exchange refuses them outright; with
+    Recipient Management it runs them but hides -BypassSecurityGroupManagerCheck. Either way the
+    doctor names the role that grants the switch, not a role that merely manages groups.
+    """
+    app_id = tenant.seed.app_ids[SYNCWARDEN_APP]
+    tenant.exchange.remove_role(app_id, "Security Group Creation and Membership")
+    if instead is not None:
+        tenant.exchange.assign_role(app_id, instead)
+
+    report = await run_doctor()
+
+    checks = by_name(report)
+    assert not report.ok
+    assert checks["exchange token"].verdict is Verdict.PASS
+    access = checks["exchange group access"]
+    assert access.verdict is Verdict.FAIL
+    assert "Add-DistributionGroupMember" in access.detail
+    assert "Security Group Creation and Membership" in (access.fix or "")
+    assert "Organization Management" in (access.fix or "")
+
+
+async def test_the_group_access_probe_changes_nothing(
+    tenant: SandboxTenant, run_doctor: RunDoctor
+) -> None:
+    group = tenant.seed.group_ids["Calendar Sync"]
+    before = tenant.group_member_ids(group)
+    tenant.clear_requests()
+
+    report = await run_doctor()
+
+    assert by_name(report)["exchange group access"].verdict is Verdict.PASS
+    assert tenant.group_member_ids(group) == before
+    writes = [
+        r.status
+        for r in tenant.requests
+        if r.path.endswith("/InvokeCommand") and r.status != 200  # the policy test answers 200
+    ]
+    assert writes == [404, 404], "both cmdlets ran, and found no such member"
+
+
+async def test_a_missing_policy_test_role_is_named(
+    tenant: SandboxTenant, run_doctor: RunDoctor
+) -> None:
+    tenant.exchange.remove_role(tenant.seed.app_ids[SYNCWARDEN_APP], "Organization Configuration")
+
+    policy = by_name(await run_doctor())["access policy"]
+
+    assert policy.verdict is Verdict.FAIL
+    assert "Test-ApplicationAccessPolicy" in policy.detail
+    assert "Organization Configuration" in (policy.fix or "")
+
+
 async def test_a_missing_group_says_where_to_copy_the_id_from(
     tenant: SandboxTenant, run_doctor: RunDoctor
 ) -> None:

@@ -362,6 +362,28 @@ async def test_permanent_failure_then_retry_by_it(h: Harness) -> None:
     assert h.in_sync_group("sasha")
 
 
+async def test_a_missing_exchange_role_fails_the_ticket_with_the_role_named(h: Harness) -> None:
+    """Exchange RBAC is not the token: nothing to retry until IT grants the role, then Retry."""
+    app_id = h.tenant.seed.app_ids["Syncwarden"]
+    h.tenant.exchange.remove_role(app_id, "Security Group Creation and Membership")
+    h.tenant.exchange.assign_role(app_id, "Recipient Management")
+    ticket = (await h.service.request_enrollment(h.person("sasha"))).ticket
+    assert ticket is not None
+    await h.service.decide(ticket.ref, h.person("casey"), approve=True)
+    await h.runner.run_until_idle()
+    failed = await h.service.get_ticket(ticket.ref)
+    assert failed is not None and failed.status == TicketStatus.FAILED
+    reason = failed.failure_reason or ""
+    assert "Security Group Creation and Membership" in reason
+    assert "BypassSecurityGroupManagerCheck" in reason
+    h.tenant.exchange.assign_role(app_id, "Security Group Creation and Membership")
+    assert (await h.service.retry(ticket.ref, h.person("dana"))).ok
+    await h.runner.run_until_idle()
+    done = await h.service.get_ticket(ticket.ref)
+    assert done is not None and done.status == TicketStatus.COMPLETED
+    assert h.in_sync_group("sasha")
+
+
 async def test_every_change_is_audited(h: Harness) -> None:
     await enroll(h, "sasha")
     async with h.sessions() as session:
