@@ -93,6 +93,18 @@ async def test_graph_add_and_remove_are_idempotent(
     assert user.id not in tenant.group_member_ids(gid)
 
 
+async def test_removing_from_a_deleted_group_is_an_error_not_a_success(
+    m365: Microsoft365, tenant: SandboxTenant
+) -> None:
+    """Graph answers "not a member" and "no such group" with the same 404; only the first is
+    a removal that already happened."""
+    gid = group_id(tenant, PLAIN)
+    user = await m365.directory.get_user("sasha.verhoeven@example.edu")
+    del tenant.state.groups[gid]
+    with pytest.raises(NotFoundError):
+        await m365.directory.remove_member(gid, user.id)
+
+
 async def test_mail_enabled_group_goes_through_exchange_and_is_idempotent(
     m365: Microsoft365, tenant: SandboxTenant
 ) -> None:
