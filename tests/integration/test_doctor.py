@@ -139,6 +139,24 @@ async def test_a_missing_graph_permission_is_named_with_how_to_grant_it(
     assert "GroupMember.ReadWrite.All" in permissions.fix and "admin consent" in permissions.fix
 
 
+async def test_a_missing_calendar_permission_is_named_not_taken_for_the_access_policy(
+    tenant: SandboxTenant, run_doctor: RunDoctor
+) -> None:
+    """Outlook's 403 for the missing permission has the access policy's code; doctor must not
+    send IT to the sync group for it."""
+    tenant.revoke_role(tenant.seed.app_ids[SYNCWARDEN_APP], GRAPH, "Calendars.ReadWrite")
+
+    report = await run_doctor()
+
+    checks = by_name(report)
+    assert checks["graph permissions"].verdict is Verdict.FAIL
+    assert checks["graph permissions"].detail == "missing Calendars.ReadWrite"
+    mailbox = checks["test mailbox"]
+    assert mailbox.verdict is Verdict.FAIL
+    assert "Calendars.ReadWrite" in (mailbox.fix or "")
+    assert "sync group" not in (mailbox.fix or "")
+
+
 async def test_a_missing_exchange_role_fails_only_for_a_mail_enabled_group(
     tenant: SandboxTenant, run_doctor: RunDoctor
 ) -> None:
