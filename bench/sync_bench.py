@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from connectors.errors import BadRequestError
+from connectors.graph.client import BatchRequest
 from connectors.scheduling.ports import Appointment
 from core.db import create_engine, session_factory, write_transaction
 from core.logging import configure_logging
@@ -29,7 +31,7 @@ from core.settings import Settings, SyncSettings
 from sandbox.server import SandboxTenant
 from sandbox.testing import running_sandbox
 from sync.engine import SyncOptions, SyncReport
-from syncwarden.m365 import build_microsoft365
+from syncwarden.m365 import Microsoft365, build_microsoft365
 from syncwarden.migrate import upgrade_to_head
 from syncwarden.workflow_wiring import build_calendar_sync
 from tests.support.m365 import sandbox_settings
@@ -164,8 +166,40 @@ async def run(
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for measured in (first, steady, full):
         print(measured.row())
+    print(await former_lanes_reference(m365, tenant))
     await m365.aclose()
     await database.dispose()
+
+
+async def former_lanes_reference(m365: Microsoft365, tenant: SandboxTenant) -> str:
+    """The same sandbox, sent one batch in the shape the engine used before: four dependsOn lanes.
+
+    The reference for the "refused batches" column: it shows the sandbox refuses what Graph
+    refuses, so the zeros above are earned, not a sandbox that accepts anything.
+    """
+    mailbox = tenant.seed.user_ids["avery.quinlan@example.edu"]
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    requests = [
+        BatchRequest(
+            str(index),
+            "POST",
+            f"/users/{mailbox}/events",
+            {
+                "subject": "Lane",
+                "start": {"dateTime": f"{start:%Y-%m-%dT%H:%M:%S}", "timeZone": "UTC"},
+                "end": {"dateTime": f"{start:%Y-%m-%dT%H:%M:%S}", "timeZone": "UTC"},
+            },
+            depends_on=[str(index - 4)] if index >= 4 else None,
+        )
+        for index in range(20)
+    ]
+    try:
+        await m365.graph.request(
+            "POST", "$batch", json_body={"requests": [r.as_json() for r in requests]}
+        )
+    except BadRequestError as refused:
+        return f"reference: the former four-lane dependsOn batch of 20 writes: refused ({refused})"
+    return "reference: the former four-lane dependsOn batch of 20 writes: ACCEPTED (unexpected)"
 
 
 def cli() -> None:
