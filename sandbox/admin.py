@@ -7,6 +7,7 @@ people exactly as one started in-process.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -203,19 +204,17 @@ class AdminApi:
         return web.json_response({"roles": sorted(self.t.exchange.roles_of(app_id))})
 
     async def assign_exchange_role(self, request: web.Request) -> web.Response:
-        body = await self._json(request)
-        try:
-            self.t.exchange.assign_role(request.match_info["app"], str(body["role"]))
-        except KeyError as exc:
-            raise web.HTTPNotFound(text=f"unknown {exc}") from exc
-        except ValueError as exc:
-            raise web.HTTPBadRequest(text=str(exc)) from exc
-        return web.Response(status=204)
+        return await self._change_exchange_role(request, self.t.exchange.assign_role)
 
     async def remove_exchange_role(self, request: web.Request) -> web.Response:
+        return await self._change_exchange_role(request, self.t.exchange.remove_role)
+
+    async def _change_exchange_role(
+        self, request: web.Request, change: Callable[[str, str], None]
+    ) -> web.Response:
         body = await self._json(request)
         try:
-            self.t.exchange.remove_role(request.match_info["app"], str(body["role"]))
+            change(request.match_info["app"], str(body["role"]))
         except KeyError as exc:
             raise web.HTTPNotFound(text=f"unknown {exc}") from exc
         except ValueError as exc:
