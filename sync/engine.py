@@ -49,8 +49,8 @@ from connectors.scheduling.ports import AppointmentSource, Window
 from core.db import utc_now, write_transaction
 from core.logging import get_logger
 from core.settings import SyncSettings
+from sync.adoption import Adoption, adopt, same_content
 from sync.errors import FailureKind, SafetyValveError, classify, describe
-from sync.event_payload import graph_instant
 from sync.outlook_read import OutlookRead, read_delta
 from sync.plan import (
     MISSING,
@@ -128,16 +128,6 @@ class _Written:
     stale: set[str] = field(default_factory=set)
     # Reported under ``@removed`` by the catch-up round: read before re-creating next run.
     removed: set[str] = field(default_factory=set)
-
-
-@dataclass(frozen=True)
-class _Adoption:
-    """A create whose event already existed (a repeated ``transactionId``)."""
-
-    kind: str
-    desired: Desired
-    link: LinkView | None
-    event_id: str | None
 
 
 class SyncEngine:
@@ -347,7 +337,7 @@ class SyncEngine:
             return written
         results = await self._calendar.write_batch(mailbox, requests)
         report.requests += -(-len(requests) // 20)
-        adoptions: list[_Adoption] = []
+        adoptions: list[Adoption] = []
         for result in results:
             kind, wanted, linked = actions[result.id]
             adoption = self._absorb(snapshot, kind, wanted, linked, result, written, report)
@@ -377,7 +367,7 @@ class SyncEngine:
         result: BatchResult,
         written: _Written,
         report: SyncReport,
-    ) -> _Adoption | None:
+    ) -> Adoption | None:
         """Fold one write's answer into what is committed; a create to adopt is handed back."""
         if isinstance(result.error, AccessDeniedError):
             # The mailbox or the app is refused: every other write would be refused the same way.
@@ -393,11 +383,11 @@ class SyncEngine:
         assert desired is not None
         if isinstance(result.error, DuplicateTransactionError):
             # Created before, by a run that stopped before it could record the link.
-            return _Adoption(kind, desired, link, result.error.existing_event_id)
+            return Adoption(kind, desired, link, result.error.existing_event_id)
         body = result.body if isinstance(result.body, dict) else {}
         if result.ok and kind != "update" and not same_content(desired.payload, body):
             # Graph handed back an earlier create with this transactionId, as it was then.
-            return _Adoption(kind, desired, link, str(body.get("id") or "") or None)
+            return Adoption(kind, desired, link, str(body.get("id") or "") or None)
         if not result.ok:
             if kind == "update" and result.status == 404 and link is not None:
                 # Deleted in Outlook since the delta round: re-created next run, not a failure.
@@ -448,66 +438,37 @@ class SyncEngine:
     async def _adopt(
         self,
         snapshot: _Snapshot,
-        adoptions: list[_Adoption],
+        adoptions: list[Adoption],
         written: _Written,
         report: SyncReport,
     ) -> None:
-        """Link events an earlier, interrupted run created, and bring them to today's content.
-
-        When Graph does not say which event holds the transaction, our tag finds it; tagged
-        twins of the same appointment (left by older releases) are deleted, so one remains.
-        """
-        mailbox = snapshot.mailbox
-        targets: list[tuple[_Adoption, str]] = []
-        extras: list[str] = []
-        for adoption in adoptions:
-            event_id = adoption.event_id
-            if event_id is None:
-                tagged = await self._calendar.find_by_source_id(
-                    mailbox, adoption.desired.appointment.id
-                )
-                report.requests += 1
-                ids = sorted(str(event["id"]) for event in tagged if event.get("id"))
-                if not ids:
-                    report.failed_writes += 1
-                    log.warning(
-                        "sync.adopt_not_found",
-                        enrollment=snapshot.enrollment_id,
-                        source_id=adoption.desired.appointment.id,
-                    )
-                    continue
-                event_id, extras = ids[0], extras + ids[1:]
-            targets.append((adoption, event_id))
-        requests = [
-            update_request(f"a{index}", mailbox, event_id, adoption.desired.payload)
-            for index, (adoption, event_id) in enumerate(targets)
-        ]
-        requests += [
-            delete_request(f"x{index}", mailbox, event_id) for index, event_id in enumerate(extras)
-        ]
-        if not requests:
-            return
-        results = await self._calendar.write_batch(mailbox, requests)
-        report.requests += -(-len(requests) // 20)
-        for (adoption, _), result in zip(targets, results, strict=False):
-            if isinstance(result.error, AccessDeniedError):
-                raise result.error
-            if not result.ok or not isinstance(result.body, dict):
+        """Link events an earlier, interrupted run created (see :mod:`sync.adoption`)."""
+        round_ = await adopt(self._calendar, snapshot.mailbox, adoptions)
+        report.requests += round_.requests
+        for missing in round_.not_found:
+            report.failed_writes += 1
+            log.warning(
+                "sync.adopt_not_found",
+                enrollment=snapshot.enrollment_id,
+                source_id=missing.desired.appointment.id,
+            )
+        for adopted in round_.adopted:
+            if isinstance(adopted.error, AccessDeniedError):
+                raise adopted.error
+            if adopted.event is None:
                 report.failed_writes += 1
                 log.warning(
-                    "sync.adopt_failed",
-                    enrollment=snapshot.enrollment_id,
-                    status=result.status,
-                    error=str(result.error),
+                    "sync.adopt_failed", enrollment=snapshot.enrollment_id, error=str(adopted.error)
                 )
                 continue
             report.adopted += 1
+            adoption = adopted.adoption
             self._link(
                 snapshot,
                 adoption.kind,
                 adoption.desired,
                 adoption.link,
-                result.body,
+                adopted.event,
                 written,
                 report,
             )
@@ -698,21 +659,6 @@ def _window_of(state: SyncState | None) -> Window | None:
     if state is None or state.delta_window_start is None or state.delta_window_end is None:
         return None
     return Window(state.delta_window_start, state.delta_window_end)
-
-
-def same_content(payload: dict[str, Any], event: dict[str, Any]) -> bool:
-    """Whether an event Graph returned holds what ``payload`` asks for (subject and times).
-
-    A create repeated with its ``transactionId`` may be answered with the event as it was
-    first created; if the appointment changed since, that event must still be updated.
-    """
-    if not event:
-        return True
-    return (
-        event.get("subject") == payload.get("subject")
-        and graph_instant(event.get("start")) == graph_instant(payload.get("start"))
-        and graph_instant(event.get("end")) == graph_instant(payload.get("end"))
-    )
 
 
 def _summary(report: SyncReport) -> str:
