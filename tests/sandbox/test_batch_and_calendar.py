@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-import httpx
+from typing import Any
 
+import httpx
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sandbox.graph_batch import accepted_shape
 from sandbox.server import SandboxTenant
 from sandbox.testing import graph_client
 from tests.sandbox.conftest import TenantFactory
@@ -126,3 +131,28 @@ async def test_delta_pages_then_reports_changes_and_removals(
     tenant.expire_delta_tokens()
     expired = await graph.get(changes["@odata.deltaLink"])
     assert expired.status_code == 410
+
+
+@given(st.permutations([str(n) for n in range(1, 8)]), st.integers(min_value=2, max_value=7))
+def test_batch_shapes_graph_runs_are_accepted_and_any_mix_is_refused(
+    ids: list[str], size: int
+) -> None:
+    """Any chain through every request and any all-after-one batch are accepted; a chain with a
+    request left independent, or a request waiting for two, is refused."""
+    ids = ids[:size]
+    chain: list[dict[str, Any]] = [
+        {"id": rid, **({"dependsOn": [ids[i - 1]]} if i else {})} for i, rid in enumerate(ids)
+    ]
+    star: list[dict[str, Any]] = [
+        {"id": rid, **({"dependsOn": [ids[0]]} if i else {})} for i, rid in enumerate(ids)
+    ]
+    assert accepted_shape(chain) and accepted_shape(star)
+    assert accepted_shape([{"id": rid} for rid in ids])
+    if size >= 3:
+        partly: list[dict[str, Any]] = [*chain[:-1], {"id": ids[-1]}]
+        assert not accepted_shape(partly)
+        fan_in: list[dict[str, Any]] = [
+            *chain[:-1],
+            {"id": ids[-1], "dependsOn": [ids[0], ids[-2]]},
+        ]
+        assert not accepted_shape(fan_in)
