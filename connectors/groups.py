@@ -112,7 +112,10 @@ class SyncGroupMembership:
         except PermissionMissingError as error:
             # Exchange named what its own RBAC refused: the role, not the app permission.
             permission = error.permission or MEMBERSHIP_ROLE
-            hint = f"the app registration needs the {permission} in Exchange Online"
+            hint = (
+                f"the app's service principal needs the {permission}, assigned in Exchange "
+                "Online (Exchange admin center > Roles > Admin roles), not in the app registration"
+            )
             raise self._refused(error, hint, permission) from None
         except (AccessDeniedError, AuthenticationError) as error:
             raise self._refused(

@@ -351,6 +351,9 @@ def failure_message(error: Exception) -> str:
     second never clears by waiting, so it is said plainly instead of being retried.
     """
     if isinstance(error, PermissionMissingError):
+        if error.permission and error.permission in error.message:
+            # The connector already said what is missing and where it is granted.
+            return f"{error}; once it is granted, press Retry"
         what = (
             f"the Microsoft Graph application permission {error.permission}"
             if error.permission
