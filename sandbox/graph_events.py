@@ -105,6 +105,8 @@ class EventsFront:
         self.ctx = ctx
         self.delta_tokens: dict[str, DeltaState] = {}
         self.pending: dict[str, PendingDelta] = {}
+        # (mailbox id, transactionId) -> id of the deleted event that used it.
+        self.spent_transactions: dict[tuple[str, str], str] = {}
 
     def routes(self) -> list[Route]:
         m = "user"
@@ -192,6 +194,11 @@ class EventsFront:
             existing = next((e for e in events.values() if e.transaction_id == transaction), None)
             if existing is not None:
                 return self._duplicate_transaction(req, existing)
+            assert req.mailbox is not None
+            spent = self.spent_transactions.get((req.mailbox.id, str(transaction)))
+            knobs = self.ctx.behaviour.knobs
+            if spent and knobs.spent_transactions_kept and knobs.duplicate_transaction != "replay":
+                return self._duplicate_transaction(req, None, spent)
         for required in ("start", "end"):
             if required not in body:
                 raise GraphError(
@@ -208,9 +215,12 @@ class EventsFront:
         self._notify(req, event.id, "created")
         return ok(self._with_context(req, event), 201)
 
-    def _duplicate_transaction(self, req: GraphRequest, existing: CalendarEvent) -> GraphResponse:
+    def _duplicate_transaction(
+        self, req: GraphRequest, existing: CalendarEvent | None, deleted_id: str | None = None
+    ) -> GraphResponse:
+        """The answer to a reused transactionId; ``existing`` is None when its event is deleted."""
         answer = self.ctx.behaviour.knobs.duplicate_transaction
-        if answer == "replay":
+        if answer == "replay" and existing is not None:
             return ok(self._with_context(req, existing), 201)
         error = GraphError(
             409 if answer == "conflict" else 400,
@@ -220,7 +230,7 @@ class EventsFront:
         )
         body = error_body(error, req.request_id, req.client_request_id)
         if answer == "error":
-            body["error"]["@event.existingEventId"] = existing.id
+            body["error"]["@event.existingEventId"] = existing.id if existing else deleted_id
         return GraphResponse(error.status, body)
 
     def _with_context(self, req: GraphRequest, event: CalendarEvent) -> JsonDict:
@@ -244,6 +254,9 @@ class EventsFront:
     async def delete(self, req: GraphRequest) -> GraphResponse:
         event = self._event(req)
         del self._events(req)[event.id]
+        if event.transaction_id is not None:
+            assert req.mailbox is not None
+            self.spent_transactions[(req.mailbox.id, event.transaction_id)] = event.id
         self._notify(req, event.id, "deleted")
         return no_content()
 

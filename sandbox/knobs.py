@@ -61,6 +61,8 @@ class Knobs:
     exchange_page_size: int = 1000
     fault_seed: int | None = None
     duplicate_transaction: DuplicateTransactionAnswer = "error"
+    # Whether a deleted event's transactionId stays spent (not published; the stricter choice).
+    spent_transactions_kept: bool = True
 
     def update(self, values: dict[str, Any]) -> None:
         for name, value in values.items():

@@ -5,7 +5,9 @@ the same ``transactionId``. Graph's answer to that is not published: client code
 reports show 400 (sometimes 409) ``ErrorDuplicateTransactionId``, with the existing event's id in
 ``@event.existingEventId`` or without it; an identical retry may instead get the first event back
 as it was then. Each answer ends here: the existing event is found (by the id, or by our tag),
-brought to the content wanted today, and handed back to be linked.
+brought to the content wanted today, and handed back to be linked. When that event has been
+deleted since (Graph may keep a transaction id after its event is gone), the adoption is handed
+back as *gone*, for the engine to create it afresh under the next generation's id.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from connectors.errors import ConnectorError
-from connectors.graph.calendar import GraphCalendar, delete_request, update_request
+from connectors.graph.calendar import GraphCalendar, update_request
 from sync.event_payload import graph_instant
 from sync.plan import Desired, LinkView
 
@@ -27,6 +29,8 @@ class Adoption:
     desired: Desired
     link: LinkView | None
     event_id: str | None
+    transaction_id: str
+    generation: int
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,7 @@ class Adopted:
 @dataclass(frozen=True)
 class AdoptionRound:
     adopted: list[Adopted]
-    not_found: list[Adoption]
+    gone: list[Adoption]
     requests: int
 
 
@@ -61,41 +65,43 @@ def same_content(payload: dict[str, Any], event: dict[str, Any]) -> bool:
 async def adopt(
     calendar: GraphCalendar, mailbox: str, adoptions: list[Adoption]
 ) -> AdoptionRound:
-    """Find each adopted event, write today's content over it, and delete tagged twins.
+    """Find each adopted event and write today's content over it.
 
-    Twins (two events tagged with the same appointment, left by older releases) are deleted so
-    that one remains; the lowest id is kept, so a repeat of this round keeps the same one.
+    Without an id from Graph, the event is the one tagged with the appointment *and* holding
+    this very transaction id: other tagged events may belong to another enrollment on the same
+    mailbox, so nothing else is touched.
     """
     requests = 0
     targets: list[tuple[Adoption, str]] = []
-    twins: list[str] = []
-    not_found: list[Adoption] = []
+    gone: list[Adoption] = []
     for adoption in adoptions:
         event_id = adoption.event_id
         if event_id is None:
             tagged = await calendar.find_by_source_id(mailbox, adoption.desired.appointment.id)
             requests += 1
-            ids = sorted(str(event["id"]) for event in tagged if event.get("id"))
-            if not ids:
-                not_found.append(adoption)
+            holders = sorted(
+                str(event["id"])
+                for event in tagged
+                if event.get("id") and event.get("transactionId") == adoption.transaction_id
+            )
+            if not holders:
+                gone.append(adoption)
                 continue
-            event_id, twins = ids[0], twins + ids[1:]
+            event_id = holders[0]
         targets.append((adoption, event_id))
     writes = [
         update_request(f"a{index}", mailbox, event_id, adoption.desired.payload)
         for index, (adoption, event_id) in enumerate(targets)
     ]
-    writes += [delete_request(f"x{index}", mailbox, twin) for index, twin in enumerate(twins)]
     if not writes:
-        return AdoptionRound([], not_found, requests)
+        return AdoptionRound([], gone, requests)
     results = await calendar.write_batch(mailbox, writes)
     requests += -(-len(writes) // 20)
-    adopted = [
-        Adopted(
-            adoption,
-            result.body if result.ok and isinstance(result.body, dict) else None,
-            result.error,
-        )
-        for (adoption, _), result in zip(targets, results, strict=False)
-    ]
-    return AdoptionRound(adopted, not_found, requests)
+    adopted: list[Adopted] = []
+    for (adoption, _), result in zip(targets, results, strict=True):
+        if result.status == 404:
+            gone.append(adoption)
+        else:
+            event = result.body if result.ok and isinstance(result.body, dict) else None
+            adopted.append(Adopted(adoption, event, result.error))
+    return AdoptionRound(adopted, gone, requests)

@@ -130,6 +130,21 @@ class _Written:
     removed: set[str] = field(default_factory=set)
 
 
+# A create whose transaction id belongs to a deleted event moves to the next generation's id;
+# this many tries per run, then the rest waits for the next run.
+_GENERATIONS_PER_RUN = 3
+
+
+@dataclass(frozen=True)
+class _Action:
+    """What one write in a batch is for, and the generation its create's transaction id has."""
+
+    kind: str
+    desired: Desired | None
+    link: LinkView | None
+    generation: int
+
+
 class SyncEngine:
     def __init__(
         self,
@@ -312,39 +327,49 @@ class SyncEngine:
 
     async def _write(self, snapshot: _Snapshot, plan: Plan, report: SyncReport) -> _Written:
         requests: list[BatchRequest] = []
-        actions: dict[str, tuple[str, Desired | None, LinkView | None]] = {}
+        actions: dict[str, _Action] = {}
         mailbox = snapshot.mailbox
         for desired in plan.creates:
             key = f"c{len(requests)}"
             requests.append(self._create(key, snapshot, desired, generation=0))
-            actions[key] = ("create", desired, None)
+            actions[key] = _Action("create", desired, None, 0)
         for desired, link in plan.recreates:
             key = f"c{len(requests)}"
-            requests.append(self._create(key, snapshot, desired, generation=link.generation + 1))
-            actions[key] = ("recreate", desired, link)
+            generation = link.generation + 1
+            requests.append(self._create(key, snapshot, desired, generation=generation))
+            actions[key] = _Action("recreate", desired, link, generation)
         for desired, link in plan.updates:
             key = f"u{len(requests)}"
             requests.append(update_request(key, mailbox, link.event_id, desired.payload))
-            actions[key] = ("update", desired, link)
+            actions[key] = _Action("update", desired, link, link.generation)
         for link in plan.deletes:
             key = f"d{len(requests)}"
             requests.append(delete_request(key, mailbox, link.event_id))
-            actions[key] = ("delete", None, link)
+            actions[key] = _Action("delete", None, link, link.generation)
         written = _Written({}, set())
         report.overwritten = plan.overwrites
         report.deferred = plan.deferred
-        if not requests:
-            return written
-        results = await self._calendar.write_batch(mailbox, requests)
-        report.requests += -(-len(requests) // 20)
-        adoptions: list[Adoption] = []
-        for result in results:
-            kind, wanted, linked = actions[result.id]
-            adoption = self._absorb(snapshot, kind, wanted, linked, result, written, report)
-            if adoption is not None:
-                adoptions.append(adoption)
-        if adoptions:
-            await self._adopt(snapshot, adoptions, written, report)
+        for _ in range(_GENERATIONS_PER_RUN):
+            if not requests:
+                break
+            results = await self._calendar.write_batch(mailbox, requests)
+            report.requests += -(-len(requests) // 20)
+            adoptions: list[Adoption] = []
+            for result in results:
+                adoption = self._absorb(snapshot, actions[result.id], result, written, report)
+                if adoption is not None:
+                    adoptions.append(adoption)
+            gone = await self._adopt(snapshot, adoptions, written, report) if adoptions else []
+            # The event holding that transaction id was deleted since: create it afresh, under
+            # the next generation's id (Graph may keep a spent id after its event is gone).
+            requests, actions = [], {}
+            for adoption in gone:
+                key = f"g{len(requests)}"
+                generation = adoption.generation + 1
+                desired = adoption.desired
+                requests.append(self._create(key, snapshot, desired, generation=generation))
+                actions[key] = _Action(adoption.kind, adoption.desired, adoption.link, generation)
+        report.failed_writes += len(requests)  # still unplaced after every generation tried
         return written
 
     def _create(
@@ -361,9 +386,7 @@ class SyncEngine:
     def _absorb(
         self,
         snapshot: _Snapshot,
-        kind: str,
-        desired: Desired | None,
-        link: LinkView | None,
+        action: _Action,
         result: BatchResult,
         written: _Written,
         report: SyncReport,
@@ -372,6 +395,7 @@ class SyncEngine:
         if isinstance(result.error, AccessDeniedError):
             # The mailbox or the app is refused: every other write would be refused the same way.
             raise result.error
+        kind, desired, link = action.kind, action.desired, action.link
         if kind == "delete":
             assert link is not None
             if result.ok or result.status == 404:
@@ -381,13 +405,22 @@ class SyncEngine:
                 report.failed_writes += 1
             return None
         assert desired is not None
+        transaction_id = _transaction_id(snapshot.enrollment_id, desired, action.generation)
         if isinstance(result.error, DuplicateTransactionError):
             # Created before, by a run that stopped before it could record the link.
-            return Adoption(kind, desired, link, result.error.existing_event_id)
+            return Adoption(
+                kind,
+                desired,
+                link,
+                result.error.existing_event_id,
+                transaction_id,
+                action.generation,
+            )
         body = result.body if isinstance(result.body, dict) else {}
         if result.ok and kind != "update" and not same_content(desired.payload, body):
             # Graph handed back an earlier create with this transactionId, as it was then.
-            return Adoption(kind, desired, link, str(body.get("id") or "") or None)
+            event_id = str(body.get("id") or "") or None
+            return Adoption(kind, desired, link, event_id, transaction_id, action.generation)
         if not result.ok:
             if kind == "update" and result.status == 404 and link is not None:
                 # Deleted in Outlook since the delta round: re-created next run, not a failure.
@@ -402,19 +435,19 @@ class SyncEngine:
                 error=str(result.error),
             )
             return None
-        self._link(snapshot, kind, desired, link, body, written, report)
+        self._link(snapshot, action, body, written, report)
         return None
 
     def _link(
         self,
         snapshot: _Snapshot,
-        kind: str,
-        desired: Desired,
-        link: LinkView | None,
+        action: _Action,
         body: dict[str, Any],
         written: _Written,
         report: SyncReport,
     ) -> None:
+        desired, link = action.desired, action.link
+        assert desired is not None
         appointment = desired.appointment
         written.links[appointment.id] = EventLink(
             enrollment_id=snapshot.enrollment_id,
@@ -422,15 +455,13 @@ class SyncEngine:
             event_id=str(body.get("id") or (link.event_id if link else "")),
             content_hash=desired.content_hash,
             change_key=body.get("changeKey"),
-            generation=(link.generation + 1)
-            if kind == "recreate" and link
-            else (link.generation if link else 0),
+            generation=action.generation,
             starts_at=appointment.start,
             ends_at=appointment.end,
         )
-        if kind == "create":
+        if action.kind == "create":
             report.created += 1
-        elif kind == "recreate":
+        elif action.kind == "recreate":
             report.recreated += 1
         else:
             report.updated += 1
@@ -441,17 +472,13 @@ class SyncEngine:
         adoptions: list[Adoption],
         written: _Written,
         report: SyncReport,
-    ) -> None:
-        """Link events an earlier, interrupted run created (see :mod:`sync.adoption`)."""
+    ) -> list[Adoption]:
+        """Link events an earlier, interrupted run created (see :mod:`sync.adoption`).
+
+        Returns the adoptions whose event no longer exists, to be created afresh.
+        """
         round_ = await adopt(self._calendar, snapshot.mailbox, adoptions)
         report.requests += round_.requests
-        for missing in round_.not_found:
-            report.failed_writes += 1
-            log.warning(
-                "sync.adopt_not_found",
-                enrollment=snapshot.enrollment_id,
-                source_id=missing.desired.appointment.id,
-            )
         for adopted in round_.adopted:
             if isinstance(adopted.error, AccessDeniedError):
                 raise adopted.error
@@ -463,15 +490,13 @@ class SyncEngine:
                 continue
             report.adopted += 1
             adoption = adopted.adoption
-            self._link(
-                snapshot,
-                adoption.kind,
-                adoption.desired,
-                adoption.link,
-                adopted.event,
-                written,
-                report,
+            action = _Action(adoption.kind, adoption.desired, adoption.link, adoption.generation)
+            self._link(snapshot, action, adopted.event, written, report)
+        if round_.gone:
+            log.info(
+                "sync.spent_transaction", enrollment=snapshot.enrollment_id, events=len(round_.gone)
             )
+        return round_.gone
 
     async def _commit(
         self,

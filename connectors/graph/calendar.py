@@ -54,7 +54,9 @@ class GraphCalendar:
             )
         except DuplicateTransactionError as duplicate:
             # Made by an earlier attempt (a retry after a lost answer, or a crashed run).
-            existing = await self._event_of_transaction(mailbox, duplicate, source_id)
+            existing = await self._event_of_transaction(
+                mailbox, duplicate, source_id, transaction_id
+            )
             if existing is None:
                 raise
             return existing
@@ -62,7 +64,11 @@ class GraphCalendar:
         return created
 
     async def _event_of_transaction(
-        self, mailbox: str, duplicate: DuplicateTransactionError, source_id: str
+        self,
+        mailbox: str,
+        duplicate: DuplicateTransactionError,
+        source_id: str,
+        transaction_id: str,
     ) -> dict[str, Any] | None:
         if duplicate.existing_event_id:
             try:
@@ -73,7 +79,7 @@ class GraphCalendar:
             except NotFoundError:
                 return None
         tagged = await self.find_by_source_id(mailbox, source_id)
-        return tagged[0] if tagged else None
+        return next((e for e in tagged if e.get("transactionId") == transaction_id), None)
 
     async def update_event(
         self, mailbox: str, event_id: str, changes: dict[str, Any]
@@ -148,9 +154,11 @@ class GraphCalendar:
         found: dict[str, dict[str, Any]] = {}
         results = await self._client.batch(requests, mailbox=mailbox, idempotent=True)
         for event_id, result in zip(event_ids, results, strict=True):
-            if result.ok and isinstance(result.body, dict):
-                found[event_id] = result.body
-            elif result.status != 404 and result.error is not None:
+            if result.status == 404:
+                continue  # only a 404 means deleted; anything unclear must not cause a re-create
+            if result.ok:
+                found[event_id] = result.body if isinstance(result.body, dict) else {}
+            elif result.error is not None:
                 raise result.error
         return found
 

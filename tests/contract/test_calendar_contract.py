@@ -343,3 +343,26 @@ async def test_batch_request_ids_must_be_unique_ignoring_case(graph: httpx.Async
     https://learn.microsoft.com/graph/json-batching#creating-a-batch-request"""
     response = await post_batch(graph, [create("a", "one"), create("A", "two")])
     assert response.status_code == 400
+
+
+@pytest.mark.parametrize("kept", [True, False], ids=["id-stays-spent", "id-freed"])
+async def test_a_deleted_events_transaction_id_may_stay_spent(
+    sandbox_factory: TenantFactory, kept: bool
+) -> None:
+    """Whether a ``transactionId`` can be used again once its event is deleted is not published.
+    The sandbox keeps it spent by default (the stricter answer: the create is refused as a
+    duplicate naming the deleted event) and frees it with ``spent_transactions_kept=False``; the
+    engine moves to the next generation's id either way
+    (tests/integration/test_sync_fidelity.py, the cancelled-and-restored appointment)."""
+    tenant = await sandbox_factory()
+    tenant.set_knobs(spent_transactions_kept=kept)
+    async with graph_client(tenant) as graph:
+        body = event("Cancelled, then restored", transactionId="contract-tx-spent")
+        first = (await graph.post(f"/users/{AVERY}/events", json=body)).json()
+        await graph.delete(f"/users/{AVERY}/events/{first['id']}")
+        again = await graph.post(f"/users/{AVERY}/events", json=body)
+    if kept:
+        assert again.status_code == 400
+        assert again.json()["error"]["@event.existingEventId"] == first["id"]
+    else:
+        assert again.status_code == 201
