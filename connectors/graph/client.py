@@ -21,12 +21,19 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from connectors.errors import ConnectorError, RequestInfo, TransientError
+from connectors.errors import (
+    ConnectorError,
+    MailboxAccessDeniedError,
+    PermissionMissingError,
+    RequestInfo,
+    TransientError,
+)
 from connectors.graph.error_mapping import error_from_response
 from connectors.http import request_timeout
 from connectors.limits import ConcurrencyLimiter
 from connectors.ports import TokenProvider
 from connectors.retry import RetryPolicy, Sleep, call_with_retries
+from connectors.tokens import granted_roles
 from core.logging import get_logger
 
 BATCH_LIMIT = 20
@@ -193,8 +200,9 @@ class GraphClient:
                     f"the connection to Graph failed ({type(error).__name__})", request=info
                 ) from None
         if response.status_code >= 400:
-            raise error_from_response(
-                response.status_code, response.headers, response.content, info
+            raise _in_light_of(
+                error_from_response(response.status_code, response.headers, response.content, info),
+                token,
             )
         return GraphResponse(response.status_code, response.headers, _json_or_none(response))
 
@@ -289,8 +297,11 @@ class GraphClient:
             answered = {str(r.get("id")): r for r in (response.body or {}).get("responses", [])}
             retry: list[BatchRequest] = []
             waits: list[float] = []
+            token = await self._tokens.get_token(self._scope)  # the one the batch went with
             for item in pending:
                 result = self._batch_result(item, answered.get(item.id))
+                if result.error is not None:
+                    result.error = _in_light_of(result.error, token)
                 results[item.id] = result
                 may_retry = attempt < self._retry.max_attempts
                 if result.status == _FAILED_DEPENDENCY and may_retry:
@@ -339,6 +350,29 @@ class GraphClient:
         raw = json.dumps(body).encode() if body is not None else b""
         error = error_from_response(status, httpx.Headers(headers), raw, info)
         return BatchResult(item.id, status, headers, body, error)
+
+
+def _in_light_of(error: ConnectorError, token: str) -> ConnectorError:
+    """Correct a guess the error body alone forced, with what our own token says.
+
+    Outlook's 403 ``ErrorAccessDenied`` is told apart only by its text, and any text but the
+    access policy's reads as a missing permission. When the token carries that very permission,
+    it is not missing: the refusal is the mailbox's scope (as under RBAC for Applications,
+    whose wording is not published), which clears by itself or by a change to the scope.
+    """
+    if (
+        isinstance(error, PermissionMissingError)
+        and error.permission
+        and error.permission in granted_roles(token)
+    ):
+        return MailboxAccessDeniedError(
+            error.message,
+            status=error.status,
+            code=error.code,
+            request_id=error.request_id,
+            request=error.request,
+        )
+    return error
 
 
 def _json_or_none(response: httpx.Response) -> Any:

@@ -194,3 +194,26 @@ async def test_an_app_wide_failure_is_said_once_not_once_per_person(
     recoveries = notifier.to("channel:it", NotificationKind.SYNC_RECOVERED)
     assert len({recovery.key for recovery in recoveries}) == 1
     assert "works again" in recoveries[0].text and "permission" in recoveries[0].text
+
+
+async def test_the_same_words_with_the_permission_in_our_token_are_the_mailbox_scope(
+    migrated_engine: AsyncEngine, tenant: SandboxTenant, m365: Microsoft365
+) -> None:
+    """The text alone would say "missing permission"; a token that carries Calendars.ReadWrite
+    says otherwise, so the refusal is the mailbox's scope (RBAC for Applications answers an
+    out-of-scope mailbox in words Microsoft does not publish) and is retried, not escalated."""
+    tenant.add_fault(
+        r"/calendarView/delta",
+        status=403,
+        code="ErrorAccessDenied",
+        message="Access is denied. Check credentials and try again.",
+    )
+    sessions = session_factory(migrated_engine)
+    [enrollment] = await enroll(sessions, tenant, AVERY)
+    await appointment_for(sessions)
+    worker, _ = worker_with_alerts(sessions, m365, RecordingNotifier())
+
+    await worker.request([enrollment])
+    [report] = await worker.run_requested()
+
+    assert report.error_kind is FailureKind.NOT_IN_SCOPE
