@@ -20,6 +20,7 @@ from connectors import errors
 from connectors.exchange.client import MEMBERSHIP_ROLE, exchange_error
 from sandbox.exchange import TENANT_CONCURRENCY
 from sandbox.server import SandboxTenant
+from tests.support.exchange_admin import invoke
 
 EXCHANGE = "https://outlook.office365.com"
 SYNC_GROUP = "calendar-sync@example.edu"  # "Calendar Sync", a mail-enabled security group
@@ -38,27 +39,6 @@ def cmdlet(name: str, **parameters: Any) -> dict[str, Any]:
 def membership(name: str, member: str, **extra: Any) -> dict[str, Any]:
     return cmdlet(
         name, Identity=SYNC_GROUP, Member=member, BypassSecurityGroupManagerCheck=True, **extra
-    )
-
-
-async def invoke(
-    tenant: SandboxTenant,
-    raw: httpx.AsyncClient,
-    body: dict[str, Any],
-    *,
-    app: str = "Syncwarden",
-    url: str | None = None,
-) -> httpx.Response:
-    token = tenant.mint_access_token(tenant.seed.app_ids[app], EXCHANGE)
-    return await raw.post(
-        url or f"/adminapi/beta/{tenant.tenant_id}/InvokeCommand",
-        json=body,
-        headers={
-            "Authorization": f"Bearer {token}",
-            "X-AnchorMailbox": (
-                f"APP:SystemMailbox{{bb558c35-97f1-4cb9-8ff7-d53741dc928c}}@{tenant.tenant_id}"
-            ),
-        },
     )
 
 

@@ -22,7 +22,7 @@ from core.settings import SyncSettings
 from sandbox.seed import GRAPH_RESOURCE
 from sandbox.server import SandboxTenant
 from sync.alerts import SyncAlerts
-from sync.engine import SyncEngine
+from sync.engine import SyncEngine, SyncReport
 from sync.errors import FailureKind
 from sync.worker import SyncWorker
 from syncwarden.m365 import Microsoft365
@@ -62,6 +62,19 @@ def worker_with_alerts(
     engine = SyncEngine(sessions, m365.calendar, BuiltinAppointments(sessions), settings)
     alerts = SyncAlerts(sessions, notifier)
     return SyncWorker(sessions, engine, settings, on_report=alerts.after_run), alerts
+
+
+async def sync_avery_once(
+    migrated_engine: AsyncEngine, tenant: SandboxTenant, m365: Microsoft365
+) -> SyncReport:
+    """Enroll Avery with one appointment and let the worker run her once."""
+    sessions = session_factory(migrated_engine)
+    [enrollment] = await enroll(sessions, tenant, AVERY)
+    await appointment_for(sessions)
+    worker, _ = worker_with_alerts(sessions, m365, RecordingNotifier())
+    await worker.request([enrollment])
+    [report] = await worker.run_requested()
+    return report
 
 
 async def test_a_missing_calendar_permission_is_the_sync_status_and_the_it_alert(
@@ -117,13 +130,7 @@ async def test_read_without_write_permission_is_reported_as_the_missing_write_pe
     app_id = tenant.seed.app_ids["Syncwarden"]
     revoke_calendar_permission(tenant)
     tenant.grant_role(app_id, GRAPH_RESOURCE, "Calendars.Read")
-    sessions = session_factory(migrated_engine)
-    [enrollment] = await enroll(sessions, tenant, AVERY)
-    await appointment_for(sessions)
-    worker, _ = worker_with_alerts(sessions, m365, RecordingNotifier())
-
-    await worker.request([enrollment])
-    [report] = await worker.run_requested()
+    report = await sync_avery_once(migrated_engine, tenant, m365)
 
     assert report.error_kind is FailureKind.PERMISSION
     assert PERMISSION in (report.error or "")
@@ -208,12 +215,6 @@ async def test_the_same_words_with_the_permission_in_our_token_are_the_mailbox_s
         code="ErrorAccessDenied",
         message="Access is denied. Check credentials and try again.",
     )
-    sessions = session_factory(migrated_engine)
-    [enrollment] = await enroll(sessions, tenant, AVERY)
-    await appointment_for(sessions)
-    worker, _ = worker_with_alerts(sessions, m365, RecordingNotifier())
-
-    await worker.request([enrollment])
-    [report] = await worker.run_requested()
+    report = await sync_avery_once(migrated_engine, tenant, m365)
 
     assert report.error_kind is FailureKind.NOT_IN_SCOPE

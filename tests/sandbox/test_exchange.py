@@ -8,6 +8,7 @@ import httpx
 
 from sandbox.exchange import TENANT_CONCURRENCY
 from sandbox.server import SandboxTenant
+from tests.support.exchange_admin import invoke
 
 SYNC_GROUP = "36210e13-4d7d-4472-8af4-8892765df8ff"
 BLAKE = "963cf0eb-d1fa-4633-aff6-7c17e3d6b634"
@@ -25,29 +26,6 @@ def add(member: str = BLAKE, **extra: Any) -> dict[str, Any]:
         Member=member,
         BypassSecurityGroupManagerCheck=True,
         **extra,
-    )
-
-
-async def invoke(
-    tenant: SandboxTenant,
-    raw: httpx.AsyncClient,
-    body: dict[str, Any],
-    *,
-    token: str | None = None,
-    url: str | None = None,
-) -> httpx.Response:
-    token = token or tenant.mint_access_token(
-        tenant.seed.app_ids["Syncwarden"], "https://outlook.office365.com"
-    )
-    return await raw.post(
-        url or f"/adminapi/beta/{tenant.tenant_id}/InvokeCommand",
-        json=body,
-        headers={
-            "Authorization": f"Bearer {token}",
-            "X-AnchorMailbox": (
-                f"APP:SystemMailbox{{bb558c35-97f1-4cb9-8ff7-d53741dc928c}}@{tenant.tenant_id}"
-            ),
-        },
     )
 
 
