@@ -12,7 +12,7 @@ import re
 import time
 import uuid
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 import structlog
 from aiohttp import web
@@ -24,11 +24,14 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.dialogue import DialogueLogic
 from bot.teams_endpoint import add_bot_routes
 from core.db import ping
+from core.failures import unexpected_counts
 from core.logging import get_logger
 from core.settings import Settings
 from sync.subscriptions import MailboxSubscriptions
@@ -65,6 +68,21 @@ class HttpMetrics:
             "syncwarden_build", "Build information.", ["version"], registry=self.registry
         )
         info.labels(version=__version__).inc(0)
+        self.registry.register(_UnexpectedErrors())
+
+
+class _UnexpectedErrors(Collector):
+    """``syncwarden_unexpected_errors_total``, read from the process-wide count at each scrape."""
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily(
+            "syncwarden_unexpected_errors",
+            "Unexpected exceptions caught and logged with a traceback, by where they were caught.",
+            labels=["where"],
+        )
+        for where, count in sorted(unexpected_counts().items()):
+            family.add_metric([where], count)
+        yield family
 
 
 ENGINE = web.AppKey("engine", AsyncEngine)
