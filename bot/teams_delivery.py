@@ -34,7 +34,14 @@ from bot.rate_limit import ConversationRateLimiter
 from connectors.graph.error_mapping import parse_retry_after
 from core.db import utc_now
 from core.logging import get_logger
-from workflows.ports import Channel, Notification, NotificationKind, TicketView, UndeliverableError
+from workflows.ports import (
+    Channel,
+    DeliveryDeferredError,
+    Notification,
+    NotificationKind,
+    TicketView,
+    UndeliverableError,
+)
 
 log = get_logger(__name__)
 RETRYABLE_STATUSES = frozenset({412, 429, 502, 503, 504})
@@ -54,7 +61,7 @@ class BotTokenSource(Protocol):
         ...
 
 
-class TeamsSendError(Exception):
+class TeamsSendError(DeliveryDeferredError):
     """Teams did not take the message this time; the outbox will try again later."""
 
 

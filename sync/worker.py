@@ -20,6 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.db import utc_now, write_transaction
+from core.failures import report_unexpected
 from core.logging import get_logger
 from core.settings import SyncSettings
 from sync.engine import SyncEngine, SyncOptions, SyncReport
@@ -133,21 +134,31 @@ class SyncWorker:
                 try:
                     report = await self._engine.sync(enrollment_id, options)
                 except Exception as error:  # one person's failure must not stop the others
-                    log.error("sync.run_crashed", enrollment=enrollment_id, error=str(error))
+                    report_unexpected(
+                        log, "sync.run_crashed", error, where="sync.run", enrollment=enrollment_id
+                    )
                     report = SyncReport(
                         enrollment_id, "?", ok=False, error=f"{type(error).__name__}: {error}"
                     )
                 try:
                     await self._release(enrollment_id)
                 except Exception as error:  # the lease runs out by itself
-                    log.warning("sync.release_failed", enrollment=enrollment_id, error=str(error))
+                    report_unexpected(
+                        log,
+                        "sync.release_failed",
+                        error,
+                        where="sync.release",
+                        enrollment=enrollment_id,
+                    )
                 for tick in self._progress:
                     tick()
                 if self._on_report is not None:
                     try:
                         await self._on_report(report)
                     except Exception as error:  # an alert failing must not fail the sync
-                        log.error("sync.report_hook_failed", error=str(error))
+                        report_unexpected(
+                            log, "sync.report_hook_failed", error, where="sync.report_hook"
+                        )
                 return report
 
         return list(await asyncio.gather(*(one(i) for i in claimed)))

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from core.failures import report_unexpected
 from core.logging import get_logger
 from core.settings import Settings
 from sync.engine import SyncReport
@@ -169,6 +170,6 @@ def _logged(job: Job) -> Callable[[], Awaitable[None]]:
             if result is not None:
                 log.info("job.done", job=job.id, result=result)
         except Exception as error:  # a failed run is retried at the next trigger
-            log.error("job.failed", job=job.id, error_type=type(error).__name__, error=str(error))
+            report_unexpected(log, "job.failed", error, where="job", job=job.id)
 
     return run

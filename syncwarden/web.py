@@ -198,6 +198,10 @@ def _body_limit_middleware(limit: int) -> Middleware:
                 await request.read()  # cached on the request; enforces the limit for chunked bodies
             except web.HTTPRequestEntityTooLarge:
                 return web.json_response(too_large, status=413)
+            except ConnectionResetError:
+                # The client hung up mid-upload: nothing to answer and nothing went wrong here.
+                log.info("http.client_gone", path=request.path)
+                return web.Response(status=400)
         return await handler(request)
 
     return middleware

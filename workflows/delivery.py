@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from core.failures import report_unexpected
 from core.logging import get_logger
 from workflows.ports import Notification, NotificationKind, TicketView
 
@@ -26,7 +27,7 @@ class AfterCommit:
             try:
                 await call()
             except Exception as error:  # the change is committed either way; the outbox retries
-                log.error("notify.failed", error_type=type(error).__name__, error=str(error))
+                report_unexpected(log, "notify.failed", error, where="notify.after_commit")
         self._calls.clear()
 
 

@@ -22,10 +22,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db import Base, UtcDateTime, utc_now, write_transaction
+from core.failures import report_unexpected
 from core.logging import get_logger
 from workflows.ports import (
     Channel,
     DecisionView,
+    DeliveryDeferredError,
     Notification,
     NotificationKind,
     Notifier,
@@ -124,7 +126,7 @@ class OutboxDispatcher:
             try:
                 await self.dispatch_due()
             except Exception as error:  # the database may be briefly away; try again later
-                log.error("outbox.loop_failed", error_type=type(error).__name__, error=str(error))
+                report_unexpected(log, "outbox.loop_failed", error, where="outbox.loop")
             stopped = asyncio.ensure_future(stop.wait())
             woken = asyncio.ensure_future(self._wake.wait())
             _, waiting = await asyncio.wait(
@@ -172,6 +174,10 @@ class OutboxDispatcher:
             await self._finish(message.id, sent=False, error=str(error), final=True)
             return 0
         except Exception as error:  # recorded on the row and retried later
+            if isinstance(error, DeliveryDeferredError):
+                log.warning("outbox.deferred", message=message.id, error=str(error))
+            else:
+                report_unexpected(log, "outbox.delivery_crashed", error, where="outbox.deliver")
             await self._finish(message.id, sent=False, error=f"{type(error).__name__}: {error}")
             return 0
         await self._finish(message.id, sent=True, error=None)

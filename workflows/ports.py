@@ -93,6 +93,14 @@ class Notification:
         return self.ticket
 
 
+class DeliveryDeferredError(Exception):
+    """The channel did not take the message this time (busy, unreachable); the outbox retries.
+
+    An expected failure: logged as a warning. Anything else a delivery raises is unexpected and
+    is logged with its traceback.
+    """
+
+
 class UndeliverableError(Exception):
     """The message can never be delivered as addressed (no chat with that person, bot blocked,
     no channel configured); retrying would not help, so the outbox gives up on it at once."""

@@ -29,6 +29,7 @@ from sqlalchemy.orm import aliased, selectinload
 
 from connectors.errors import ConnectorError, MailboxAccessDeniedError, PermissionMissingError
 from core.db import utc_now, write_transaction
+from core.failures import report_unexpected
 from core.logging import get_logger
 from core.settings import ProvisioningSettings
 from workflows.audit import record_audit
@@ -101,7 +102,7 @@ class StepRunner:
             try:
                 await self.run_until_idle()
             except Exception as error:  # a database hiccup must not kill the loop
-                log.error("runner.loop_failed", error_type=type(error).__name__, error=str(error))
+                report_unexpected(log, "runner.loop_failed", error, where="runner.loop")
             if not self._wake.is_set():
                 self.idle.set()  # nothing is due; tells tests and health checks we caught up
             stopped = asyncio.ensure_future(stop.wait())
@@ -171,7 +172,7 @@ class StepRunner:
             await self._record_failure(claimed, error, retryable=True)
             return
         except Exception as error:  # a bug in a handler fails the ticket, not the runner
-            bound.error("step.crashed", error_type=type(error).__name__, error=str(error))
+            report_unexpected(bound, "step.crashed", error, where="runner.step")
             await self._record_failure(claimed, error, retryable=False)
             return
         await self._record_success(claimed, outcome)
