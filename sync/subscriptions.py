@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -68,6 +69,9 @@ class Received:
     requested_mailboxes: set[str] = field(default_factory=set)
     renewals: int = 0
     ignored: int = 0
+
+
+_SUBSCRIPTION_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
 
 
 def _hash(state: str) -> str:
@@ -128,18 +132,30 @@ class MailboxSubscriptions:
         items = payload.get("value")
         if not isinstance(items, list):
             return result
-        named = {str(item.get("subscriptionId")) for item in items if isinstance(item, dict)}
+        # Graph's subscription ids are GUIDs; anything else (too long, not text, unencodable) is
+        # not ours and must not reach the database, which may refuse it with an exception.
+        named = {
+            subscription_id
+            for item in items
+            if isinstance(item, dict)
+            and (subscription_id := _subscription_id(item.get("subscriptionId"))) is not None
+        }
         async with self._sessions() as session:
             rows = await session.scalars(
                 select(SubscriptionRecord).where(SubscriptionRecord.subscription_id.in_(named))
             )
             known = {r.subscription_id: r for r in rows}
         for item in items:
-            record = known.get(str(item.get("subscriptionId"))) if isinstance(item, dict) else None
+            record = (
+                known.get(_subscription_id(item.get("subscriptionId")) or "")
+                if isinstance(item, dict)
+                else None
+            )
             state = item.get("clientState") if isinstance(item, dict) else None
             if (
                 record is None
                 or not isinstance(state, str)
+                or not state.isprintable()
                 or not hmac.compare_digest(_hash(state), record.client_state_hash)
             ):
                 result.ignored += 1
@@ -217,3 +233,10 @@ class MailboxSubscriptions:
             await session.execute(
                 delete(SubscriptionRecord).where(SubscriptionRecord.mailbox_id == mailbox_id)
             )
+
+
+def _subscription_id(value: Any) -> str | None:
+    """A subscription id as Graph issues them (a GUID's characters), or None."""
+    if not isinstance(value, str) or not _SUBSCRIPTION_ID.fullmatch(value):
+        return None
+    return value

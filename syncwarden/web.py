@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Iterable
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
+from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -33,6 +34,7 @@ from bot.teams_endpoint import add_bot_routes
 from core.db import ping
 from core.failures import unexpected_counts
 from core.logging import get_logger
+from core.payloads import MAX_JSON_DEPTH, json_too_deep
 from core.settings import Settings
 from sync.subscriptions import MailboxSubscriptions
 from syncwarden import __version__
@@ -188,6 +190,11 @@ async def _request_id_middleware(request: web.Request, handler: Handler) -> web.
 
 def _body_limit_middleware(limit: int) -> Middleware:
     too_large = {"error": f"request body is larger than {limit} bytes"}
+    too_deep = {"error": f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels"}
+    unreadable = {
+        "error": "the request body could not be decoded; check its Content-Encoding and "
+        "Transfer-Encoding"
+    }
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -195,13 +202,18 @@ def _body_limit_middleware(limit: int) -> Middleware:
             return web.json_response(too_large, status=413)
         if request.can_read_body:
             try:
-                await request.read()  # cached on the request; enforces the limit for chunked bodies
+                body = await request.read()  # cached; enforces the limit for chunked bodies
             except web.HTTPRequestEntityTooLarge:
                 return web.json_response(too_large, status=413)
+            except RequestPayloadError:
+                # A Content-Encoding the body does not have, or a broken chunked encoding.
+                return web.json_response(unreadable, status=400)
             except ConnectionResetError:
                 # The client hung up mid-upload: nothing to answer and nothing went wrong here.
                 log.info("http.client_gone", path=request.path)
                 return web.Response(status=400)
+            if json_too_deep(body):
+                return web.json_response(too_deep, status=400)
         return await handler(request)
 
     return middleware

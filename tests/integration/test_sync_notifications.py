@@ -3,6 +3,7 @@ is queued for a sync, and the worker's next requested run pulls the change."""
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -191,3 +192,40 @@ async def test_subscriptions_ask_within_graphs_limit_and_keep_the_granted_expiry
         record = (await session.scalars(select(SubscriptionRecord))).one()
     assert abs(record.expires_at - granted.expiration) < timedelta(seconds=1)
     assert record.expires_at > datetime.now(UTC) + timedelta(days=2)
+
+
+async def test_malformed_posts_are_refused_with_400_and_queue_nothing(setup: Setup) -> None:
+    """Nesting deep enough to break a recursive parser, a Content-Encoding the body does not
+    have, and ids that are not text Graph would send: a 4xx or an ignored item, never a 500."""
+    deep = await setup.client.post(
+        "/api/graph/notifications",
+        data=b"[" * 100_000 + b"]" * 100_000,
+        headers={"Content-Type": "application/json"},
+    )
+    assert deep.status == 400 and "nested deeper" in (await deep.json())["error"]
+    mislabelled = await setup.client.post(
+        "/api/graph/notifications",
+        data=b'{"value": []}',
+        headers={
+            "Content-Type": "application/json",
+            "Content-Encoding": "gzip",
+            "Connection": "close",
+        },
+    )
+    assert mislabelled.status == 400
+    odd = {
+        "value": [
+            {"subscriptionId": "\ud800", "clientState": "x"},
+            {"subscriptionId": "a" * 10_000, "clientState": "\udfff"},
+            {"subscriptionId": 7, "clientState": None},
+        ]
+    }
+    body = json.dumps(odd).encode()  # lone surrogates survive as \\u escapes, as an attacker sends
+    answered = await setup.client.post(
+        "/api/graph/notifications", data=body, headers={"Content-Type": "application/json"}
+    )
+    assert answered.status == 202
+    async with setup.sessions() as session:
+        state = await session.get(SyncState, setup.enrollment)
+    assert state is None or state.requested_at is None
+    assert setup.kicks == []
