@@ -24,6 +24,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from core.db import Base, UtcDateTime, utc_now, write_transaction
 from core.failures import report_unexpected
 from core.logging import get_logger
+from workflows.audit import record_audit
 from workflows.ports import (
     Channel,
     DecisionView,
@@ -200,12 +201,70 @@ class OutboxDispatcher:
             if final or message.attempts >= MAX_DELIVERY_ATTEMPTS:
                 message.state = "failed"
                 log.error("outbox.gave_up", key=message.key, error=message.last_error)
+                await _report_undeliverable(session, message, now)
                 return
             pause = min(3600.0, 5.0 * 2 ** (message.attempts - 1))
             message.state = "pending"
             message.next_attempt_at = now + timedelta(
                 seconds=pause / 2 + self._rng.uniform(0, pause / 2)
             )
+
+
+async def _report_undeliverable(
+    session: AsyncSession, message: OutboxMessage, now: datetime
+) -> None:
+    """A message given up on is told to IT and recorded on its ticket, in the give-up's commit.
+
+    Without this it would only be a log line: the person never hears, and nobody knows to tell
+    them. A message to the IT channel itself has nobody left to tell; it stays a log line.
+    """
+    if message.target == "channel" and message.recipient == Channel.IT.value:
+        return
+    ticket = message.payload.get("ticket") if message.target != "card" else None
+    ticket_ref = message.recipient if message.target == "card" else (ticket or {}).get("ref")
+    what = (
+        f"the card of {ticket_ref}"
+        if message.target == "card"
+        else f"a {message.payload.get('kind', 'message')} message to {_recipient_label(message)}"
+    )
+    text = (
+        f"Syncwarden gave up delivering {what}: {message.last_error}. "
+        "It will not try again; please pass it on by hand."
+    )
+    key = f"undeliverable:{message.key}"[:255]
+    if await session.scalar(select(OutboxMessage.id).where(OutboxMessage.key == key)) is None:
+        session.add(
+            OutboxMessage(
+                key=key,
+                target="channel",
+                recipient=Channel.IT.value,
+                payload=_notification_payload(
+                    Notification(NotificationKind.DELIVERY_FAILED, None, text)
+                ),
+                next_attempt_at=now,
+                created_at=now,
+            )
+        )
+    if ticket_ref:
+        record_audit(
+            session,
+            actor="syncwarden",
+            action="notification_undeliverable",
+            ticket_ref=str(ticket_ref),
+            after={"key": message.key, "target": message.target, "error": message.last_error},
+        )
+
+
+def _recipient_label(message: OutboxMessage) -> str:
+    """Who a message was for, by name where its ticket says who that id is."""
+    if message.target == "channel":
+        return f"the {message.recipient} channel"
+    ticket = message.payload.get("ticket") or {}
+    for role in ("subject", "requester"):
+        person = ticket.get(role) or {}
+        if person.get("id") == message.recipient:
+            return f"{person.get('name') or person.get('id')} ({role})"
+    return f"user {message.recipient}"
 
 
 async def _send(delivery: Notifier, message: OutboxMessage) -> None:

@@ -71,6 +71,7 @@ class NotificationKind(StrEnum):
     CREDENTIAL_RESOLVED = "credential_resolved"
     SYNC_ALERT = "sync_alert"
     SYNC_RECOVERED = "sync_recovered"
+    DELIVERY_FAILED = "delivery_failed"
 
 
 class Channel(StrEnum):

@@ -9,8 +9,9 @@ from core.db import session_factory
 from tests.support.notifier import RecordingNotifier
 from tests.support.tickets import sample_ticket
 from tests.support.workflow import FakeClock
+from workflows.audit import AuditEvent
 from workflows.outbox import OutboxDispatcher, OutboxMessage, OutboxNotifier
-from workflows.ports import Channel, Notification, NotificationKind
+from workflows.ports import Channel, Notification, NotificationKind, UndeliverableError
 
 TICKET = sample_ticket()
 NOTE = Notification(
@@ -64,3 +65,59 @@ async def test_a_send_interrupted_by_a_crash_is_picked_up_again(
     assert await survivor.dispatch_due() == 1
     async with sessions() as session:
         assert await session.scalar(select(func.count()).select_from(OutboxMessage)) == 1
+
+
+class RefusingTeams(RecordingNotifier):
+    """Teams where one person has blocked the bot (and, if asked, where the IT channel is gone)."""
+
+    def __init__(self, blocked: str, *, it_channel_gone: bool = False) -> None:
+        super().__init__()
+        self.blocked = blocked
+        self.it_channel_gone = it_channel_gone
+
+    async def to_user(self, user_id: str, notification: Notification, *, key: str) -> None:
+        if user_id == self.blocked:
+            raise UndeliverableError(f"{user_id} has blocked the bot")
+        await super().to_user(user_id, notification, key=key)
+
+    async def to_channel(self, channel: Channel, notification: Notification, *, key: str) -> None:
+        if self.it_channel_gone:
+            raise UndeliverableError("no it channel is set")
+        await super().to_channel(channel, notification, key=key)
+
+
+async def test_a_message_given_up_is_told_to_it_and_recorded_on_its_ticket(
+    migrated_engine: AsyncEngine,
+) -> None:
+    sessions = session_factory(migrated_engine)
+    subject = TICKET.subject
+    await OutboxNotifier(sessions).to_user(subject.id, NOTE, key="SW-1042:instructions")
+    teams = RefusingTeams(subject.id)
+
+    dispatcher = OutboxDispatcher(sessions, teams)
+    await dispatcher.dispatch_due()
+    await dispatcher.dispatch_due()
+
+    [told] = teams.to("channel:it", NotificationKind.DELIVERY_FAILED)
+    assert subject.name in told.text and "instructions" in told.text and "blocked" in told.text
+    async with sessions() as session:
+        [audit] = (
+            await session.scalars(
+                select(AuditEvent).where(AuditEvent.action == "notification_undeliverable")
+            )
+        ).all()
+    assert audit.ticket_ref == TICKET.ref and audit.after is not None
+    assert audit.after["key"] == "SW-1042:instructions"
+
+
+async def test_a_message_to_a_missing_it_channel_is_not_reported_to_it_again(
+    migrated_engine: AsyncEngine,
+) -> None:
+    sessions = session_factory(migrated_engine)
+    await OutboxNotifier(sessions).to_channel(Channel.IT, NOTE, key="SW-1042:status")
+    dispatcher = OutboxDispatcher(sessions, RefusingTeams("nobody", it_channel_gone=True))
+    await dispatcher.dispatch_due()
+    await dispatcher.dispatch_due()
+    async with sessions() as session:
+        rows = (await session.scalars(select(OutboxMessage))).all()
+    assert [(row.key, row.state) for row in rows] == [("SW-1042:status", "failed")]
