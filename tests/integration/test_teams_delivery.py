@@ -168,17 +168,22 @@ async def test_a_person_who_blocked_the_bot_is_not_retried(
     await setup.outbox.to_user(
         ADA_AAD, Notification(NotificationKind.INSTRUCTIONS, sample_ticket(), "hi"), key="k"
     )
-    assert await setup.dispatcher.dispatch_due() == 0
+    assert await setup.dispatcher.dispatch_due() == 1, "only the IT channel hears, of the failure"
     ref = await setup.conversations.for_user(ADA_AAD)
     assert ref is not None and ref.blocked
     async with session_factory(migrated_engine)() as session:
-        row = await session.scalar(select(OutboxMessage))
+        row = await session.scalar(select(OutboxMessage).where(OutboxMessage.key == "k"))
         assert row is not None and row.state == "failed" and row.attempts == 1
+        told = await session.scalar(
+            select(OutboxMessage).where(OutboxMessage.key == "undeliverable:k")
+        )
+        assert told is not None and told.recipient == "it"
     await setup.outbox.to_user(
         ADA_AAD, Notification(NotificationKind.INSTRUCTIONS, sample_ticket(), "again"), key="k2"
     )
-    assert await setup.dispatcher.dispatch_due() == 0
-    assert len(recorder.requests) == 1, "a blocked person gets no more attempts"
+    await setup.dispatcher.dispatch_due()
+    to_ada = [r for r in recorder.requests if "a:ada" in r.path]
+    assert len(to_ada) == 1, "a blocked person gets no more attempts"
 
 
 async def test_no_it_channel_is_explained(
