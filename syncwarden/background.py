@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.failures import report_unexpected
 from core.logging import get_logger
@@ -34,6 +38,9 @@ class Job:
     jitter_seconds: float | None = None
     # Wait this long before the first run (e.g. until the HTTP endpoint is listening).
     first_run_after_seconds: float | None = None
+    # Runs on one replica at a time (a database lock); jobs sharing work through row leases
+    # (the sync runs) do not need it.
+    singleton: bool = True
 
 
 def declared_jobs(settings: Settings, workflows: Workflows) -> list[Job]:
@@ -56,6 +63,7 @@ def declared_jobs(settings: Settings, workflows: Workflows) -> list[Job]:
             lambda: _summarised(workflows.sync.worker.run_all()),
             run_at_start=True,
             jitter_seconds=settings.scheduler.sync_jitter_seconds,
+            singleton=False,
         ),
         # New enrollments, "sync now" and change notifications wait at most this long.
         Job(
@@ -63,6 +71,7 @@ def declared_jobs(settings: Settings, workflows: Workflows) -> list[Job]:
             REQUESTED_POLL_SECONDS / 60,
             lambda: _summarised(workflows.sync.worker.run_requested()),
             jitter_seconds=0,
+            singleton=False,
         ),
         Job(
             "sync.failure_digest",
@@ -103,10 +112,13 @@ class BackgroundWork:
         settings: Settings,
         workflows: Workflows,
         dispatcher: OutboxDispatcher | None = None,
+        *,
+        engine: AsyncEngine | None = None,
     ) -> None:
         self._settings = settings
         self._workflows = workflows
         self._dispatcher = dispatcher
+        self._engine = engine
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._scheduler = AsyncIOScheduler(timezone=settings.scheduler.timezone)
@@ -125,7 +137,7 @@ class BackgroundWork:
             )
         for job in declared_jobs(self._settings, self._workflows):
             self._scheduler.add_job(
-                _logged(job),
+                logged_job(job, self._engine),
                 "interval",
                 minutes=job.every_minutes,
                 id=job.id,
@@ -163,13 +175,47 @@ def _first_run(job: Job) -> dict[str, datetime]:
     return {"next_run_time": datetime.now(UTC)} if job.run_at_start else {}
 
 
-def _logged(job: Job) -> Callable[[], Awaitable[None]]:
+def logged_job(job: Job, engine: AsyncEngine | None) -> Callable[[], Awaitable[None]]:
+    """The job as the scheduler runs it: on one replica if it is a singleton, its outcome logged,
+    an unexpected failure logged with its traceback and counted."""
+
     async def run() -> None:
         try:
-            result = await job.run()
+            async with singleton_lock(engine if job.singleton else None, job.id) as held:
+                if not held:
+                    log.info("job.skipped", job=job.id, reason="running on another replica")
+                    return
+                result = await job.run()
             if result is not None:
                 log.info("job.done", job=job.id, result=result)
         except Exception as error:  # a failed run is retried at the next trigger
             report_unexpected(log, "job.failed", error, where="job", job=job.id)
 
     return run
+
+
+@asynccontextmanager
+async def singleton_lock(engine: AsyncEngine | None, name: str) -> AsyncIterator[bool]:
+    """Whether this replica holds ``name``'s lock for the block (False: another one does).
+
+    On PostgreSQL a session advisory lock, tried without waiting, so a replica whose turn it is
+    not skips the run instead of queueing behind it. SQLite serves one host, where the
+    scheduler's ``max_instances=1`` already keeps a job single; there is nothing to lock.
+    """
+    if engine is None or engine.dialect.name != "postgresql":
+        yield True
+        return
+    key = int.from_bytes(
+        hashlib.sha256(f"syncwarden-job:{name}".encode()).digest()[:8], "big", signed=True
+    )
+    async with engine.connect() as connection:
+        held = bool(
+            await connection.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": key})
+        )
+        await connection.commit()
+        try:
+            yield held
+        finally:
+            if held:
+                await connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                await connection.commit()

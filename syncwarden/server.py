@@ -91,7 +91,7 @@ async def serve(
             if workflows is not None:
                 await _warn_about_own_credentials(workflows)
         if workflows is not None and settings.scheduler.enabled:
-            background = BackgroundWork(settings, workflows, dispatcher)
+            background = BackgroundWork(settings, workflows, dispatcher, engine=engine)
             await background.start()
             stack.push_async_callback(background.stop)
             workflows.sync.subscriptions.on_requested = lambda: background.kick("sync.requested")

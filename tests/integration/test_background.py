@@ -8,9 +8,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from connectors.scheduling.ports import Profile
-from core.db import session_factory
+from core.db import create_engine, session_factory
 from sandbox.server import SandboxTenant
-from syncwarden.background import BackgroundWork, declared_jobs
+from syncwarden.background import BackgroundWork, Job, declared_jobs, logged_job
 from syncwarden.m365 import build_microsoft365
 from syncwarden.workflow_wiring import build_workflows
 from tests.support.m365 import sandbox_settings
@@ -40,6 +40,8 @@ async def test_background_runner_provisions_approved_tickets(
         "sync.failure_digest",
         "sync.subscriptions",
     ]
+    leased = [job.id for job in declared_jobs(settings, workflows) if not job.singleton]
+    assert leased == ["sync.run", "sync.requested"], "the rest run on one replica at a time"
     await workflows.scheduling.upsert_profile(
         Profile("prof-sasha", "Sasha", "sasha.verhoeven@example.edu")
     )
@@ -71,3 +73,36 @@ async def test_background_runner_provisions_approved_tickets(
     finally:
         await background.stop()
         await m365.aclose()
+
+
+async def test_a_singleton_job_runs_on_one_replica_at_a_time(database_url: str) -> None:
+    """Two replicas (two engines, two pools) fire the same job together: on PostgreSQL one runs
+    and the other skips; SQLite serves one host, so there both run (and nothing is locked)."""
+    first, second = create_engine(database_url), create_engine(database_url)
+    inside = asyncio.Event()
+    release = asyncio.Event()
+    ran: list[str] = []
+
+    async def slow() -> None:
+        ran.append("first")
+        inside.set()
+        await release.wait()
+
+    async def quick() -> None:
+        ran.append("second")
+
+    try:
+        async def on_the_first_replica() -> None:
+            await logged_job(Job("test.digest", 60, slow), first)()
+
+        running = asyncio.create_task(on_the_first_replica())
+        await inside.wait()
+        await logged_job(Job("test.digest", 60, quick), second)()
+        release.set()
+        await running
+        await logged_job(Job("test.digest", 60, quick), second)()  # the lock was released
+    finally:
+        await first.dispose()
+        await second.dispose()
+    postgres = database_url.startswith("postgresql")
+    assert ran == (["first", "second"] if postgres else ["first", "second", "second"])
