@@ -56,11 +56,13 @@ class Maintained:
     renewed: int = 0
     removed: int = 0
     failed: int = 0
+    orphans_removed: int = 0
 
     def __str__(self) -> str:
         return (
             f"{self.created} subscriptions created, {self.renewed} renewed, "
-            f"{self.removed} removed, {self.failed} failed"
+            f"{self.removed} removed, {self.orphans_removed} orphans removed, "
+            f"{self.failed} failed"
         )
 
 
@@ -117,6 +119,7 @@ class MailboxSubscriptions:
                 ).all()
             )
             records = {r.mailbox_id: r for r in (await session.scalars(select(SubscriptionRecord)))}
+        await self._remove_orphans({r.subscription_id for r in records.values()}, done)
         for mailbox_id, record in records.items():
             if mailbox_id not in wanted:
                 await self._remove(record, done)
@@ -125,6 +128,28 @@ class MailboxSubscriptions:
         for mailbox_id in sorted(wanted - set(records)):
             await self._create(mailbox_id, done, now)
         return done
+
+    async def _remove_orphans(self, known: set[str], done: Maintained) -> None:
+        """Delete what Graph holds for our notification URL that we have no record of.
+
+        A create whose answer was lost (a timeout, a crash before the commit) leaves a
+        subscription at Graph whose client state we never kept, so it can only be removed;
+        the mailbox gets a fresh one below.
+        """
+        try:
+            held = await self._graph.list_all()
+        except ConnectorError as error:
+            log.warning("graph_subscriptions.list_failed", error=str(error))
+            return
+        for subscription in held:
+            if subscription.notification_url != self._url or subscription.id in known:
+                continue
+            try:
+                await self._graph.delete(subscription.id)
+                done.orphans_removed += 1
+            except ConnectorError as error:
+                done.failed += 1
+                log.warning("graph_subscriptions.orphan_left", error=str(error))
 
     async def receive(self, payload: Mapping[str, Any]) -> Received:
         """One POST from Graph: change notifications and lifecycle events, checked and queued."""

@@ -21,6 +21,7 @@ class Subscription:
     id: str
     resource: str
     expires_at: datetime | None
+    notification_url: str = ""
 
 
 class GraphSubscriptions:
@@ -49,6 +50,10 @@ class GraphSubscriptions:
         response = await self._client.request("POST", "subscriptions", json_body=body)
         return _subscription(response.body)
 
+    async def list_all(self) -> list[Subscription]:
+        """Every subscription this app holds (app-only tokens list the app's own)."""
+        return [_subscription(item) for item in await self._client.collect("subscriptions")]
+
     async def renew(self, subscription_id: str, expires_at: datetime) -> Subscription:
         response = await self._client.request(
             "PATCH",
@@ -70,4 +75,5 @@ def _subscription(body: dict[str, str]) -> Subscription:
         id=body["id"],
         resource=body.get("resource", ""),
         expires_at=parse_graph_datetime(body.get("expirationDateTime")),
+        notification_url=body.get("notificationUrl", ""),
     )

@@ -229,3 +229,27 @@ async def test_malformed_posts_are_refused_with_400_and_queue_nothing(setup: Set
         state = await session.get(SyncState, setup.enrollment)
     assert state is None or state.requested_at is None
     assert setup.kicks == []
+
+
+async def test_a_subscription_whose_create_answer_was_lost_is_not_left_at_graph(
+    setup: Setup, tenant: SandboxTenant, m365: Microsoft365
+) -> None:
+    """Graph made it, we never recorded it (a timeout or a crash before the commit): the next
+    pass deletes what Graph holds for our URL that we do not know, so one remains per mailbox."""
+    url = str(setup.client.make_url("/api/graph/notifications"))
+    mailbox = tenant.seed.user_ids[AVERY]
+    lost = await m365.subscriptions.create(
+        resource=f"/users/{mailbox}/events",
+        notification_url=url,
+        client_state="a-secret-nobody-kept",
+        expires_at=datetime.now(UTC) + timedelta(days=2),
+    )
+
+    maintained = await setup.sync.subscriptions.maintain()
+
+    assert (maintained.orphans_removed, maintained.created) == (1, 1)
+    held = await m365.subscriptions.list_all()
+    assert [s.resource.lstrip("/") for s in held] == [f"users/{mailbox}/events"]
+    assert lost.id not in {s.id for s in held}
+    again = await setup.sync.subscriptions.maintain()
+    assert (again.orphans_removed, again.created) == (0, 0)
