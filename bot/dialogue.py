@@ -1,9 +1,11 @@
 """What the bot does with each message and card click: parse, ask the workflow, answer.
 
 No business rules live here: who may approve, what a valid request is, what happens after a
-decision all belong to :mod:`workflows.service`. This module translates between Teams (text,
-card data, who clicked) and those use cases, and decides only how the answer looks. It takes plain
-data, not SDK objects, so it is tested without the SDK and the SDK stays in one module.
+decision all belong to :mod:`workflows.service`, and who may read a ticket to
+:mod:`workflows.access` (every answer that shows a ticket, or says there is none, asks it first).
+This module translates between Teams (text, card data, who clicked) and those use cases, and
+decides only how the answer looks. It takes plain data, not SDK objects, so it is tested without
+the SDK and the SDK stays in one module.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from bot.conversations import ChannelRole, ConversationKind, ConversationRef, Co
 from bot.intents import Intent, Mention, parse
 from bot.replies import HELP_TEXT
 from core.db import utc_now
+from workflows.access import CANNOT_SEE, Reader, Role, may_read, readable
 from workflows.model import TicketStatus
 from workflows.ports import Person, TicketView
 from workflows.roster import Roster
@@ -154,6 +157,9 @@ class DialogueLogic:
             return [Reply(HELP_TEXT)]
         if self._service is None or self._roster is None:
             return [Reply(NOT_CONFIGURED)]
+        if parsed.intent is Intent.TICKET and parsed.ticket_ref:
+            # Not only for IT: whoever may read the ticket (see workflows.access) may ask for it.
+            return [await self._show_ticket(incoming.sender, parsed.ticket_ref)]
         if parsed.is_admin and not await self._roster.is_it_admin(incoming.sender.id):
             return [Reply(ADMIN_ONLY)]
         subject = parsed.subject_id or parsed.address
@@ -174,12 +180,8 @@ class DialogueLogic:
         if parsed.intent is Intent.STATUS:
             return [await self._status(incoming.sender)]
         if parsed.intent is Intent.TICKETS:
-            return [_ticket_list(await self._service.open_tickets())]
-        if parsed.intent is Intent.TICKET and parsed.ticket_ref:
-            view = await self._service.get_ticket(parsed.ticket_ref)
-            if view is None:
-                return [Reply(f"There is no ticket {parsed.ticket_ref}.")]
-            return [Reply(card=cards.approval_card(view, now=self._clock()))]
+            reader = await self._reader(incoming.sender)
+            return [_ticket_list(readable(await self._service.open_tickets(), reader))]
         if parsed.intent is Intent.RETRY and parsed.ticket_ref:
             return [_action_reply(await self._service.retry(parsed.ticket_ref, incoming.sender))]
         if parsed.intent is Intent.USE_CHANNEL:
@@ -244,11 +246,12 @@ class DialogueLogic:
                 comment=str(value.get("comment") or "")[:500],
                 version=version,
             )
-            return self._decision_card(result, now)
+            return await self._decision_card(result, incoming.sender, ref, now)
         if verb == cards.Verb.REFRESH:
             view = await self._service.get_ticket(ref)
-            if view is None:
-                return Reply(f"There is no ticket {ref}.")
+            reader = await self._reader(incoming.sender)
+            if view is None or not may_read(view, reader):
+                return _unseen(ref, reader, exists=view is not None)
             approvers = await self._roster.approvers()
             may_decide = (
                 incoming.sender.id.lower() in approvers
@@ -271,6 +274,9 @@ class DialogueLogic:
                 cards.Verb.MANUAL_DONE: self._service.manual_step_done,
             }[verb]
             result = await action(ref, incoming.sender)
+            refused = await self._refusal_hiding_the_ticket(result, incoming.sender, ref)
+            if refused is not None:
+                return refused
             if result.ticket is None:
                 return Reply(result.message)
             return Reply(card=cards.status_card(result.ticket, result.message, now=now))
@@ -348,7 +354,51 @@ class DialogueLogic:
             )
         )
 
-    def _decision_card(self, result: ActionResult, now: datetime) -> Reply:
+    async def _reader(self, person: Person) -> Reader:
+        """The person with the roles the roster gives them, for :mod:`workflows.access`."""
+        assert self._roster is not None
+        who = person.id.lower()
+        roles: set[Role] = set()
+        if await self._roster.is_it_admin(person.id):
+            roles.add(Role.IT_ADMIN)
+        # Fallback approvers are asked to decide whatever waits too long, so they read as
+        # approvers (the ticket snapshot does not say whether it was escalated).
+        if who in await self._roster.approvers() or who in await self._roster.fallback_approvers():
+            roles.add(Role.APPROVER)
+        return Reader(person.id, frozenset(roles))
+
+    async def _show_ticket(self, person: Person, ref: str) -> Reply:
+        assert self._service is not None
+        view = await self._service.get_ticket(ref)
+        reader = await self._reader(person)
+        if view is None or not may_read(view, reader):
+            return _unseen(ref, reader, exists=view is not None)
+        return Reply(card=cards.approval_card(view, now=self._clock()))
+
+    async def _refusal_hiding_the_ticket(
+        self, result: ActionResult, person: Person, ref: str
+    ) -> Reply | None:
+        """A refused or unknown action on a ticket the person may not read shows nothing of it.
+
+        A done action was authorised as a write, so its answer may show the ticket. Otherwise the
+        person sees the ticket (or learns that there is none) only if they may read it.
+        """
+        if result.ok:
+            return None
+        if result.outcome is ActionOutcome.NOT_FOUND:
+            return _unseen(ref, await self._reader(person), exists=False)
+        if result.ticket is not None:
+            reader = await self._reader(person)
+            if not may_read(result.ticket, reader):
+                return _unseen(ref, reader, exists=True)
+        return None
+
+    async def _decision_card(
+        self, result: ActionResult, person: Person, ref: str, now: datetime
+    ) -> Reply:
+        refused = await self._refusal_hiding_the_ticket(result, person, ref)
+        if refused is not None:
+            return refused
         if result.ticket is None:
             return Reply(result.message)
         notice = None if result.outcome is ActionOutcome.DONE else _sentence(result.message)
@@ -396,6 +446,16 @@ def _request_reply(result: RequestResult, what: str) -> Reply:
     if result.ticket is not None:
         return Reply(f"{_sentence(result.message)} ({result.ticket.ref})")
     return Reply("I can't do that: " + "; ".join(p.message for p in result.problems) + ".")
+
+
+def _unseen(ref: str, reader: Reader, *, exists: bool) -> Reply:
+    """The answer for a ticket the reader may not see: the same whether it exists or not.
+
+    Only those who may read every ticket (IT admins, approvers) learn that a number is unknown.
+    """
+    if not exists and reader.reads_every_ticket:
+        return Reply(f"There is no ticket {ref}.")
+    return Reply(CANNOT_SEE)
 
 
 def _action_reply(result: ActionResult) -> Reply:

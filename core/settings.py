@@ -4,6 +4,9 @@ Settings come from environment variables prefixed ``SYNCWARDEN_`` (nested groups
 ``__``, e.g. ``SYNCWARDEN_GRAPH__CLIENT_ID``) and from a ``.env`` file when one is present.
 Secrets are ``SecretStr`` so that printing or logging a settings object never shows them.
 
+The mode defaults to production: sandbox mode (anonymous Bot Framework traffic allowed) must be
+asked for, and it only ever talks to the sandbox tenant on this machine.
+
 Validation that depends on the *mode* (what production demands) lives in :func:`find_problems`
 rather than in pydantic validators: ``syncwarden config check`` must be able to load a broken
 configuration and list every problem at once instead of stopping at the first.
@@ -11,11 +14,13 @@ configuration and list every problem at once instead of stopping at the first.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import string
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, get_args
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -27,7 +32,10 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/syncwarden.db"
 
 
 class Mode(StrEnum):
-    """Whether Syncwarden talks to the sandbox tenant or to a real Microsoft 365 tenant."""
+    """Whether Syncwarden talks to the sandbox tenant or to a real Microsoft 365 tenant.
+
+    Production is the default; sandbox mode is for the local sandbox tenant only.
+    """
 
     SANDBOX = "sandbox"
     PRODUCTION = "production"
@@ -219,7 +227,7 @@ class Settings(BaseSettings):
         extra="ignore",
     )
 
-    mode: Mode = Mode.SANDBOX
+    mode: Mode = Mode.PRODUCTION
     http: HttpSettings = Field(default_factory=HttpSettings)
     bot: BotSettings = Field(default_factory=BotSettings)
     graph: GraphSettings = Field(default_factory=GraphSettings)
@@ -322,9 +330,10 @@ def database_url_problem(url: str) -> str | None:
 def find_problems(settings: Settings) -> list[str]:
     """Everything that stops Syncwarden from starting in its configured mode, one sentence each.
 
-    Sandbox mode only needs a usable database. Production additionally needs real bot and Graph
-    credentials, because anonymous bot traffic or a missing credential there would either expose
-    the service or fail on the first real request.
+    Sandbox mode needs a usable database and must not reach beyond the sandbox tenant (it accepts
+    anonymous bot traffic, so a real tenant behind it would be open to anyone). Production
+    additionally needs real bot and Graph credentials, because anonymous bot traffic or a missing
+    credential there would either expose the service or fail on the first real request.
     """
     problems: list[str] = []
     url_problem = database_url_problem(settings.database.url.get_secret_value())
@@ -335,6 +344,9 @@ def find_problems(settings: Settings) -> list[str]:
         problems.append(f"{template_problem} (SYNCWARDEN_SYNC__SUBJECT_TEMPLATE)")
     problems.extend(_sync_source_problems(settings.sync))
     if not settings.is_production:
+        sandbox_problem = sandbox_target_problem(settings)
+        if sandbox_problem:
+            problems.append(sandbox_problem)
         return problems
 
     env = "SYNCWARDEN_"
@@ -389,6 +401,88 @@ def find_problems(settings: Settings) -> list[str]:
         ):
             problems.append(f"{name} holds a placeholder value; put the real secret there")
     return problems
+
+
+# Where each Microsoft cloud signs in, serves Graph and serves Exchange Online: what an unset
+# address means (connectors.clouds holds the same hosts; core may not import it).
+_CLOUD_DEFAULTS: dict[Cloud, tuple[str, str, str]] = {
+    Cloud.GLOBAL: (
+        "https://login.microsoftonline.com",
+        "https://graph.microsoft.com/v1.0",
+        "https://outlook.office365.com",
+    ),
+    Cloud.US_GOVERNMENT: (
+        "https://login.microsoftonline.us",
+        "https://graph.microsoft.us/v1.0",
+        "https://outlook.office365.us",
+    ),
+    Cloud.CHINA: (
+        "https://login.chinacloudapi.cn",
+        "https://microsoftgraph.chinacloudapi.cn/v1.0",
+        "https://partner.outlook.cn",
+    ),
+}
+
+
+def is_sandbox_address(url: str) -> bool:
+    """True for an address on this machine, the only place the sandbox tenant listens.
+
+    The sandbox's certificate names only ``127.0.0.1`` and ``localhost``, so any other host is
+    somebody else's service: a real tenant, or a proxy to one.
+    """
+    try:
+        host = urlsplit(url.strip()).hostname
+    except ValueError:
+        return False
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def sandbox_target_problem(settings: Settings) -> str | None:
+    """Why sandbox mode would reach something other than the sandbox tenant, or None.
+
+    Every Microsoft 365 address Syncwarden would use must be the sandbox's. An address left unset
+    means the real Microsoft cloud, so it counts as soon as something would use it: the login
+    address once a Graph app or a signed-in bot is configured, the Graph and Exchange addresses
+    once a Graph app is. ``syncwarden serve --sandbox`` sets them all to the sandbox it starts.
+    """
+    graph, exchange, bot = settings.graph, settings.exchange, settings.bot
+    login_default, graph_default, exchange_default = _CLOUD_DEFAULTS[graph.cloud]
+    uses_graph = bool(graph.client_id)
+    signs_in = uses_graph or (bool(bot.app_id) and not settings.anonymous_bot_auth)
+    env = "SYNCWARDEN_"
+    addresses = (
+        ("graph.login_url", f"{env}GRAPH__LOGIN_URL", graph.login_url, login_default, signs_in),
+        ("graph.base_url", f"{env}GRAPH__BASE_URL", graph.base_url, graph_default, uses_graph),
+        (
+            "exchange.base_url",
+            f"{env}EXCHANGE__BASE_URL",
+            exchange.base_url,
+            exchange_default,
+            uses_graph,
+        ),
+    )
+    outside: list[str] = []
+    for name, variable, value, default, used in addresses:
+        if value is not None and not is_sandbox_address(value):
+            outside.append(f"{name} ({variable}={value})")
+        elif value is None and used:
+            outside.append(f"{name} (unset, so {default})")
+    if not outside:
+        return None
+    return (
+        "sandbox mode accepts anonymous Teams traffic and so talks only to the sandbox tenant on "
+        f"this machine, but {', '.join(outside)} "
+        f"{'points' if len(outside) == 1 else 'point'} elsewhere: set {env}MODE=production for a "
+        "real tenant, or point them at the sandbox tenant (`syncwarden serve --sandbox` starts one "
+        "and needs no Graph, Exchange or bot settings)"
+    )
 
 
 def masked_view(settings: Settings) -> dict[str, Any]:

@@ -130,12 +130,20 @@ def serve(
 ) -> None:
     """Run the service: migrate, then serve the bot endpoint, /healthz, /readyz and /metrics.
 
-    In production mode it refuses to start (exit 2) while any configuration problem remains;
-    `syncwarden config check` lists them.
+    It refuses to start (exit 2) while any configuration problem remains; `syncwarden config
+    check` lists them. Production is the default mode; `--sandbox` needs SYNCWARDEN_MODE=sandbox
+    (`make run` sets it).
     """
     from syncwarden.server import serve as run_server
 
     settings = _load()
+    if sandbox and settings.is_production:
+        _fail(
+            [
+                "--sandbox starts the sandbox tenant, which only sandbox mode uses: set "
+                "SYNCWARDEN_MODE=sandbox (make run does), or drop --sandbox in production"
+            ]
+        )
     configure_logging(settings)
     try:
         asyncio.run(run_server(settings, with_sandbox=sandbox))

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from core.errors import SyncwardenError
-from core.settings import Settings
+from core.settings import Settings, sandbox_target_problem
 
 READY_TIMEOUT_SECONDS = 30.0
 SYNC_GROUP = "Calendar Sync"
@@ -73,7 +73,10 @@ async def start_sandbox(state_dir: Path) -> SandboxProcess:
 
 
 def settings_for_sandbox(settings: Settings, ready: dict[str, Any]) -> Settings:
-    """``settings`` aimed at the running sandbox; explicitly configured group ids are kept."""
+    """``settings`` aimed at the running sandbox; explicitly configured group ids are kept.
+
+    Every Microsoft 365 address is replaced by the sandbox's, so nothing reaches a real tenant.
+    """
     app = ready["apps"][GRAPH_APP]
     groups = ready.get("groups", {})
     graph = settings.graph.model_copy(
@@ -104,6 +107,11 @@ def settings_for_sandbox(settings: Settings, ready: dict[str, Any]) -> Settings:
     sync = settings.sync.model_copy(
         update={"notification_url": settings.sync.notification_url or local}
     )
-    return settings.model_copy(
+    aimed = settings.model_copy(
         update={"graph": graph, "exchange": exchange, "approvals": approvals, "sync": sync}
     )
+    # Sandbox mode reaches nothing but the sandbox; a child that reported another address is not it.
+    problem = sandbox_target_problem(aimed)
+    if problem:
+        raise SandboxStartError(f"the sandbox tenant cannot be used: {problem}")
+    return aimed

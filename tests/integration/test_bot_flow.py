@@ -7,8 +7,10 @@ receives the bot's replies.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -18,13 +20,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.conversations import ConversationStore
 from bot.dialogue import DialogueLogic
-from core.settings import Settings
+from core.settings import ApprovalSettings, Mode, Settings
 from sandbox.server import SandboxTenant
 from syncwarden.m365 import Microsoft365
 from syncwarden.web import create_app
 from tests.support.recorder import ConnectorRecorder, message_activity
-from tests.support.workflow import Harness, workflow_harness
+from tests.support.workflow import PEOPLE, Harness, workflow_harness
+from workflows.access import CANNOT_SEE
 from workflows.model import TicketStatus
+from workflows.roster import Roster
 
 WebClient = TestClient[web.Request, web.Application]
 
@@ -46,9 +50,11 @@ async def recorder() -> AsyncIterator[ConnectorRecorder]:
 
 @asynccontextmanager
 async def serving(engine: AsyncEngine, dialogue: DialogueLogic) -> AsyncIterator[WebClient]:
-    """The production web app around ``dialogue``, on a local port."""
+    """The production web app around ``dialogue``, on a local port, in sandbox mode (anonymous
+    Bot Framework traffic; production's JWT checks are in test_bot_auth.py)."""
+    settings = Settings.model_validate({"mode": Mode.SANDBOX})
     started: WebClient = TestClient(
-        TestServer(create_app(Settings(), engine, dialogue), host="127.0.0.1")
+        TestServer(create_app(settings, engine, dialogue), host="127.0.0.1")
     )
     await started.start_server()
     try:
@@ -141,8 +147,11 @@ async def test_request_approve_and_provision_through_teams(
     refused = await click(
         client, invoke(h, "blake", recorder.url, "approve", {"ticket": "SW-1001", "version": 1})
     )
-    refused_text = str(refused["value"])
-    assert "not an approver" in refused_text
+    assert refused["value"] == CANNOT_SEE, "a stranger's click shows nothing of the ticket"
+    not_yours = await click(
+        client, invoke(h, "sasha", recorder.url, "approve", {"ticket": "SW-1001", "version": 1})
+    )
+    assert "cannot approve a request about yourself" in str(not_yours["value"])
     still = await h.service.get_ticket("SW-1001")
     assert still is not None and still.status == TicketStatus.AWAITING_APPROVAL
 
@@ -237,9 +246,146 @@ async def test_refresh_shows_buttons_only_to_those_who_may_decide(
     data = {"ticket": ticket.ref, "version": ticket.version}
     approver = await click(client, invoke(h, "casey", recorder.url, "refresh", data))
     assert [a["verb"] for a in approver["value"]["actions"]] == ["approve", "reject"]
-    for key in ("blake", "sasha"):  # not an approver; the person the request is about
-        other = await click(client, invoke(h, key, recorder.url, "refresh", data))
-        assert "actions" not in other["value"], key
+    subject = await click(client, invoke(h, "sasha", recorder.url, "refresh", data))
+    assert subject["value"]["type"] == "AdaptiveCard"
+    assert "actions" not in subject["value"], "the person it is about may not decide it"
+    stranger = await click(client, invoke(h, "blake", recorder.url, "refresh", data))
+    assert stranger["value"] == CANNOT_SEE
+
+
+# The people of one ticket, for the read tests (workflows.access). Blake asked for Sasha while he
+# was an IT admin and has left IT since, so now he is only its requester. Dana is IT (and here no
+# fallback approver), Casey an approver, Avery a fallback approver. Rowan is none of these; he
+# has a ticket of his own, which grants him nothing on Sasha's.
+READERS = {
+    "sasha": "subject",
+    "blake": "requester",
+    "casey": "approver",
+    "avery": "fallback approver",
+    "dana": "IT admin",
+}
+STRANGER = "rowan"
+UNKNOWN = "SW-9999"
+ADAPTIVE = "application/vnd.microsoft.card.adaptive"
+WHY = "Tuesday drop-ins for first-years"
+
+
+@dataclass
+class Readers:
+    h: Harness
+    client: WebClient
+    ref: str
+    own_ref: str  # the stranger's own ticket
+
+
+@pytest.fixture
+async def readers(
+    migrated_engine: AsyncEngine, tenant: SandboxTenant, m365: Microsoft365
+) -> AsyncIterator[Readers]:
+    async with workflow_harness(
+        migrated_engine, tenant, m365, approvals={"it_admins": [PEOPLE["blake"]]}
+    ) as h:
+        asked = await h.service.request_enrollment(
+            h.person("blake"), subject=h.person("sasha").id, justification=WHY
+        )
+        own = await h.service.request_enrollment(h.person(STRANGER))
+        assert asked.ticket is not None and own.ticket is not None, (asked, own)
+        assert asked.ticket.requester.id == h.person("blake").id
+        groups = tenant.seed.group_ids
+        roster = Roster(
+            h.m365.directory,
+            ApprovalSettings(
+                approvers_group_id=groups["Calendar Sync Approvers"],
+                it_admins_group_id=groups["IT Admins"],
+                fallback_approvers=[PEOPLE["avery"]],
+            ),
+        )
+        dialogue = DialogueLogic(ConversationStore(h.sessions), h.service, roster, clock=h.clock)
+        async with serving(migrated_engine, dialogue) as started:
+            yield Readers(h, started, asked.ticket.ref, own.ticket.ref)
+
+
+def assert_shows_nothing(answer: object, readers: Readers) -> None:
+    """The refusal is the same sentence for any ticket, and names nothing of Sasha's."""
+    text = json.dumps(answer)
+    for revealing in (readers.ref, "Sasha", "sasha", WHY, "Blake", "awaiting"):
+        assert revealing not in text, revealing
+
+
+async def test_refresh_shows_a_ticket_only_to_its_people(
+    readers: Readers, recorder: ConnectorRecorder
+) -> None:
+    h, client, ref = readers.h, readers.client, readers.ref
+    for key, role in READERS.items():
+        shown = await click(client, invoke(h, key, recorder.url, "refresh", {"ticket": ref}))
+        assert shown["type"] == ADAPTIVE, (key, role, shown)
+        assert ref in str(shown["value"]) and WHY in str(shown["value"]), role
+    own = await click(
+        client, invoke(h, STRANGER, recorder.url, "refresh", {"ticket": readers.own_ref})
+    )
+    assert own["type"] == ADAPTIVE
+    for asked in (ref, UNKNOWN):  # forbidden and unknown look the same
+        refused = await click(
+            client, invoke(h, STRANGER, recorder.url, "refresh", {"ticket": asked})
+        )
+        assert refused["value"] == CANNOT_SEE, asked
+        assert_shows_nothing(refused, readers)
+    unknown = await click(client, invoke(h, "dana", recorder.url, "refresh", {"ticket": UNKNOWN}))
+    assert unknown["value"] == f"There is no ticket {UNKNOWN}."
+
+
+async def test_ticket_command_shows_a_ticket_only_to_its_people(
+    readers: Readers, recorder: ConnectorRecorder
+) -> None:
+    h, client, ref = readers.h, readers.client, readers.ref
+    for key, role in READERS.items():
+        reply = await say(client, h, key, recorder, f"ticket {ref}")
+        assert reply.get("attachments"), (key, role, reply.get("text"))
+        card = reply["attachments"][0]["content"]
+        assert ref in str(card) and WHY in str(card), role
+    own = await say(client, h, STRANGER, recorder, f"ticket {readers.own_ref}")
+    assert own.get("attachments"), own.get("text")
+    for asked in (ref, UNKNOWN):
+        refused = await say(client, h, STRANGER, recorder, f"ticket {asked}")
+        assert refused["text"] == CANNOT_SEE, asked
+        assert not refused.get("attachments")
+        assert_shows_nothing(refused["text"], readers)
+    unknown = await say(client, h, "dana", recorder, f"ticket {UNKNOWN}")
+    assert unknown["text"] == f"There is no ticket {UNKNOWN}."
+
+
+async def test_refused_clicks_show_nothing_of_a_ticket_to_a_stranger(
+    readers: Readers, recorder: ConnectorRecorder
+) -> None:
+    """Approve, Reject and Cancel answer with the ticket; a stranger's click gets nothing."""
+    h, client, ref = readers.h, readers.client, readers.ref
+    for verb in ("approve", "reject", "cancel"):
+        for asked in (ref, UNKNOWN):
+            data = {"ticket": asked, "version": 1}
+            refused = await click(client, invoke(h, STRANGER, recorder.url, verb, data))
+            assert refused["value"] == CANNOT_SEE, (verb, asked, refused)
+            assert_shows_nothing(refused, readers)
+    ticket = await h.service.get_ticket(ref)
+    assert ticket is not None and ticket.status == TicketStatus.AWAITING_APPROVAL
+    assert ticket.version == 1
+    # Those who may read it still see it when their click is refused.
+    requester = await click(
+        client, invoke(h, "blake", recorder.url, "approve", {"ticket": ref, "version": 1})
+    )
+    assert "cannot approve your own request" in str(requester["value"])
+    assert WHY in str(requester["value"])
+
+
+async def test_ticket_list_is_for_it_admins_only(
+    readers: Readers, recorder: ConnectorRecorder
+) -> None:
+    h, client, ref = readers.h, readers.client, readers.ref
+    listing = await say(client, h, "dana", recorder, "tickets")
+    assert ref in listing["text"] and readers.own_ref in listing["text"]
+    for key in (STRANGER, "sasha", "blake", "casey"):
+        refused = await say(client, h, key, recorder, "tickets")
+        assert "only IT admins" in refused["text"], key
+        assert ref not in refused["text"] and readers.own_ref not in refused["text"]
 
 
 async def test_secrets_command_runs_a_scan_for_it_admins(

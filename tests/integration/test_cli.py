@@ -49,8 +49,12 @@ def test_every_command_explains_itself(tmp_path: Path, command: list[str]) -> No
     assert len(result.stdout.strip().splitlines()) > 4
 
 
-def test_production_serve_without_credentials_exits_2_listing_each_problem(tmp_path: Path) -> None:
-    result = run("serve", cwd=tmp_path, SYNCWARDEN_MODE="production")
+@pytest.mark.parametrize("mode", [{"SYNCWARDEN_MODE": "production"}, {}], ids=["set", "default"])
+def test_production_serve_without_credentials_exits_2_listing_each_problem(
+    tmp_path: Path, mode: dict[str, str]
+) -> None:
+    """Production is the default: `serve` with nothing set refuses, listing what is missing."""
+    result = run("serve", cwd=tmp_path, **mode)
     assert result.returncode == 2
     problems = [line for line in result.stderr.splitlines() if line.startswith("- ")]
     assert [p.split(" ")[1] for p in problems] == [
@@ -66,6 +70,39 @@ def test_production_serve_without_credentials_exits_2_listing_each_problem(tmp_p
     assert not (tmp_path / "var").exists(), (
         "nothing may be created before the configuration is accepted"
     )
+
+
+def test_serve_sandbox_needs_sandbox_mode_asked_for(tmp_path: Path) -> None:
+    result = run("serve", "--sandbox", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[1:] == [
+        "- --sandbox starts the sandbox tenant, which only sandbox mode uses: set "
+        "SYNCWARDEN_MODE=sandbox (make run does), or drop --sandbox in production"
+    ]
+    assert not (tmp_path / "var").exists(), "neither the sandbox nor the database was started"
+
+
+@pytest.mark.parametrize("sandbox", [[], ["--sandbox"]], ids=["serve", "serve --sandbox"])
+def test_sandbox_mode_refuses_to_start_against_a_real_tenant(
+    tmp_path: Path, sandbox: list[str]
+) -> None:
+    """Anonymous traffic must never reach a real tenant: one sentence, and nothing started."""
+    real_tenant = {
+        key: value
+        for key, value in PRODUCTION_COMPLETE.items()
+        if key.startswith("SYNCWARDEN_GRAPH__")
+    }
+    result = run("serve", *sandbox, cwd=tmp_path, SYNCWARDEN_MODE="sandbox", **real_tenant)
+    assert result.returncode == 2
+    [problem] = [line for line in result.stderr.splitlines() if line.startswith("- ")]
+    assert problem.startswith("- sandbox mode accepts anonymous Teams traffic")
+    assert "graph.login_url (unset, so https://login.microsoftonline.com)" in problem
+    assert "SYNCWARDEN_MODE=production" in problem
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "var").exists(), "neither the sandbox nor the database was started"
+    checked = run("config", "check", cwd=tmp_path, SYNCWARDEN_MODE="sandbox", **real_tenant)
+    assert checked.returncode == 2
+    assert problem in checked.stderr
 
 
 def test_production_serve_refuses_a_placeholder_secret(tmp_path: Path) -> None:
@@ -126,7 +163,7 @@ def test_migrate_refuses_an_unusable_database_url(tmp_path: Path) -> None:
 def test_unreachable_database_is_explained_without_the_password(tmp_path: Path) -> None:
     url = "postgresql+asyncpg://sync:Pg-pass-9x@127.0.0.1:1/syncwarden"
     for command in ("migrate", "serve"):
-        result = run(command, cwd=tmp_path, SYNCWARDEN_DATABASE__URL=url)
+        result = run(command, cwd=tmp_path, SYNCWARDEN_MODE="sandbox", SYNCWARDEN_DATABASE__URL=url)
         assert result.returncode == 1, (command, result.stderr)
         assert (
             "Syncwarden cannot use the database at postgresql+asyncpg://sync:***@127.0.0.1:1/syncwarden"

@@ -341,6 +341,7 @@ async def test_the_command_exits_0_when_green_and_1_with_the_fix_when_not(
         await engine.dispose()
     groups = tenant.seed.group_ids
     env = {
+        "SYNCWARDEN_MODE": "sandbox",
         "SYNCWARDEN_DATABASE__URL": url,
         "SYNCWARDEN_GRAPH__TENANT_ID": tenant.tenant_id,
         "SYNCWARDEN_GRAPH__CLIENT_ID": tenant.seed.app_ids[SYNCWARDEN_APP],

@@ -15,6 +15,7 @@ from tests.support.recorder import ConnectorRecorder, message_activity
 async def test_sigterm_lets_the_in_flight_request_finish(tmp_path: Path) -> None:
     port = free_port()
     env = cli_environment(
+        SYNCWARDEN_MODE="sandbox",
         SYNCWARDEN_HTTP__PORT=str(port),
         SYNCWARDEN_DATABASE__URL=f"sqlite+aiosqlite:///{tmp_path}/sw.db",
         SYNCWARDEN_LOG__FORMAT="json",
@@ -54,6 +55,7 @@ async def test_serve_with_sandbox_reaches_microsoft365_through_the_real_connecto
     tmp_path: Path,
 ) -> None:
     env = cli_environment(
+        SYNCWARDEN_MODE="sandbox",  # as `make run` sets it; production is the default
         SYNCWARDEN_HTTP__PORT=str(free_port()),
         SYNCWARDEN_DATABASE__URL=f"sqlite+aiosqlite:///{tmp_path}/sw.db",
         SYNCWARDEN_LOG__FORMAT="json",

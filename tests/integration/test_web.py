@@ -29,9 +29,13 @@ async def client_for(settings: Settings, engine: AsyncEngine) -> WebClient:
     return client
 
 
+# Anonymous Bot Framework traffic, as the sandbox sends it; production is test_bot_auth.py's.
+SANDBOX = Settings.model_validate({"mode": Mode.SANDBOX})
+
+
 @pytest.fixture
 async def client(migrated_engine: AsyncEngine) -> AsyncIterator[WebClient]:
-    started = await client_for(Settings(), migrated_engine)
+    started = await client_for(SANDBOX, migrated_engine)
     yield started
     await started.close()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from core.settings import Settings
+from core.settings import Mode, Settings
 from sandbox.server import SandboxTenant
 from syncwarden.m365 import Microsoft365
 
@@ -14,7 +14,10 @@ M365Factory = Callable[..., Awaitable[Microsoft365]]
 
 
 def sandbox_settings(tenant: SandboxTenant, **overrides: Any) -> Settings:
-    """Production-shaped settings whose Graph/Exchange/login addresses are the sandbox's."""
+    """Production-shaped settings whose Graph/Exchange/login addresses are the sandbox's.
+
+    The mode is sandbox unless ``mode`` says otherwise (production is the default mode).
+    """
     graph: dict[str, Any] = {
         "tenant_id": tenant.tenant_id,
         "client_id": tenant.seed.app_ids[SYNCWARDEN_APP],
@@ -26,6 +29,7 @@ def sandbox_settings(tenant: SandboxTenant, **overrides: Any) -> Settings:
     }
     graph.update(overrides.pop("graph", {}))
     data: dict[str, Any] = {
+        "mode": overrides.pop("mode", Mode.SANDBOX),
         "graph": graph,
         "exchange": {"base_url": tenant.base_url, **overrides.pop("exchange", {})},
         **overrides,

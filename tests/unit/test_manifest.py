@@ -24,7 +24,8 @@ BOT_ID = "dc7dbee2-09c5-45e0-8202-38df45e07303"
 
 
 def settings(**bot: object) -> Settings:
-    return Settings.model_validate({"bot": {"app_id": BOT_ID, **bot}})
+    """Sandbox mode, where the example.edu links are fine (production is the default)."""
+    return Settings.model_validate({"mode": Mode.SANDBOX, "bot": {"app_id": BOT_ID, **bot}})
 
 
 def test_the_package_holds_a_valid_manifest_and_both_icons(tmp_path: Path) -> None:

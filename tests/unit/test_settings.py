@@ -1,4 +1,5 @@
-"""Settings: loading from the environment and .env, and what production refuses."""
+"""Settings: loading from the environment and .env, what production refuses, and what sandbox
+mode refuses (anything but the sandbox tenant)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,20 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
+from connectors.clouds import resolve_endpoints
 from core.settings import (
+    Cloud,
+    ExchangeSettings,
+    GraphSettings,
     Mode,
     Settings,
     database_url_problem,
     find_problems,
     is_placeholder,
+    is_sandbox_address,
     load_settings,
     masked_view,
+    sandbox_target_problem,
 )
 
 COMPLETE_PRODUCTION = {
@@ -41,10 +48,22 @@ def production(monkeypatch: pytest.MonkeyPatch, **changes: str | None) -> Settin
     return load_settings()
 
 
-def test_defaults_are_sandbox_on_embedded_sqlite() -> None:
+def test_defaults_are_production_on_embedded_sqlite() -> None:
+    """Secure by default: nothing set means production, which refuses to start unconfigured."""
+    settings = load_settings()
+    assert settings.mode is Mode.PRODUCTION
+    assert settings.database.url.get_secret_value() == "sqlite+aiosqlite:///var/syncwarden.db"
+    assert not settings.anonymous_bot_auth
+    assert not load_settings(bot={"allow_anonymous": True}).anonymous_bot_auth
+    assert any(problem.startswith("bot.app_id is missing") for problem in find_problems(settings))
+
+
+def test_sandbox_mode_must_be_asked_for_and_then_needs_nothing_else(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SYNCWARDEN_MODE", "sandbox")
     settings = load_settings()
     assert settings.mode is Mode.SANDBOX
-    assert settings.database.url.get_secret_value() == "sqlite+aiosqlite:///var/syncwarden.db"
     assert settings.anonymous_bot_auth
     assert find_problems(settings) == []
 
@@ -120,8 +139,132 @@ def test_anonymous_bot_auth_is_refused_in_production(monkeypatch: pytest.MonkeyP
 
 
 def test_sandbox_allows_anonymous_bot_auth_only_when_asked_or_without_app_id() -> None:
-    assert load_settings(bot={"app_id": "x", "allow_anonymous": True}).anonymous_bot_auth
-    assert not load_settings(bot={"app_id": "x"}).anonymous_bot_auth
+    sandbox = Mode.SANDBOX
+    assert load_settings(
+        mode=sandbox, bot={"app_id": "x", "allow_anonymous": True}
+    ).anonymous_bot_auth
+    assert not load_settings(mode=sandbox, bot={"app_id": "x"}).anonymous_bot_auth
+
+
+SANDBOX_TENANT = "https://127.0.0.1:8443"
+AIMED_AT_SANDBOX = {
+    "graph": {
+        "client_id": "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee",
+        "login_url": SANDBOX_TENANT,
+        "base_url": f"{SANDBOX_TENANT}/v1.0",
+    },
+    "exchange": {"base_url": SANDBOX_TENANT},
+}
+
+
+def sandbox_mode(**overrides: object) -> Settings:
+    return Settings.model_validate({"mode": Mode.SANDBOX, **overrides})
+
+
+def test_sandbox_mode_against_the_sandbox_tenant_has_no_problems() -> None:
+    assert find_problems(sandbox_mode(**AIMED_AT_SANDBOX)) == []
+    with_bot = sandbox_mode(**AIMED_AT_SANDBOX, bot={"app_id": "b-1", "client_secret": "s"})
+    assert find_problems(with_bot) == []
+
+
+def test_sandbox_mode_refuses_a_real_tenant_in_one_sentence() -> None:
+    """Graph set up without addresses means Microsoft's own hosts: sandbox mode refuses them."""
+    settings = sandbox_mode(graph={"tenant_id": "contoso.onmicrosoft.com", "client_id": "g-1"})
+    [problem] = find_problems(settings)
+    assert problem.startswith("sandbox mode accepts anonymous Teams traffic")
+    for host in ("login.microsoftonline.com", "graph.microsoft.com", "outlook.office365.com"):
+        assert host in problem
+    assert "SYNCWARDEN_MODE=production" in problem
+    assert problem.count(". ") == 0, "one sentence"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"graph": {"login_url": "https://login.microsoftonline.com"}}, "graph.login_url"),
+        ({"graph": {"base_url": "https://graph.microsoft.com/v1.0"}}, "graph.base_url"),
+        ({"exchange": {"base_url": "https://outlook.office365.com"}}, "exchange.base_url"),
+        ({"graph": {"base_url": "https://graph-proxy.example.edu/v1.0"}}, "graph.base_url"),
+        # The bot signs in at the login address; anonymous sandbox traffic does not sign in.
+        ({"bot": {"app_id": "b-1", "client_secret": "s"}}, "graph.login_url"),
+        (
+            {**AIMED_AT_SANDBOX, "graph": {**AIMED_AT_SANDBOX["graph"], "base_url": None}},
+            "graph.base_url",
+        ),
+    ],
+)
+def test_sandbox_mode_refuses_each_address_outside_the_sandbox(
+    overrides: dict[str, object], named: str
+) -> None:
+    [problem] = find_problems(sandbox_mode(**overrides))
+    assert f"but {named} (" in problem
+
+
+def test_sandbox_mode_without_microsoft365_settings_reaches_nothing() -> None:
+    """What `make run` loads before `serve --sandbox` aims it at the sandbox it starts."""
+    assert sandbox_target_problem(sandbox_mode()) is None
+    anonymous = sandbox_mode(bot={"app_id": "b-1", "allow_anonymous": True})
+    assert sandbox_target_problem(anonymous) is None
+
+
+def test_production_mode_may_use_microsoft_hosts() -> None:
+    settings = Settings.model_validate({"mode": Mode.PRODUCTION, "graph": {"client_id": "g-1"}})
+    assert not any("sandbox" in problem for problem in find_problems(settings))
+
+
+@pytest.mark.parametrize("cloud", list(Cloud))
+def test_unset_addresses_are_named_as_the_cloud_the_connectors_would_use(cloud: Cloud) -> None:
+    graph = GraphSettings(cloud=cloud, client_id="g-1")
+    endpoints = resolve_endpoints(graph, ExchangeSettings())
+    problem = sandbox_target_problem(sandbox_mode(graph=graph.model_dump()))
+    assert problem is not None
+    for address in (
+        endpoints.authority.rsplit("/", 1)[0],
+        endpoints.graph_base_url,
+        endpoints.exchange_base_url,
+    ):
+        assert f"unset, so {address})" in problem
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://127.0.0.1:8443",
+        "https://localhost:9000/v1.0",
+        "https://[::1]:443",
+        "http://127.0.0.5",
+    ],
+)
+def test_loopback_addresses_are_the_sandbox(url: str) -> None:
+    assert is_sandbox_address(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://login.microsoftonline.com",
+        "https://127.0.0.1.attacker.example",
+        "https://localhost.attacker.example",
+        "https://user@127.0.0.1@attacker.example",
+        "https://[::ffff:10.0.0.1]/",
+        "127.0.0.1",
+        "",
+        "https://[broken",
+    ],
+)
+def test_anything_else_is_not_the_sandbox(url: str) -> None:
+    assert not is_sandbox_address(url)
+
+
+@given(
+    st.from_regex(r"[a-z][a-z0-9-]{0,20}(\.[a-z][a-z0-9-]{0,20}){1,3}", fullmatch=True).filter(
+        lambda host: host != "localhost"
+    )
+)
+def test_no_named_host_but_localhost_is_the_sandbox(host: str) -> None:
+    assert not is_sandbox_address(f"https://{host}/v1.0")
+    [problem] = find_problems(sandbox_mode(graph={"base_url": f"https://{host}/v1.0"}))
+    assert host in problem
 
 
 @pytest.mark.parametrize(
@@ -159,9 +302,11 @@ def test_missing_certificate_file_is_a_problem(
     ],
 )
 def test_unusable_database_url_is_a_problem_in_every_mode(url: str, fragment: str) -> None:
-    problems = find_problems(load_settings(database={"url": url}))
+    problems = find_problems(load_settings(mode=Mode.SANDBOX, database={"url": url}))
     assert len(problems) == 1
     assert fragment in problems[0]
+    production = find_problems(load_settings(mode=Mode.PRODUCTION, database={"url": url}))
+    assert fragment in production[0]
 
 
 def test_usable_database_urls() -> None:
@@ -225,21 +370,27 @@ def test_masked_view_never_contains_a_secret(secret: str) -> None:
     assert view["bot"]["client_secret"] == "**********"
 
 
-def test_a_sync_source_without_what_it_needs_is_a_problem_in_every_mode() -> None:
-    ics = Settings.model_validate({"sync": {"source": "ics"}})
+@pytest.mark.parametrize("mode", list(Mode))
+def test_a_sync_source_without_what_it_needs_is_a_problem_in_every_mode(mode: Mode) -> None:
+    ics = Settings.model_validate({"mode": mode, "sync": {"source": "ics"}})
     assert any("ICS_URL_TEMPLATE with {profile_id}" in p for p in find_problems(ics))
-    sql = Settings.model_validate({"sync": {"source": "sql", "sql_url": "::not a url::"}})
+    sql = Settings.model_validate(
+        {"mode": mode, "sync": {"source": "sql", "sql_url": "::not a url::"}}
+    )
     problems = find_problems(sql)
     assert any("SQL_URL is not a SQLAlchemy URL" in p for p in problems)
     assert any(":profile_id" in p for p in problems)
-    template = Settings.model_validate({"sync": {"subject_template": "{client_name}"}})
+    template = Settings.model_validate(
+        {"mode": mode, "sync": {"subject_template": "{client_name}"}}
+    )
     assert any("SUBJECT_TEMPLATE" in p for p in find_problems(template))
     fine = Settings.model_validate(
         {
+            "mode": Mode.SANDBOX,
             "sync": {
                 "source": "ics",
                 "ics_url_template": "https://feeds.example.edu/{profile_id}.ics",
-            }
+            },
         }
     )
     assert find_problems(fine) == []
