@@ -92,6 +92,7 @@ async def test_a_singleton_job_runs_on_one_replica_at_a_time(database_url: str) 
         ran.append("second")
 
     try:
+
         async def on_the_first_replica() -> None:
             await logged_job(Job("test.digest", 60, slow), first)()
 
