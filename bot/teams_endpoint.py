@@ -1,16 +1,33 @@
 """The Bot Framework endpoint, and the only module that imports the Microsoft 365 Agents SDK.
 
 Keeping the SDK behind this one module means an SDK upgrade (or a move to another SDK) touches one
-file. Incoming activities on ``POST /api/messages`` carry a Bot Framework JWT that the SDK
-validates (signature, audience, expiry, and the issuer allow-list, which the SDK leaves opt-in and
-we turn on). Anonymous traffic is accepted only when the settings say so, which they allow only in
-sandbox mode.
+file. Incoming activities on ``POST /api/messages`` carry a Bot Framework JWT. We accept only what
+Microsoft documents for a bot's incoming traffic ("Authenticate requests from the Bot Connector
+service to your bot", https://learn.microsoft.com/azure/bot-service/rest-api/
+bot-framework-rest-connector-authentication), whatever the SDK's defaults allow:
+
+* before the SDK looks at it: an RS256 token with a ``kid``, issued by
+  ``https://api.botframework.com`` (the SDK would also take Entra tokens of our own tenant and of
+  Microsoft's first-party tenants, with keys from Entra; those never reach it);
+* the SDK's validator: signature by a key from the Bot Framework OpenID metadata, audience (our
+  app id), validity period with 5 minutes' skew, issuer allow-list (opt-in, turned on);
+* after it, on the verified claims: the issuer again, an ``exp``, the ``serviceurl`` claim equal
+  to the activity's ``serviceUrl``, the signing key's endorsement for the activity's channel, and
+  the activity's tenant (``channelData.tenant.id``) equal to the configured one.
+
+Anonymous traffic is accepted only when the settings say so, which they allow only in sandbox
+mode; the token checks then apply only to requests that do carry a token.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+from dataclasses import dataclass
 from typing import Any
 
+import pydantic
 from aiohttp import web
 from microsoft_agents.activity import (
     Activity,
@@ -21,8 +38,13 @@ from microsoft_agents.activity import (
 )
 from microsoft_agents.authentication.msal import MsalConnectionManager
 from microsoft_agents.hosting.aiohttp import CloudAdapter, jwt_authorization_decorator
-from microsoft_agents.hosting.core import ActivityHandler, AgentAuthConfiguration
-from microsoft_agents.hosting.core.authorization import AuthTypes
+from microsoft_agents.hosting.core import ActivityHandler, AgentAuthConfiguration, TurnContext
+from microsoft_agents.hosting.core.authorization import (
+    AuthTypes,
+    ClaimsIdentity,
+    _entra_issuers,
+)
+from microsoft_agents.hosting.core.authorization.jwt.jwt_token_validator import JwtTokenValidator
 
 from bot.activity_shape import activity_shape_problem
 from bot.cards import CONTENT_TYPE
@@ -30,12 +52,22 @@ from bot.conversations import ConversationKind, ConversationRef
 from bot.dialogue import DialogueLogic, Incoming, Reply
 from bot.intents import Mention
 from bot.replies import HELP_TEXT
+from core.failures import report_unexpected
 from core.logging import get_logger
 from core.settings import Settings
 from workflows.ports import Person
 
 MESSAGES_PATH = "/api/messages"
 _SERVICE_CONNECTION = "SERVICE_CONNECTION"
+# The Bot Connector's token issuer and signing algorithm (its OpenID metadata:
+# https://login.botframework.com/v1/.well-known/openidconfiguration).
+BOT_FRAMEWORK_ISSUER = "https://api.botframework.com"
+_SIGNING_ALGORITHMS = frozenset({"RS256"})
+# What a person sees when a turn fails; the details are in the log, never in the chat.
+TURN_FAILED_TEXT = (
+    "Sorry, something went wrong on our side and your request was not completed. "
+    "It has been logged for IT; please try again in a few minutes."
+)
 
 log = get_logger(__name__)
 
@@ -182,6 +214,8 @@ def auth_configuration(settings: Settings) -> AgentAuthConfiguration:
         "tenant_id": bot.tenant_id,
         "anonymous_allowed": settings.anonymous_bot_auth,
         "validate_issuer": True,
+        # Only the Bot Connector's issuer (the SDK's default adds our tenant's Entra issuers).
+        "issuers": [BOT_FRAMEWORK_ISSUER],
         "connection_name": _SERVICE_CONNECTION,
     }
     if bot.client_secret is not None:
@@ -195,6 +229,166 @@ def auth_configuration(settings: Settings) -> AgentAuthConfiguration:
     return AgentAuthConfiguration(**options)
 
 
+@dataclass(frozen=True)
+class _Refusal:
+    status: int
+    reason: str
+
+    def response(self) -> web.Response:
+        log.warning("bot.request_refused", status=self.status, reason=self.reason)
+        return web.json_response({"error": self.reason}, status=self.status)
+
+
+def _b64url_json(segment: str) -> Any:
+    padded = segment + "=" * (-len(segment) % 4)
+    return json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+
+
+def _token_form_refusal(authorization: str | None) -> _Refusal | None:
+    """Refuse, before the SDK sees it, a token that cannot be a Bot Framework channel token.
+
+    Only the form is read here (no signature yet): the algorithm the metadata names (RS256, never
+    ``none``), a key id to find the signing key by, and the Bot Framework issuer, so the SDK only
+    ever checks the signature with the Bot Framework's keys and never with Entra's.
+    """
+    if authorization is None:
+        return None  # the SDK answers 401, or lets anonymous traffic in where the settings allow
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return _Refusal(401, "the Authorization header is not a bearer token")
+    parts = token.split(".")
+    if len(parts) != 3:
+        return _Refusal(401, "the bearer token is not a signed JWT")
+    try:
+        header, claims = _b64url_json(parts[0]), _b64url_json(parts[1])
+    except (ValueError, UnicodeError, binascii.Error, RecursionError):
+        return _Refusal(401, "the bearer token is not a signed JWT")
+    if not isinstance(header, dict) or not isinstance(claims, dict):
+        return _Refusal(401, "the bearer token is not a signed JWT")
+    if header.get("alg") not in _SIGNING_ALGORITHMS:
+        return _Refusal(401, "the token is not signed with RS256")
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid:
+        return _Refusal(401, "the token names no signing key (kid)")
+    if claims.get("iss") != BOT_FRAMEWORK_ISSUER:
+        return _Refusal(401, "the token is not issued by the Bot Framework")
+    return None
+
+
+def _same_service_url(claimed: str, actual: str) -> bool:
+    """The token's ``serviceurl`` claim names the activity's ``serviceUrl``: the same string,
+    ignoring case, as Microsoft's own Bot Framework SDKs compare them. Only a serviceUrl that
+    passed this is ever stored for proactive sends or used for replies."""
+    return claimed.casefold() == actual.casefold()
+
+
+async def _key_endorsements(token: str) -> list[str] | None:
+    """The ``endorsements`` of the Bot Framework key that signed ``token`` (the SDK has just
+    fetched it, so this is answered from its key cache), or None when they cannot be read."""
+    try:
+        header = _b64url_json(token.split(".")[0])
+        jwks_uri = _entra_issuers.BOTFRAMEWORK_JWKS_URIS[BOT_FRAMEWORK_ISSUER]
+        key = await JwtTokenValidator._jwk_client_manager.get_signing_key(jwks_uri, header)
+    except Exception as error:
+        log.warning("bot.endorsements_unreadable", error_type=type(error).__name__)
+        return None
+    # PyJWK keeps the key's JSON (with the Bot Framework's extra ``endorsements``) only here.
+    data = getattr(key, "_jwk_data", None)
+    endorsements = data.get("endorsements") if isinstance(data, dict) else None
+    if not isinstance(endorsements, list):
+        return None
+    return [str(item) for item in endorsements]
+
+
+async def _claims_refusal(
+    identity: ClaimsIdentity, activity: dict[str, Any], settings: Settings
+) -> _Refusal | None:
+    """Check the verified token against the activity it came with (Microsoft's "Step 4: Verify
+    the JWT token" and the key endorsements of step 3), and the activity's tenant against ours."""
+    claims = identity.claims
+    if claims.get("iss") != BOT_FRAMEWORK_ISSUER:
+        return _Refusal(401, "the token is not issued by the Bot Framework")
+    if claims.get("aud") != settings.bot.app_id:
+        return _Refusal(401, "the token is not for this bot")
+    if not isinstance(claims.get("exp"), int | float):
+        return _Refusal(401, "the token has no expiry (exp)")
+    claimed = claims.get("serviceurl")
+    if not isinstance(claimed, str) or not claimed:
+        return _Refusal(401, "the token names no serviceUrl")
+    if not _same_service_url(claimed, str(activity.get("serviceUrl"))):
+        return _Refusal(401, "the token's serviceUrl is not the activity's")
+    channel = activity.get("channelId")
+    endorsements = await _key_endorsements(identity.security_token or "")
+    if endorsements is None:
+        return _Refusal(401, "the token's signing key could not be checked")
+    if not isinstance(channel, str) or channel not in endorsements:
+        return _Refusal(403, "the token's signing key is not endorsed for this channel")
+    return _tenant_refusal(activity, settings)
+
+
+def _tenant_refusal(activity: dict[str, Any], settings: Settings) -> _Refusal | None:
+    """Syncwarden serves one tenant: an activity from any other is refused."""
+    ours = settings.bot.tenant_id or settings.graph.tenant_id
+    if not ours:
+        return None
+    channel_data = activity.get("channelData")
+    tenant = channel_data.get("tenant") if isinstance(channel_data, dict) else None
+    tenant_id = tenant.get("id") if isinstance(tenant, dict) else None
+    conversation = activity.get("conversation")
+    other = conversation.get("tenantId") if isinstance(conversation, dict) else None
+    if not isinstance(tenant_id, str) or not tenant_id:
+        return _Refusal(403, "the activity names no tenant (channelData.tenant.id)")
+    if tenant_id.lower() != ours.lower() or (
+        isinstance(other, str) and other.lower() != ours.lower()
+    ):
+        return _Refusal(403, "the activity is from another tenant")
+    return None
+
+
+class _TurnFailedError(Exception):
+    """A turn failed (already reported) and not even the apology could be sent."""
+
+
+async def _on_turn_error(context: TurnContext, error: Exception) -> None:
+    """Replaces the SDK's handler, which posts the exception's text into the chat: log and count
+    the failure, and tell the person only that it failed."""
+    activity = context.activity
+    report_unexpected(
+        log,
+        "bot.turn_failed",
+        error,
+        where="bot.turn",
+        activity_type=getattr(activity, "type", None),
+        activity_name=getattr(activity, "name", None),
+        conversation_id=getattr(getattr(activity, "conversation", None), "id", None),
+    )
+    try:
+        if getattr(activity, "type", None) == ActivityTypes.invoke:
+            # An invoke is answered in the HTTP response: the card shows the apology.
+            await context.send_activity(
+                Activity(
+                    type=ActivityTypes.invoke_response,
+                    value=InvokeResponse(status=200, body=_invoke_body(Reply(TURN_FAILED_TEXT))),
+                )
+            )
+        else:
+            await context.send_activity(TURN_FAILED_TEXT)
+    except Exception as send_error:
+        # Nobody could be told: answer the channel with a 500 (the failure is already counted).
+        log.warning("bot.turn_failed_reply_not_sent", error_type=type(send_error).__name__)
+        raise _TurnFailedError from error
+
+
+def _model_problem(error: pydantic.ValidationError) -> str:
+    """Where the activity does not fit the Bot Framework schema (field paths only, no values)."""
+    places = sorted(
+        {".".join(str(part) for part in e["loc"]) or "(activity)" for e in error.errors()}
+    )
+    shown = ", ".join(places[:5]) + (" and more" if len(places) > 5 else "")
+    return f"the activity does not fit the Bot Framework schema at: {shown}"
+
+
 def add_bot_routes(
     app: web.Application, settings: Settings, dialogue: DialogueLogic | None = None
 ) -> None:
@@ -205,22 +399,39 @@ def add_bot_routes(
             connections_configurations={_SERVICE_CONNECTION: config}
         )
     )
+    adapter.on_turn_error = _on_turn_error
     agent = SyncwardenAgent(dialogue)
     app["agent_configuration"] = config
 
     @jwt_authorization_decorator  # type: ignore[untyped-decorator]
-    async def messages(request: web.Request) -> web.StreamResponse:
-        problem = activity_shape_problem(await request.read())
+    async def authenticated(request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        problem = activity_shape_problem(raw)
         if problem:
             return web.json_response({"error": problem}, status=400)
+        identity = request.get("claims_identity")
+        if isinstance(identity, ClaimsIdentity) and identity.security_token is not None:
+            refusal = await _claims_refusal(identity, json.loads(raw), settings)
+            if refusal is not None:
+                return refusal.response()
         try:
             response: web.StreamResponse | None = await adapter.process(request, agent)
+        except pydantic.ValidationError as error:
+            return web.json_response({"error": _model_problem(error)}, status=400)
         except Exception as error:
-            log.error("bot.turn_failed", error_type=type(error).__name__, error=str(error))
+            if not isinstance(error, _TurnFailedError):
+                report_unexpected(log, "bot.request_failed", error, where="bot.messages")
             return web.json_response(
                 {"error": "the activity could not be handled; the service log has the details"},
                 status=500,
             )
         return response if response is not None else web.Response(status=202)
+
+    async def messages(request: web.Request) -> web.StreamResponse:
+        refusal = _token_form_refusal(request.headers.get("Authorization"))
+        if refusal is not None:
+            return refusal.response()
+        response: web.StreamResponse = await authenticated(request)
+        return response
 
     app.router.add_post(MESSAGES_PATH, messages)

@@ -2,21 +2,47 @@
 
 Teams signs the tokens it sends to a bot with keys published at the Bot Framework OpenID
 metadata; the sandbox publishes its own key there and mints tokens (good and deliberately bad).
+The bad flavours are the ways a token can fail Microsoft's checks ("Step 4: Verify the JWT token"
+of https://learn.microsoft.com/azure/bot-service/rest-api/bot-framework-rest-connector-authentication):
+another issuer or audience, expired, signed by a key the metadata does not publish, no ``exp``, no
+``kid`` in the header, ``alg: none`` (unsigned), or no ``serviceurl`` claim.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any, Literal
 
+import jwt
 from aiohttp import web
 
 from sandbox.context import Context
-from sandbox.signing import SigningKey, time_claims
+from sandbox.signing import SigningKey, b64url, time_claims
 
 ISSUER = "https://api.botframework.com"
-Flavour = Literal["valid", "wrong_issuer", "wrong_audience", "expired", "unknown_key"]
-FLAVOURS: tuple[str, ...] = ("valid", "wrong_issuer", "wrong_audience", "expired", "unknown_key")
+Flavour = Literal[
+    "valid",
+    "wrong_issuer",
+    "wrong_audience",
+    "expired",
+    "unknown_key",
+    "no_exp",
+    "no_kid",
+    "alg_none",
+    "no_service_url",
+]
+FLAVOURS: tuple[str, ...] = (
+    "valid",
+    "wrong_issuer",
+    "wrong_audience",
+    "expired",
+    "unknown_key",
+    "no_exp",
+    "no_kid",
+    "alg_none",
+    "no_service_url",
+)
 
 
 class BotFrameworkFront:
@@ -69,9 +95,25 @@ class BotFrameworkFront:
             **time_claims(now, lifetime),
             **(extra or {}),
         }
+        if flavour == "no_exp":
+            del claims["exp"]
+        if flavour == "no_service_url":
+            del claims["serviceurl"]
         key = self.ctx.bot_key
         if flavour == "unknown_key":
             if self._rogue is None:
                 self._rogue = SigningKey("sandbox-rogue-signer")
             key = self._rogue
+        if flavour == "alg_none":
+            # An unsecured JWT (RFC 7519 section 6): header and claims, an empty signature.
+            header = {"typ": "JWT", "alg": "none", "kid": key.kid}
+            return ".".join(
+                (
+                    b64url(json.dumps(header).encode()),
+                    b64url(json.dumps(claims).encode()),
+                    "",
+                )
+            )
+        if flavour == "no_kid":
+            return jwt.encode(claims, key.key, algorithm="RS256", headers={"typ": "JWT"})
         return key.sign(claims)

@@ -12,7 +12,7 @@ import base64
 import datetime as dt
 import hmac
 import time
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote_plus
 
 import jwt
@@ -434,6 +434,43 @@ class EntraFront:
             "uti": b64url(guid().encode())[:22],
             **time_claims(now, TOKEN_LIFETIME),
         }
+        return self.ctx.entra_key.sign(claims)
+
+    def mint_microsoft_app_token(
+        self, client_app_id: str, audience: str, *, version: Literal["1.0", "2.0"]
+    ) -> str:
+        """An app-only access token as Entra ID writes it for a real tenant: the token any app
+        registration of the tenant gets with the client-credentials grant for a resource that is
+        another app (here: ``audience``, e.g. the bot's app id), signed with the tenant's key.
+
+        Unlike :meth:`mint_access_token` (the sandbox's own issuer, which our clients are pointed
+        at), the issuer is Microsoft's: ``https://sts.windows.net/{tid}/`` in a v1.0 token and
+        ``https://login.microsoftonline.com/{tid}/v2.0`` in a v2.0 one, with the claims of that
+        version (``appid``/``appidacr`` or ``azp``/``azpacr``), as the access-token claims
+        reference lists them. Tests use it to show such a token is not a channel token.
+        """
+        sp = self.ctx.state.service_principal_for(client_app_id)
+        if sp is None:
+            raise KeyError(client_app_id)
+        tid = self.ctx.state.tenant_id
+        now = dt.datetime.now(dt.UTC)
+        claims: dict[str, Any] = {
+            "aud": audience,
+            "tid": tid,
+            "oid": sp.id,
+            "sub": sp.id,
+            "idtyp": "app",
+            "ver": version,
+            "uti": b64url(guid().encode())[:22],
+            **time_claims(now, TOKEN_LIFETIME),
+        }
+        if version == "1.0":
+            issuer = f"https://sts.windows.net/{tid}/"
+            claims.update(iss=issuer, idp=issuer, appid=sp.appId, appidacr="1")
+        else:
+            claims.update(
+                iss=f"https://login.microsoftonline.com/{tid}/v2.0", azp=sp.appId, azpacr="1"
+            )
         return self.ctx.entra_key.sign(claims)
 
     def verify_access_token(self, token: str, resource: str) -> dict[str, Any]:

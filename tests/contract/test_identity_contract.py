@@ -451,3 +451,105 @@ async def test_channel_tokens_failing_a_check_must_be_refused(
     bot_id = tenant.seed.app_ids["Syncwarden Bot"]
     with pytest.raises(failure):
         validate(tenant.mint_channel_token(flavour=flavour), config, keys, bot_id)
+
+
+def validate_fully(
+    token: str, config: dict[str, Any], keys: dict[str, Any], bot_id: str, service_url: str
+) -> Any:
+    """Every requirement of "Step 4", including the parts a lenient JWT library leaves optional:
+    a key id to find the key by, an expiry, and the ``serviceurl`` claim."""
+    kid = jwt.get_unverified_header(token).get("kid")
+    if kid not in keys:
+        raise jwt.InvalidKeyError(kid)
+    claims = jwt.decode(
+        token,
+        keys[kid],
+        algorithms=config["id_token_signing_alg_values_supported"],
+        audience=bot_id,
+        issuer=config["issuer"],
+        leeway=300,
+        options={"require": ["exp", "iss", "aud"]},
+    )
+    if claims.get("serviceurl") != service_url:
+        raise jwt.InvalidTokenError("serviceurl")
+    return claims
+
+
+@pytest.mark.parametrize(
+    ("flavour", "failure"),
+    [
+        ("no_exp", jwt.MissingRequiredClaimError),
+        ("no_kid", jwt.InvalidKeyError),
+        ("alg_none", jwt.InvalidAlgorithmError),
+        ("no_service_url", jwt.InvalidTokenError),
+    ],
+)
+async def test_channel_tokens_missing_a_required_part_must_be_refused(
+    tenant: SandboxTenant, raw: httpx.AsyncClient, flavour: str, failure: type[Exception]
+) -> None:
+    """The sandbox also mints tokens that lack something the page requires: no ``exp`` (the
+    token must be within its validity period), no ``kid`` (the key must be one listed in the
+    metadata's keys document), ``alg: none`` (the signature must use an algorithm of
+    ``id_token_signing_alg_values_supported``, RS256) and no ``serviceurl`` claim (it must match
+    the activity's serviceUrl). A validator that applies every requirement refuses each; the
+    genuine token passes it.
+
+    Source: https://learn.microsoft.com/azure/bot-service/rest-api/bot-framework-rest-connector-authentication
+    ("Step 4: Verify the JWT token", requirements 5, 6 and 7). ``alg: none`` is the unsecured
+    JWT of RFC 7519 section 6 (https://www.rfc-editor.org/rfc/rfc7519#section-6).
+    """
+    config, keys = await validator(tenant, raw)
+    bot_id = tenant.seed.app_ids["Syncwarden Bot"]
+    service_url = "https://smba.trafficmanager.net/emea/"
+    good = tenant.mint_channel_token(service_url=service_url)
+    assert validate_fully(good, config, keys, bot_id, service_url)["serviceurl"] == service_url
+    bad = tenant.mint_channel_token(service_url=service_url, flavour=flavour)
+    with pytest.raises(failure):
+        validate_fully(bad, config, keys, bot_id, service_url)
+
+
+@pytest.mark.parametrize(
+    ("version", "issuer", "app_claims"),
+    [
+        ("1.0", "https://sts.windows.net/{tid}/", {"appid", "appidacr", "idp"}),
+        ("2.0", "https://login.microsoftonline.com/{tid}/v2.0", {"azp", "azpacr"}),
+    ],
+)
+async def test_an_entra_app_only_token_for_another_app_has_microsofts_issuer(
+    tenant: SandboxTenant,
+    raw: httpx.AsyncClient,
+    version: str,
+    issuer: str,
+    app_claims: set[str],
+) -> None:
+    """An app-only token Entra ID issues to one app of the tenant for another app (the audience,
+    here the bot's app id) has issuer ``https://sts.windows.net/{tid}/`` in v1.0 and
+    ``https://login.microsoftonline.com/{tid}/v2.0`` in v2.0, ``ver`` saying which, the client
+    in ``appid``/``appidacr`` (v1.0) or ``azp``/``azpacr`` (v2.0), ``tid``, ``oid`` and ``sub``,
+    ``idtyp: app``; it is signed by a key of the tenant's published keys. It carries no
+    ``serviceurl``: it is not a Bot Connector token.
+
+    Source: https://learn.microsoft.com/entra/identity-platform/access-token-claims-reference
+    (``iss``, ``ver``, ``appid``, ``appidacr``, ``azp``, ``azpacr``, ``idtyp``, ``idp``) and
+    https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-creds-grant-flow
+    (the token for another app's ``{app id}/.default``).
+    """
+    client = tenant.seed.app_ids["Syncwarden"]
+    bot_id = tenant.seed.app_ids["Syncwarden Bot"]
+    token = tenant.entra.mint_microsoft_app_token(
+        client, bot_id, version="1.0" if version == "1.0" else "2.0"
+    )
+    keys = (await raw.get(f"/{tenant.tenant_id}/discovery/v2.0/keys")).json()["keys"]
+    kid = jwt.get_unverified_header(token)["kid"]
+    signer = jwt.PyJWK(next(k for k in keys if k["kid"] == kid))
+    claims = jwt.decode(
+        token,
+        signer.key,
+        algorithms=["RS256"],
+        audience=bot_id,
+        issuer=issuer.format(tid=tenant.tenant_id),
+    )
+    assert claims["ver"] == version and claims["tid"] == tenant.tenant_id
+    assert app_claims <= set(claims)
+    assert claims.get("appid", claims.get("azp")) == client
+    assert claims["idtyp"] == "app" and "serviceurl" not in claims
