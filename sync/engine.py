@@ -50,7 +50,7 @@ from core.db import utc_now, write_transaction
 from core.logging import get_logger
 from core.settings import SyncSettings
 from sync.adoption import Adoption, adopt, same_content
-from sync.errors import FailureKind, SafetyValveError, classify, describe
+from sync.errors import FailureKind, LeaseLostError, SafetyValveError, classify, describe
 from sync.outlook_read import OutlookRead, read_delta
 from sync.plan import (
     MISSING,
@@ -161,7 +161,19 @@ class SyncEngine:
         self._settings = settings
         self._clock = clock
 
-    async def sync(self, enrollment_id: int, options: SyncOptions | None = None) -> SyncReport:
+    async def sync(
+        self,
+        enrollment_id: int,
+        options: SyncOptions | None = None,
+        *,
+        lease_owner: str | None = None,
+    ) -> SyncReport:
+        """One run for one person; with ``lease_owner``, it commits only while that lease holds.
+
+        A worker that lost its lease (it ran past the expiry and another took the person over)
+        must not write its links over the other's: its Outlook writes carry transaction ids, so
+        whoever commits next adopts them instead of duplicating them.
+        """
         options = options or SyncOptions()
         snapshot = await self._load(enrollment_id)
         if snapshot is None:
@@ -172,7 +184,11 @@ class SyncEngine:
             return report
         started = self._clock()
         try:
-            await self._run(snapshot, options, report, started)
+            await self._run(snapshot, options, report, started, lease_owner)
+        except LeaseLostError:
+            report.ok = False
+            report.skipped = "another worker took this person over; nothing was committed"
+            log.warning("sync.lease_lost", enrollment=enrollment_id, owner=lease_owner)
         except (ConnectorError, SafetyValveError) as error:
             report.ok = False
             report.error = describe(error)
@@ -197,7 +213,12 @@ class SyncEngine:
     # -- the run ---------------------------------------------------------------------------
 
     async def _run(
-        self, snapshot: _Snapshot, options: SyncOptions, report: SyncReport, started: datetime
+        self,
+        snapshot: _Snapshot,
+        options: SyncOptions,
+        report: SyncReport,
+        started: datetime,
+        lease_owner: str | None,
     ) -> None:
         outlook, delta_link, full = await self._pull(snapshot, options, started, report)
         window = outlook.view.window
@@ -224,7 +245,14 @@ class SyncEngine:
                 snapshot, written, outlook, delta_link, report
             )
         await self._commit(
-            snapshot, plan, written, outlook, (next_link, full), report, started, len(wanted)
+            snapshot,
+            plan,
+            written,
+            outlook,
+            (next_link, full),
+            report,
+            (started, lease_owner),
+            len(wanted),
         )
 
     async def _pull(
@@ -506,12 +534,17 @@ class SyncEngine:
         outlook: OutlookRead,
         delta: tuple[str | None, bool],
         report: SyncReport,
-        started: datetime,
+        run: tuple[datetime, str | None],
         source_count: int,
     ) -> None:
         now = self._clock()
         delta_link, full = delta
+        started, lease_owner = run
         async with write_transaction(self._sessions) as session:
+            # The state row first, locked: a lease taken over by another worker stops the commit.
+            state = await self._state(session, snapshot.enrollment_id)
+            if lease_owner is not None and state.lease_owner != lease_owner:
+                raise LeaseLostError(snapshot.enrollment_id)
             for link in plan.forget:
                 await session.execute(
                     delete(EventLink).where(
@@ -543,7 +576,6 @@ class SyncEngine:
                 link.event_id for link in snapshot.links
             }
             report.busy_blocks = await self._store_busy(session, snapshot, outlook, full, ours)
-            state = await self._state(session, snapshot.enrollment_id)
             state.delta_link = delta_link
             if full:
                 state.delta_started_at = started

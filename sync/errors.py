@@ -49,6 +49,10 @@ ADVICE = {
 }
 
 
+class LeaseLostError(Exception):
+    """Another worker took this person over while the run was writing; it must not commit."""
+
+
 class SafetyValveError(Exception):
     """A run would do something drastic (mass deletion, believing an empty source read)."""
 

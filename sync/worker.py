@@ -11,8 +11,10 @@ notification is a ``requested_at`` stamp in the database.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, func, or_, select, update
@@ -42,9 +44,16 @@ class SyncWorker:
         min_gap: timedelta = timedelta(minutes=1),
         on_report: Callable[[SyncReport], Awaitable[None]] | None = None,
         clock: Callable[[], datetime] = utc_now,
+        renew_every: float | None = None,
+        on_lease_renewed: Callable[[int, datetime], None] | None = None,
     ) -> None:
         """``min_gap``: a periodic run skips anyone whose last run started less than this ago,
-        so workers that fire at slightly different moments do not sync the same people twice."""
+        so workers that fire at slightly different moments do not sync the same people twice.
+
+        A run's lease is renewed every ``renew_every`` seconds (a third of the lease by default)
+        while it lasts, so a slow mailbox is not taken over by another worker mid-run."""
+        self._renew_every = renew_every or settings.lease_seconds / 3
+        self._on_lease_renewed = on_lease_renewed
         self._sessions = sessions
         self._min_gap = min_gap
         self._on_report = on_report
@@ -132,7 +141,10 @@ class SyncWorker:
         async def one(enrollment_id: int) -> SyncReport:
             async with gate:
                 try:
-                    report = await self._engine.sync(enrollment_id, options)
+                    async with self._lease_kept(enrollment_id):
+                        report = await self._engine.sync(
+                            enrollment_id, options, lease_owner=self.owner
+                        )
                 except Exception as error:  # one person's failure must not stop the others
                     report_unexpected(
                         log, "sync.run_crashed", error, where="sync.run", enrollment=enrollment_id
@@ -196,6 +208,40 @@ class SyncWorker:
                 state.last_run_started_at = now
                 state.requested_at = None
             return [state.enrollment_id for state in states]
+
+    @asynccontextmanager
+    async def _lease_kept(self, enrollment_id: int) -> AsyncIterator[None]:
+        """Renew the lease on a timer while the block runs; stop renewing once it is over."""
+
+        async def keep() -> None:
+            while True:
+                await asyncio.sleep(self._renew_every)
+                until = self._clock() + timedelta(seconds=self._settings.lease_seconds)
+                try:
+                    async with write_transaction(self._sessions) as session:
+                        renewed = await session.execute(
+                            update(SyncState)
+                            .where(
+                                SyncState.enrollment_id == enrollment_id,
+                                SyncState.lease_owner == self.owner,
+                            )
+                            .values(lease_expires_at=until)
+                        )
+                except Exception as error:  # try again at the next tick; the lease still runs
+                    report_unexpected(log, "sync.lease_renewal_failed", error, where="sync.lease")
+                    continue
+                if not renewed.rowcount:  # type: ignore[attr-defined]
+                    return  # taken over: the run will find out at its commit
+                if self._on_lease_renewed is not None:
+                    self._on_lease_renewed(enrollment_id, until)
+
+        keeper = asyncio.create_task(keep(), name=f"lease-{enrollment_id}")
+        try:
+            yield
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
 
     async def _release(self, enrollment_id: int) -> None:
         async with write_transaction(self._sessions) as session:

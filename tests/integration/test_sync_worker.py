@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from connectors.scheduling.builtin_appointments import BuiltinAppointments
-from connectors.scheduling.ports import Appointment
+from connectors.scheduling.ports import Appointment, Window
 from core.db import create_engine, session_factory, write_transaction
 from core.settings import SyncSettings
 from sandbox.server import SandboxTenant
@@ -147,3 +148,80 @@ async def test_it_hears_of_a_first_failure_once_a_digest_and_the_recovery(
     assert report.ok and report.recovered
     assert [s.kind for s in notifier.to("channel:it")][-1] is NotificationKind.SYNC_RECOVERED
     assert await alerts.digest() == 0
+
+
+class GatedSource(BuiltinAppointments):
+    """The built-in source, holding each read until the test lets it through."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        gate: asyncio.Event,
+        entered: asyncio.Event,
+    ) -> None:
+        super().__init__(sessions)
+        self.gate, self.entered = gate, entered
+
+    async def list_appointments(self, profile_id: str, window: Window) -> Sequence[Appointment]:
+        self.entered.set()
+        await self.gate.wait()
+        return await super().list_appointments(profile_id, window)
+
+
+async def test_a_long_run_keeps_its_lease_and_one_that_lost_it_commits_nothing(
+    migrated_engine: AsyncEngine, tenant: SandboxTenant, m365: Microsoft365
+) -> None:
+    sessions = session_factory(migrated_engine)
+    [enrollment] = await enroll(sessions, tenant, AVERY)
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(days=1)
+    await BuiltinAppointments(sessions).upsert(
+        "P-1", [Appointment("A-1", "Client", start, start + timedelta(minutes=50))]
+    )
+    gate, entered = asyncio.Event(), asyncio.Event()
+    renewals: list[datetime] = []
+
+    def renewed(_enrollment: int, until: datetime) -> None:
+        renewals.append(until)
+        gate.set()  # the source was held until the lease had been renewed at least once
+
+    settings = SyncSettings()
+    engine = SyncEngine(sessions, m365.calendar, GatedSource(sessions, gate, entered), settings)
+    worker = SyncWorker(
+        sessions,
+        engine,
+        settings,
+        owner="worker-a",
+        renew_every=0.01,
+        on_lease_renewed=renewed,
+    )
+
+    await worker.request([enrollment])
+    async with asyncio.timeout(30):  # without renewals the source would wait for ever
+        [kept] = await worker.run_requested()
+
+    assert kept.ok and renewals, "the lease was renewed while the run waited on its source"
+
+    gate.clear()
+    entered.clear()
+    slow = SyncWorker(sessions, engine, settings, owner="worker-a", renew_every=3600)
+    await slow.request([enrollment])
+    running = asyncio.create_task(slow.run_requested())
+    await entered.wait()
+    async with write_transaction(sessions) as session:  # its lease ran out; another took over
+        await session.execute(
+            update(SyncState)
+            .where(SyncState.enrollment_id == enrollment)
+            .values(lease_owner="worker-b")
+        )
+    async with sessions() as session:
+        state = await session.get(SyncState, enrollment)
+        assert state is not None
+        link_before = state.delta_link
+    gate.set()
+    [lost] = await running
+
+    assert not lost.ok and lost.skipped is not None and "nothing was committed" in lost.skipped
+    async with sessions() as session:
+        state = await session.get(SyncState, enrollment)
+    assert state is not None
+    assert (state.lease_owner, state.delta_link) == ("worker-b", link_before)
