@@ -11,6 +11,7 @@ import asyncio
 import json
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from sandbox.knobs import Knobs
@@ -73,6 +74,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--extra-apps", type=int, default=None, help="add N generated app registrations"
     )
+    parser.add_argument(
+        "--exit-with-parent",
+        action="store_true",
+        help="stop when standard input closes (the parent gives us a pipe and holds its end)",
+    )
     return parser.parse_args(argv)
 
 
@@ -96,6 +102,10 @@ async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if args.exit_with_parent:
+        threading.Thread(
+            target=_stop_at_end_of_input, args=(loop, stop), name="parent-watch", daemon=True
+        ).start()
     ready = {
         "event": "sandbox.ready",
         "base_url": tenant.base_url,
@@ -115,6 +125,13 @@ async def serve(args: argparse.Namespace) -> None:
         await stop.wait()
     finally:
         await tenant.stop()
+
+
+def _stop_at_end_of_input(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """Block until the parent's end of our standard input closes (it exited, or was killed)."""
+    while sys.stdin.buffer.read(4096):
+        pass
+    loop.call_soon_threadsafe(stop.set)
 
 
 def main(argv: list[str] | None = None) -> None:

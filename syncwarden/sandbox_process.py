@@ -54,6 +54,10 @@ async def start_sandbox(state_dir: Path) -> SandboxProcess:
         "sandbox",
         "--state-dir",
         str(state_dir),
+        "--exit-with-parent",
+        # The child exits when this pipe closes, which is also what happens when we are killed
+        # outright (SIGKILL runs no clean-up of ours), so no sandbox is ever left behind.
+        stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
