@@ -10,19 +10,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.failures import report_unexpected
+from core.jobs_metrics import count_job_run
 from core.logging import get_logger
 from core.settings import Settings
 from sync.engine import SyncReport
+from syncwarden.job_runs import last_run, record_run
 from syncwarden.workflow_wiring import Workflows
 from workflows.outbox import OutboxDispatcher
 
@@ -41,6 +44,9 @@ class Job:
     # Runs on one replica at a time (a database lock); jobs sharing work through row leases
     # (the sync runs) do not need it.
     singleton: bool = True
+    # Calendar-bound: fires on this cron schedule in SCHEDULER__TIMEZONE instead of every
+    # ``every_minutes``, and its last run is kept in the database (see syncwarden/job_runs.py).
+    cron: Mapping[str, int | str] | None = None
 
 
 def declared_jobs(settings: Settings, workflows: Workflows) -> list[Job]:
@@ -56,7 +62,12 @@ def declared_jobs(settings: Settings, workflows: Workflows) -> list[Job]:
             workflows.credentials.scan,
             run_at_start=True,
         ),
-        Job("credentials.weekly_digest", 7 * 24 * 60, workflows.credentials.digest),
+        Job(
+            "credentials.weekly_digest",
+            7 * 24 * 60,
+            workflows.credentials.digest,
+            cron=WEEKLY_DIGEST,
+        ),
         Job(
             "sync.run",
             settings.scheduler.sync_interval_minutes,
@@ -94,6 +105,8 @@ async def _described(result: Awaitable[object]) -> str:
 
 
 REQUESTED_POLL_SECONDS = 10.0
+# Monday morning in the scheduler's time zone, when IT plans its week.
+WEEKLY_DIGEST: Mapping[str, int | str] = {"day_of_week": "mon", "hour": 8, "minute": 0}
 
 
 async def _summarised(reports: Awaitable[list[SyncReport]]) -> str | None:
@@ -136,6 +149,19 @@ class BackgroundWork:
                 )
             )
         for job in declared_jobs(self._settings, self._workflows):
+            if job.cron is not None:
+                trigger = CronTrigger(timezone=self._settings.scheduler.timezone, **job.cron)
+                overdue = await self._missed(job, trigger)
+                self._scheduler.add_job(
+                    logged_job(job, self._engine),
+                    trigger,
+                    id=job.id,
+                    name=job.id,
+                    coalesce=True,
+                    max_instances=1,
+                    **({"next_run_time": datetime.now(UTC)} if overdue else {}),
+                )
+                continue
             self._scheduler.add_job(
                 logged_job(job, self._engine),
                 "interval",
@@ -154,6 +180,19 @@ class BackgroundWork:
             "background.started",
             jobs=[job.id for job in declared_jobs(self._settings, self._workflows)],
         )
+
+    async def _missed(self, job: Job, trigger: CronTrigger) -> bool:
+        """Whether the job's most recent due time passed with no run recorded since."""
+        if self._engine is None:
+            return False
+        due = last_due(trigger, datetime.now(UTC))
+        ran = await last_run(self._engine, job.id)
+        return due is not None and (ran is None or ran < due)
+
+    def next_run(self, job_id: str) -> datetime | None:
+        """When the scheduler will next run ``job_id`` (None when it is not scheduled)."""
+        job = self._scheduler.get_job(job_id)
+        return job.next_run_time if job is not None else None
 
     def kick(self, job_id: str) -> None:
         """Run a job now instead of at its next trigger (it still never runs twice at once)."""
@@ -186,12 +225,26 @@ def logged_job(job: Job, engine: AsyncEngine | None) -> Callable[[], Awaitable[N
                     log.info("job.skipped", job=job.id, reason="running on another replica")
                     return
                 result = await job.run()
+                if job.cron is not None and engine is not None:
+                    await record_run(engine, job.id, datetime.now(UTC))
+            count_job_run(job.id, failed=False)
             if result is not None:
                 log.info("job.done", job=job.id, result=result)
         except Exception as error:  # a failed run is retried at the next trigger
+            count_job_run(job.id, failed=True)
             report_unexpected(log, "job.failed", error, where="job", job=job.id)
 
     return run
+
+
+def last_due(trigger: CronTrigger, now: datetime) -> datetime | None:
+    """The trigger's latest fire time at or before ``now`` (within the last 35 days)."""
+    fire = trigger.get_next_fire_time(None, now - timedelta(days=35))
+    latest = None
+    while fire is not None and fire <= now:
+        latest = fire
+        fire = trigger.get_next_fire_time(fire, fire + timedelta(seconds=1))
+    return latest
 
 
 @asynccontextmanager

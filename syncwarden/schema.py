@@ -14,6 +14,7 @@ from core.db import Base
 from sync import credential_watch  # noqa: F401  (registers credential_alerts)
 from sync import records as sync_records  # noqa: F401  (registers sync_* tables)
 from sync import subscriptions as sync_subscriptions  # noqa: F401  (sync_subscriptions)
+from syncwarden import job_runs  # noqa: F401  (registers job_runs)
 from workflows import audit, outbox, records  # noqa: F401  (registers their tables)
 
 metadata = Base.metadata

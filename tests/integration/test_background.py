@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
+import pytest
+from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from connectors.scheduling.ports import Profile
 from core.db import create_engine, session_factory
 from sandbox.server import SandboxTenant
-from syncwarden.background import BackgroundWork, Job, declared_jobs, logged_job
+from syncwarden.background import (
+    WEEKLY_DIGEST,
+    BackgroundWork,
+    Job,
+    declared_jobs,
+    last_due,
+    logged_job,
+)
+from syncwarden.job_runs import last_run, record_run
 from syncwarden.m365 import build_microsoft365
 from syncwarden.workflow_wiring import build_workflows
 from tests.support.m365 import sandbox_settings
@@ -107,3 +118,53 @@ async def test_a_singleton_job_runs_on_one_replica_at_a_time(database_url: str) 
         await second.dispose()
     postgres = database_url.startswith("postgresql")
     assert ran == (["first", "second"] if postgres else ["first", "second", "second"])
+
+
+def test_the_last_due_time_of_a_weekly_trigger() -> None:
+    trigger = CronTrigger(timezone="Europe/London", **WEEKLY_DIGEST)
+    wednesday = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+    assert last_due(trigger, wednesday) == datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
+    monday_early = datetime(2026, 11, 30, 7, 59, tzinfo=UTC)
+    assert last_due(trigger, monday_early) == datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+
+
+async def test_a_weekly_job_missed_while_down_runs_at_start_and_one_done_waits(
+    migrated_engine: AsyncEngine, tenant: SandboxTenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The digest is calendar-bound: a restart neither postpones it a week nor repeats it."""
+    settings = sandbox_settings(
+        tenant, graph={"sync_group_id": tenant.seed.group_ids["Calendar Sync (Graph)"]}
+    )
+    m365 = build_microsoft365(settings)
+    workflows = build_workflows(settings, session_factory(migrated_engine), m365)
+    assert workflows is not None
+    ran = asyncio.Event()
+
+    async def record_then_tell(engine: AsyncEngine, job_id: str, at: datetime) -> None:
+        await record_run(engine, job_id, at)
+        ran.set()  # the digest ran and its run is on record
+
+    monkeypatch.setattr("syncwarden.background.record_run", record_then_tell)
+    now = datetime.now(UTC)
+    due = last_due(CronTrigger(timezone=settings.scheduler.timezone, **WEEKLY_DIGEST), now)
+    assert due is not None
+    try:
+        await record_run(migrated_engine, "credentials.weekly_digest", due - timedelta(days=1))
+        missed = BackgroundWork(settings, workflows, engine=migrated_engine)
+        await missed.start()
+        try:
+            await asyncio.wait_for(ran.wait(), 30)
+        finally:
+            await missed.stop()
+        recorded = await last_run(migrated_engine, "credentials.weekly_digest")
+        assert recorded is not None and recorded >= due
+
+        done = BackgroundWork(settings, workflows, engine=migrated_engine)
+        await done.start()
+        try:
+            upcoming = done.next_run("credentials.weekly_digest")
+        finally:
+            await done.stop()
+        assert upcoming is not None and upcoming > now + timedelta(hours=1)
+    finally:
+        await m365.aclose()
