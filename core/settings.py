@@ -60,6 +60,14 @@ class HttpSettings(BaseModel):
     port: int = Field(default=3978, ge=1, le=65535)
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
     shutdown_timeout_seconds: float = Field(default=30.0, ge=0)
+    # Slow clients: a request's head (request line and headers) must arrive within this long of
+    # the connection opening or of its first byte; its body within this long of the head.
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    body_timeout_seconds: float = Field(default=30.0, gt=0)
+    # An idle kept-alive connection is closed after this long.
+    keepalive_timeout_seconds: float = Field(default=75.0, gt=0)
+    # Connections open at once; one more is answered 503 and closed at once.
+    max_connections: int = Field(default=1000, ge=1)
 
 
 class BotSettings(BaseModel):

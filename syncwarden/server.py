@@ -3,6 +3,10 @@
 Start-up order matters: refuse a broken configuration before touching anything, then migrate,
 then listen. Shutdown on SIGTERM/SIGINT stops accepting connections, lets in-flight requests finish
 (up to ``http.shutdown_timeout_seconds``) and closes the database pool.
+
+The listener defends itself against slow and idle clients (:func:`listening`): a request head
+must arrive within ``http.header_timeout_seconds``, an idle kept-alive connection closes after
+``http.keepalive_timeout_seconds``, and no more than ``http.max_connections`` are open at once.
 """
 
 from __future__ import annotations
@@ -10,10 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import httpx
 from aiohttp import web
+from aiohttp.streams import StreamReader
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.dialogue import DialogueLogic
@@ -21,7 +29,7 @@ from connectors.errors import ConnectorError
 from core.db import create_engine, session_factory
 from core.errors import ConfigurationError
 from core.logging import get_logger
-from core.settings import Settings, find_problems
+from core.settings import HttpSettings, Settings, find_problems
 from sync.subscriptions import MailboxSubscriptions
 from syncwarden import __version__
 from syncwarden.background import BackgroundWork
@@ -29,7 +37,7 @@ from syncwarden.doctor import Doctor
 from syncwarden.m365 import Microsoft365, build_microsoft365
 from syncwarden.migrate import upgrade_to_head
 from syncwarden.sandbox_process import settings_for_sandbox, start_sandbox
-from syncwarden.web import create_app
+from syncwarden.web import METRICS, HttpMetrics, create_app
 from syncwarden.workflow_wiring import (
     BotTokens,
     Workflows,
@@ -158,25 +166,174 @@ async def _serve_http(
 ) -> None:
     stop_event = stop or asyncio.Event()
     app = create_app(settings, engine, dialogue, subscriptions)
-    runner = web.AppRunner(
-        app, shutdown_timeout=settings.http.shutdown_timeout_seconds, access_log=None
-    )
+    async with listening(settings, app) as listener:
+        _install_signal_handlers(stop_event)
+        log.info(
+            "syncwarden.started",
+            version=__version__,
+            mode=settings.mode.value,
+            url=f"http://{settings.http.host}:{listener.port}",
+            anonymous_bot_auth=settings.anonymous_bot_auth,
+        )
+        try:
+            await stop_event.wait()
+        finally:
+            log.info("syncwarden.stopping")
+
+
+@dataclass(frozen=True)
+class HttpListener:
+    port: int
+    limits: ConnectionLimits
+
+
+@contextlib.asynccontextmanager
+async def listening(
+    settings: Settings, app: web.Application, *, port: int | None = None
+) -> AsyncIterator[HttpListener]:
+    """Serve ``app`` on ``settings.http`` (or ``port``; 0 picks a free one) for the block.
+
+    Slow and idle clients are cut off: aiohttp's keep-alive timeout closes idle connections,
+    :class:`GuardedRequestHandler` times each request head and caps the connections, and the
+    body-limit middleware (``syncwarden.web``) times each body. On leaving, the listener stops
+    accepting, idle connections close, and in-flight requests get
+    ``http.shutdown_timeout_seconds`` to finish.
+    """
+    http = settings.http
+    handler_args: dict[str, Any] = {
+        "keepalive_timeout": http.keepalive_timeout_seconds,
+        "access_log": None,
+    }
+    runner = web.AppRunner(app, shutdown_timeout=http.shutdown_timeout_seconds, **handler_args)
     await runner.setup()
-    site = web.TCPSite(runner, settings.http.host, settings.http.port)
-    await site.start()
-    _install_signal_handlers(stop_event)
-    log.info(
-        "syncwarden.started",
-        version=__version__,
-        mode=settings.mode.value,
-        url=f"http://{settings.http.host}:{settings.http.port}",
-        anonymous_bot_auth=settings.anonymous_bot_auth,
-    )
+    server = runner.server
+    assert server is not None  # set by setup()
+    limits = ConnectionLimits(http, app[METRICS])
+    loop = asyncio.get_running_loop()
+
+    def new_connection() -> GuardedRequestHandler:
+        return GuardedRequestHandler(server, limits, loop=loop, **handler_args)
+
     try:
-        await stop_event.wait()
-    finally:
-        log.info("syncwarden.stopping")
+        listener = await loop.create_server(
+            new_connection, http.host, http.port if port is None else port, backlog=_BACKLOG
+        )
+    except BaseException:
         await runner.cleanup()
+        raise
+    try:
+        yield HttpListener(port=listener.sockets[0].getsockname()[1], limits=limits)
+    finally:
+        listener.close()  # stop accepting; connections already open are the runner's
+        await runner.cleanup()
+
+
+_BACKLOG = 128
+_REFUSAL_BODY = b'{"error": "too many connections; try again shortly"}'
+_REFUSAL = (
+    b"HTTP/1.1 503 Service Unavailable\r\n"
+    b"Content-Type: application/json\r\n"
+    b"Retry-After: 1\r\n"
+    b"Connection: close\r\n"
+    b"Content-Length: " + str(len(_REFUSAL_BODY)).encode() + b"\r\n\r\n" + _REFUSAL_BODY
+)
+
+
+class ConnectionLimits:
+    """The connection cap and head timeout that every connection of one listener shares."""
+
+    def __init__(self, http: HttpSettings, metrics: HttpMetrics) -> None:
+        self.max_connections = http.max_connections
+        self.header_timeout = http.header_timeout_seconds
+        self.open = 0
+        self._metrics = metrics
+
+    def admit(self) -> bool:
+        """Count a new connection in, or say it is one too many (and count the refusal)."""
+        if self.open >= self.max_connections:
+            self._metrics.refused_connections.inc()
+            return False
+        self.open += 1
+        self._metrics.open_connections.set(self.open)
+        return True
+
+    def release(self) -> None:
+        self.open -= 1
+        self._metrics.open_connections.set(self.open)
+
+    def head_timed_out(self) -> None:
+        self._metrics.timeouts.labels(phase="head").inc()
+
+
+class GuardedRequestHandler(web.RequestHandler):
+    """aiohttp's connection handler, with a deadline for each request head and a connection cap.
+
+    aiohttp has no header timeout: its keep-alive timer only closes a connection that waits
+    idle, and a head trickled in one byte at a time keeps resetting nothing. Here the clock
+    starts when the connection opens, and on a kept-alive connection at the first byte of the
+    next request; the whole head (request line and headers) must be in before it runs out, or
+    the connection is closed. A connection over the cap is answered 503 at once and closed,
+    without a request being read.
+    """
+
+    def __init__(self, manager: web.Server, limits: ConnectionLimits, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._limits = limits
+        self._admitted = False
+        self._head_clock: asyncio.TimerHandle | None = None
+        # The body of the latest request whose head arrived; the next byte after it is complete
+        # starts the next head.
+        self._latest_body: StreamReader | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if not self._limits.admit():
+            log.warning("http.connection_refused", open=self._limits.open)
+            cast(asyncio.Transport, transport).write(_REFUSAL)
+            transport.close()  # after the refusal is sent
+            return
+        self._admitted = True
+        super().connection_made(transport)
+        self._start_head_clock()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if not self._admitted:
+            return
+        self._admitted = False
+        self._limits.release()
+        self._stop_head_clock()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if data and self._head_clock is None and self._between_requests():
+            self._start_head_clock()
+        heads = self._request_count
+        super().data_received(data)
+        if self._request_count != heads:  # one or more heads are complete
+            self._stop_head_clock()
+            self._latest_body = self._messages[-1][1] if self._messages else None
+
+    def _between_requests(self) -> bool:
+        return self._latest_body is None or self._latest_body.is_eof()
+
+    def _start_head_clock(self) -> None:
+        self._head_clock = self._loop.call_later(self._limits.header_timeout, self._head_too_slow)
+
+    def _stop_head_clock(self) -> None:
+        if self._head_clock is not None:
+            self._head_clock.cancel()
+            self._head_clock = None
+
+    def _head_too_slow(self) -> None:
+        self._head_clock = None
+        if self.transport is None:
+            return
+        if self._request_in_progress or self._messages:
+            # A pipelined head behind a request still being answered: time it from now.
+            self._start_head_clock()
+            return
+        self._limits.head_timed_out()
+        log.info("http.head_timeout", seconds=self._limits.header_timeout, peer=self.peername)
+        self.force_close()
 
 
 def _install_signal_handlers(stop_event: asyncio.Event) -> None:

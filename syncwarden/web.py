@@ -2,7 +2,11 @@
 
 Cross-cutting HTTP concerns live here as middlewares, in this order: a request id bound to every
 log line, Prometheus counters (so refused requests are counted too), and a hard cap on request
-bodies (Teams activities are small; anything large is a mistake or an attack).
+bodies in size and in time (Teams activities are small; anything large or slow is a mistake or
+an attack). Timeouts for request heads and idle connections, and the connection cap, are the
+server's (``syncwarden.server``): a middleware only sees a request once its head has arrived.
+
+``/metrics`` also shows what an operator watches, read from the database at scrape time.
 """
 
 from __future__ import annotations
@@ -13,6 +17,9 @@ import time
 import uuid
 import warnings
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -22,24 +29,35 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import Select, case, func, literal, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql import ColumnElement
 
 from bot.dialogue import DialogueLogic
 from bot.teams_endpoint import add_bot_routes
-from core.db import ping
+from core.db import ping, utc_now
 from core.failures import unexpected_counts
+from core.jobs_metrics import job_counts
 from core.logging import get_logger
 from core.payloads import MAX_JSON_DEPTH, json_too_deep
 from core.settings import Settings
+from sync.credential_watch import CredentialAlert
+from sync.errors import FailureKind
+from sync.records import SyncState
 from sync.subscriptions import MailboxSubscriptions
 from syncwarden import __version__
 from syncwarden.migrate import migration_status
 from syncwarden.workflow_wiring import GRAPH_NOTIFICATIONS_PATH
+from workflows.model import TicketStatus
+from workflows.outbox import OutboxMessage
+from workflows.records import Enrollment, Step, Ticket
+from workflows.steps import StepName, StepState
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -50,9 +68,14 @@ log = get_logger(__name__)
 
 
 class HttpMetrics:
-    """Per-application Prometheus registry (not the global one, so tests can build many apps)."""
+    """Per-application Prometheus registry (not the global one, so tests can build many apps).
 
-    def __init__(self) -> None:
+    Besides the HTTP counters it holds what an operator watches: gauges read from the database
+    at scrape time (:class:`_DatabaseGauges`), scheduled job runs and failures, and unexpected
+    errors (both counted in the process).
+    """
+
+    def __init__(self, engine: AsyncEngine | None = None) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "syncwarden_http_requests",
@@ -66,11 +89,39 @@ class HttpMetrics:
             ["route"],
             registry=self.registry,
         )
+        self.open_connections = Gauge(
+            "syncwarden_http_open_connections",
+            "HTTP connections open now.",
+            registry=self.registry,
+        )
+        self.refused_connections = Counter(
+            "syncwarden_http_connections_refused",
+            "Connections answered 503 and closed because SYNCWARDEN_HTTP__MAX_CONNECTIONS were "
+            "open.",
+            registry=self.registry,
+        )
+        self.timeouts = Counter(
+            "syncwarden_http_timeouts",
+            "Connections closed because a request's head or body did not arrive in time.",
+            ["phase"],
+            registry=self.registry,
+        )
+        for phase in ("head", "body"):
+            self.timeouts.labels(phase=phase).inc(0)
         info = Counter(
             "syncwarden_build", "Build information.", ["version"], registry=self.registry
         )
         info.labels(version=__version__).inc(0)
         self.registry.register(_UnexpectedErrors())
+        self.registry.register(_JobRuns())
+        self.database = _DatabaseGauges(engine) if engine is not None else None
+        if self.database is not None:
+            self.registry.register(self.database)
+
+    async def refresh(self) -> None:
+        """Read what the database-backed gauges show; called before each scrape."""
+        if self.database is not None:
+            await self.database.refresh()
 
 
 class _UnexpectedErrors(Collector):
@@ -87,6 +138,228 @@ class _UnexpectedErrors(Collector):
         yield family
 
 
+class _JobRuns(Collector):
+    """``syncwarden_job_runs_total`` and ``syncwarden_job_failures_total``, by job."""
+
+    def collect(self) -> Iterable[Metric]:
+        runs = CounterMetricFamily(
+            "syncwarden_job_runs",
+            "Scheduled job runs on this replica (skipped runs excluded), by job.",
+            labels=["job"],
+        )
+        failures = CounterMetricFamily(
+            "syncwarden_job_failures",
+            "Scheduled job runs on this replica that failed with an exception, by job.",
+            labels=["job"],
+        )
+        for job, count in sorted(job_counts().items()):
+            runs.add_metric([job], count.runs)
+            failures.add_metric([job], count.failures)
+        yield runs
+        yield failures
+
+
+# Scrapes within this long of the last database read reuse it: /metrics is unauthenticated, so
+# a flood of scrapes must not become a flood of queries.
+DATABASE_METRICS_MAX_AGE_SECONDS = 5.0
+_DATABASE_METRICS_TIMEOUT_SECONDS = 5.0
+_OUTBOX_BACKLOG_STATES = ("pending", "sending")
+_OUTBOX_STATES = ("pending", "sending", "sent", "failed")
+
+
+@dataclass(frozen=True)
+class _DatabaseSnapshot:
+    tickets: dict[str, int]
+    steps_failed: dict[str, int]
+    outbox: dict[str, int]
+    outbox_oldest_age_seconds: float
+    enrollments: dict[str, int]
+    sync_failing: dict[str, int]
+    sync_consecutive_failures_max: int
+    sync_consecutive_failures: int
+    credential_alerts: dict[tuple[str, str], int]
+
+
+async def _read_snapshot(connection: AsyncConnection) -> _DatabaseSnapshot:
+    async def grouped(statement: Select[Any, int]) -> dict[str, int]:
+        """``{value: count}`` from ``SELECT value, count(*) ... GROUP BY value``."""
+        return {str(value): int(count) for value, count in await connection.execute(statement)}
+
+    now = utc_now()
+    tickets = dict.fromkeys((status.value for status in TicketStatus), 0)
+    tickets |= await grouped(select(Ticket.status, func.count()).group_by(Ticket.status))
+    steps_failed = dict.fromkeys((name.value for name in StepName), 0)
+    steps_failed |= await grouped(
+        select(Step.name, func.count())
+        .where(Step.state == StepState.FAILED.value)
+        .group_by(Step.name)
+    )
+    outbox = dict.fromkeys(_OUTBOX_STATES, 0)
+    outbox |= await grouped(select(OutboxMessage.state, func.count()).group_by(OutboxMessage.state))
+    oldest = await connection.scalar(
+        select(func.min(OutboxMessage.created_at)).where(
+            OutboxMessage.state.in_(_OUTBOX_BACKLOG_STATES)
+        )
+    )
+    active = Enrollment.active.is_(True)
+    enrollments = {"syncing": 0, "paused": 0}
+    for paused, count in (
+        await connection.execute(
+            select(Enrollment.paused, func.count()).where(active).group_by(Enrollment.paused)
+        )
+    ).all():
+        enrollments["paused" if paused else "syncing"] += int(count)
+    sync_failing = dict.fromkeys((kind.value for kind in FailureKind), 0)
+    sync_failing |= await grouped(
+        select(Enrollment.last_error_kind, func.count())
+        .where(active, Enrollment.last_error_kind.is_not(None))
+        .group_by(Enrollment.last_error_kind)
+    )
+    failures_max, failing_states = (
+        await connection.execute(
+            select(
+                func.coalesce(func.max(SyncState.consecutive_failures), 0),
+                func.count().filter(SyncState.consecutive_failures > 0),
+            )
+            .select_from(SyncState)
+            .join(Enrollment, Enrollment.id == SyncState.enrollment_id)
+            .where(active)
+        )
+    ).one()
+    alert_state = _credential_alert_state(now)
+    credential_alerts = {
+        (str(threshold), str(state)): int(count)
+        for threshold, state, count in await connection.execute(
+            select(CredentialAlert.threshold, alert_state, func.count()).group_by(
+                CredentialAlert.threshold, alert_state
+            )
+        )
+    }
+    return _DatabaseSnapshot(
+        tickets=tickets,
+        steps_failed=steps_failed,
+        outbox=outbox,
+        outbox_oldest_age_seconds=max(0.0, (now - oldest).total_seconds()) if oldest else 0.0,
+        enrollments=enrollments,
+        sync_failing=sync_failing,
+        sync_consecutive_failures_max=int(failures_max),
+        sync_consecutive_failures=int(failing_states),
+        credential_alerts=credential_alerts,
+    )
+
+
+def _credential_alert_state(now: datetime) -> ColumnElement[str]:
+    """open (unanswered), acknowledged, snoozed or resolved, as a SQL expression."""
+    return case(
+        (CredentialAlert.resolved_at.is_not(None), literal("resolved")),
+        (CredentialAlert.acknowledged_by.is_not(None), literal("acknowledged")),
+        (CredentialAlert.snoozed_until > now, literal("snoozed")),
+        else_=literal("open"),
+    )
+
+
+class _DatabaseGauges(Collector):
+    """What the database says an operator should watch, read before each scrape.
+
+    Prometheus collectors are synchronous and the database is not, so the ``/metrics`` handler
+    awaits :meth:`refresh` (at most one read at a time, reused for a few seconds) and
+    :meth:`collect` only formats what was read. When the read fails the families are left out
+    and ``syncwarden_database_metrics_up`` is 0.
+    """
+
+    def __init__(
+        self, engine: AsyncEngine, *, max_age_seconds: float = DATABASE_METRICS_MAX_AGE_SECONDS
+    ) -> None:
+        self._engine = engine
+        self._max_age = max_age_seconds
+        self._snapshot: _DatabaseSnapshot | None = None
+        self._read_at: float | None = None
+        self._lock = asyncio.Lock()
+
+    async def refresh(self) -> None:
+        async with self._lock:
+            if self._read_at is not None and time.monotonic() - self._read_at < self._max_age:
+                return
+            try:
+                async with (
+                    asyncio.timeout(_DATABASE_METRICS_TIMEOUT_SECONDS),
+                    self._engine.connect() as connection,
+                ):
+                    self._snapshot = await _read_snapshot(connection)
+            except Exception as error:  # the scrape still answers, with the gauge at 0
+                log.warning("metrics.database_unreadable", error_type=type(error).__name__)
+                self._snapshot = None
+            self._read_at = time.monotonic()
+
+    def collect(self) -> Iterable[Metric]:
+        snapshot = self._snapshot
+        yield GaugeMetricFamily(
+            "syncwarden_database_metrics_up",
+            "1 when the database-backed gauges below were read for this scrape, 0 when not.",
+            value=0 if snapshot is None else 1,
+        )
+        if snapshot is None:
+            return
+        yield _labelled("syncwarden_tickets", "Tickets, by status.", "status", snapshot.tickets)
+        yield _labelled(
+            "syncwarden_steps_failed",
+            "Provisioning steps that failed for good, by step.",
+            "step",
+            snapshot.steps_failed,
+        )
+        yield GaugeMetricFamily(
+            "syncwarden_outbox_backlog",
+            "Outbox messages waiting to be sent to Teams (pending or sending).",
+            value=sum(snapshot.outbox[state] for state in _OUTBOX_BACKLOG_STATES),
+        )
+        yield GaugeMetricFamily(
+            "syncwarden_outbox_oldest_pending_age_seconds",
+            "Age of the oldest outbox message still waiting to be sent (0 when none is).",
+            value=snapshot.outbox_oldest_age_seconds,
+        )
+        yield _labelled(
+            "syncwarden_outbox_messages", "Outbox messages, by state.", "state", snapshot.outbox
+        )
+        yield _labelled(
+            "syncwarden_sync_enrollments",
+            "Active enrollments (people whose calendars are synced), syncing or paused.",
+            "state",
+            snapshot.enrollments,
+        )
+        yield _labelled(
+            "syncwarden_sync_failing_enrollments",
+            "Active enrollments whose last sync run failed, by the kind of failure.",
+            "kind",
+            snapshot.sync_failing,
+        )
+        yield GaugeMetricFamily(
+            "syncwarden_sync_failing_in_a_row",
+            "Active enrollments whose latest sync runs failed (one or more in a row).",
+            value=snapshot.sync_consecutive_failures,
+        )
+        yield GaugeMetricFamily(
+            "syncwarden_sync_consecutive_failures_max",
+            "The most sync runs in a row that failed for any one active enrollment.",
+            value=snapshot.sync_consecutive_failures_max,
+        )
+        alerts = GaugeMetricFamily(
+            "syncwarden_credential_alerts",
+            "Credential-expiry alerts sent, by threshold (days before expiry) and state "
+            "(open, acknowledged, snoozed, resolved).",
+            labels=["threshold_days", "state"],
+        )
+        for (threshold, state), count in sorted(snapshot.credential_alerts.items()):
+            alerts.add_metric([threshold, state], count)
+        yield alerts
+
+
+def _labelled(name: str, documentation: str, label: str, counts: dict[str, int]) -> Metric:
+    family = GaugeMetricFamily(name, documentation, labels=[label])
+    for value, count in sorted(counts.items()):
+        family.add_metric([value], count)
+    return family
+
+
 ENGINE = web.AppKey("engine", AsyncEngine)
 NOTIFICATIONS = web.AppKey("notifications", MailboxSubscriptions)
 METRICS = web.AppKey("metrics", HttpMetrics)
@@ -99,13 +372,15 @@ def create_app(
     notifications: MailboxSubscriptions | None = None,
 ) -> web.Application:
     """Assemble the aiohttp application; nothing here touches the network until it is served."""
-    metrics = HttpMetrics()
+    metrics = HttpMetrics(engine)
     app = web.Application(
         client_max_size=settings.http.max_body_bytes,
         middlewares=[
             _request_id_middleware,
             _metrics_middleware(metrics),
-            _body_limit_middleware(settings.http.max_body_bytes),
+            _body_limit_middleware(
+                settings.http.max_body_bytes, settings.http.body_timeout_seconds, metrics
+            ),
         ],
     )
     app[ENGINE] = engine
@@ -170,7 +445,9 @@ def _unready(reason: str) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[METRICS].registry)
+    metrics = request.app[METRICS]
+    await metrics.refresh()
+    body = generate_latest(metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -188,8 +465,9 @@ async def _request_id_middleware(request: web.Request, handler: Handler) -> web.
         return response
 
 
-def _body_limit_middleware(limit: int) -> Middleware:
+def _body_limit_middleware(limit: int, timeout: float, metrics: HttpMetrics) -> Middleware:
     too_large = {"error": f"request body is larger than {limit} bytes"}
+    too_slow = {"error": f"the request body did not arrive within {timeout:g} seconds"}
     too_deep = {"error": f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels"}
     unreadable = {
         "error": "the request body could not be decoded; check its Content-Encoding and "
@@ -202,7 +480,13 @@ def _body_limit_middleware(limit: int) -> Middleware:
             return web.json_response(too_large, status=413)
         if request.can_read_body:
             try:
-                body = await request.read()  # cached; enforces the limit for chunked bodies
+                async with asyncio.timeout(timeout):
+                    body = await request.read()  # cached; enforces the limit for chunked bodies
+            except TimeoutError:
+                # A body trickled in (or stalled): answer and close, rather than wait for it.
+                metrics.timeouts.labels(phase="body").inc()
+                log.info("http.body_timeout", path=request.path, seconds=timeout)
+                return await _answer_and_close(request, web.json_response(too_slow, status=408))
             except web.HTTPRequestEntityTooLarge:
                 return web.json_response(too_large, status=413)
             except RequestPayloadError:
@@ -217,6 +501,22 @@ def _body_limit_middleware(limit: int) -> Middleware:
         return await handler(request)
 
     return middleware
+
+
+async def _answer_and_close(request: web.Request, response: web.Response) -> web.Response:
+    """Send ``response`` now, then close the connection.
+
+    Returning it would make aiohttp keep reading what is left of the body for up to its
+    lingering time before closing, which is what a slow client wants.
+    """
+    response.force_close()
+    request_id = structlog.contextvars.get_contextvars().get("request_id")
+    if isinstance(request_id, str):
+        response.headers["X-Request-Id"] = request_id
+    await response.prepare(request)
+    await response.write_eof()
+    request.protocol.force_close()  # the transport sends what is written, then closes
+    return response
 
 
 def _metrics_middleware(metrics: HttpMetrics) -> Middleware:
