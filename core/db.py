@@ -14,11 +14,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from sqlalchemy import DateTime, MetaData, TypeDecorator, event, text
 from sqlalchemy.engine import URL, Connection, Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 from sqlalchemy.orm import DeclarativeBase
+
+from core.tracing import tracer
 
 # Stable constraint names make Alembic migrations reproducible across SQLite and PostgreSQL.
 NAMING_CONVENTION = {
@@ -81,10 +84,43 @@ def create_engine(url: str, *, echo: bool = False, pool_size: int = 5) -> AsyncE
     else:
         options["pool_size"] = pool_size
     engine = _create_async_engine(parsed, **options)
+    _trace_statements(engine, parsed.get_backend_name())
     if is_sqlite(parsed):
         event.listen(engine.sync_engine, "connect", _configure_sqlite_connection)
         event.listen(engine.sync_engine, "begin", _begin_sqlite_transaction)
     return engine
+
+
+_SPANS = "syncwarden.spans"
+
+
+def _trace_statements(engine: AsyncEngine, system: str) -> None:
+    """A span per statement (its SQL, never its parameters), when tracing is on."""
+
+    def before(conn: Connection, _cursor: Any, statement: str, *_args: Any) -> None:
+        operation = statement.lstrip().split(" ", 1)[0].upper() or "SQL"
+        span = tracer.start_span(
+            f"db {operation}",
+            kind=SpanKind.CLIENT,
+            attributes={"db.system": system, "db.statement": statement[:2000]},
+        )
+        conn.info.setdefault(_SPANS, []).append(span)
+
+    def after(conn: Connection, *_args: Any) -> None:
+        spans = conn.info.get(_SPANS)
+        if spans:
+            spans.pop().end()
+
+    def failed(context: Any) -> None:
+        spans = context.connection.info.get(_SPANS) if context.connection is not None else None
+        if spans:
+            span = spans.pop()
+            span.set_status(Status(StatusCode.ERROR, type(context.original_exception).__name__))
+            span.end()
+
+    event.listen(engine.sync_engine, "before_cursor_execute", before)
+    event.listen(engine.sync_engine, "after_cursor_execute", after)
+    event.listen(engine.sync_engine, "handle_error", failed)
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

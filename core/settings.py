@@ -224,6 +224,13 @@ class LogSettings(BaseModel):
     format: LogFormat = LogFormat.AUTO
 
 
+class TracingSettings(BaseModel):
+    """OpenTelemetry traces, sent over OTLP/HTTP when an endpoint is set; off otherwise."""
+
+    otlp_endpoint: str | None = None
+    service_name: str = "syncwarden"
+
+
 class Settings(BaseSettings):
     """The whole configuration. Build it with :func:`load_settings`, never at import time."""
 
@@ -247,6 +254,7 @@ class Settings(BaseSettings):
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     sync: SyncSettings = Field(default_factory=SyncSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
 
     @property
     def is_production(self) -> bool:

@@ -24,6 +24,7 @@ from core.failures import report_unexpected
 from core.jobs_metrics import count_job_run
 from core.logging import get_logger
 from core.settings import Settings
+from core.tracing import tracer
 from sync.engine import SyncReport
 from syncwarden.job_runs import last_run, record_run
 from syncwarden.workflow_wiring import Workflows
@@ -224,7 +225,8 @@ def logged_job(job: Job, engine: AsyncEngine | None) -> Callable[[], Awaitable[N
                 if not held:
                     log.info("job.skipped", job=job.id, reason="running on another replica")
                     return
-                result = await job.run()
+                with tracer.start_as_current_span(f"job {job.id}", attributes={"job": job.id}):
+                    result = await job.run()
                 if job.cron is not None and engine is not None:
                     await record_run(engine, job.id, datetime.now(UTC))
             count_job_run(job.id, failed=False)

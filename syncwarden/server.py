@@ -30,6 +30,7 @@ from core.db import create_engine, session_factory
 from core.errors import ConfigurationError
 from core.logging import get_logger
 from core.settings import HttpSettings, Settings, find_problems
+from core.tracing import configure_tracing
 from sync.subscriptions import MailboxSubscriptions
 from syncwarden import __version__
 from syncwarden.background import BackgroundWork
@@ -71,6 +72,10 @@ async def serve(
             ["--sandbox starts the sandbox tenant, which production never uses"]
         )
     async with contextlib.AsyncExitStack() as stack:
+        tracing = configure_tracing(settings)
+        if tracing is not None:
+            stack.callback(tracing.shutdown)  # flushes the spans still queued
+            log.info("tracing.enabled", endpoint=settings.tracing.otlp_endpoint)
         if with_sandbox:
             sandbox = await start_sandbox(SANDBOX_STATE_DIR)
             stack.push_async_callback(sandbox.stop)

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from opentelemetry.trace import SpanKind
 
 from connectors.errors import (
     AccessDeniedError,
@@ -49,6 +50,7 @@ from connectors.limits import ConcurrencyLimiter
 from connectors.ports import TokenProvider
 from connectors.retry import RetryPolicy, Sleep, call_with_retries
 from core.logging import get_logger
+from core.tracing import tracer
 
 log = get_logger(__name__)
 
@@ -362,20 +364,29 @@ class ExchangeAdminClient:
             "Content-Type": "application/json",
         }
         async with self._limiter.slot(None):
-            try:
-                response = await self._http.post(
-                    url,
-                    content=json.dumps(body),
-                    headers=headers,
-                    timeout=self._timeout,
-                    follow_redirects=False,
-                )
-            except httpx.TimeoutException:
-                raise TransientError("Exchange did not answer in time", request=info) from None
-            except httpx.TransportError as error:
-                raise TransientError(
-                    f"the connection to Exchange failed ({type(error).__name__})", request=info
-                ) from None
+            with tracer.start_as_current_span(
+                f"exchange {cmdlet}",
+                kind=SpanKind.CLIENT,
+                attributes={"exchange.cmdlet": cmdlet},
+            ) as span:
+                try:
+                    response = await self._http.post(
+                        url,
+                        content=json.dumps(body),
+                        headers=headers,
+                        timeout=self._timeout,
+                        follow_redirects=False,
+                    )
+                except httpx.TimeoutException:
+                    raise TransientError(
+                        "Exchange did not answer in time", request=info
+                    ) from None
+                except httpx.TransportError as error:
+                    raise TransientError(
+                        f"the connection to Exchange failed ({type(error).__name__})",
+                        request=info,
+                    ) from None
+                span.set_attribute("http.response.status_code", response.status_code)
         if not response.is_success:
             raise exchange_error(
                 response.status_code, response.headers, response.content, info, cmdlet=cmdlet

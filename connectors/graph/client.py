@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from opentelemetry.trace import SpanKind
 
 from connectors.errors import (
     ConnectorError,
@@ -35,6 +36,7 @@ from connectors.ports import TokenProvider
 from connectors.retry import RetryPolicy, Sleep, call_with_retries
 from connectors.tokens import granted_roles
 from core.logging import get_logger
+from core.tracing import tracer
 
 BATCH_LIMIT = 20
 _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"})
@@ -184,21 +186,27 @@ class GraphClient:
             content = json.dumps(json_body).encode()
             request_headers["Content-Type"] = "application/json"
         async with self._limiter.slot(mailbox, exclusive=whole_mailbox):
-            try:
-                response = await self._http.request(
-                    method,
-                    url,
-                    params=params,
-                    content=content,
-                    headers=request_headers,
-                    timeout=self._timeout,
-                )
-            except httpx.TimeoutException:
-                raise TransientError("Graph did not answer in time", request=info) from None
-            except httpx.TransportError as error:
-                raise TransientError(
-                    f"the connection to Graph failed ({type(error).__name__})", request=info
-                ) from None
+            with tracer.start_as_current_span(
+                f"graph {method}",
+                kind=SpanKind.CLIENT,
+                attributes={"http.request.method": method, "url.path": urlsplit(url).path},
+            ) as span:
+                try:
+                    response = await self._http.request(
+                        method,
+                        url,
+                        params=params,
+                        content=content,
+                        headers=request_headers,
+                        timeout=self._timeout,
+                    )
+                except httpx.TimeoutException:
+                    raise TransientError("Graph did not answer in time", request=info) from None
+                except httpx.TransportError as error:
+                    raise TransientError(
+                        f"the connection to Graph failed ({type(error).__name__})", request=info
+                    ) from None
+                span.set_attribute("http.response.status_code", response.status_code)
         if response.status_code >= 400:
             raise _in_light_of(
                 error_from_response(response.status_code, response.headers, response.content, info),
