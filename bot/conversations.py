@@ -11,12 +11,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import Boolean, String, select, update
+from sqlalchemy import Boolean, String, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql import Executable
+from sqlalchemy.sql.base import ReadOnlyColumnCollection
+from sqlalchemy.sql.elements import KeyedColumnElement
 
 from core.db import Base, UtcDateTime, utc_now, write_transaction
+from core.logging import get_logger
+
+log = get_logger(__name__)
 
 
 class ChannelRole(StrEnum):
@@ -73,40 +81,98 @@ class ConversationRecord(Base):
         )
 
 
+def _refreshed(
+    new: ReadOnlyColumnCollection[str, KeyedColumnElement[Any]], now: datetime
+) -> dict[Any, Any]:
+    """What a turn refreshes in a stored reference (``new`` is the row it tried to insert).
+
+    The newest service URL and bot id win; the tenant and the person's ids stay when the turn
+    does not name them; the role an admin gave the conversation is kept.
+    """
+    table = ConversationRecord
+    return {
+        table.service_url: new.service_url,
+        table.tenant_id: func.coalesce(new.tenant_id, table.tenant_id),
+        table.bot_id: new.bot_id,
+        table.installed: True,
+        # They wrote to us, so they have not blocked us (any more).
+        table.blocked: False,
+        table.user_aad_id: func.coalesce(new.user_aad_id, table.user_aad_id),
+        table.user_mri: func.coalesce(new.user_mri, table.user_mri),
+        table.updated_at: now,
+    }
+
+
+# The longest value each text column holds (PostgreSQL refuses a longer one; SQLite would not).
+_LENGTHS = {
+    column.name: column.type.length
+    for column in ConversationRecord.__table__.columns
+    if isinstance(column.type, String) and column.type.length
+}
+_IDS = ("conversation_id", "service_url", "tenant_id", "bot_id", "user_aad_id", "user_mri")
+
+
+def _unstorable(ref: ConversationRef) -> str | None:
+    """Why a reference cannot be stored as it is, or None: each id must fit its column, and be
+    text both databases take (PostgreSQL refuses NUL; neither encodes a lone surrogate)."""
+    for name in _IDS:
+        value = getattr(ref, name)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            return f"{name} is not text"
+        if len(value) > _LENGTHS[name]:
+            return f"{name} is longer than {_LENGTHS[name]} characters"
+        if not value.isprintable():
+            return f"{name} has control characters or lone surrogates"
+    return None
+
+
 class ConversationStore:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
 
     async def remember(self, ref: ConversationRef) -> None:
-        """Insert or refresh a reference; the service URL can move, so the newest one wins."""
+        """Insert or refresh a reference; the service URL can move, so the newest one wins.
+
+        One statement, an upsert (``INSERT … ON CONFLICT DO UPDATE``): two activities arriving
+        together for a new chat both store its reference, and a read-then-insert would let both
+        insert (a row lock cannot lock a row that is not there yet) and fail one turn.
+        """
+        problem = _unstorable(ref)
+        if problem is not None:
+            # Teams never sends such ids; a forged activity's are not kept (the turn goes on).
+            log.warning("conversation.not_stored", reason=problem)
+            return
+        now = utc_now()
+        values = {
+            "conversation_id": ref.conversation_id,
+            "kind": ref.kind.value,
+            "service_url": ref.service_url,
+            "tenant_id": ref.tenant_id,
+            "bot_id": ref.bot_id,
+            "user_aad_id": ref.user_aad_id.lower() if ref.user_aad_id else None,
+            "user_mri": ref.user_mri,
+            "installed": True,
+            "blocked": False,
+            "updated_at": now,
+        }
+        key = [ConversationRecord.conversation_id]
         async with write_transaction(self._sessions) as session:
-            record = await session.get(
-                ConversationRecord, ref.conversation_id, with_for_update=True
-            )
-            if record is None:
-                session.add(
-                    ConversationRecord(
-                        conversation_id=ref.conversation_id,
-                        kind=ref.kind.value,
-                        service_url=ref.service_url,
-                        tenant_id=ref.tenant_id,
-                        bot_id=ref.bot_id,
-                        user_aad_id=ref.user_aad_id.lower() if ref.user_aad_id else None,
-                        user_mri=ref.user_mri,
-                        installed=True,
-                        blocked=False,
-                    )
+            dialect = session.get_bind().dialect.name
+            if dialect == "postgresql":
+                on_pg = postgresql.insert(ConversationRecord).values(values)
+                upsert: Executable = on_pg.on_conflict_do_update(
+                    index_elements=key, set_=_refreshed(on_pg.excluded, now)
                 )
-                return
-            record.service_url = ref.service_url
-            record.tenant_id = ref.tenant_id or record.tenant_id
-            record.bot_id = ref.bot_id
-            record.installed = True
-            record.blocked = False  # they wrote to us, so they have not blocked us (any more)
-            if ref.user_aad_id:
-                record.user_aad_id = ref.user_aad_id.lower()
-            if ref.user_mri:
-                record.user_mri = ref.user_mri
+            elif dialect == "sqlite":
+                on_sqlite = sqlite.insert(ConversationRecord).values(values)
+                upsert = on_sqlite.on_conflict_do_update(
+                    index_elements=key, set_=_refreshed(on_sqlite.excluded, now)
+                )
+            else:
+                raise NotImplementedError(f"no upsert for the {dialect} database")
+            await session.execute(upsert)
 
     async def for_user(self, aad_object_id: str) -> ConversationRef | None:
         async with self._sessions() as session:

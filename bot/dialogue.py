@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from bot import cards
 from bot.conversations import ChannelRole, ConversationKind, ConversationRef, ConversationStore
-from bot.intents import Intent, Mention, parse
+from bot.intents import Intent, Mention, parse, shown_ticket_ref, valid_ticket_ref
 from bot.replies import HELP_TEXT
 from core.db import utc_now
 from workflows.access import CANNOT_SEE, Reader, Role, may_read, readable
@@ -91,6 +91,8 @@ NOT_CONFIGURED = (
     "Calendar sync requests are not available yet: Syncwarden has no Microsoft 365 connection or "
     "sync group configured. Please tell IT."
 )
+UNKNOWN_SENDER = "Sorry, I can't tell who sent that, so I can't act on it."
+UNREADABLE_FORM = "I can't read that form; please ask me again."
 ADMIN_ONLY = "Sorry, only IT admins can do that. Ask me **help** to see what you can do."
 
 
@@ -144,6 +146,8 @@ class DialogueLogic:
 
     async def on_message(self, incoming: Incoming) -> list[Reply]:
         await self.remember(incoming)
+        if not _plausible(incoming.sender.id, 256):
+            return [Reply(UNKNOWN_SENDER)]
         if incoming.value.get("verb"):
             # An Action.Submit fallback from an old client: the same as the card action.
             return [await self.on_card_action(incoming)]
@@ -157,8 +161,11 @@ class DialogueLogic:
             return [Reply(HELP_TEXT)]
         if self._service is None or self._roster is None:
             return [Reply(NOT_CONFIGURED)]
-        if parsed.intent is Intent.TICKET and parsed.ticket_ref:
+        if parsed.intent is Intent.TICKET and parsed.ticket_typed:
             # Not only for IT: whoever may read the ticket (see workflows.access) may ask for it.
+            # A number that cannot be a ticket's is answered as one with no ticket behind it.
+            if parsed.ticket_ref is None:
+                return [_unseen(parsed.ticket_typed, await self._reader(incoming.sender))]
             return [await self._show_ticket(incoming.sender, parsed.ticket_ref)]
         if parsed.is_admin and not await self._roster.is_it_admin(incoming.sender.id):
             return [Reply(ADMIN_ONLY)]
@@ -182,7 +189,9 @@ class DialogueLogic:
         if parsed.intent is Intent.TICKETS:
             reader = await self._reader(incoming.sender)
             return [_ticket_list(readable(await self._service.open_tickets(), reader))]
-        if parsed.intent is Intent.RETRY and parsed.ticket_ref:
+        if parsed.intent is Intent.RETRY and parsed.ticket_typed:
+            if parsed.ticket_ref is None:
+                return [_unseen(parsed.ticket_typed, await self._reader(incoming.sender))]
             return [_action_reply(await self._service.retry(parsed.ticket_ref, incoming.sender))]
         if parsed.intent is Intent.USE_CHANNEL:
             return [await self._use_channel(incoming, ChannelRole.IT)]
@@ -231,11 +240,19 @@ class DialogueLogic:
         verb = str(value.get("verb", ""))
         if self._service is None or self._roster is None:
             return Reply(NOT_CONFIGURED)
+        if not _plausible(incoming.sender.id, 256):
+            return Reply(UNKNOWN_SENDER)
         if verb == cards.Verb.SUBMIT_REQUEST:
             return await self._submit_request(incoming)
         if verb in (cards.Verb.ACKNOWLEDGE, cards.Verb.SNOOZE):
             return await self._credential_action(incoming, verb)
-        ref = str(value.get("ticket", ""))
+        if verb not in _TICKET_VERBS:
+            return Reply("That button is not one of mine any more; please ask again.")
+        given = value.get("ticket")
+        ref = valid_ticket_ref(given)
+        if ref is None:
+            shown = shown_ticket_ref(given) if isinstance(given, str) else ""
+            return await self._no_such_ticket(verb, incoming.sender, shown)
         version = _int_or_none(value.get("version"))
         now = self._clock()
         if verb in (cards.Verb.APPROVE, cards.Verb.REJECT):
@@ -243,7 +260,7 @@ class DialogueLogic:
                 ref,
                 incoming.sender,
                 approve=verb == cards.Verb.APPROVE,
-                comment=str(value.get("comment") or "")[:500],
+                comment=_free_text(value.get("comment"), 500),
                 version=version,
             )
             return await self._decision_card(result, incoming.sender, ref, now)
@@ -281,6 +298,27 @@ class DialogueLogic:
                 return Reply(result.message)
             return Reply(card=cards.status_card(result.ticket, result.message, now=now))
         return Reply("That button is not one of mine any more; please ask again.")
+
+    async def _no_such_ticket(self, verb: str, person: Person, shown: str) -> Reply:
+        """The answer to a click whose card data names a number no ticket can have (card data is
+        whatever the client sent): the answer for a well-formed number with no ticket behind it.
+
+        Retry and manual-done are IT's; :mod:`workflows.service` refuses them to anyone else
+        before it looks a number up, so they get that refusal here too. Everything else is the
+        answer for an unknown ticket: strangers get the refusal they get for any ticket.
+        """
+        assert self._service is not None
+        reader = await self._reader(person)
+        if verb in (cards.Verb.RETRY, cards.Verb.MANUAL_DONE) and (
+            Role.IT_ADMIN not in reader.roles
+        ):
+            action = (
+                self._service.retry if verb == cards.Verb.RETRY else self._service.manual_step_done
+            )
+            result = await action("", person)
+            if result.outcome is ActionOutcome.NOT_ALLOWED and result.ticket is None:
+                return Reply(result.message)
+        return _unseen(shown, reader)
 
     async def _credential_action(self, incoming: Incoming, verb: str) -> Reply:
         assert self._roster is not None
@@ -324,13 +362,16 @@ class DialogueLogic:
     async def _submit_request(self, incoming: Incoming) -> Reply:
         assert self._service is not None
         value = incoming.value
-        subject = str(value.get("subject") or "") or None
+        named = [str(value.get(key) or "") for key in ("subject", "mailbox", "profile")]
+        if any(name and not _plausible(name, 320) for name in named):
+            return Reply(UNREADABLE_FORM)
+        subject = named[0] or None
         result = await self._service.request_enrollment(
             incoming.sender,
             subject=subject,
-            mailbox=str(value.get("mailbox") or "") or None,
-            profile_id=str(value.get("profile") or "") or None,
-            justification=str(value.get("justification") or "")[:500],
+            mailbox=named[1] or None,
+            profile_id=named[2] or None,
+            justification=_free_text(value.get("justification"), 500),
         )
         if result.ok or result.ticket is not None:
             return _request_reply(result, "request")
@@ -348,7 +389,7 @@ class DialogueLogic:
                 primary=form.primary,
                 profiles=list(result.profile_candidates or form.profiles),
                 chosen_profile=str(value.get("profile") or "") or None,
-                justification=str(value.get("justification") or ""),
+                justification=_free_text(value.get("justification"), 500),
                 errors=errors,
                 subject_id=subject,
             )
@@ -448,13 +489,13 @@ def _request_reply(result: RequestResult, what: str) -> Reply:
     return Reply("I can't do that: " + "; ".join(p.message for p in result.problems) + ".")
 
 
-def _unseen(ref: str, reader: Reader, *, exists: bool) -> Reply:
+def _unseen(ref: str, reader: Reader, *, exists: bool = False) -> Reply:
     """The answer for a ticket the reader may not see: the same whether it exists or not.
 
     Only those who may read every ticket (IT admins, approvers) learn that a number is unknown.
     """
     if not exists and reader.reads_every_ticket:
-        return Reply(f"There is no ticket {ref}.")
+        return Reply(f"There is no ticket {ref}." if ref else "There is no such ticket.")
     return Reply(CANNOT_SEE)
 
 
@@ -478,13 +519,43 @@ def _sentence(text: str) -> str:
     return (text[:1].upper() + text[1:]).rstrip(".") + "." if text else text
 
 
+def _plausible(identifier: str, longest: int) -> bool:
+    """Whether an id or address from an activity can be one: Teams and Entra ids, addresses and
+    profile ids are short printable text (a NUL or a lone surrogate only comes from a forged JSON
+    escape, and no directory lookup or database column takes it)."""
+    return 0 < len(identifier) <= longest and identifier.isprintable()
+
+
+def _free_text(value: Any, longest: int) -> str:
+    """Free text from card data (a justification, a comment) as it can be kept: at most
+    ``longest`` characters, without NUL and lone surrogates, which no database stores."""
+    text = str(value or "")[:longest]
+    return "".join(c for c in text if c != "\x00" and not "\ud800" <= c <= "\udfff")
+
+
 def _int_or_none(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
+    """An integer from card data: a JSON integer, or up to 10 ASCII digits as text; else None
+    (``int`` would also take ``Infinity``, a float, or digits of any script)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        digits = value.strip()
+        if 0 < len(digits) <= 10 and digits.isascii() and digits.isdecimal():
+            return int(digits)
+    return None
 
 
+# The card verbs that name a ticket in their data.
+_TICKET_VERBS = frozenset(
+    {
+        cards.Verb.APPROVE,
+        cards.Verb.REJECT,
+        cards.Verb.REFRESH,
+        cards.Verb.RETRY,
+        cards.Verb.CANCEL,
+        cards.Verb.MANUAL_DONE,
+    }
+)
 _MARKS = {"pass": "✅", "fail": "❌", "skip": "⏭️"}
 
 

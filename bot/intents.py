@@ -17,10 +17,18 @@ from dataclasses import dataclass
 from difflib import get_close_matches
 from enum import StrEnum
 
+from workflows.records import TICKET_NUMBER_OFFSET, TICKET_PREFIX
+
 _TAG = re.compile(r"<[^>]{0,200}>")
 _AT = re.compile(r"<at[^>]*>(.*?)</at>", re.IGNORECASE | re.DOTALL)
 _EMAIL = re.compile(r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
-_TICKET = re.compile(r"\bSW[-\s]?(\d{4,})\b", re.IGNORECASE)
+# "SW" and what follows it as one word: a ticket number when it starts like a number. The word is
+# taken whole (any script's letters and digits), so "SW-1001²" is not read as SW-1001.
+_TICKET = re.compile(r"\bSW[-\s]?(\w+)", re.IGNORECASE)
+# A ticket number is SW- and 1000 + the ticket's row id, a 32-bit INTEGER on PostgreSQL.
+_MAX_TICKET_DIGITS = 10
+_MAX_TICKET_NUMBER = TICKET_NUMBER_OFFSET + 2**31 - 1
+_MAX_SHOWN = 24
 _WORD = re.compile(r"[a-z]+")
 MAX_TEXT = 2000
 
@@ -78,7 +86,11 @@ class Parsed:
     subject_id: str | None = None
     # An email address in the message: the subject (enroll/remove) or the new address (change).
     address: str | None = None
+    # A ticket number as ``SW-1042``, only when it can be one (see :func:`ticket_ref`).
     ticket_ref: str | None = None
+    # The ticket number as typed (bounded, letters and digits only), also when it cannot be one,
+    # so the answer can say which number there is no ticket for.
+    ticket_typed: str | None = None
     # The rest of an admin command, e.g. the person after "pause".
     argument: str | None = None
 
@@ -184,13 +196,14 @@ def parse(
     words = _words(cleaned)
     word_set = set(words)
     email = _first(_EMAIL.findall(cleaned))
-    ticket = _TICKET.search(cleaned)
-    ticket_ref = f"SW-{ticket.group(1)}" if ticket else None
+    ticket_word = _ticket_word(cleaned)
+    ticket_ref = valid_ticket_ref(ticket_word)
+    ticket_typed = shown_ticket_ref(ticket_word) if ticket_word else None
     subject_id = next((m.aad_object_id or m.user_id for m in others), None)
     if not words and not email:
         return Parsed(Intent.HELP if cleaned.strip() in ("?", "") else Intent.UNKNOWN)
 
-    admin = _admin_command(words, cleaned, ticket_ref, subject_id, email)
+    admin = _admin_command(words, cleaned, ticket_ref, ticket_typed, subject_id, email)
     if admin is not None:
         return admin
     if word_set & _CHANGE_WORDS and (word_set & _ADDRESS_WORDS or email):
@@ -211,6 +224,7 @@ def _admin_command(
     words: list[str],
     cleaned: str,
     ticket_ref: str | None,
+    ticket_typed: str | None,
     subject_id: str | None,
     email: str | None,
 ) -> Parsed | None:
@@ -220,10 +234,9 @@ def _admin_command(
         return Parsed(Intent.USERS)
     if words == ["tickets"]:
         return Parsed(Intent.TICKETS)
-    if first == "ticket" and ticket_ref:
-        return Parsed(Intent.TICKET, ticket_ref=ticket_ref)
-    if first == "retry" and ticket_ref:
-        return Parsed(Intent.RETRY, ticket_ref=ticket_ref)
+    if first in ("ticket", "retry") and ticket_typed:
+        intent = Intent.TICKET if first == "ticket" else Intent.RETRY
+        return Parsed(intent, ticket_ref=ticket_ref, ticket_typed=ticket_typed)
     if first in ("pause", "resume") and (rest or subject_id):
         intent = Intent.PAUSE if first == "pause" else Intent.RESUME
         return Parsed(intent, subject_id=subject_id, address=email, argument=rest)
@@ -240,6 +253,46 @@ def _admin_command(
     if words in (["secrets"], ["credentials"]):
         return Parsed(Intent.SECRETS)
     return None
+
+
+def _ticket_word(text: str) -> str | None:
+    """The first "SW-…" in the text whose number part starts like a number (in any script)."""
+    for match in _TICKET.finditer(text):
+        word = match.group(1)
+        if word[0].isnumeric():
+            return f"{TICKET_PREFIX}{word}"
+    return None
+
+
+def valid_ticket_ref(text: object) -> str | None:
+    """``SW-1042`` for a ticket number as typed or sent on a card, or None when it cannot be one.
+
+    Case, surrounding spaces and a space for the dash are forgiven. The number must be ASCII
+    digits (``str.isdecimal`` alone would take "١٠٤٢"; ``int`` would take "1042²" as an error and
+    a hundred digits as a number no database column holds), at most 10 of them, and name a row id
+    that fits the tickets table. Nothing here raises, whatever it is given.
+    """
+    if not isinstance(text, str) or len(text) > len(TICKET_PREFIX) + _MAX_TICKET_DIGITS + 8:
+        return None
+    cleaned = text.strip().upper()
+    if not cleaned.startswith(TICKET_PREFIX[:-1]):
+        return None
+    number = cleaned[len(TICKET_PREFIX) - 1 :]
+    if number[:1] in ("-", " "):
+        number = number[1:]
+    if not (0 < len(number) <= _MAX_TICKET_DIGITS and number.isascii() and number.isdecimal()):
+        return None
+    value = int(number)
+    if not TICKET_NUMBER_OFFSET < value <= _MAX_TICKET_NUMBER:
+        return None
+    return f"{TICKET_PREFIX}{value}"
+
+
+def shown_ticket_ref(text: str) -> str:
+    """A ticket number as someone gave it, safe to repeat to them: short, and letters, digits
+    and dashes only (anything else, markup, control characters, lone surrogates, becomes "?")."""
+    shown = "".join(c if c.isalnum() or c == "-" else "?" for c in text[:_MAX_SHOWN].strip())
+    return shown.upper() + ("…" if len(text) > _MAX_SHOWN else "")
 
 
 def _first(items: Sequence[str]) -> str | None:

@@ -45,6 +45,7 @@ from microsoft_agents.hosting.core.authorization import (
     _entra_issuers,
 )
 from microsoft_agents.hosting.core.authorization.jwt.jwt_token_validator import JwtTokenValidator
+from yarl import URL
 
 from bot.activity_shape import activity_shape_problem
 from bot.cards import CONTENT_TYPE
@@ -101,7 +102,7 @@ class SyncwardenAgent(ActivityHandler):
     async def on_invoke_activity(self, turn_context: TurnContextProtocol[Any]) -> InvokeResponse:
         activity = turn_context.activity
         if activity.name != "adaptiveCard/action":
-            return InvokeResponse(status=501, body=None)
+            return InvokeResponse(status=400, body={"error": "this bot answers only card actions"})
         if self._dialogue is None:
             return InvokeResponse(status=200, body=_invoke_body(Reply(HELP_TEXT)))
         incoming = _incoming(activity, value=_card_action_value(activity.value))
@@ -131,8 +132,9 @@ def _incoming(activity: Any, *, value: dict[str, Any] | None = None) -> Incoming
     )
     aad_id = getattr(sender, "aad_object_id", None)
     channel_data = activity.channel_data if isinstance(activity.channel_data, dict) else {}
-    tenant = getattr(conversation, "tenant_id", None) or (channel_data.get("tenant") or {}).get(
-        "id"
+    named = channel_data.get("tenant")
+    tenant = getattr(conversation, "tenant_id", None) or (
+        named.get("id") if isinstance(named, dict) else None
     )
     personal = kind is ConversationKind.PERSONAL
     ref = ConversationRef(
@@ -140,7 +142,7 @@ def _incoming(activity: Any, *, value: dict[str, Any] | None = None) -> Incoming
         conversation_id=conversation.id.split(";messageid=")[0],
         kind=kind,
         service_url=activity.service_url,
-        tenant_id=tenant,
+        tenant_id=tenant if isinstance(tenant, str) else None,  # channelData is not typed
         bot_id=activity.recipient.id,
         user_aad_id=aad_id if personal else None,
         user_mri=sender.id if personal else None,
@@ -380,6 +382,30 @@ async def _on_turn_error(context: TurnContext, error: Exception) -> None:
         raise _TurnFailedError from error
 
 
+def _connector_url_problem(raw: bytes) -> str | None:
+    """The SDK adds a "/" to the serviceUrl and makes it an aiohttp session's base URL, which
+    raises unless the URL's path then ends in "/" (a query or a fragment after it does not)."""
+    url = json.loads(raw)["serviceUrl"]
+    try:
+        usable = URL(url if url.endswith("/") else f"{url}/").path.endswith("/")
+    except (ValueError, TypeError, UnicodeError):
+        usable = False
+    return None if usable else "the serviceUrl must be a base URL (no query or fragment)"
+
+
+def _sdk_model_problem(raw: bytes) -> str | None:
+    """Whether the SDK's activity model takes the body, asked before the SDK is: its validators
+    raise more than pydantic's ValidationError (a TypeError for a blank ``channelId``, a bare
+    Exception for a productInfo entity that contradicts it), which would escape as a 500."""
+    try:
+        Activity.model_validate(json.loads(raw))
+    except pydantic.ValidationError as error:
+        return _model_problem(error)
+    except Exception:  # the model's own validators; nothing else runs here
+        return "the activity does not fit the Bot Framework schema (channelId)"
+    return None
+
+
 def _model_problem(error: pydantic.ValidationError) -> str:
     """Where the activity does not fit the Bot Framework schema (field paths only, no values)."""
     places = sorted(
@@ -406,7 +432,9 @@ def add_bot_routes(
     @jwt_authorization_decorator  # type: ignore[untyped-decorator]
     async def authenticated(request: web.Request) -> web.StreamResponse:
         raw = await request.read()
-        problem = activity_shape_problem(raw)
+        problem = (
+            activity_shape_problem(raw) or _connector_url_problem(raw) or _sdk_model_problem(raw)
+        )
         if problem:
             return web.json_response({"error": problem}, status=400)
         identity = request.get("claims_identity")

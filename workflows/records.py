@@ -103,9 +103,12 @@ def ticket_id_from_ref(ref: str) -> int | None:
     if not cleaned.startswith(TICKET_PREFIX):
         return None
     number = cleaned[len(TICKET_PREFIX) :]
-    if not number.isdigit() or int(number) <= TICKET_NUMBER_OFFSET:
+    # ASCII digits only ("²" is a digit to isdigit() but not to int()), and a row id that fits
+    # the database's integer column.
+    if not (number.isascii() and number.isdecimal() and len(number) <= 10):
         return None
-    return int(number) - TICKET_NUMBER_OFFSET
+    row_id = int(number) - TICKET_NUMBER_OFFSET
+    return row_id if 0 < row_id <= 2**31 - 1 else None
 
 
 class Decision(Base):

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.conversations import ChannelRole, ConversationKind, ConversationRef, ConversationStore
+from bot.conversations import (
+    ChannelRole,
+    ConversationKind,
+    ConversationRecord,
+    ConversationRef,
+    ConversationStore,
+)
 from core.db import session_factory
 
 ADA = "0A0A0A0A-0000-4000-8000-00000000000A"
@@ -63,3 +72,78 @@ async def test_uninstall_and_block(migrated_engine: AsyncEngine) -> None:
     assert unblocked is not None and not unblocked.blocked, "writing to us again means not blocked"
     await store.forget("a:2")
     assert await store.for_user(ADA) is None
+
+
+async def test_a_new_chat_remembered_by_many_turns_at_once_is_one_row_with_the_latest_values(
+    migrated_engine: AsyncEngine,
+) -> None:
+    """Two activities arriving together for a new chat both store its reference: an upsert, so
+    neither turn fails on the primary key (PostgreSQL's row lock cannot lock a row not yet there).
+    """
+    sessions = session_factory(migrated_engine)
+    store = ConversationStore(sessions)
+    variants = [
+        ConversationRef(
+            "a:new-chat",
+            ConversationKind.PERSONAL,
+            f"https://smba.example/region-{n}/",
+            "tenant-1",
+            f"28:bot-{n}",
+            ADA if n % 2 else None,
+            f"29:ada-{n}" if n % 2 else None,
+        )
+        for n in range(24)
+    ]
+    await asyncio.gather(*(store.remember(ref) for ref in variants))
+
+    async with sessions() as session:
+        rows = (
+            await session.scalars(
+                select(ConversationRecord).where(ConversationRecord.conversation_id == "a:new-chat")
+            )
+        ).all()
+    assert len(rows) == 1
+    [row] = rows
+    # One turn's values, not a mixture; the person's ids survive turns that carried none.
+    region = row.service_url.removeprefix("https://smba.example/region-").rstrip("/")
+    assert row.bot_id == f"28:bot-{region}"
+    assert row.user_aad_id == ADA.lower()
+    assert row.user_mri is not None and row.user_mri.startswith("29:ada-")
+    assert row.installed and not row.blocked
+
+    # The latest turn wins, the tenant and person stay when a turn does not name them.
+    await store.mark_blocked("a:new-chat")
+    latest = ConversationRef(
+        "a:new-chat", ConversationKind.PERSONAL, "https://smba.example/latest/", None, "28:bot"
+    )
+    await store.remember(latest)
+    found = await store.for_user(ADA)
+    assert found is not None
+    assert (found.service_url, found.bot_id, found.tenant_id, found.blocked) == (
+        "https://smba.example/latest/",
+        "28:bot",
+        "tenant-1",
+        False,
+    )
+    assert found.user_mri is not None and found.user_mri.startswith("29:ada-")
+
+
+async def test_remembering_keeps_the_role_and_refreshes_the_time(
+    migrated_engine: AsyncEngine,
+) -> None:
+    sessions = session_factory(migrated_engine)
+    store = ConversationStore(sessions)
+    await store.remember(channel("19:it@thread.tacv2"))
+    assert await store.assign_role("19:it@thread.tacv2", ChannelRole.IT)
+    async with sessions() as session:
+        first = await session.get(ConversationRecord, "19:it@thread.tacv2")
+        assert first is not None
+        stamped = first.updated_at
+    await store.forget("19:it@thread.tacv2")
+    assert await store.for_role(ChannelRole.IT) is None
+    await store.remember(channel("19:it@thread.tacv2"))
+    it = await store.for_role(ChannelRole.IT)
+    assert it is not None and it.conversation_id == "19:it@thread.tacv2", "reinstalled, same role"
+    async with sessions() as session:
+        again = await session.get(ConversationRecord, "19:it@thread.tacv2")
+        assert again is not None and again.updated_at >= stamped

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.intents import Intent, Mention, clean_text, parse
+from bot.intents import Intent, Mention, clean_text, parse, shown_ticket_ref, valid_ticket_ref
 
 BOT = Mention("28:bot-id", None, "<at>Syncwarden</at>")
 ADA = Mention("29:ada", "0a0a0a0a-0000-4000-8000-00000000000a", "<at>Ada Byron</at>")
@@ -86,6 +86,113 @@ def test_ticket_commands(text: str, intent: Intent, ref: str) -> None:
     parsed = parse(text)
     assert (parsed.intent, parsed.ticket_ref) == (intent, ref)
     assert parsed.is_admin
+
+
+@pytest.mark.parametrize(
+    ("text", "typed"),
+    [
+        ("ticket SW-99999999999999999999", "SW-99999999999999999999"),  # no column holds it
+        ("ticket SW-1001²", "SW-1001²"),  # a superscript: int() raises on it
+        ("ticket SW-١٠٤٢", "SW-١٠٤٢"),  # Arabic-Indic digits: isdecimal, but not ours
+        ("ticket SW-²", "SW-²"),
+        ("ticket SW-1042x", "SW-1042X"),
+        ("ticket SW-10_42", "SW-10?42"),
+        ("ticket SW-12", "SW-12"),  # below the first ticket number
+        ("ticket SW-1000", "SW-1000"),
+        ("retry SW-2147484648", "SW-2147484648"),  # one past the largest row id
+        ("ticket SW-" + "9" * 5000, "SW-" + "9" * 21 + "…"),  # past int()'s digit limit
+    ],
+)
+def test_a_number_no_ticket_can_have_is_still_a_ticket_command_without_a_ref(
+    text: str, typed: str
+) -> None:
+    parsed = parse(text)
+    assert parsed.intent in (Intent.TICKET, Intent.RETRY)
+    assert parsed.ticket_ref is None
+    assert parsed.ticket_typed == typed
+
+
+@pytest.mark.parametrize(
+    ("given", "ref"),
+    [
+        ("SW-1001", "SW-1001"),
+        (" sw 1042 ", "SW-1042"),
+        ("sw1042", "SW-1042"),
+        ("SW-2147484647", "SW-2147484647"),  # the largest: 1000 + 2**31 - 1
+        ("SW-2147484648", None),
+        ("SW-1000", None),
+        ("SW-99999999999999999999", None),
+        ("SW-1001²", None),
+        ("SW-١٠٤٢", None),
+        ("SW-1042\ud800", None),
+        ("SW--1042", None),
+        ("SW-+1042", None),
+        ("SW-1_042", None),
+        ("SW-", None),
+        ("1042", None),
+        ("", None),
+        (1042, None),
+        (None, None),
+        (["SW-1042"], None),
+    ],
+)
+def test_valid_ticket_ref(given: object, ref: str | None) -> None:
+    assert valid_ticket_ref(given) == ref
+
+
+@given(st.integers(min_value=1001, max_value=1000 + 2**31 - 1))
+def test_every_ticket_number_a_ticket_can_have_is_understood(number: int) -> None:
+    parsed = parse(f"ticket sw-{number}")
+    assert (parsed.intent, parsed.ticket_ref) == (Intent.TICKET, f"SW-{number}")
+    assert valid_ticket_ref(f"SW-{number}") == f"SW-{number}"
+
+
+_NUMBERISH = st.text(
+    alphabet=st.one_of(
+        # ASCII digits, superscripts, a fraction, Arabic-Indic, Devanagari, Tamil, NKo and
+        # mathematical digits, and separators.
+        st.sampled_from(
+            [
+                *"0123456789²³¹⁰½\u0661\u0660\u0664\u0662\u0966\u0967\u0be7\u07c1",
+                *("\U0001d7d8", "\U0001d7d9", "_", "-", ".", " ", "x"),
+            ]
+        ),
+        st.characters(categories=["Nd", "No", "Nl", "Lo", "Cs", "Zs", "Mn"]),
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+@given(
+    st.sampled_from(["ticket", "retry", "Ticket", "TICKET"]),
+    st.sampled_from(["SW-", "sw ", "sW"]),
+    _NUMBERISH,
+    st.text(max_size=20),
+)
+def test_ticket_numbers_of_any_shape_never_raise_and_only_ascii_in_range_is_a_ref(
+    command: str, prefix: str, number: str, tail: str
+) -> None:
+    parsed = parse(f"{command} {prefix}{number} {tail}")
+    assert isinstance(parsed.intent, Intent)
+    if parsed.ticket_ref is not None:
+        digits = parsed.ticket_ref.removeprefix("SW-")
+        assert digits.isascii() and digits.isdecimal() and len(digits) <= 10
+        assert 1000 < int(digits) <= 1000 + 2**31 - 1
+        assert valid_ticket_ref(parsed.ticket_ref) == parsed.ticket_ref
+    if parsed.ticket_typed is not None:
+        # Safe to repeat in a reply: short, no markup, no control characters or surrogates.
+        assert len(parsed.ticket_typed) <= 25
+        assert all(c.isalnum() or c in "-?…" for c in parsed.ticket_typed)
+        assert shown_ticket_ref(parsed.ticket_typed) == parsed.ticket_typed.upper()
+
+
+@given(st.one_of(st.text(max_size=40), st.integers(), st.floats(), st.none(), st.binary()))
+def test_valid_ticket_ref_never_raises_and_is_canonical(given: object) -> None:
+    ref = valid_ticket_ref(given)
+    if ref is not None:
+        assert ref.startswith("SW-") and valid_ticket_ref(ref) == ref
+        assert ref.removeprefix("SW-").isascii()
 
 
 def test_pause_and_resume_name_a_person() -> None:

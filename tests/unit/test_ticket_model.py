@@ -62,3 +62,12 @@ def test_messages_read_naturally() -> None:
         IllegalTransitionError, match="a ticket that is completed cannot be approved"
     ):
         next_status(S.COMPLETED, E.APPROVE)
+
+
+def test_ticket_refs_that_cannot_be_row_ids_are_none() -> None:
+    from workflows.records import ticket_id_from_ref
+
+    assert ticket_id_from_ref("SW-1001") == 1
+    assert ticket_id_from_ref(" sw - 1042 ") == 42
+    for ref in ("SW-1001²", "SW-99999999999999999999", "SW-1000", "SW-", "SW-١٠٠٢"):
+        assert ticket_id_from_ref(ref) is None, ref
