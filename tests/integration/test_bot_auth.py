@@ -33,6 +33,7 @@ from bot.dialogue import DialogueLogic
 from connectors.tls import combined_bundle
 from core.failures import unexpected_counts
 from core.settings import Mode, Settings
+from sandbox.botframework import FLAVOURS
 from sandbox.server import SandboxTenant
 from syncwarden.m365 import Microsoft365
 from syncwarden.web import create_app
@@ -284,19 +285,7 @@ async def test_an_entra_token_of_our_tenant_for_the_bot_is_refused(
     await assert_nothing_happened(h, ticket, recorder, sent_before)
 
 
-@pytest.mark.parametrize(
-    "flavour",
-    [
-        "wrong_issuer",
-        "wrong_audience",
-        "expired",
-        "unknown_key",
-        "no_exp",
-        "no_kid",
-        "alg_none",
-        "no_service_url",
-    ],
-)
+@pytest.mark.parametrize("flavour", [f for f in FLAVOURS if f != "valid"])
 async def test_a_forged_click_with_a_bad_channel_token_changes_nothing(
     approvals_client: WebClient,
     h: Harness,
