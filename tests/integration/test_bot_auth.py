@@ -35,10 +35,9 @@ from core.failures import unexpected_counts
 from core.settings import Mode, Settings
 from sandbox.botframework import FLAVOURS
 from sandbox.server import SandboxTenant
-from syncwarden.m365 import Microsoft365
 from syncwarden.web import create_app
 from tests.support.recorder import ConnectorRecorder, message_activity
-from tests.support.workflow import Harness, workflow_harness
+from tests.support.workflow import Harness
 from workflows.model import TicketStatus
 from workflows.ports import TicketView
 
@@ -112,14 +111,6 @@ async def production_client(
     await client.start_server()
     yield client
     await client.close()
-
-
-@pytest.fixture
-async def h(
-    migrated_engine: AsyncEngine, tenant: SandboxTenant, m365: Microsoft365
-) -> AsyncIterator[Harness]:
-    async with workflow_harness(migrated_engine, tenant, m365) as harness:
-        yield harness
 
 
 @pytest.fixture

@@ -34,14 +34,6 @@ WebClient = TestClient[web.Request, web.Application]
 
 
 @pytest.fixture
-async def h(
-    migrated_engine: AsyncEngine, tenant: SandboxTenant, m365: Microsoft365
-) -> AsyncIterator[Harness]:
-    async with workflow_harness(migrated_engine, tenant, m365) as harness:
-        yield harness
-
-
-@pytest.fixture
 async def recorder() -> AsyncIterator[ConnectorRecorder]:
     started = await ConnectorRecorder().start()
     yield started

@@ -13,18 +13,14 @@ import asyncio
 import json
 import signal
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sandbox.server import SandboxTenant
-from syncwarden.m365 import Microsoft365
 from tests.support.m365 import sandbox_settings
 from tests.support.process import cli_environment
-from tests.support.workflow import Harness, workflow_harness
+from tests.support.workflow import Harness
 from workflows.model import TicketStatus
 from workflows.outbox import OutboxMessage, OutboxNotifier
 
@@ -41,14 +37,6 @@ CRASH_POINTS = [
     "claimed:3",
     "effect:request_initial_sync:1",
 ]
-
-
-@pytest.fixture
-async def h(
-    migrated_engine: AsyncEngine, tenant: SandboxTenant, m365: Microsoft365
-) -> AsyncIterator[Harness]:
-    async with workflow_harness(migrated_engine, tenant, m365) as harness:
-        yield harness
 
 
 async def run_worker(config: Path, crash_at: str, tenant: SandboxTenant) -> int:

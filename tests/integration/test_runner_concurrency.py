@@ -8,30 +8,16 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
-
-import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from connectors.scheduling.ports import Profile
 from core.db import create_engine, session_factory
-from sandbox.server import SandboxTenant
-from syncwarden.m365 import Microsoft365
-from tests.support.workflow import Harness, workflow_harness
+from tests.support.workflow import Harness
 from workflows.model import TicketStatus
 from workflows.ports import Person
 from workflows.runner import StepRunner
 from workflows.steps import StepContext, StepHandler, StepName, StepOutcome
 
 STAFF = 20
-
-
-@pytest.fixture
-async def h(
-    migrated_engine: AsyncEngine, tenant: SandboxTenant, m365: Microsoft365
-) -> AsyncIterator[Harness]:
-    async with workflow_harness(migrated_engine, tenant, m365) as harness:
-        yield harness
 
 
 def counting(

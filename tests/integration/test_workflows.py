@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator
 
-import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -22,14 +20,6 @@ from workflows.model import TicketStatus
 from workflows.ports import NotificationKind, Person
 from workflows.records import Enrollment
 from workflows.service import ActionOutcome
-
-
-@pytest.fixture
-async def h(
-    migrated_engine: AsyncEngine, tenant: SandboxTenant, m365: Microsoft365
-) -> AsyncIterator[Harness]:
-    async with workflow_harness(migrated_engine, tenant, m365) as harness:
-        yield harness
 
 
 async def enrollments(h: Harness) -> list[Enrollment]:
