@@ -97,19 +97,27 @@ async def metrics_text(listener: HttpListener) -> str:
     return response.decode()
 
 
+async def trickled(listener: HttpListener, opening: bytes, byte: bytes) -> tuple[bytes, float]:
+    """Send ``opening``, then ``byte`` every 0.1 s; what came back before the server closed the
+    connection, and how long after the opening that took."""
+    reader, writer = await connect(listener)
+    writer.write(opening)
+    started = time.monotonic()
+    sender = asyncio.create_task(trickle(writer, byte, every=0.1))
+    try:
+        answer = await read_until_closed(reader, within=SHORT + GRACE)
+    finally:
+        sender.cancel()
+        await close(writer)
+    return answer, time.monotonic() - started
+
+
 async def test_a_head_trickled_a_byte_at_a_time_is_cut_off(migrated_engine: AsyncEngine) -> None:
     """Every byte resets nothing: the whole head must arrive within the header timeout."""
     async with serving(settings_with(header_timeout_seconds=SHORT), migrated_engine) as listener:
-        reader, writer = await connect(listener)
-        writer.write(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
-        started = time.monotonic()
-        sender = asyncio.create_task(trickle(writer, b"a", every=0.1))
-        try:
-            answer = await read_until_closed(reader, within=SHORT + GRACE)
-        finally:
-            sender.cancel()
-            await close(writer)
-        elapsed = time.monotonic() - started
+        answer, elapsed = await trickled(
+            listener, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: ", b"a"
+        )
         assert answer == b""  # no request was read, so nothing is answered
         assert SHORT * 0.8 <= elapsed < SHORT + GRACE
         assert 'syncwarden_http_timeouts_total{phase="head"} 1.0' in await metrics_text(listener)
@@ -154,19 +162,12 @@ async def test_a_body_trickled_a_byte_at_a_time_is_answered_408_and_closed(
     migrated_engine: AsyncEngine,
 ) -> None:
     async with serving(settings_with(body_timeout_seconds=SHORT), migrated_engine) as listener:
-        reader, writer = await connect(listener)
-        writer.write(
+        answer, elapsed = await trickled(
+            listener,
             b"POST /api/messages HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
-            b"Content-Length: 1000\r\n\r\n{"
+            b"Content-Length: 1000\r\n\r\n{",
+            b" ",
         )
-        started = time.monotonic()
-        sender = asyncio.create_task(trickle(writer, b" ", every=0.1))
-        try:
-            answer = await read_until_closed(reader, within=SHORT + GRACE)
-        finally:
-            sender.cancel()
-            await close(writer)
-        elapsed = time.monotonic() - started
         assert answer.startswith(b"HTTP/1.1 408 ")
         assert b"did not arrive within 0.5 seconds" in answer
         assert b"x-request-id" in answer.lower()
