@@ -10,11 +10,6 @@ import json
 from typing import Any
 from urllib.parse import urlsplit
 
-# Ids and the serviceUrl become the path of every reply; Teams' own are a few hundred characters
-# at most, and these bounds keep a reply's URL well inside what HTTP servers read (8 KiB).
-MAX_ID_LENGTH = 512
-MAX_SERVICE_URL_LENGTH = 2048
-
 
 def activity_shape_problem(raw: bytes) -> str | None:
     """Why ``raw`` is not a usable Bot Framework activity, or None when it looks like one."""
@@ -29,16 +24,9 @@ def activity_shape_problem(raw: bytes) -> str | None:
     for party in ("conversation", "from", "recipient"):
         if not _has_id(body.get(party)):
             return f"the activity has no '{party}.id'"
-        if len(body[party]["id"]) > MAX_ID_LENGTH:
-            return f"the activity's '{party}.id' is longer than {MAX_ID_LENGTH} characters"
-    for name in ("id", "replyToId"):
-        if isinstance(body.get(name), str) and len(body[name]) > MAX_ID_LENGTH:
-            return f"the activity's '{name}' is longer than {MAX_ID_LENGTH} characters"
     service_url = body.get("serviceUrl")
     if not isinstance(service_url, str) or not _is_http_url(service_url):
         return "the activity has no valid 'serviceUrl' (an http or https URL)"
-    if len(service_url) > MAX_SERVICE_URL_LENGTH:
-        return f"the activity's 'serviceUrl' is longer than {MAX_SERVICE_URL_LENGTH} characters"
     return None
 
 
