@@ -435,6 +435,9 @@ def fuzz_settings(test: str) -> settings:
             HealthCheck.large_base_example,
         ],
         print_blob=True,
+        # The same cases every run: CI must not turn red on a case no change introduced. New
+        # cases come from changing the strategies or the count, deliberately.
+        derandomize=True,
     )
 
 
