@@ -16,6 +16,7 @@ from typing import Any
 
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from sqlalchemy import DateTime, MetaData, TypeDecorator, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
@@ -146,6 +147,30 @@ async def write_transaction(
         except BaseException:
             await session.rollback()
             raise
+
+
+async def insert_ignoring_duplicates(
+    session: AsyncSession, table: type[Base], rows: list[dict[str, Any]], *, unique: str
+) -> None:
+    """Insert rows, silently skipping any whose ``unique`` column value is already stored.
+
+    Inside a larger transaction a plain insert that hits the unique constraint would abort the
+    whole transaction (on PostgreSQL) with the change it was written beside; ``ON CONFLICT DO
+    NOTHING`` keeps the change and drops only the repeat.
+    """
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        await session.execute(
+            postgresql.insert(table).values(rows).on_conflict_do_nothing(index_elements=[unique])
+        )
+    elif dialect == "sqlite":
+        await session.execute(
+            sqlite.insert(table).values(rows).on_conflict_do_nothing(index_elements=[unique])
+        )
+    else:
+        raise NotImplementedError(f"no insert-or-ignore for the {dialect} database")
 
 
 async def ping(engine: AsyncEngine) -> None:

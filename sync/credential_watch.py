@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Integer, String, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
 from connectors.graph.applications import (
@@ -26,7 +25,8 @@ from connectors.graph.applications import (
 from core.db import Base, UtcDateTime, utc_now, write_transaction
 from core.settings import AlertSettings
 from sync.credential_rules import EXPIRED, CredentialFinding, Severity, evaluate
-from workflows.ports import Channel, Notification, NotificationKind, Notifier
+from workflows.ports import Channel, Notification, NotificationKind
+from workflows.unit_of_work import UnitsOfWork
 
 ROTATION_CHECKLIST = (
     "1. Create a new {kind} on the app registration (keep the old one for now).\n"
@@ -68,74 +68,97 @@ class CredentialWatch:
     def __init__(
         self,
         applications: GraphApplications,
-        sessions: async_sessionmaker[AsyncSession],
-        notifier: Notifier,
+        units: UnitsOfWork,
         settings: AlertSettings,
         *,
         own_app_ids: Sequence[str] = (),
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._applications = applications
-        self._sessions = sessions
-        self._notifier = notifier
+        self._units = units
+        self._sessions = units.sessions
         self._settings = settings
         self._own = [app_id.lower() for app_id in own_app_ids if app_id]
         self._clock = clock
 
     async def scan(self) -> ScanReport:
+        """Alert what crossed a threshold, repeat what a snooze held back, resolve what is gone.
+
+        The alerts are worded (owners read from Graph) before the transaction, so no Graph call
+        holds the alert rows locked; each alert row and its message then commit together.
+        """
         now = self._clock()
         apps = await self._watched_apps()
         findings = evaluate(apps, now=now, thresholds=self._settings.credential_thresholds_days)
         present = {(app.object_id, cred.key_id) for app in apps for cred in app.credentials}
+        by_key = {finding.key: finding for finding in findings}
+        wordy = await self._needing_words(by_key, now)
+        drafts = {key: await self._alert(by_key[key], now) for key in wordy}
         new: list[CredentialFinding] = []
         resolved: list[CredentialAlert] = []
-        async with write_transaction(self._sessions) as session:
-            keys = [finding.key for finding in findings]
+        async with self._units() as work:
+            keys = list(by_key)
             query = select(CredentialAlert.key).where(CredentialAlert.key.in_(keys))
-            known = set((await session.scalars(query)).all()) if keys else set()
+            known = set((await work.session.scalars(query)).all()) if keys else set()
             for finding in findings:
                 if finding.key not in known:
                     new.append(finding)
-                    session.add(_record(finding))
+                    work.session.add(_record(finding))
+                    alert = drafts.get(finding.key) or await self._alert(finding, now)
+                    work.to_channel(Channel.IT, alert, key=f"credential:{finding.key}")
             open_alerts = (
-                await session.scalars(
-                    select(CredentialAlert).where(CredentialAlert.resolved_at.is_(None))
+                await work.session.scalars(
+                    select(CredentialAlert)
+                    .where(CredentialAlert.resolved_at.is_(None))
+                    .with_for_update()
                 )
             ).all()
-            reminders: list[CredentialAlert] = []
-            for alert in open_alerts:
-                if (alert.object_id, alert.key_id) not in present:
-                    alert.resolved_at = now
-                    resolved.append(alert)
-                elif alert.snoozed_until is not None and alert.snoozed_until <= now:
-                    alert.snoozed_until = None  # the snooze is over: say it again
-                    alert.reminders += 1
-                    reminders.append(alert)
-        by_key = {finding.key: finding for finding in findings}
-        for alert in reminders:
-            due = by_key.get(alert.key)
-            if due is not None:
-                notification = await self._alert(due, now)
-                await self._notifier.to_channel(
-                    Channel.IT,
-                    notification,
-                    key=f"credential:{alert.key}:reminder:{alert.reminders}",
+            for row in open_alerts:
+                if (row.object_id, row.key_id) not in present:
+                    row.resolved_at = now
+                    resolved.append(row)
+                elif row.snoozed_until is not None and row.snoozed_until <= now:
+                    row.snoozed_until = None  # the snooze is over: say it again
+                    row.reminders += 1
+                    due = by_key.get(row.key)
+                    if due is not None:
+                        alert = drafts.get(row.key) or await self._alert(due, now)
+                        work.to_channel(
+                            Channel.IT, alert, key=f"credential:{row.key}:reminder:{row.reminders}"
+                        )
+            for credential in _one_per_credential(resolved):
+                text = (
+                    f"Resolved: the old credential {credential.key_id} of "
+                    f"**{credential.app_name}** has been removed."
                 )
-        for finding in new:
-            await self._notifier.to_channel(
-                Channel.IT, await self._alert(finding, now), key=f"credential:{finding.key}"
-            )
-        for credential in _one_per_credential(resolved):
-            text = (
-                f"Resolved: the old credential {credential.key_id} of **{credential.app_name}** "
-                "has been removed."
-            )
-            await self._notifier.to_channel(
-                Channel.IT,
-                Notification(NotificationKind.CREDENTIAL_RESOLVED, None, text),
-                key=f"credential-resolved:{credential.object_id}:{credential.key_id}",
-            )
+                work.to_channel(
+                    Channel.IT,
+                    Notification(NotificationKind.CREDENTIAL_RESOLVED, None, text),
+                    key=f"credential-resolved:{credential.object_id}:{credential.key_id}",
+                )
         return ScanReport(len(apps), len(findings), len(new), len(_one_per_credential(resolved)))
+
+    async def _needing_words(
+        self, by_key: dict[str, CredentialFinding], now: datetime
+    ) -> list[str]:
+        """Findings that will be alerted this scan (new, or their snooze is over), read unlocked."""
+        if not by_key:
+            return []
+        async with self._sessions() as session:
+            rows = (
+                await session.execute(
+                    select(CredentialAlert.key, CredentialAlert.snoozed_until).where(
+                        CredentialAlert.key.in_(list(by_key))
+                    )
+                )
+            ).all()
+        stored: dict[str, datetime | None] = {key: snoozed for key, snoozed in rows}
+        due: list[str] = []
+        for key in by_key:
+            snoozed = stored.get(key)
+            if key not in stored or (snoozed is not None and snoozed <= now):
+                due.append(key)
+        return due
 
     async def expiring(
         self, *, within_days: float, own_only: bool = False
@@ -163,11 +186,12 @@ class CredentialWatch:
             text = "\n".join(lines)
         else:
             text = f"No watched credential expires in the next {int(within_days)} days."
-        await self._notifier.to_channel(
-            Channel.IT,
-            Notification(NotificationKind.CREDENTIAL_ALERT, None, text),
-            key=f"credential-digest:{now:%G-W%V}",
-        )
+        async with self._units() as work:
+            work.to_channel(
+                Channel.IT,
+                Notification(NotificationKind.CREDENTIAL_ALERT, None, text),
+                key=f"credential-digest:{now:%G-W%V}",
+            )
         return len(findings)
 
     async def _watched_apps(self, *, own_only: bool = False) -> list[AppWithCredentials]:

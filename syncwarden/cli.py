@@ -528,7 +528,7 @@ def secrets_scan() -> None:
     """
     from syncwarden.m365 import build_microsoft365
     from syncwarden.workflow_wiring import build_credential_watch
-    from workflows.outbox import OutboxNotifier
+    from workflows.unit_of_work import UnitsOfWork
 
     settings = _load()
     configure_logging(settings)
@@ -539,7 +539,7 @@ def secrets_scan() -> None:
         try:
             await upgrade_to_head(engine)
             sessions = session_factory(engine)
-            watch = build_credential_watch(settings, sessions, m365, OutboxNotifier(sessions))
+            watch = build_credential_watch(settings, UnitsOfWork(sessions), m365)
             report = await watch.scan()
             return (
                 f"checked {report.apps} app registrations: {report.findings} credentials need "

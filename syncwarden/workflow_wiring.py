@@ -38,6 +38,7 @@ from workflows.ports import Notifier
 from workflows.roster import Roster
 from workflows.runner import StepRunner
 from workflows.service import WorkflowService
+from workflows.unit_of_work import UnitsOfWork
 
 BOT_FRAMEWORK_SCOPE = "https://api.botframework.com/.default"
 GRAPH_NOTIFICATIONS_PATH = "/api/graph/notifications"
@@ -84,6 +85,7 @@ def build_workflows(
         writes_mappings=settings.provisioning.scheduling_adapter is SchedulingAdapter.BUILTIN,
     )
     outbox = OutboxNotifier(sessions, on_put=on_notification)
+    units = UnitsOfWork(sessions, on_queued=_awaitable(on_notification))
     roster = Roster(m365.directory, settings.approvals)
     handlers = ProvisioningHandlers(
         directory=m365.directory,
@@ -95,20 +97,27 @@ def build_workflows(
             settings.provisioning.instructions_template, settings.provisioning.help_article_url
         ),
     )
-    runner = StepRunner(sessions, handlers.as_mapping(), outbox, settings.provisioning)
+    runner = StepRunner(units, handlers.as_mapping(), settings.provisioning)
     service = WorkflowService(
-        sessions,
+        units,
         directory=m365.directory,
         scheduling=scheduling,
-        notifier=outbox,
         roster=roster,
         approvals=settings.approvals,
         provisioning=settings.provisioning,
         on_steps_queued=runner.wake,
     )
-    credentials = build_credential_watch(settings, sessions, m365, outbox)
+    credentials = build_credential_watch(settings, units, m365)
     sync = build_calendar_sync(settings, sessions, m365, outbox)
     return Workflows(service, runner, outbox, scheduling, roster, credentials, sync)
+
+
+def _awaitable(call: Callable[[], None] | None) -> Callable[[], Awaitable[None]]:
+    async def run() -> None:
+        if call is not None:
+            call()
+
+    return run
 
 
 def build_calendar_sync(
@@ -170,14 +179,11 @@ def notification_url(settings: Settings) -> str | None:
 
 
 def build_credential_watch(
-    settings: Settings,
-    sessions: async_sessionmaker[AsyncSession],
-    m365: Microsoft365,
-    notifier: OutboxNotifier,
+    settings: Settings, units: UnitsOfWork, m365: Microsoft365
 ) -> CredentialWatch:
     """The credential watch; Syncwarden's own Graph and bot apps are always among the watched."""
     own = [settings.graph.client_id or "", settings.bot.app_id or ""]
-    return CredentialWatch(m365.applications, sessions, notifier, settings.alerts, own_app_ids=own)
+    return CredentialWatch(m365.applications, units, settings.alerts, own_app_ids=own)
 
 
 class BotTokens:

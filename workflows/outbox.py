@@ -1,7 +1,8 @@
 """A durable outbox in front of the Teams notifier.
 
-Workflows hand notifications to :class:`OutboxNotifier`, which only writes a row keyed by the
-notification's idempotency key (a second write of the same key is ignored). The
+Use cases queue notifications as rows keyed by the notification's idempotency key, in the same
+commit as the change they announce (:func:`queue_messages`, through
+:class:`workflows.unit_of_work.UnitOfWork`; a second write of the same key is ignored). The
 :class:`OutboxDispatcher` delivers pending rows through the real notifier and marks them sent.
 So a crash between an outside effect and its record can repeat the *request* to notify, but never
 the message; and an outage of Teams delays messages instead of losing them.
@@ -11,17 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
-from dataclasses import asdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import JSON, Integer, String, Text, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
-from core.db import Base, UtcDateTime, utc_now, write_transaction
+from core.db import Base, UtcDateTime, insert_ignoring_duplicates, utc_now, write_transaction
 from core.failures import report_unexpected
 from core.logging import get_logger
 from workflows.audit import record_audit
@@ -57,8 +57,64 @@ class OutboxMessage(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """One message to queue: where it goes, what it says, and the key that makes it happen once."""
+
+    key: str
+    target: str  # "user", "channel" or "card"
+    recipient: str
+    payload: dict[str, Any]
+
+    @classmethod
+    def to_user(cls, user_id: str, notification: Notification, *, key: str) -> OutgoingMessage:
+        return cls(key, "user", user_id, _notification_payload(notification))
+
+    @classmethod
+    def to_channel(
+        cls, channel: Channel, notification: Notification, *, key: str
+    ) -> OutgoingMessage:
+        return cls(key, "channel", channel.value, _notification_payload(notification))
+
+    @classmethod
+    def card_update(cls, ticket: TicketView, *, key: str) -> OutgoingMessage:
+        return cls(key, "card", ticket.ref, {"ticket": _ticket_payload(ticket)})
+
+
+async def queue_messages(
+    session: AsyncSession, messages: Sequence[OutgoingMessage], now: datetime
+) -> None:
+    """Write messages as outbox rows in the caller's transaction; a key already queued is skipped.
+
+    Written in the same commit as the change they announce, a message exists exactly when its
+    change does: a crash can neither lose it nor announce a change that was rolled back.
+    """
+    rows: dict[str, dict[str, Any]] = {}
+    for message in messages:
+        key = message.key[:255]
+        rows.setdefault(
+            key,
+            {
+                "key": key,
+                "target": message.target,
+                "recipient": message.recipient,
+                "payload": message.payload,
+                "state": "pending",
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+            },
+        )
+    await insert_ignoring_duplicates(session, OutboxMessage, list(rows.values()), unique="key")
+
+
 class OutboxNotifier:
-    """The :class:`workflows.ports.Notifier` the workflow uses: it only writes rows."""
+    """A :class:`workflows.ports.Notifier` for callers without a transaction of their own.
+
+    A provisioning step's message (the set-up instructions) and the sync worker's alerts are
+    queued here, each in a transaction of its own; use cases that change state queue theirs in
+    their own commit through :class:`workflows.unit_of_work.UnitOfWork` instead.
+    """
 
     def __init__(
         self,
@@ -72,31 +128,17 @@ class OutboxNotifier:
         self._on_put = on_put or (lambda: None)
 
     async def to_user(self, user_id: str, notification: Notification, *, key: str) -> None:
-        await self._put(key, "user", user_id, _notification_payload(notification))
+        await self._put(OutgoingMessage.to_user(user_id, notification, key=key))
 
     async def to_channel(self, channel: Channel, notification: Notification, *, key: str) -> None:
-        await self._put(key, "channel", channel.value, _notification_payload(notification))
+        await self._put(OutgoingMessage.to_channel(channel, notification, key=key))
 
     async def update_card(self, ticket: TicketView, *, key: str) -> None:
-        await self._put(key, "card", ticket.ref, {"ticket": _ticket_payload(ticket)})
+        await self._put(OutgoingMessage.card_update(ticket, key=key))
 
-    async def _put(self, key: str, target: str, recipient: str, payload: dict[str, Any]) -> None:
-        try:
-            async with write_transaction(self._sessions) as session:
-                now = self._clock()
-                session.add(
-                    OutboxMessage(
-                        key=key[:255],
-                        target=target,
-                        recipient=recipient,
-                        payload=payload,
-                        next_attempt_at=now,
-                        created_at=now,
-                    )
-                )
-        except IntegrityError:
-            log.info("outbox.duplicate_ignored", key=key)
-            return
+    async def _put(self, message: OutgoingMessage) -> None:
+        async with write_transaction(self._sessions) as session:
+            await queue_messages(session, [message], self._clock())
         self._on_put()
 
 

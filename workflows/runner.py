@@ -20,11 +20,10 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import partial
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased, selectinload
 
 from connectors.errors import ConnectorError, MailboxAccessDeniedError, PermissionMissingError
@@ -32,13 +31,14 @@ from core.db import utc_now, write_transaction
 from core.failures import report_unexpected
 from core.logging import get_logger
 from core.settings import ProvisioningSettings
+from workflows.announcements import announce_completed, refresh_card, tell_it
 from workflows.audit import record_audit
-from workflows.delivery import AfterCommit, status_line
 from workflows.lifecycle import apply_event
 from workflows.model import TicketEvent, TicketStatus
-from workflows.ports import Channel, Notification, NotificationKind, Notifier, TicketView
+from workflows.ports import Notification, NotificationKind
 from workflows.records import Enrollment, Step, Ticket
 from workflows.steps import StepContext, StepHandler, StepName, StepOutcome, StepState
+from workflows.unit_of_work import UnitsOfWork
 from workflows.views import ticket_view
 
 log = get_logger(__name__)
@@ -60,18 +60,17 @@ class ClaimedStep:
 class StepRunner:
     def __init__(
         self,
-        sessions: async_sessionmaker[AsyncSession],
+        units: UnitsOfWork,
         handlers: Mapping[StepName, StepHandler],
-        notifier: Notifier,
         settings: ProvisioningSettings,
         *,
         owner: str | None = None,
         clock: Clock = utc_now,
         rng: random.Random | None = None,
     ) -> None:
-        self._sessions = sessions
+        self._units = units
+        self._sessions = units.sessions
         self._handlers = handlers
-        self._notifier = notifier
         self._settings = settings
         self.owner = owner or f"runner-{uuid.uuid4().hex[:12]}"
         self._clock = clock
@@ -180,8 +179,8 @@ class StepRunner:
     # ----------------------------------------------------------------------------- recording
 
     async def _record_success(self, claimed: ClaimedStep, outcome: StepOutcome) -> None:
-        after = AfterCommit()
-        async with write_transaction(self._sessions) as session:
+        async with self._units() as work:
+            session = work.session
             step = await self._owned_step(session, claimed)
             if step is None:
                 return
@@ -198,7 +197,7 @@ class StepRunner:
                 action = outcome.manual_task["action"]
                 text = f"{view.ref}: manual step for {view.subject.name}: {action}"
                 task = Notification(NotificationKind.MANUAL_STEP, view, text, outcome.manual_task)
-                self._tell_it(after, task)
+                tell_it(work, task)
             else:
                 step.state = StepState.SUCCEEDED.value
                 step.result = outcome.result
@@ -213,25 +212,14 @@ class StepRunner:
                 )
                 if all(s.state == StepState.SUCCEEDED.value for s in ticket.steps):
                     self._move(session, ticket, TicketEvent.COMPLETE, "all steps done")
-                    view = ticket_view(ticket)
-                    done = Notification(
-                        NotificationKind.COMPLETED,
-                        view,
-                        f"{view.ref} is done: calendar sync is set up for {view.subject.name}",
-                    )
-                    for person in {view.requester.id, view.subject.id}:
-                        key = f"{view.ref}:{done.kind.value}:{person}"
-                        after.add(partial(self._notifier.to_user, person, done, key=key))
-                    self._tell_it(after, status_line(view, "completed"))
-                    self._refresh_card(after, view)
-        await after.deliver()
+                    announce_completed(work, ticket_view(ticket))
 
     async def _record_failure(
         self, claimed: ClaimedStep, error: Exception, *, retryable: bool
     ) -> None:
-        after = AfterCommit()
         message = failure_message(error)
-        async with write_transaction(self._sessions) as session:
+        async with self._units() as work:
+            session = work.session
             step = await self._owned_step(session, claimed)
             if step is None:
                 return
@@ -260,9 +248,8 @@ class StepRunner:
             self._move(session, ticket, TicketEvent.FAIL, ticket.failure_reason)
             view = ticket_view(ticket)
             text = f"{view.ref} failed at {step.name} after {step.attempt} attempt(s): {message}"
-            self._tell_it(after, Notification(NotificationKind.FAILED, view, text))
-            self._refresh_card(after, view)
-        await after.deliver()
+            tell_it(work, Notification(NotificationKind.FAILED, view, text))
+            refresh_card(work, view)
 
     def _retry_delay(self, error: Exception, attempt: int) -> float:
         # Only the access policy's refusal waits for propagation; a missing permission
@@ -334,14 +321,6 @@ class StepRunner:
         )
         assert ticket is not None
         return ticket
-
-    def _tell_it(self, after: AfterCommit, notification: Notification) -> None:
-        view = notification.require_ticket()
-        key = f"{view.ref}:{notification.kind.value}:{view.version}"
-        after.add(partial(self._notifier.to_channel, Channel.IT, notification, key=key))
-
-    def _refresh_card(self, after: AfterCommit, view: TicketView) -> None:
-        after.add(partial(self._notifier.update_card, view, key=f"{view.ref}:card:{view.version}"))
 
 
 def failure_message(error: Exception) -> str:

@@ -24,6 +24,7 @@ from core.settings import ApprovalSettings, Mode, Settings
 from sandbox.server import SandboxTenant
 from syncwarden.m365 import Microsoft365
 from syncwarden.web import create_app
+from tests.support.notifier import recording_units
 from tests.support.recorder import ConnectorRecorder, message_activity
 from tests.support.workflow import PEOPLE, Harness, workflow_harness
 from workflows.access import CANNOT_SEE
@@ -387,7 +388,9 @@ async def test_secrets_command_runs_a_scan_for_it_admins(
     from sync.credential_watch import CredentialWatch
 
     watch = CredentialWatch(
-        h.m365.applications, h.sessions, h.notifier, AlertSettings(watch_all_apps=True)
+        h.m365.applications,
+        recording_units(h.sessions, h.notifier),
+        AlertSettings(watch_all_apps=True),
     )
     dialogue = DialogueLogic(ConversationStore(h.sessions), h.service, h.roster, credentials=watch)
     async with serving(migrated_engine, dialogue) as client:

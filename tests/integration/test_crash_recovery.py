@@ -22,7 +22,7 @@ from tests.support.m365 import sandbox_settings
 from tests.support.process import cli_environment
 from tests.support.workflow import Harness
 from workflows.model import TicketStatus
-from workflows.outbox import OutboxMessage, OutboxNotifier
+from workflows.outbox import OutboxMessage
 
 ROOT = Path(__file__).resolve().parents[2]
 PEOPLE = ["avery", "blake", "rowan", "sasha", "casey", "dana"]
@@ -78,8 +78,6 @@ async def kill_during_exchange_call(
 async def test_every_ticket_completes_once_whatever_the_crash(
     h: Harness, tenant: SandboxTenant, database_url: str, tmp_path: Path
 ) -> None:
-    outbox = OutboxNotifier(h.sessions)
-    h.service._notifier = outbox  # the worker and the service share the durable outbox
     refs = []
     for key in PEOPLE:
         result = await h.service.request_enrollment(h.person(key))

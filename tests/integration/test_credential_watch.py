@@ -11,7 +11,7 @@ from core.settings import AlertSettings
 from sandbox.server import SandboxTenant
 from sync.credential_watch import CredentialWatch
 from syncwarden.m365 import Microsoft365
-from tests.support.notifier import RecordingNotifier
+from tests.support.notifier import RecordingNotifier, recording_units
 from workflows.ports import NotificationKind
 
 
@@ -24,7 +24,9 @@ def watch(
         **alerts,
     }
     return CredentialWatch(
-        m365.applications, session_factory(engine), notifier, AlertSettings.model_validate(options)
+        m365.applications,
+        recording_units(session_factory(engine), notifier),
+        AlertSettings.model_validate(options),
     )
 
 
@@ -115,8 +117,7 @@ async def test_our_own_credentials_can_be_checked_alone(
     kiosk = app_id(tenant, "Library Kiosk Sync")
     watcher = CredentialWatch(
         m365.applications,
-        session_factory(migrated_engine),
-        RecordingNotifier(),
+        recording_units(session_factory(migrated_engine), RecordingNotifier()),
         AlertSettings(),
         own_app_ids=[kiosk],
     )
@@ -135,8 +136,7 @@ async def test_snooze_repeats_after_a_day_and_acknowledge_stops_it(
     options = {"watch_all_apps": False, "watch_app_ids": [app_id(tenant, "LMS Roster Bridge")]}
     watcher = CredentialWatch(
         m365.applications,
-        session_factory(migrated_engine),
-        notifier,
+        recording_units(session_factory(migrated_engine), notifier, clock=lambda: now[0]),
         AlertSettings.model_validate(options),
         clock=lambda: now[0],
     )

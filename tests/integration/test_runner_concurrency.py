@@ -11,6 +11,7 @@ from collections import Counter
 
 from connectors.scheduling.ports import Profile
 from core.db import create_engine, session_factory
+from tests.support.notifier import recording_units
 from tests.support.workflow import Harness
 from workflows.model import TicketStatus
 from workflows.ports import Person
@@ -55,9 +56,8 @@ async def test_two_runners_never_run_one_step_twice(h: Harness, database_url: st
     try:
         runners = [
             StepRunner(
-                session_factory(engine),
+                recording_units(session_factory(engine), h.notifier, clock=h.clock),
                 counting(base_handlers, calls, name, ran),
-                h.notifier,
                 h.provisioning,
                 owner=name,
                 clock=h.clock,

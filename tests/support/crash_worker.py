@@ -35,6 +35,7 @@ from workflows.outbox import OutboxNotifier
 from workflows.records import Ticket
 from workflows.runner import ClaimedStep, StepRunner
 from workflows.steps import StepContext, StepHandler, StepOutcome
+from workflows.unit_of_work import UnitsOfWork
 
 seen: Counter[str] = Counter()
 
@@ -85,9 +86,8 @@ async def work(config: dict[str, Any], crash_at: str) -> None:
         instructions=InstructionsTemplate(),
     ).as_mapping()
     runner = CrashingRunner(
-        sessions,
+        UnitsOfWork(sessions),
         {name: crashing(handler, crash_at) for name, handler in handlers.items()},
-        outbox,
         ProvisioningSettings(lease_seconds=10),
     )
     runner.crash_at = crash_at

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from core.db import utc_now
+from workflows.outbox import OutboxDispatcher
 from workflows.ports import Channel, Notification, NotificationKind, TicketView
+from workflows.unit_of_work import UnitsOfWork
 
 
 @dataclass
@@ -49,3 +56,23 @@ class RecordingNotifier:
 
     def kinds(self, target: str) -> list[NotificationKind | None]:
         return [s.kind for s in self.sent if s.target == target]
+
+
+def recording_units(
+    sessions: async_sessionmaker[AsyncSession],
+    notifier: RecordingNotifier,
+    *,
+    clock: Callable[[], datetime] = utc_now,
+) -> UnitsOfWork:
+    """Units of work whose messages go through the real outbox, delivered at each commit.
+
+    The production path (rows written in the change's commit, the dispatcher claiming and sending
+    them) with Teams replaced by the recorder, delivered as soon as the commit is done, so a test
+    can look at what was sent right after the call that sent it.
+    """
+    dispatcher = OutboxDispatcher(sessions, notifier, clock=clock)
+
+    async def deliver() -> None:
+        await dispatcher.dispatch_due()
+
+    return UnitsOfWork(sessions, clock=clock, on_queued=deliver)

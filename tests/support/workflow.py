@@ -17,7 +17,7 @@ from core.db import session_factory
 from core.settings import ApprovalSettings, ProvisioningSettings
 from sandbox.server import SandboxTenant
 from syncwarden.m365 import Microsoft365
-from tests.support.notifier import RecordingNotifier
+from tests.support.notifier import RecordingNotifier, recording_units
 from workflows.handlers import ProvisioningHandlers
 from workflows.instructions import InstructionsTemplate
 from workflows.ports import Person
@@ -120,18 +120,12 @@ async def workflow_harness(
             clock=clock,
         ).as_mapping()
     )
-    runner = StepRunner(
-        sessions,
-        handlers,
-        notifier,
-        provisioning_settings,
-        clock=clock,
-    )
+    units = recording_units(sessions, notifier, clock=clock)
+    runner = StepRunner(units, handlers, provisioning_settings, clock=clock)
     service = WorkflowService(
-        sessions,
+        units,
         directory=m365.directory,
         scheduling=scheduling,
-        notifier=notifier,
         roster=roster,
         approvals=approval_settings,
         provisioning=provisioning_settings,
