@@ -100,7 +100,8 @@ class TeamsDelivery:
         if notification.kind in _APPROVAL_KINDS:
             ticket = notification.require_ticket()
             card = cards.approver_card(ticket, now=self._clock())
-            await self._post_card(ref, ticket, card, audience="approver")
+            first = notification.kind is NotificationKind.APPROVAL_REQUESTED
+            await self._post_card(ref, ticket, card, audience="approver", once=first)
             return
         await self._send(
             ref, {"type": "message", "text": notification.text, "textFormat": "markdown"}
@@ -127,7 +128,8 @@ class TeamsDelivery:
             approvers = [a for a in notification.details.get("approvers", "").split(",") if a]
             mris = await self._conversations.mris_of(approvers)
             card = cards.approval_card(view, now=now, approver_ids=mris)
-            await self._post_card(ref, view, card, audience="channel")
+            first = notification.kind is NotificationKind.APPROVAL_REQUESTED
+            await self._post_card(ref, view, card, audience="channel", once=first)
         elif notification.kind is NotificationKind.MANUAL_STEP:
             await self._send(
                 ref, _card_activity(cards.manual_task_card(view, notification.details, now=now))
@@ -156,8 +158,31 @@ class TeamsDelivery:
             )
 
     async def _post_card(
-        self, ref: ConversationRef, ticket: TicketView, card: cards.Card, *, audience: str
+        self,
+        ref: ConversationRef,
+        ticket: TicketView,
+        card: cards.Card,
+        *,
+        audience: str,
+        once: bool = False,
     ) -> None:
+        """Post a ticket's card; with ``once``, a repeat updates the copy already posted there.
+
+        Teams has no idempotency key for new messages, so the first approval request delivered
+        again after a crash would post a second card. Once the first post is recorded, the repeat
+        becomes a PUT of the same activity (idempotent); only a crash between the POST and that
+        record can still leave two cards. Reminders and escalations are meant to be new messages
+        (they notify), so they always post.
+        """
+        for post in await self._posts.for_ticket(ticket.ref) if once else []:
+            if post.conversation_id == ref.conversation_id and post.audience == audience:
+                await self._request(
+                    "PUT",
+                    _activity_url(post.service_url, post.conversation_id, post.activity_id),
+                    {**_card_activity(card), "id": post.activity_id},
+                    post.conversation_id,
+                )
+                return
         answer = await self._send(ref, _card_activity(card))
         activity_id = answer.get("id") if isinstance(answer, dict) else None
         if activity_id:

@@ -128,6 +128,32 @@ async def test_approval_cards_go_to_approvers_and_the_channel_and_update_in_plac
     assert all("actions" not in u.body["attachments"][0]["content"] for u in updates)
 
 
+async def test_an_approval_request_delivered_again_updates_its_card_instead_of_posting_twice(
+    setup: Setup, recorder: ConnectorRecorder
+) -> None:
+    """A crash after the card was posted and recorded, but before its outbox row was marked
+    sent, delivers the row again: the repeat must be a PUT of the same activity, not a second
+    card. A reminder is meant to notify, so it is still a new post."""
+    ask = Notification(
+        NotificationKind.APPROVAL_REQUESTED, WAITING, "asks", {"approvers": CASEY_AAD}
+    )
+    await setup.outbox.to_user(CASEY_AAD, ask, key="first")
+    await setup.outbox.to_user(CASEY_AAD, ask, key="the same row, delivered again")
+    assert await setup.dispatcher.dispatch_due() == 2
+    assert [(r.method, r.path) for r in recorder.requests] == [
+        ("POST", "/v3/conversations/a:casey/activities"),
+        ("PUT", "/v3/conversations/a:casey/activities/reply-1"),
+    ]
+
+    remind = Notification(NotificationKind.APPROVAL_REMINDER, WAITING, "still waiting", {})
+    await setup.outbox.to_user(CASEY_AAD, remind, key="reminder")
+    assert await setup.dispatcher.dispatch_due() == 1
+    assert (recorder.requests[-1].method, recorder.requests[-1].path) == (
+        "POST",
+        "/v3/conversations/a:casey/activities",
+    )
+
+
 async def test_text_to_a_person_and_status_cards_to_it(
     setup: Setup, recorder: ConnectorRecorder
 ) -> None:
