@@ -68,6 +68,7 @@ class Harness:
     runner: StepRunner
     group_id: str
     roster: Roster
+    approvals: ApprovalSettings
 
     def person(self, key: str) -> Person:
         upn = PEOPLE[key]
@@ -146,4 +147,5 @@ async def workflow_harness(
         runner,
         group_id,
         roster,
+        approval_settings,
     )
