@@ -35,7 +35,7 @@ from syncwarden.m365 import Microsoft365, build_microsoft365
 from syncwarden.migrate import upgrade_to_head
 from syncwarden.workflow_wiring import build_calendar_sync
 from tests.support.m365 import sandbox_settings
-from tests.support.notifier import RecordingNotifier
+from tests.support.notifier import RecordingNotifier, recording_units
 from workflows.records import Enrollment
 
 SYNC_GROUP = "Calendar Sync"
@@ -82,7 +82,7 @@ async def run(
     sessions = session_factory(database)
     settings = sandbox_settings(tenant, sync=SyncSettings(concurrency=concurrency).model_dump())
     m365 = build_microsoft365(settings)
-    sync = build_calendar_sync(settings, sessions, m365, RecordingNotifier())
+    sync = build_calendar_sync(settings, recording_units(sessions, RecordingNotifier()), m365)
     group = tenant.seed.group_ids[SYNC_GROUP]
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     rng = random.Random(7)  # noqa: S311 - repeatable test data, not secrecy

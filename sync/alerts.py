@@ -5,6 +5,11 @@ are gathered into one digest at most every ``failure_digest_minutes``, and a rec
 when a failing person syncs again. Every message has a key stable for its episode, so the outbox
 sends it once even if the run that caused it is repeated.
 
+The failure alert is queued after every failing run, not only the first: the outbox drops the
+repeats by key, and a process that died between a failing run's commit and its alert has the
+alert queued by the next failing run instead of never. (A recovery line can still be lost that
+way: the next run no longer knows it recovered. It is the one message this module may lose.)
+
 A failure of Syncwarden's own app (a missing permission, a refused credential) stops everyone's
 sync at once; it is said once a day for the app, naming the first person it hit, and so is its
 recovery, instead of once for each of thousands of people.
@@ -16,14 +21,14 @@ from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.db import utc_now
 from sync.engine import SyncReport
 from sync.errors import ADVICE, FailureKind
 from sync.records import SyncState
-from workflows.ports import Channel, Notification, NotificationKind, Notifier
+from workflows.ports import Channel, Notification, NotificationKind
 from workflows.records import Enrollment
+from workflows.unit_of_work import UnitsOfWork
 
 # Failures of the app itself, not of one person's mailbox: everyone fails the same way at once.
 APP_WIDE = frozenset({FailureKind.PERMISSION, FailureKind.CREDENTIAL})
@@ -32,14 +37,13 @@ APP_WIDE = frozenset({FailureKind.PERMISSION, FailureKind.CREDENTIAL})
 class SyncAlerts:
     def __init__(
         self,
-        sessions: async_sessionmaker[AsyncSession],
-        notifier: Notifier,
+        units: UnitsOfWork,
         *,
         digest_minutes: float = 60.0,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
-        self._sessions = sessions
-        self._notifier = notifier
+        self._units = units
+        self._sessions = units.sessions
         self._digest_minutes = digest_minutes
         self._clock = clock
 
@@ -53,7 +57,7 @@ class SyncAlerts:
             return
         episode = enrollment.last_success_at.isoformat() if enrollment.last_success_at else "never"
         day = f"{self._clock():%Y-%m-%d}"
-        if not report.ok and state.consecutive_failures == 1:
+        if not report.ok and state.consecutive_failures >= 1:
             kind = report.error_kind or FailureKind.OTHER
             key = (
                 f"sync-app-failed:{kind.value}:{day}"
@@ -74,10 +78,8 @@ class SyncAlerts:
                     f"\n\nIf the scheduling system really dropped these appointments, run "
                     f"`syncwarden sync --person {enrollment.subject_upn} --allow-deletions`."
                 )
-            await self._notifier.to_channel(
-                Channel.IT,
-                Notification(NotificationKind.SYNC_ALERT, None, text, {"kind": kind.value}),
-                key=key,
+            await self._tell_it(
+                Notification(NotificationKind.SYNC_ALERT, None, text, {"kind": kind.value}), key
             )
         elif report.ok and report.recovered:
             if report.recovered_from in APP_WIDE:
@@ -92,11 +94,7 @@ class SyncAlerts:
                     f"({enrollment.mailbox})."
                 )
                 key = f"sync-recovered:{enrollment.id}:{episode}"
-            await self._notifier.to_channel(
-                Channel.IT,
-                Notification(NotificationKind.SYNC_RECOVERED, None, text),
-                key=key,
-            )
+            await self._tell_it(Notification(NotificationKind.SYNC_RECOVERED, None, text), key)
 
     async def digest(self) -> int:
         """One message listing everyone still failing after their first alert; 0 when none."""
@@ -119,9 +117,10 @@ class SyncAlerts:
             )
         now = self._clock()
         bucket = int(now.timestamp() // (self._digest_minutes * 60))
-        await self._notifier.to_channel(
-            Channel.IT,
-            Notification(NotificationKind.SYNC_ALERT, None, "\n".join(lines)),
-            key=f"sync-digest:{bucket}",
-        )
+        digest = Notification(NotificationKind.SYNC_ALERT, None, "\n".join(lines))
+        await self._tell_it(digest, f"sync-digest:{bucket}")
         return len(rows)
+
+    async def _tell_it(self, notification: Notification, key: str) -> None:
+        async with self._units() as work:
+            work.to_channel(Channel.IT, notification, key=key)

@@ -398,7 +398,7 @@ def sync_now(
     from sync.engine import SyncOptions
     from syncwarden.m365 import build_microsoft365
     from syncwarden.workflow_wiring import build_calendar_sync
-    from workflows.outbox import OutboxNotifier
+    from workflows.unit_of_work import UnitsOfWork
 
     if bool(person) == everyone:
         raise typer.BadParameter("give either --person or --all", param_hint="--person/--all")
@@ -411,7 +411,7 @@ def sync_now(
         try:
             await upgrade_to_head(engine)
             sessions = session_factory(engine)
-            sync = build_calendar_sync(settings, sessions, m365, OutboxNotifier(sessions))
+            sync = build_calendar_sync(settings, UnitsOfWork(sessions), m365)
             worker = sync.worker
             asked = await (worker.request_person(person) if person else worker.request())
             if not asked:

@@ -34,7 +34,6 @@ from syncwarden.m365 import Microsoft365
 from workflows.handlers import ProvisioningHandlers
 from workflows.instructions import InstructionsTemplate
 from workflows.outbox import OutboxDispatcher, OutboxNotifier
-from workflows.ports import Notifier
 from workflows.roster import Roster
 from workflows.runner import StepRunner
 from workflows.service import WorkflowService
@@ -108,7 +107,7 @@ def build_workflows(
         on_steps_queued=runner.wake,
     )
     credentials = build_credential_watch(settings, units, m365)
-    sync = build_calendar_sync(settings, sessions, m365, outbox)
+    sync = build_calendar_sync(settings, units, m365)
     return Workflows(service, runner, outbox, scheduling, roster, credentials, sync)
 
 
@@ -120,17 +119,13 @@ def _awaitable(call: Callable[[], None] | None) -> Callable[[], Awaitable[None]]
     return run
 
 
-def build_calendar_sync(
-    settings: Settings,
-    sessions: async_sessionmaker[AsyncSession],
-    m365: Microsoft365,
-    notifier: Notifier,
-) -> CalendarSync:
+def build_calendar_sync(settings: Settings, units: UnitsOfWork, m365: Microsoft365) -> CalendarSync:
     """The sync worker on the configured appointment source, with IT alerts on failures."""
+    sessions = units.sessions
     appointments = BuiltinAppointments(sessions)
     source, closers = appointment_source(settings, appointments, sessions)
     engine = SyncEngine(sessions, m365.calendar, source, settings.sync)
-    alerts = SyncAlerts(sessions, notifier, digest_minutes=settings.sync.failure_digest_minutes)
+    alerts = SyncAlerts(units, digest_minutes=settings.sync.failure_digest_minutes)
     worker = SyncWorker(
         sessions,
         engine,

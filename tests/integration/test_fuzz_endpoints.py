@@ -50,7 +50,7 @@ from syncwarden.web import create_app
 from syncwarden.workflow_wiring import GRAPH_NOTIFICATIONS_PATH, build_calendar_sync
 from tests.support.enrollments import enroll
 from tests.support.m365 import sandbox_settings
-from tests.support.notifier import RecordingNotifier
+from tests.support.notifier import RecordingNotifier, recording_units
 from tests.support.recorder import ConnectorRecorder, message_activity
 from tests.support.workflow import PEOPLE, Harness, workflow_harness
 from workflows.access import CANNOT_SEE
@@ -301,9 +301,8 @@ async def world(
             sandbox_settings(
                 tenant, sync=SyncSettings(notification_url=notification_url).model_dump()
             ),
-            h.sessions,
+            recording_units(h.sessions, RecordingNotifier()),
             m365,
-            RecordingNotifier(),
         )
         kicks: list[str] = []
         sync.subscriptions.on_requested = lambda: kicks.append("sync.requested")

@@ -25,7 +25,7 @@ from syncwarden.web import create_app
 from syncwarden.workflow_wiring import CalendarSync, build_calendar_sync
 from tests.support.enrollments import enroll
 from tests.support.m365 import sandbox_settings
-from tests.support.notifier import RecordingNotifier
+from tests.support.notifier import RecordingNotifier, recording_units
 from tests.support.outlook import add_own_event
 from workflows.records import Enrollment
 
@@ -58,7 +58,7 @@ async def setup(
     port = free_port()
     url = f"http://127.0.0.1:{port}/api/graph/notifications"
     settings = sandbox_settings(tenant, sync=SyncSettings(notification_url=url).model_dump())
-    sync = build_calendar_sync(settings, sessions, m365, RecordingNotifier())
+    sync = build_calendar_sync(settings, recording_units(sessions, RecordingNotifier()), m365)
     kicks: list[str] = []
     sync.subscriptions.on_requested = lambda: kicks.append("sync.requested")
     app = create_app(Settings(), migrated_engine, notifications=sync.subscriptions)

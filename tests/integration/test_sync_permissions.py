@@ -27,7 +27,7 @@ from sync.errors import FailureKind
 from sync.worker import SyncWorker
 from syncwarden.m365 import Microsoft365
 from tests.support.enrollments import enroll
-from tests.support.notifier import RecordingNotifier
+from tests.support.notifier import RecordingNotifier, recording_units
 from tests.support.workflow import workflow_harness
 from workflows.model import TicketStatus
 from workflows.ports import NotificationKind
@@ -60,7 +60,7 @@ def worker_with_alerts(
 ) -> tuple[SyncWorker, SyncAlerts]:
     settings = SyncSettings()
     engine = SyncEngine(sessions, m365.calendar, BuiltinAppointments(sessions), settings)
-    alerts = SyncAlerts(sessions, notifier)
+    alerts = SyncAlerts(recording_units(sessions, notifier))
     return SyncWorker(sessions, engine, settings, on_report=alerts.after_run), alerts
 
 

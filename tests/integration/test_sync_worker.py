@@ -21,7 +21,7 @@ from sync.records import SyncState
 from sync.worker import SyncWorker
 from syncwarden.m365 import Microsoft365
 from tests.support.enrollments import enroll
-from tests.support.notifier import RecordingNotifier
+from tests.support.notifier import RecordingNotifier, recording_units
 from workflows.ports import NotificationKind
 from workflows.records import Enrollment
 
@@ -124,7 +124,7 @@ async def test_it_hears_of_a_first_failure_once_a_digest_and_the_recovery(
     sessions = session_factory(migrated_engine)
     [enrollment] = await enroll(sessions, tenant, outside)
     notifier = RecordingNotifier()
-    alerts = SyncAlerts(sessions, notifier)
+    alerts = SyncAlerts(recording_units(sessions, notifier))
     settings = SyncSettings()
     engine = SyncEngine(sessions, m365.calendar, BuiltinAppointments(sessions), settings)
     worker = SyncWorker(sessions, engine, settings, on_report=alerts.after_run)
@@ -148,6 +148,31 @@ async def test_it_hears_of_a_first_failure_once_a_digest_and_the_recovery(
     assert report.ok and report.recovered
     assert [s.kind for s in notifier.to("channel:it")][-1] is NotificationKind.SYNC_RECOVERED
     assert await alerts.digest() == 0
+
+
+async def test_a_first_failure_whose_alert_died_with_the_process_is_alerted_by_the_next_run(
+    migrated_engine: AsyncEngine, tenant: SandboxTenant, m365: Microsoft365
+) -> None:
+    """The run's commit and its alert are two steps; a process killed between them must not
+    leave IT unaware: the next failing run of the same episode queues the alert (once)."""
+    outside = "sasha.verhoeven@example.edu"
+    sessions = session_factory(migrated_engine)
+    [enrollment] = await enroll(sessions, tenant, outside)
+    settings = SyncSettings()
+    engine = SyncEngine(sessions, m365.calendar, BuiltinAppointments(sessions), settings)
+    died = SyncWorker(sessions, engine, settings)  # commits the run, never gets to alert
+    await died.request([enrollment])
+    [first] = await died.run_requested()
+    assert first.error_kind is FailureKind.NOT_IN_SCOPE
+
+    notifier = RecordingNotifier()
+    alerts = SyncAlerts(recording_units(sessions, notifier))
+    worker = SyncWorker(sessions, engine, settings, on_report=alerts.after_run)
+    for _ in range(2):
+        await worker.request([enrollment])
+        await worker.run_requested()
+    [alert] = notifier.to("channel:it", NotificationKind.SYNC_ALERT)
+    assert "Sasha" in alert.text
 
 
 class GatedSource(BuiltinAppointments):
