@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from connectors.scheduling.ports import Mapping, Profile
 from sandbox.server import SandboxTenant
 from syncwarden.m365 import Microsoft365
+from tests.support.m365 import SYNCWARDEN_APP
 from tests.support.workflow import Harness, workflow_harness
 from workflows.audit import AuditEvent
 from workflows.model import TicketStatus
@@ -440,3 +441,18 @@ async def test_profile_candidates_when_no_email_matches(h: Harness) -> None:
     assert chosen.ok and chosen.ticket is not None and chosen.ticket.profile_id == "prof-m2"
     foreign = await h.service.request_enrollment(h.person("blake"), profile_id="prof-m2")
     assert "does not belong" in foreign.problems[0].message
+
+
+async def test_a_mailbox_check_refused_for_a_missing_permission_names_it_not_an_outage(
+    h: Harness, tenant: SandboxTenant
+) -> None:
+    """Without Calendars.* the mailbox probe is refused (403 "Access is denied. Check
+    credentials"): waiting a minute will not help, so the answer says what IT must grant."""
+    tenant.revoke_role(
+        tenant.seed.app_ids[SYNCWARDEN_APP], "https://graph.microsoft.com", "Calendars.ReadWrite"
+    )
+    result = await h.service.request_enrollment(h.person("sasha"))
+    [problem] = [p for p in result.problems if p.field == "mailbox"]
+    assert "Calendars.ReadWrite" in problem.message
+    assert "syncwarden doctor" in problem.message
+    assert result.ticket is None
