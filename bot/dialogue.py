@@ -19,12 +19,16 @@ from bot import cards
 from bot.conversations import ChannelRole, ConversationKind, ConversationRef, ConversationStore
 from bot.intents import Intent, Mention, parse, shown_ticket_ref, valid_ticket_ref
 from bot.replies import HELP_TEXT
+from bot.turn_limits import TurnLimiter, Verdict
 from core.db import utc_now
+from core.logging import get_logger
 from workflows.access import CANNOT_SEE, Reader, Role, may_read, readable
 from workflows.model import TicketStatus
 from workflows.ports import Person, TicketView
 from workflows.roster import Roster
 from workflows.service import ActionOutcome, ActionResult, RequestResult, WorkflowService
+
+log = get_logger(__name__)
 
 
 class ScanSummary(Protocol):
@@ -128,7 +132,10 @@ class DialogueLogic:
         doctor: SelfCheck | None = None,
         sync: SyncTrigger | None = None,
         clock: Callable[[], datetime] = utc_now,
+        limits: TurnLimiter | None = None,
     ) -> None:
+        """``limits`` refuses turns beyond each person's and conversation's allowance before
+        anything else is done for them (see :mod:`bot.turn_limits`); None serves every turn."""
         self._conversations = conversations
         self._service = service
         self._roster = roster
@@ -136,21 +143,35 @@ class DialogueLogic:
         self._doctor = doctor
         self._sync = sync
         self._clock = clock
+        self._limits = limits
 
     async def remember(self, incoming: Incoming) -> None:
-        """Keep the conversation reference fresh: it is how we can write there later."""
+        """Keep the conversation reference fresh: it is how we can write there later.
+
+        Not for a turn the limits will refuse: its conversation was refreshed by the turns that
+        used up the allowance moments ago, and a flood must not become a flood of writes.
+        """
+        if self._limits is not None and not self._limits.would_serve(
+            incoming.sender.id, incoming.conversation.conversation_id
+        ):
+            return
         await self._conversations.remember(incoming.conversation)
 
     async def forget(self, conversation_id: str) -> None:
         await self._conversations.forget(conversation_id)
 
     async def on_message(self, incoming: Incoming) -> list[Reply]:
-        await self.remember(incoming)
+        """The replies to a message; none for a refused turn whose sender was told already."""
+        refused = self._refused(incoming)
+        if refused is not None:
+            return [Reply(refused.message)] if refused.tell else []
+        # Not through remember(): this turn has just taken its tokens, maybe the last ones.
+        await self._conversations.remember(incoming.conversation)
         if not _plausible(incoming.sender.id, 256):
             return [Reply(UNKNOWN_SENDER)]
         if incoming.value.get("verb"):
             # An Action.Submit fallback from an old client: the same as the card action.
-            return [await self.on_card_action(incoming)]
+            return [await self._card_action(incoming)]
         parsed = parse(
             incoming.text,
             mentions=incoming.mentions,
@@ -235,7 +256,34 @@ class DialogueLogic:
         return Reply(f"Syncing **{who}** now; say **users** in a minute to see the result.")
 
     async def on_card_action(self, incoming: Incoming) -> Reply:
-        """A click on one of our cards; answered with the card to show in its place."""
+        """A click on one of our cards; answered with the card to show in its place.
+
+        A refused click is answered too, always: an invoke's answer is its HTTP response (Teams
+        shows an error without one), not one more message in the chat.
+        """
+        refused = self._refused(incoming)
+        if refused is not None:
+            return Reply(refused.message)
+        return await self._card_action(incoming)
+
+    def _refused(self, incoming: Incoming) -> Verdict | None:
+        """The limits' verdict on a turn they refuse (counted, logged when the sender is told),
+        or None to serve it."""
+        if self._limits is None:
+            return None
+        verdict = self._limits.admit(incoming.sender.id, incoming.conversation.conversation_id)
+        if verdict.allowed:
+            return None
+        if verdict.tell:
+            log.info(
+                "bot.turn_limited",
+                scope=verdict.scope,
+                retry_after_seconds=round(verdict.retry_after_seconds, 1),
+                conversation_id=incoming.conversation.conversation_id,
+            )
+        return verdict
+
+    async def _card_action(self, incoming: Incoming) -> Reply:
         value = incoming.value
         verb = str(value.get("verb", ""))
         if self._service is None or self._roster is None:

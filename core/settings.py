@@ -219,6 +219,25 @@ class SyncSettings(BaseModel):
     sql_columns: dict[str, str] = Field(default_factory=dict)
 
 
+class LimitSettings(BaseModel):
+    """What a flood of Teams turns may cost one process: turns per person and per conversation
+    (token buckets: a burst, then a steady rate; 0 per minute turns a scope off), and how long
+    the directory answers a request form needs are reused instead of asked again."""
+
+    # A person: 15 at once (an approver working through a queue of cards, the card refreshes
+    # Teams sends when a chat is opened), then one every 3 seconds; nobody types faster.
+    person_turns_per_minute: float = Field(default=20.0, ge=0)
+    person_burst: int = Field(default=15, ge=1)
+    # A conversation (a channel with many people): above the person's, so a 1:1 chat never
+    # meets it first.
+    conversation_turns_per_minute: float = Field(default=60.0, ge=0)
+    conversation_burst: int = Field(default=40, ge=1)
+    # Directory reads for the request form and the request itself (a person, their mailbox);
+    # provisioning and sync always read fresh. 0 turns the cache off.
+    directory_cache_seconds: float = Field(default=60.0, ge=0, le=3600)
+    directory_cache_entries: int = Field(default=1000, ge=1)
+
+
 class LogSettings(BaseModel):
     level: str = "INFO"
     format: LogFormat = LogFormat.AUTO
@@ -253,6 +272,7 @@ class Settings(BaseSettings):
     provisioning: ProvisioningSettings = Field(default_factory=ProvisioningSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     sync: SyncSettings = Field(default_factory=SyncSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
 
@@ -359,6 +379,7 @@ def find_problems(settings: Settings) -> list[str]:
     if template_problem:
         problems.append(f"{template_problem} (SYNCWARDEN_SYNC__SUBJECT_TEMPLATE)")
     problems.extend(_sync_source_problems(settings.sync))
+    problems.extend(_limit_problems(settings.limits))
     if not settings.is_production:
         sandbox_problem = sandbox_target_problem(settings)
         if sandbox_problem:
@@ -575,3 +596,25 @@ def _sync_source_problems(sync: SyncSettings) -> list[str]:
             )
         return problems
     return []
+
+
+def _limit_problems(limits: LimitSettings) -> list[str]:
+    """The conversation limit must not be tighter than the person limit (when both are on): in a
+    1:1 chat the conversation is the person, so a tighter one would cut people off first."""
+    env = "SYNCWARDEN_LIMITS__"
+    if not (limits.person_turns_per_minute and limits.conversation_turns_per_minute):
+        return []
+    problems = []
+    if limits.conversation_turns_per_minute < limits.person_turns_per_minute:
+        problems.append(
+            f"{env}CONVERSATION_TURNS_PER_MINUTE ({limits.conversation_turns_per_minute:g}) is "
+            f"below {env}PERSON_TURNS_PER_MINUTE ({limits.person_turns_per_minute:g}), so a 1:1 "
+            "chat would be limited before its person; raise it or set it to 0 (off)"
+        )
+    if limits.conversation_burst < limits.person_burst:
+        problems.append(
+            f"{env}CONVERSATION_BURST ({limits.conversation_burst}) is below "
+            f"{env}PERSON_BURST ({limits.person_burst}), so a 1:1 chat would be limited before "
+            "its person; raise it"
+        )
+    return problems

@@ -4,14 +4,22 @@ Everything that talks to Graph or Exchange shares the same ``httpx.AsyncClient``
 reuse), the same token provider (one token per scope for the whole process) and the same
 concurrency limiter (so the per-mailbox limit of 4 holds across the sync worker, the provisioning
 runner and the bot at once).
+
+``directory`` always asks Graph. ``cached_directory`` is the same directory with person and
+mailbox reads kept for ``limits.directory_cache_seconds``: for the request form and the checks of
+a request only (the workflow service); provisioning, the sync group, the roster (which caches
+group membership itself) and the doctor use ``directory``.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
 
+from connectors.cached_directory import CachedDirectory
 from connectors.clouds import ResolvedEndpoints, resolve_endpoints
 from connectors.exchange.client import ExchangeAdminClient
 from connectors.graph.applications import GraphApplications
@@ -39,12 +47,16 @@ class Microsoft365:
     subscriptions: GraphSubscriptions
     exchange: ExchangeAdminClient
     sync_group: SyncGroupMembership | None
+    cached_directory: CachedDirectory
 
     async def aclose(self) -> None:
         await self.http.aclose()
 
 
-def build_microsoft365(settings: Settings) -> Microsoft365:
+def build_microsoft365(
+    settings: Settings, *, monotonic: Callable[[], float] = time.monotonic
+) -> Microsoft365:
+    """The connectors; ``monotonic`` is the clock the directory cache expires answers by."""
     graph_settings = settings.graph
     endpoints = resolve_endpoints(graph_settings, settings.exchange)
     http = create_http_client(
@@ -89,4 +101,10 @@ def build_microsoft365(settings: Settings) -> Microsoft365:
         subscriptions=GraphSubscriptions(graph),
         exchange=exchange,
         sync_group=SyncGroupMembership(directory, exchange, group_id) if group_id else None,
+        cached_directory=CachedDirectory(
+            directory,
+            ttl_seconds=settings.limits.directory_cache_seconds,
+            max_entries=settings.limits.directory_cache_entries,
+            clock=monotonic,
+        ),
     )

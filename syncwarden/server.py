@@ -25,6 +25,7 @@ from aiohttp.streams import StreamReader
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.dialogue import DialogueLogic
+from bot.turn_limits import TurnLimiter
 from connectors.errors import ConnectorError
 from core.db import create_engine, session_factory
 from core.errors import ConfigurationError
@@ -115,6 +116,7 @@ async def serve(
             credentials=workflows.credentials if workflows else None,
             doctor=Doctor(settings, engine, sessions, m365, BotTokens(settings)),
             sync=workflows.sync.worker if workflows else None,
+            limits=TurnLimiter.from_settings(settings.limits),
         )
         subscriptions = workflows.sync.subscriptions if workflows else None
         await _serve_http(settings, engine, dialogue, stop, subscriptions)

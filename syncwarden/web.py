@@ -41,6 +41,7 @@ from sqlalchemy.sql import ColumnElement
 
 from bot.dialogue import DialogueLogic
 from bot.teams_endpoint import add_bot_routes
+from bot.turn_limits import limited_counts
 from core.db import ping, utc_now
 from core.failures import unexpected_counts
 from core.jobs_metrics import job_counts
@@ -114,6 +115,7 @@ class HttpMetrics:
         info.labels(version=__version__).inc(0)
         self.registry.register(_UnexpectedErrors())
         self.registry.register(_JobRuns())
+        self.registry.register(_TurnsLimited())
         self.database = _DatabaseGauges(engine) if engine is not None else None
         if self.database is not None:
             self.registry.register(self.database)
@@ -157,6 +159,21 @@ class _JobRuns(Collector):
             failures.add_metric([job], count.failures)
         yield runs
         yield failures
+
+
+class _TurnsLimited(Collector):
+    """``syncwarden_bot_turns_limited_total{scope}``: bot turns refused by the turn limits."""
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily(
+            "syncwarden_bot_turns_limited",
+            "Bot turns (messages, card clicks) refused by SYNCWARDEN_LIMITS__*, by the scope "
+            "that refused them (person or conversation).",
+            labels=["scope"],
+        )
+        for scope, count in sorted(limited_counts().items()):
+            family.add_metric([scope], count)
+        yield family
 
 
 # Scrapes within this long of the last database read reuse it: /metrics is unauthenticated, so

@@ -99,7 +99,7 @@ def build_workflows(
     runner = StepRunner(units, handlers.as_mapping(), settings.provisioning)
     service = WorkflowService(
         units,
-        directory=m365.directory,
+        directory=m365.cached_directory,  # form and request checks; provisioning reads fresh
         scheduling=scheduling,
         roster=roster,
         approvals=settings.approvals,
