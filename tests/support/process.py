@@ -35,6 +35,8 @@ class ServiceProcess:
     process: asyncio.subprocess.Process
     lines: list[dict[str, Any]] = field(default_factory=list)
     raw: list[str] = field(default_factory=list)
+    # The reader :meth:`follow` started, if any.
+    follower: asyncio.Task[None] | None = None
 
     @classmethod
     async def start(
@@ -79,3 +81,27 @@ class ServiceProcess:
         if self.process.returncode is None:
             self.process.kill()
             await self.process.wait()
+
+    def follow(self) -> asyncio.Task[None]:
+        """Keep reading log lines in the background until the process ends.
+
+        A child whose stderr pipe nobody reads blocks on its next log line once the pipe's buffer
+        is full, so a child that runs on after :meth:`wait_for_event` (the service crash test's)
+        must be drained. Call it after the last :meth:`wait_for_event`: both read the same pipe.
+        """
+
+        async def read() -> None:
+            assert self.process.stderr is not None
+            while line := await self.process.stderr.readline():
+                text = line.decode(errors="replace")
+                self.raw.append(text)
+                try:
+                    parsed = json.loads(text)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(parsed, dict):
+                    self.lines.append(parsed)
+
+        if self.follower is None:
+            self.follower = asyncio.create_task(read(), name="service-log-reader")
+        return self.follower
