@@ -154,7 +154,7 @@ class BackgroundWork:
                 trigger = CronTrigger(timezone=self._settings.scheduler.timezone, **job.cron)
                 overdue = await self._missed(job, trigger)
                 self._scheduler.add_job(
-                    logged_job(job, self._engine),
+                    logged_job(job, self._engine, timezone=self._settings.scheduler.timezone),
                     trigger,
                     id=job.id,
                     name=job.id,
@@ -215,9 +215,18 @@ def _first_run(job: Job) -> dict[str, datetime]:
     return {"next_run_time": datetime.now(UTC)} if job.run_at_start else {}
 
 
-def logged_job(job: Job, engine: AsyncEngine | None) -> Callable[[], Awaitable[None]]:
+def logged_job(
+    job: Job, engine: AsyncEngine | None, *, timezone: str = "UTC"
+) -> Callable[[], Awaitable[None]]:
     """The job as the scheduler runs it: on one replica if it is a singleton, its outcome logged,
-    an unexpected failure logged with its traceback and counted."""
+    an unexpected failure logged with its traceback and counted.
+
+    A calendar-bound job also runs once per due time across replicas: the lock only keeps two
+    runs apart, so a replica whose trigger fires after another replica's run has finished (both
+    found it overdue at start, or their clocks differ by more than the run takes) would repeat
+    it. Under the lock, a run already on record since the latest due time is a skip.
+    """
+    trigger = CronTrigger(timezone=timezone, **job.cron) if job.cron is not None else None
 
     async def run() -> None:
         try:
@@ -225,9 +234,16 @@ def logged_job(job: Job, engine: AsyncEngine | None) -> Callable[[], Awaitable[N
                 if not held:
                     log.info("job.skipped", job=job.id, reason="running on another replica")
                     return
+                if (
+                    trigger is not None
+                    and engine is not None
+                    and await _ran_since_due(engine, job.id, trigger)
+                ):
+                    log.info("job.skipped", job=job.id, reason="already ran for this due time")
+                    return
                 with tracer.start_as_current_span(f"job {job.id}", attributes={"job": job.id}):
                     result = await job.run()
-                if job.cron is not None and engine is not None:
+                if trigger is not None and engine is not None:
                     await record_run(engine, job.id, datetime.now(UTC))
             count_job_run(job.id, failed=False)
             if result is not None:
@@ -237,6 +253,13 @@ def logged_job(job: Job, engine: AsyncEngine | None) -> Callable[[], Awaitable[N
             report_unexpected(log, "job.failed", error, where="job", job=job.id)
 
     return run
+
+
+async def _ran_since_due(engine: AsyncEngine, job_id: str, trigger: CronTrigger) -> bool:
+    """Whether a run of ``job_id`` is on record at or after the trigger's latest due time."""
+    due = last_due(trigger, datetime.now(UTC))
+    ran = await last_run(engine, job_id)
+    return due is not None and ran is not None and ran >= due
 
 
 def last_due(trigger: CronTrigger, now: datetime) -> datetime | None:
