@@ -46,6 +46,8 @@ from workflows.ports import (
 log = get_logger(__name__)
 RETRYABLE_STATUSES = frozenset({412, 429, 502, 503, 504})
 MAX_SEND_ATTEMPTS = 4
+# Longer pauses asked by Teams end the delivery and become the outbox row's next attempt time.
+MAX_WAIT_IN_DELIVERY_SECONDS = 30.0
 _APPROVAL_KINDS = frozenset(
     {
         NotificationKind.APPROVAL_REQUESTED,
@@ -224,16 +226,25 @@ class TeamsDelivery:
                 raise UndeliverableError(
                     f"Teams refused the message ({response.status_code}): {response.text[:200]}"
                 )
+            asked = parse_retry_after(response.headers.get("Retry-After"))
             if response.status_code in RETRYABLE_STATUSES and attempt < MAX_SEND_ATTEMPTS:
-                wait = parse_retry_after(response.headers.get("Retry-After")) or self._backoff(
-                    attempt
-                )
+                wait = asked or self._backoff(attempt)
+                if wait > MAX_WAIT_IN_DELIVERY_SECONDS:
+                    # A long pause is the outbox's to keep (the row's next attempt), not a sleep
+                    # here: the row is only parked for a while, and a delivery that outlives its
+                    # park could be claimed and sent again by another replica.
+                    raise TeamsSendError(
+                        f"Teams asked to wait {wait:.0f} s ({response.status_code})",
+                        retry_after=wait,
+                    )
                 log.info(
                     "teams.retry", status=response.status_code, attempt=attempt, wait_seconds=wait
                 )
                 await self._sleep(wait)
                 continue
-            raise TeamsSendError(f"Teams answered {response.status_code}: {response.text[:200]}")
+            raise TeamsSendError(
+                f"Teams answered {response.status_code}: {response.text[:200]}", retry_after=asked
+            )
         raise TeamsSendError(
             "Teams did not take the message"
         )  # pragma: no cover - loop always returns

@@ -39,6 +39,11 @@ from workflows.ports import (
 
 log = get_logger(__name__)
 MAX_DELIVERY_ATTEMPTS = 12
+# A claimed row is parked (state "sending") this long; a dispatcher that died mid-send leaves it
+# due again afterwards. One delivery must end well inside the park, or another replica could
+# claim the row while it is still being sent.
+PARK_SECONDS = 300.0
+DELIVERY_DEADLINE_SECONDS = 240.0
 
 
 class OutboxMessage(Base):
@@ -207,27 +212,42 @@ class OutboxDispatcher:
             # Park it while we send, so a second dispatcher does not pick it up meanwhile.
             message.state = "sending"
             message.attempts += 1
-            message.next_attempt_at = now + timedelta(minutes=5)
+            message.next_attempt_at = now + timedelta(seconds=PARK_SECONDS)
             return message
 
     async def _deliver(self, message: OutboxMessage) -> int:
         try:
-            await _send(self._delivery, message)
+            async with asyncio.timeout(DELIVERY_DEADLINE_SECONDS):
+                await _send(self._delivery, message)
         except UndeliverableError as error:
             await self._finish(message.id, sent=False, error=str(error), final=True)
             return 0
+        except TimeoutError:
+            log.warning("outbox.deferred", message=message.id, error="delivery took too long")
+            await self._finish(message.id, sent=False, error="delivery took too long")
+            return 0
         except Exception as error:  # recorded on the row and retried later
+            wait = None
             if isinstance(error, DeliveryDeferredError):
                 log.warning("outbox.deferred", message=message.id, error=str(error))
+                wait = error.retry_after
             else:
                 report_unexpected(log, "outbox.delivery_crashed", error, where="outbox.deliver")
-            await self._finish(message.id, sent=False, error=f"{type(error).__name__}: {error}")
+            await self._finish(
+                message.id, sent=False, error=f"{type(error).__name__}: {error}", wait=wait
+            )
             return 0
         await self._finish(message.id, sent=True, error=None)
         return 1
 
     async def _finish(
-        self, message_id: int, *, sent: bool, error: str | None, final: bool = False
+        self,
+        message_id: int,
+        *,
+        sent: bool,
+        error: str | None,
+        final: bool = False,
+        wait: float | None = None,
     ) -> None:
         now = self._clock()
         async with write_transaction(self._sessions) as session:
@@ -248,7 +268,7 @@ class OutboxDispatcher:
             pause = min(3600.0, 5.0 * 2 ** (message.attempts - 1))
             message.state = "pending"
             message.next_attempt_at = now + timedelta(
-                seconds=pause / 2 + self._rng.uniform(0, pause / 2)
+                seconds=max(wait or 0.0, pause / 2 + self._rng.uniform(0, pause / 2))
             )
 
 

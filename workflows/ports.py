@@ -98,8 +98,13 @@ class DeliveryDeferredError(Exception):
     """The channel did not take the message this time (busy, unreachable); the outbox retries.
 
     An expected failure: logged as a warning. Anything else a delivery raises is unexpected and
-    is logged with its traceback.
+    is logged with its traceback. ``retry_after`` (seconds), when the channel said how long to
+    wait, becomes the row's next attempt time instead of a wait inside the delivery.
     """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class UndeliverableError(Exception):

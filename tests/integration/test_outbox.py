@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -9,6 +12,7 @@ from core.db import session_factory
 from tests.support.notifier import RecordingNotifier
 from tests.support.tickets import sample_ticket
 from tests.support.workflow import FakeClock
+from workflows import outbox
 from workflows.audit import AuditEvent
 from workflows.outbox import OutboxDispatcher, OutboxMessage, OutboxNotifier
 from workflows.ports import Channel, Notification, NotificationKind, UndeliverableError
@@ -121,3 +125,28 @@ async def test_a_message_to_a_missing_it_channel_is_not_reported_to_it_again(
     async with sessions() as session:
         rows = (await session.scalars(select(OutboxMessage))).all()
     assert [(row.key, row.state) for row in rows] == [("SW-1042:status", "failed")]
+
+
+class Hangs(RecordingNotifier):
+    """A channel that never answers: the delivery must give up inside the row's park."""
+
+    async def to_user(self, user_id: str, notification: Notification, *, key: str) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_a_delivery_that_outlives_its_deadline_is_deferred_before_its_park_ends(
+    migrated_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another replica may claim a row once its park is over; the delivery holding it must have
+    ended by then, or the message could be sent twice."""
+    assert outbox.DELIVERY_DEADLINE_SECONDS < outbox.PARK_SECONDS
+    monkeypatch.setattr(outbox, "DELIVERY_DEADLINE_SECONDS", 0.05)
+    sessions = session_factory(migrated_engine)
+    clock = FakeClock()
+    await OutboxNotifier(sessions, clock=clock).to_user("u-1", NOTE, key="k-hang")
+    async with asyncio.timeout(30):  # without the deadline this would wait for ever
+        assert await OutboxDispatcher(sessions, Hangs(), clock=clock).dispatch_due() == 0
+    async with sessions() as session:
+        row = await session.scalar(select(OutboxMessage))
+    assert row is not None and row.state == "pending"
+    assert row.last_error == "delivery took too long"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -19,7 +20,7 @@ from bot.conversations import (
     ConversationStore,
 )
 from bot.teams_delivery import TeamsDelivery
-from core.db import session_factory
+from core.db import session_factory, utc_now
 from tests.support.recorder import ConnectorRecorder
 from tests.support.tickets import sample_ticket
 from workflows.outbox import OutboxDispatcher, OutboxMessage, OutboxNotifier
@@ -185,6 +186,26 @@ async def test_throttled_send_waits_for_retry_after(
     assert await setup.dispatcher.dispatch_due() == 1
     assert setup.waits.seconds == [1.5]
     assert len(recorder.requests) == 2
+
+
+async def test_a_long_retry_after_becomes_the_rows_next_attempt_not_a_wait_in_the_delivery(
+    setup: Setup, recorder: ConnectorRecorder, migrated_engine: AsyncEngine
+) -> None:
+    """A claimed row is parked for five minutes; a delivery sleeping through Teams' Retry-After
+    (up to 300 s, several times) could outlive the park and be claimed and sent again by another
+    replica. A pause longer than 30 s ends the delivery and is kept on the row instead."""
+    recorder.scripted.append((429, {"Retry-After": "120"}, "slow down"))
+    await setup.outbox.to_user(
+        ADA_AAD, Notification(NotificationKind.INSTRUCTIONS, sample_ticket(), "hi"), key="k"
+    )
+    before = utc_now()
+    assert await setup.dispatcher.dispatch_due() == 0
+    assert setup.waits.seconds == [], "no sleep inside the delivery"
+    assert len(recorder.requests) == 1
+    async with session_factory(migrated_engine)() as session:
+        row = await session.scalar(select(OutboxMessage).where(OutboxMessage.key == "k"))
+    assert row is not None and row.state == "pending"
+    assert row.next_attempt_at >= before + timedelta(seconds=120)
 
 
 async def test_a_person_who_blocked_the_bot_is_not_retried(
