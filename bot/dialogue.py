@@ -27,6 +27,7 @@ from workflows.model import TicketStatus
 from workflows.ports import Person, TicketView
 from workflows.roster import Roster
 from workflows.service import ActionOutcome, ActionResult, RequestResult, WorkflowService
+from workflows.text import storable_text
 
 log = get_logger(__name__)
 
@@ -575,10 +576,8 @@ def _plausible(identifier: str, longest: int) -> bool:
 
 
 def _free_text(value: Any, longest: int) -> str:
-    """Free text from card data (a justification, a comment) as it can be kept: at most
-    ``longest`` characters, without NUL and lone surrogates, which no database stores."""
-    text = str(value or "")[:longest]
-    return "".join(c for c in text if c != "\x00" and not "\ud800" <= c <= "\udfff")
+    """Free text from card data (a justification, a comment), as the card allows it to be."""
+    return storable_text(value, longest)
 
 
 def _int_or_none(value: Any) -> int | None:

@@ -21,6 +21,7 @@ from workflows.records import Decision, Ticket, ticket_id_from_ref
 from workflows.results import ActionOutcome, ActionResult
 from workflows.roster import Roster
 from workflows.steps import StepState
+from workflows.text import storable_text
 from workflows.transitions import approve_and_start, move
 from workflows.unit_of_work import UnitsOfWork
 from workflows.views import ticket_view
@@ -58,6 +59,7 @@ class TicketCommands:
         version: int | None = None,
     ) -> ActionResult:
         """Record an approver's decision; authorised by the approver's object id only."""
+        comment = storable_text(comment)
         ticket_id = ticket_id_from_ref(ref)
         if ticket_id is None:
             return _not_a_ref(ref)
@@ -125,6 +127,7 @@ class TicketCommands:
 
     async def cancel(self, ref: str, actor: Person, *, reason: str = "") -> ActionResult:
         """Requester, subject or an IT admin may cancel a ticket that is not finished."""
+        reason = storable_text(reason)
         is_admin = await self._roster.is_it_admin(actor.id)
         return await self._act(
             ref,

@@ -24,6 +24,7 @@ from workflows.records import Enrollment, Ticket
 from workflows.results import EnrollmentForm, RequestProblem, RequestResult
 from workflows.roster import Roster
 from workflows.subjects import SubjectFinder, addresses_of
+from workflows.text import storable_text
 from workflows.transitions import approve_and_start
 from workflows.unit_of_work import UnitsOfWork
 from workflows.views import ticket_view
@@ -243,7 +244,7 @@ class RequestIntake:
                     requester_id=requester.id,
                     requester_upn=requester.upn,
                     requester_name=requester.name,
-                    justification=justification.strip(),
+                    justification=storable_text(justification),
                     mailbox=mailbox,
                     previous_mailbox=previous_mailbox,
                     profile_id=profile.id,

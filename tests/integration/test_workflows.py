@@ -456,3 +456,21 @@ async def test_a_mailbox_check_refused_for_a_missing_permission_names_it_not_an_
     assert "Calendars.ReadWrite" in problem.message
     assert "syncwarden doctor" in problem.message
     assert result.ticket is None
+
+
+async def test_free_text_no_database_stores_is_cleaned_by_the_use_case_itself(
+    h: Harness,
+) -> None:
+    """Callers other than the bot (the CLI, scripts) reach the use cases too: a NUL (refused by
+    PostgreSQL) or a lone surrogate (encoded by neither database) must not fail the request."""
+    result = await h.service.request_enrollment(
+        h.person("sasha"), justification="for\x00 advising\ud800 "
+    )
+    assert result.ticket is not None, result.problems
+    assert result.ticket.justification == "for advising"
+    decided = await h.service.decide(
+        result.ticket.ref, h.person("casey"), approve=False, comment="not\x00 now\udfff"
+    )
+    assert decided.ok
+    assert decided.ticket is not None
+    assert [d.comment for d in decided.ticket.decisions] == ["not now"]
