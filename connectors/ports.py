@@ -53,6 +53,25 @@ class DirectoryUser:
                 return address[5:]
         return self.mail
 
+    @property
+    def mailbox_addresses(self) -> tuple[str, ...]:
+        """The addresses that reach this person's mailbox: the primary first, then each SMTP
+        proxy address once. Not ``otherMails`` (an outside address, such as a personal account,
+        that Exchange does not deliver to) and not the UPN unless it is also a proxy address."""
+        found: list[str] = []
+        for address in [
+            self.primary_smtp or "",
+            *(p[5:] for p in self.proxy_addresses if p[:5].lower() == "smtp:"),
+        ]:
+            if address and address.lower() not in (a.lower() for a in found):
+                found.append(address)
+        return tuple(found)
+
+    def mailbox_address(self, address: str) -> str | None:
+        """``address`` as the directory spells it, if it reaches this person's mailbox."""
+        wanted = address.strip().lower()
+        return next((a for a in self.mailbox_addresses if a.lower() == wanted), None)
+
     def owns_address(self, address: str) -> bool:
         """Whether ``address`` is one of this person's addresses (any proxy address counts)."""
         wanted = address.strip().lower()

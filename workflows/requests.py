@@ -23,7 +23,7 @@ from workflows.queries import TicketQueries
 from workflows.records import Enrollment, Ticket
 from workflows.results import EnrollmentForm, RequestProblem, RequestResult
 from workflows.roster import Roster
-from workflows.subjects import SubjectFinder, addresses_of
+from workflows.subjects import SubjectFinder
 from workflows.text import storable_text
 from workflows.transitions import approve_and_start
 from workflows.unit_of_work import UnitsOfWork
@@ -156,10 +156,10 @@ class RequestIntake:
         if profile_problem and not candidates:
             problems.append(profile_problem)
         primary = person.primary_smtp or person.user_principal_name
-        addresses = tuple(a for a in addresses_of(person) if a.lower() != primary.lower())
+        aliases = tuple(a for a in person.mailbox_addresses if a.lower() != primary.lower())
         return EnrollmentForm(
             person,
-            addresses=(primary, *addresses),
+            addresses=(primary, *aliases),
             primary=primary,
             profiles=tuple(candidates),
             problems=tuple(problems),

@@ -93,15 +93,19 @@ class SubjectFinder:
     def chosen_mailbox(
         self, person: DirectoryUser, mailbox: str | None
     ) -> tuple[str, RequestProblem | None]:
-        """Sync always writes to the primary address; another one is accepted only if theirs."""
+        """The address to sync into: the one chosen, if it reaches the person's mailbox, else the
+        primary. Every such address reaches the same mailbox; the choice is which one the
+        scheduling system is told and the instructions name."""
         primary = person.primary_smtp or person.user_principal_name
         if not mailbox or not mailbox.strip():
             return primary, None
-        if not person.owns_address(mailbox):
+        chosen = person.mailbox_address(mailbox)
+        if chosen is None:
             return primary, RequestProblem(
-                "mailbox", f"{mailbox.strip()} is not one of {person.display_name}'s addresses"
+                "mailbox",
+                f"{mailbox.strip()[:100]} is not an address of {person.display_name}'s mailbox",
             )
-        return primary, None
+        return chosen, None
 
     async def choose_profile(
         self, person: DirectoryUser, profile_id: str | None
@@ -146,7 +150,11 @@ class SubjectFinder:
 
 
 def addresses_of(person: DirectoryUser) -> list[str]:
-    """Every address the person owns, primary first, each once (case-insensitively)."""
+    """Every address that names the person, primary first, each once (case-insensitively).
+
+    For finding their scheduling profile, which may hold any of them (even an outside one);
+    the addresses one may sync into are :attr:`DirectoryUser.mailbox_addresses`.
+    """
     seen: list[str] = []
     for address in [
         person.primary_smtp,

@@ -474,3 +474,45 @@ async def test_free_text_no_database_stores_is_cleaned_by_the_use_case_itself(
     assert decided.ok
     assert decided.ticket is not None
     assert [d.comment for d in decided.ticket.decisions] == ["not now"]
+
+
+async def test_the_chosen_mailbox_address_is_honoured_from_the_card_to_the_instructions(
+    h: Harness,
+) -> None:
+    """Any address of the person's mailbox may be chosen; it is what the ticket, the mapping,
+    the enrollment and the instructions say (sync still writes to that one mailbox)."""
+    avery = h.person("avery")
+    result = await h.service.request_enrollment(avery, mailbox="AQuinlan@example.edu")
+    assert result.ok and result.ticket is not None
+    assert result.ticket.mailbox == "aquinlan@example.edu"
+    await h.service.decide(result.ticket.ref, h.person("casey"), approve=True)
+    await h.runner.run_until_idle()
+    [enrolled] = await enrollments(h)
+    assert enrolled.mailbox == "aquinlan@example.edu"
+    assert Mapping("prof-avery", "aquinlan@example.edu", True) in await h.scheduling.list_mappings()
+    [instructions] = h.notifier.to(f"user:{avery.id.lower()}", NotificationKind.INSTRUCTIONS)
+    assert "aquinlan@example.edu" in instructions.text
+
+    change = await h.service.request_change(avery, mailbox="avery.quinlan@example.org")
+    assert change.ok and change.ticket is not None, change.problems
+    assert change.ticket.previous_mailbox == "aquinlan@example.edu"
+    await h.service.decide(change.ticket.ref, h.person("casey"), approve=True)
+    await h.runner.run_until_idle()
+    [changed] = await enrollments(h)
+    assert changed.mailbox == "avery.quinlan@example.org"
+
+
+async def test_only_the_mailboxs_own_addresses_are_offered_or_accepted(h: Harness) -> None:
+    """``otherMails`` (here a personal account) is not an address Exchange delivers to."""
+    avery = h.person("avery")
+    form = await h.service.enrollment_form(avery)
+    assert form.addresses == (
+        "avery.quinlan@example.edu",
+        "aquinlan@example.edu",
+        "avery.quinlan@example.org",
+    )
+    refused = await h.service.request_enrollment(avery, mailbox="avery.q.personal@example.com")
+    assert refused.ticket is None
+    [problem] = refused.problems
+    assert problem.field == "mailbox"
+    assert "is not an address of" in problem.message

@@ -75,6 +75,51 @@ def test_user_addresses_and_primary_smtp() -> None:
     assert not user.owns_address("someone.else@example.edu")
 
 
+def test_mailbox_addresses_are_the_primary_and_smtp_proxies_only() -> None:
+    """Exchange delivers to the SMTP proxy addresses; otherMails and other proxy types (X500,
+    SIP) are not mailbox addresses (Graph user resource: proxyAddresses, otherMails)."""
+    user = user_from_graph(
+        {
+            "id": "u1",
+            "displayName": "Grace Hopper",
+            "userPrincipalName": "grace.hopper@example.edu",
+            "mail": "grace.hopper@example.edu",
+            "accountEnabled": True,
+            "proxyAddresses": [
+                "smtp:ghopper@staff.example.edu",
+                "SIP:grace.hopper@example.edu",
+                "X500:/o=ExchangeLabs/ou=Exchange/cn=Recipients/cn=abc",
+                "SMTP:Grace.Hopper@example.edu",
+                "smtp:GHOPPER@staff.example.edu",
+            ],
+            "otherMails": ["grace@example.org"],
+        }
+    )
+    assert user.mailbox_addresses == ("Grace.Hopper@example.edu", "ghopper@staff.example.edu")
+    assert user.mailbox_address("GHOPPER@STAFF.example.edu ") == "ghopper@staff.example.edu"
+    assert user.mailbox_address("grace@example.org") is None
+
+
+@given(st.lists(st.text(max_size=30), max_size=6), st.lists(st.text(max_size=30), max_size=3))
+def test_mailbox_addresses_never_include_outside_addresses(
+    proxies: list[str], others: list[str]
+) -> None:
+    user = user_from_graph(
+        {
+            "id": "u1",
+            "displayName": "X",
+            "userPrincipalName": "x@example.edu",
+            "mail": None,
+            "accountEnabled": True,
+            "proxyAddresses": proxies,
+            "otherMails": others,
+        }
+    )
+    smtp = {p[5:].lower() for p in proxies if p[:5].lower() == "smtp:"}
+    assert all(a.lower() in smtp for a in user.mailbox_addresses)
+    assert len({a.lower() for a in user.mailbox_addresses}) == len(user.mailbox_addresses)
+
+
 def test_credentials_from_graph_reads_secrets_and_certificates() -> None:
     found = credentials_from_graph(
         {
