@@ -247,13 +247,20 @@ class DialogueLogic:
         return [Reply(f"**{parsed.intent.value.replace('_', ' ')}** is not available yet.")]
 
     async def _sync_now(self, who: str | None) -> Reply:
-        assert self._sync is not None
+        assert self._sync is not None and self._service is not None
         if not who or who.lower() in ("all", "everyone"):
             count = await self._sync.request()
             return Reply(f"Syncing all {count} enrolled people now; failures go to the IT channel.")
-        count = await self._sync.request_person(who)
-        if not count:
+        matching = await self._service.enrollments_of(who)
+        if not matching:
             return Reply(f"Nobody enrolled matches **{who}**. Say **users** to see who is.")
+        if all(enrollment.paused for enrollment in matching):
+            name = matching[0].name
+            return Reply(
+                f"Sync for **{name}** is paused, so nothing would run. "
+                f"Say **resume {matching[0].upn}** first."
+            )
+        await self._sync.request_person(who)
         return Reply(f"Syncing **{who}** now; say **users** in a minute to see the result.")
 
     async def on_card_action(self, incoming: Incoming) -> Reply:

@@ -7,7 +7,7 @@ live here too, so every use case loads a ticket the same way.
 
 from __future__ import annotations
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import selectinload
 
@@ -75,6 +75,22 @@ class TicketQueries:
             last_error=enrollment.last_error if enrollment else None,
             last_sync_summary=enrollment.last_sync_summary if enrollment else None,
         )
+
+    async def enrollments_of(self, who: str) -> list[EnrollmentView]:
+        """The active enrollments of one person, named by object id, UPN or sync address."""
+        cleaned = who.strip().lower()
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(Enrollment).where(
+                    Enrollment.active.is_(True),
+                    or_(
+                        func.lower(Enrollment.subject_id) == cleaned,
+                        func.lower(Enrollment.subject_upn) == cleaned,
+                        func.lower(Enrollment.mailbox) == cleaned,
+                    ),
+                )
+            )
+            return [enrollment_view(row) for row in rows.all()]
 
     async def enrollments(self) -> list[EnrollmentView]:
         """Everyone enrolled (active), by name: the registry IT looks at."""

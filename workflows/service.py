@@ -170,3 +170,6 @@ class WorkflowService:
 
     async def enrollments(self) -> list[EnrollmentView]:
         return await self._queries.enrollments()
+
+    async def enrollments_of(self, who: str) -> list[EnrollmentView]:
+        return await self._queries.enrollments_of(who)

@@ -470,6 +470,10 @@ async def test_sync_now_asks_the_worker_for_a_run_for_it_admins_only(
         assert reply["text"].startswith(f"Syncing **{avery}** now")
         unknown = await say(client, h, "dana", recorder, "sync now nobody@example.edu")
         assert "Nobody enrolled matches" in unknown["text"]
+        assert (await h.service.set_paused(h.person("dana"), avery, paused=True)).ok
+        paused = await say(client, h, "dana", recorder, f"sync now {avery}")
+        assert "is paused" in paused["text"] and f"resume {avery}" in paused["text"]
+        assert (await h.service.set_paused(h.person("dana"), avery, paused=False)).ok
 
     async with h.sessions() as session:
         state = await session.get(SyncState, enrollment)
