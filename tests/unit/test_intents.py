@@ -8,7 +8,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.intents import Intent, Mention, clean_text, parse, shown_ticket_ref, valid_ticket_ref
+from bot.intents import (
+    ADMIN_INTENTS,
+    Intent,
+    Mention,
+    clean_text,
+    parse,
+    shown_ticket_ref,
+    valid_ticket_ref,
+)
 
 BOT = Mention("28:bot-id", None, "<at>Syncwarden</at>")
 ADA = Mention("29:ada", "0a0a0a0a-0000-4000-8000-00000000000a", "<at>Ada Byron</at>")
@@ -244,3 +252,182 @@ def test_any_text_gets_an_answer(text: str) -> None:
 @given(st.text(alphabet=st.sampled_from(list("<>at/ &;#x0123abc")), max_size=200))
 def test_markup_soup_never_raises(text: str) -> None:
     parse(text, mentions=[BOT, ADA], bot_id=BOT.user_id)
+
+
+# --- Natural phrasing (issue 13, item 5); the corpus in tests/fixtures/phrasings.tsv measures
+# the parser as a whole, these pin the rules it rests on.
+
+ACTING = frozenset({Intent.ENROLL, Intent.REMOVE, Intent.CHANGE}) | ADMIN_INTENTS
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Could you set me up with calendar sync?",
+        "I'd like my appointments to show up in Outlook",
+        "can I get outlook sync please",
+        "turn on calendar sync for me",
+    ],
+)
+def test_the_phrasings_from_the_issue_ask_for_calendar_sync(text: str) -> None:
+    """They all got the help text before."""
+    assert parse(text).intent is Intent.ENROLL
+
+
+def test_the_bots_own_mention_is_stripped_by_its_entity_alone() -> None:
+    """A mention entity's text is "<at>Syncwarden</at>"; before, only the bare name (from
+    ``bot_names``) was recognised, so "<at>Syncwarden</at> users" read as "Syncwarden users"."""
+    parsed = parse("<at>Syncwarden</at> users", mentions=[BOT], bot_id=BOT.user_id)
+    assert parsed.intent is Intent.USERS
+
+
+_REQUESTS = [
+    "add me to calendar sync",
+    "sign me up for outlook sync",
+    "remove me from calendar sync",
+    "take me off calendar sync",
+    "change my sync address to ada.byron@example.org",
+    "stop syncing my calendar",
+    "turn on calendar sync for me",
+    "use this channel for alerts",
+]
+
+
+@given(
+    st.sampled_from(["don't", "do not", "please don't", "please do not", "never", "dont"]),
+    st.sampled_from(_REQUESTS),
+)
+def test_a_negated_request_never_acts(negation: str, request: str) -> None:
+    assert parse(f"{negation} {request}").intent not in ACTING
+
+
+@given(
+    st.sampled_from(["did you", "have you", "why did you", "when did you", "who did"]),
+    st.sampled_from(_REQUESTS),
+)
+def test_a_question_about_a_request_never_acts(question: str, request: str) -> None:
+    """ "Did you add me to calendar sync?" asks what happened; it asks for nothing."""
+    assert parse(f"{question} {request}?").intent not in ACTING
+
+
+@pytest.mark.parametrize(
+    ("text", "intent"),
+    [
+        ("add a meeting to my outlook calendar", Intent.UNKNOWN),
+        ("add the team lunch to my outlook calendar", Intent.UNKNOWN),
+        ("cancel my appointment tomorrow", Intent.UNKNOWN),
+        ("put my appointments in outlook", Intent.ENROLL),
+        ("can we sync up tomorrow?", Intent.UNKNOWN),
+        ("sign me up for sync", Intent.ENROLL),
+        ("I want off calendar sync", Intent.REMOVE),
+        ("I want to leave calendar sync", Intent.REMOVE),
+        ("please add me back to calendar sync, I was removed by mistake", Intent.ENROLL),
+        ("what is calendar sync?", Intent.HELP),
+        ("am I enrolled in calendar sync?", Intent.STATUS),
+        ("I got a new email about calendar sync", Intent.UNKNOWN),
+    ],
+)
+def test_calendar_talk_is_a_request_only_about_the_sync_itself(text: str, intent: Intent) -> None:
+    assert parse(text).intent is intent
+
+
+# Ordinary words one letter away from a command word: typo correction leaves them alone.
+_ORDINARY_WORDS = (
+    "with", "were", "link", "life", "level", "movie", "door", "star", "sent", "uses", "used",
+    "remote", "step", "shop", "more", "went", "wait", "quite", "print", "paint", "gave", "joined",
+    "helped", "lovely", "something", "activity", "delivered", "since", "store", "sure", "seen",
+    "some", "same", "hello", "held", "chance", "charge", "mode", "exit", "stars", "smart",
+    "sense", "stay", "still", "thing", "think", "thanks", "after", "again", "about", "while",
+    "whole", "mind", "fine", "live", "left", "date", "data", "secret", "credit", "entry", "reply",
+    "index", "rescue", "result", "weather", "lunch", "coffee", "printer", "laptop", "holiday",
+    "please", "cause", "phase",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("word", _ORDINARY_WORDS)
+def test_an_ordinary_word_is_not_corrected_into_a_command(word: str) -> None:
+    assert parse(word).intent is Intent.UNKNOWN
+    assert parse(f"I work {word}, please add me to calendar sync").intent is Intent.ENROLL
+
+
+@pytest.mark.parametrize(
+    ("typo", "intent"),
+    [
+        ("usres", Intent.USERS),
+        ("tikcets", Intent.TICKETS),
+        ("doctr", Intent.DOCTOR),
+        ("secerts", Intent.SECRETS),
+        ("stauts", Intent.STATUS),
+        ("hepl", Intent.HELP),
+        ("unsubscibe me from calendar sync", Intent.REMOVE),
+        ("enrol me in calandar sync", Intent.ENROLL),
+    ],
+)
+def test_a_typo_in_a_command_word_is_corrected(typo: str, intent: Intent) -> None:
+    assert parse(typo).intent is intent
+
+
+@pytest.mark.parametrize(
+    ("text", "intent", "argument"),
+    [
+        ("Pause Grace Hopper", Intent.PAUSE, "Grace Hopper"),
+        ("please resume syncing for Grace Hopper", Intent.RESUME, "Grace Hopper"),
+        ("pause", Intent.PAUSE, None),  # the dialogue asks whom
+        ("sync everyone now", Intent.SYNC_NOW, "everyone"),
+        ("force a sync for everybody", Intent.SYNC_NOW, "everyone"),
+        ("sync now Grace Hopper please", Intent.SYNC_NOW, "Grace Hopper"),
+    ],
+)
+def test_admin_commands_keep_their_argument_as_typed(
+    text: str, intent: Intent, argument: str | None
+) -> None:
+    parsed = parse(text)
+    assert (parsed.intent, parsed.argument) == (intent, argument)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["I need to pause for a minute", "I'll resume the meeting later", "here is my resume"],
+)
+def test_pause_and_resume_in_a_sentence_are_not_commands(text: str) -> None:
+    assert parse(text).intent is Intent.UNKNOWN
+
+
+_SOUP_WORDS = (
+    "add", "me", "to", "calendar", "sync", "remove", "stop", "don't", "not", "never", "please",
+    "can", "you", "did", "I", "my", "outlook", "appointments", "change", "address", "to",
+    "instead", "new", "pause", "resume", "sync", "now", "users", "tickets", "retry", "ticket",
+    "doctor", "secrets", "use", "this", "channel", "for", "alerts", "approvals", "off", "on",
+    "up", "sign", "turn", "take", "get", "want", "would", "like", "be", "added", "removed",
+    "what", "how", "help", "status", "the", "a", "meeting", "no", "longer", "anymore",
+)  # fmt: skip
+_SOUP = st.lists(
+    st.one_of(
+        st.sampled_from(
+            [
+                *_SOUP_WORDS,
+                "ada.byron@example.edu",
+                "SW-1042",
+                "<at>Ada Byron</at>",
+                "<at>Syncwarden</at>",
+                "?",
+                ",",
+                "!",
+                "\u2019",  # a curly apostrophe, as phones type it
+                "&nbsp;",
+            ]
+        ),
+        st.text(max_size=8),
+    ),
+    max_size=30,
+)
+
+
+@given(_SOUP)
+def test_any_mix_of_command_words_gets_an_answer(words: list[str]) -> None:
+    """Every rule sees every kind of word in every order: parse never raises and always answers
+    with an Intent, with details of the right types."""
+    parsed = parse(" ".join(words), mentions=[BOT, ADA], bot_id=BOT.user_id)
+    assert isinstance(parsed.intent, Intent)
+    for detail in (parsed.subject_id, parsed.address, parsed.argument, parsed.ticket_ref):
+        assert detail is None or isinstance(detail, str)
