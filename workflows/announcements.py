@@ -7,6 +7,7 @@ same thing can happen twice), so a use case repeated after a crash queues nothin
 
 from __future__ import annotations
 
+from workflows import wording
 from workflows.model import TicketEvent
 from workflows.ports import Channel, Notification, NotificationKind, Person, TicketView
 from workflows.records import Ticket
@@ -14,10 +15,12 @@ from workflows.unit_of_work import UnitOfWork
 from workflows.views import ticket_view
 
 APPROVAL_TEXT = {
-    NotificationKind.APPROVAL_REQUESTED: "{ref}: {requester} asks for calendar sync for {subject}",
-    NotificationKind.APPROVAL_REMINDER: "Reminder: {ref} is still waiting for your decision",
+    NotificationKind.APPROVAL_REQUESTED: "{ref}: {asked}",
+    NotificationKind.APPROVAL_REMINDER: (
+        "Reminder: {ref} ({asked}) is still waiting for your decision"
+    ),
     NotificationKind.APPROVAL_ESCALATED: (
-        "{ref} has waited too long for a decision and is escalated to you"
+        "{ref} ({asked}) has waited too long for a decision and is escalated to you"
     ),
 }
 
@@ -33,9 +36,7 @@ def ask_for_approval(
     """Each eligible approver in a chat, and the approvals channel, get the approval card."""
     view = ticket_view(ticket)
     excluded = {ticket.subject_id.lower(), ticket.requester_id.lower()}
-    text = APPROVAL_TEXT[kind].format(
-        ref=view.ref, requester=view.requester.name, subject=view.subject.name
-    )
+    text = APPROVAL_TEXT[kind].format(ref=view.ref, asked=wording.asked(view))
     eligible = sorted(approvers - excluded)
     # The approvals channel's card lists who may see the buttons (object ids; the bot maps them
     # to Teams ids).
@@ -49,7 +50,7 @@ def announce_created(work: UnitOfWork, ticket: Ticket) -> None:
     view = ticket_view(ticket)
     work.to_channel(
         Channel.IT,
-        status_line(view, "created, waiting for approval"),
+        status_line(view, f"new {wording.what(view)}, waiting for approval"),
         key=f"{view.ref}:status:created",
     )
 
@@ -57,49 +58,71 @@ def announce_created(work: UnitOfWork, ticket: Ticket) -> None:
 def announce(
     work: UnitOfWork, ticket: Ticket, event: TicketEvent, actor: Person, comment: str = ""
 ) -> None:
-    """A decision or an end: requester and subject hear it, IT sees a status line, cards update."""
+    """A decision, an end or a retry: requester and subject hear it in their words, IT gets a
+    status line, and every posted card shows the new state."""
     view = ticket_view(ticket)
     said = f' ("{comment.strip()}")' if comment.strip() else ""
-    news = {
+    news: dict[TicketEvent, tuple[NotificationKind, str, str]] = {
         TicketEvent.APPROVE: (
             NotificationKind.APPROVED,
-            f"{view.ref} was approved by {actor.name}{said}; setting it up now",
+            f"{view.ref} was approved by {actor.name}{said}; {wording.under_way(view)}",
+            f"approved by {actor.name}{said}; {wording.under_way(view)}",
         ),
         TicketEvent.REJECT: (
             NotificationKind.REJECTED,
             f"{view.ref} was rejected by {actor.name}{said}",
+            f"rejected by {actor.name}{said}",
         ),
         TicketEvent.CANCEL: (
             NotificationKind.CANCELLED,
             f"{view.ref} was cancelled by {actor.name}{said}",
+            f"cancelled by {actor.name}{said}",
         ),
         TicketEvent.EXPIRE: (
             NotificationKind.EXPIRED,
             f"{view.ref} expired: nobody decided in time. Ask again if you still need it.",
+            "expired: nobody decided in time",
+        ),
+        TicketEvent.RETRY: (
+            NotificationKind.STATUS,
+            f"{view.ref}: IT is trying again to finish it; I'll tell you when it is done.",
+            f"retried by {actor.name}",
         ),
     }
     if event not in news:
         return
-    kind, text = news[event]
-    notification = Notification(kind, view, text)
+    kind, to_people, to_it = news[event]
+    notification = Notification(kind, view, to_people)
+    # Approve, reject, cancel and expire happen once in a ticket's life; a retry may happen again.
+    once = event is not TicketEvent.RETRY
     for person in sorted({view.requester.id, view.subject.id}):
-        work.to_user(person, notification, key=f"{view.ref}:{kind.value}:{person}")
+        key = f"{view.ref}:{kind.value}:{person}" if once else f"{view.ref}:retry:{person}"
+        work.to_user(person, notification, key=key if once else f"{key}:{view.version}")
     work.to_channel(
-        Channel.IT, status_line(view, text), key=f"{view.ref}:status:{event.value}:{view.version}"
+        Channel.IT, status_line(view, to_it), key=f"{view.ref}:status:{event.value}:{view.version}"
     )
     refresh_card(work, view)
 
 
 def announce_completed(work: UnitOfWork, view: TicketView) -> None:
     done = Notification(
-        NotificationKind.COMPLETED,
-        view,
-        f"{view.ref} is done: calendar sync is set up for {view.subject.name}",
+        NotificationKind.COMPLETED, view, f"{view.ref} is done: {wording.done(view)}"
     )
     for person in sorted({view.requester.id, view.subject.id}):
         work.to_user(person, done, key=f"{view.ref}:{done.kind.value}:{person}")
     tell_it(work, status_line(view, "completed"))
     refresh_card(work, view)
+
+
+def announce_failed(work: UnitOfWork, view: TicketView, step: str, reason: str) -> None:
+    """IT gets what failed, in plain words, with Retry and Cancel; the people it concerns are
+    told it is not finished yet, without internals (they would otherwise hear nothing)."""
+    text = f"failed while {wording.step_label(step)}: {wording.plain(reason)}"
+    tell_it(work, Notification(NotificationKind.FAILED, view, f"{view.ref} · {text}"))
+    refresh_card(work, view)
+    told = Notification(NotificationKind.FAILED, view, wording.not_finished(view))
+    for person in sorted({view.requester.id, view.subject.id}):
+        work.to_user(person, told, key=f"{view.ref}:failed:{person}:{view.version}")
 
 
 def tell_it(work: UnitOfWork, notification: Notification) -> None:

@@ -31,7 +31,7 @@ from core.db import utc_now, write_transaction
 from core.failures import report_unexpected
 from core.logging import get_logger
 from core.settings import ProvisioningSettings
-from workflows.announcements import announce_completed, refresh_card, tell_it
+from workflows.announcements import announce_completed, announce_failed, tell_it
 from workflows.audit import record_audit
 from workflows.lifecycle import apply_event
 from workflows.model import TicketEvent, TicketStatus
@@ -40,6 +40,7 @@ from workflows.records import Enrollment, Step, Ticket
 from workflows.steps import StepContext, StepHandler, StepName, StepOutcome, StepState
 from workflows.unit_of_work import UnitsOfWork
 from workflows.views import ticket_view
+from workflows.wording import plain, step_label
 
 log = get_logger(__name__)
 Clock = Callable[[], datetime]
@@ -244,12 +245,13 @@ class StepRunner:
                 )
                 return
             step.state = StepState.FAILED.value
-            ticket.failure_reason = f"{step.name}: {message}"[:2000]
-            self._move(session, ticket, TicketEvent.FAIL, ticket.failure_reason)
-            view = ticket_view(ticket)
-            text = f"{view.ref} failed at {step.name} after {step.attempt} attempt(s): {message}"
-            tell_it(work, Notification(NotificationKind.FAILED, view, text))
-            refresh_card(work, view)
+            # The ticket (and its cards) say it plainly; the audit keeps the error as it came.
+            ticket.failure_reason = (
+                f"{step_label(step.name)}: {plain(message)} "
+                f"({step.attempt} attempt{'s' if step.attempt != 1 else ''})"
+            )[:2000]
+            self._move(session, ticket, TicketEvent.FAIL, f"{step.name}: {message}")
+            announce_failed(work, ticket_view(ticket), step.name, message)
 
     def _retry_delay(self, error: Exception, attempt: int) -> float:
         # Only the access policy's refusal waits for propagation; a missing permission

@@ -340,17 +340,32 @@ async def test_permanent_failure_then_retry_by_it(h: Harness) -> None:
     assert failed is not None and failed.status == TicketStatus.FAILED
     assert failed.failure_reason is not None and "Exchange.ManageAsApp" in failed.failure_reason
     [alert] = h.notifier.to("channel:it", NotificationKind.FAILED)
-    assert "add_to_group" in alert.text
+    # IT reads what failed in words, not the step's name or the endpoint (with the tenant id).
+    assert "adding them to the sync group" in alert.text
+    assert "add_to_group" not in alert.text and "https://" not in alert.text
+    assert "https://" not in failed.failure_reason
+    # The person hears it is not finished yet (without internals); before, they heard nothing.
+    sasha = f"user:{h.person('sasha').id.lower()}"
+    [told] = h.notifier.to(sasha, NotificationKind.FAILED)
+    assert "could not be finished yet" in told.text and "Exchange" not in told.text
     assert (
         await h.service.retry(ticket.ref, h.person("sasha"))
     ).outcome is ActionOutcome.NOT_ALLOWED
     h.tenant.grant_role(app_id, "https://outlook.office365.com", "Exchange.ManageAsApp")
     h.m365.tokens.invalidate(h.m365.endpoints.exchange_scope)
     assert (await h.service.retry(ticket.ref, h.person("dana"))).ok
+    assert "IT is trying again" in h.notifier.to(sasha)[-1].text
     await h.runner.run_until_idle()
     done = await h.service.get_ticket(ticket.ref)
     assert done is not None and done.status == TicketStatus.COMPLETED
     assert h.in_sync_group("sasha")
+    assert h.notifier.to(sasha, NotificationKind.COMPLETED)
+    # The audit keeps the error exactly as it came, for whoever investigates.
+    async with h.sessions() as session:
+        notes = (
+            await session.scalars(select(AuditEvent).where(AuditEvent.action == "ticket.fail"))
+        ).all()
+    assert any("add_to_group" in str(note.after) for note in notes)
 
 
 async def test_a_missing_exchange_role_fails_the_ticket_with_the_role_named(h: Harness) -> None:
@@ -516,3 +531,41 @@ async def test_only_the_mailboxs_own_addresses_are_offered_or_accepted(h: Harnes
     [problem] = refused.problems
     assert problem.field == "mailbox"
     assert "is not an address of" in problem.message
+
+
+async def test_each_kind_of_ticket_is_told_in_its_own_words(h: Harness) -> None:
+    """A removal is never "set up", a change never "set up now"; IT's lines name the ticket
+    once (the status line starts with it) and say what happened."""
+    rowan = h.person("rowan")
+    person = f"user:{rowan.id.lower()}"
+    await enroll(h, "rowan")
+    assert h.notifier.to(person, NotificationKind.COMPLETED)[-1].text.endswith(
+        "calendar sync is set up for Rowan Ibarra"
+    )
+
+    change = await h.service.request_change(rowan, mailbox="ribarra@example.edu")
+    assert change.ticket is not None
+    [ask] = [
+        s
+        for s in h.notifier.to("channel:approvals", NotificationKind.APPROVAL_REQUESTED)
+        if s.ref == change.ticket.ref
+    ]
+    assert "asks to move their calendar sync to ribarra@example.edu" in ask.text
+    await h.service.decide(change.ticket.ref, h.person("casey"), approve=True)
+    assert h.notifier.to(person, NotificationKind.APPROVED)[-1].text.endswith("moving it now")
+    await h.runner.run_until_idle()
+    moved = h.notifier.to(person, NotificationKind.COMPLETED)[-1]
+    assert "now goes to ribarra@example.edu" in moved.text
+
+    removal = await h.service.request_removal(rowan)
+    assert removal.ticket is not None
+    ref = removal.ticket.ref
+    await h.service.decide(ref, h.person("casey"), approve=True)
+    await h.runner.run_until_idle()
+    said = [s.text for s in h.notifier.sent if s.ref == ref]
+    assert any("asks to stop their calendar sync" in text for text in said)
+    assert any(text.endswith("turning it off now") for text in said)
+    assert any(text.endswith("calendar sync is turned off for Rowan Ibarra") for text in said)
+    assert not any("set up" in text or "setting it up" in text for text in said)
+    it_lines = [s.text for s in h.notifier.to("channel:it") if s.ref == ref]
+    assert it_lines and all(line.count(ref) == 1 for line in it_lines), it_lines
