@@ -92,7 +92,7 @@ def _ticket_facts(view: TicketView, now: datetime) -> list[tuple[str, str]]:
     facts = [
         ("Person", f"{view.subject.name} ({view.subject.upn})"),
         ("Mailbox", view.mailbox),
-        ("Scheduling profile", view.profile_name or view.profile_id or ""),
+        ("Scheduling profile", view.profile_name or "not named"),
         (
             "Requested by",
             view.requester.name if view.requester.id != view.subject.id else "themself",
@@ -126,14 +126,23 @@ def _decisions(view: TicketView) -> list[Card]:
     return lines
 
 
-def approval_card(view: TicketView, *, now: datetime, approver_ids: Sequence[str] = ()) -> Card:
-    """What everyone sees: the request and its state. Approvers get buttons via ``refresh``."""
+def approval_card(
+    view: TicketView,
+    *,
+    now: datetime,
+    approver_ids: Sequence[str] = (),
+    notice: str | None = None,
+) -> Card:
+    """What everyone sees: the request and its state. Approvers get buttons via ``refresh``;
+    ``notice`` says why a click changed nothing, on the card the clicker keeps."""
     body = [
         _title(f"{_KIND_TITLES.get(view.kind, 'Request')} · {view.ref}"),
         _facts(_ticket_facts(view, now)),
         *_decisions(view),
         _text(f"Status: **{TicketStatus(view.status).label}**", spacing="Medium"),
     ]
+    if notice:
+        body.append(_text(notice, color="Attention"))
     extra: dict[str, Any] = {}
     if view.status == TicketStatus.AWAITING_APPROVAL and approver_ids:
         extra["refresh"] = {
@@ -150,10 +159,7 @@ def approval_card(view: TicketView, *, now: datetime, approver_ids: Sequence[str
 def approver_card(view: TicketView, *, now: datetime, notice: str | None = None) -> Card:
     """The approver's view: the same facts, a comment box and Approve / Reject."""
     if view.status != TicketStatus.AWAITING_APPROVAL:
-        card = approval_card(view, now=now)
-        if notice:
-            card["body"].append(_text(notice, color="Attention"))
-        return card
+        return approval_card(view, now=now, notice=notice)
     data = {"ticket": view.ref, "version": view.version}
     body = [
         _title(f"{_KIND_TITLES.get(view.kind, 'Request')} · {view.ref}"),
@@ -273,6 +279,17 @@ def request_card(
         body.append(_text(errors["subject"], color="Attention"))
     data = {"subject": subject_id} if subject_id else {}
     return _card(body, [_execute(Verb.SUBMIT_REQUEST, "Send request", data)])
+
+
+def request_sent_card(view: TicketView, *, now: datetime) -> Card:
+    """The request card once sent: what was asked, its number and state, and no button left to
+    press again (the confirmation itself goes into the chat)."""
+    body = [
+        _title(f"{_KIND_TITLES.get(view.kind, 'Request')} · {view.ref}"),
+        _facts(_ticket_facts(view, now)),
+        _text(f"Sent · **{TicketStatus(view.status).label}**", spacing="Medium"),
+    ]
+    return _card(body)
 
 
 MAX_USERS_ROWS = 50

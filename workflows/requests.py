@@ -99,7 +99,7 @@ class RequestIntake:
         if isinstance(found, RequestResult):
             return found
         person, enrollment = found
-        profile = Profile(enrollment.profile_id, enrollment.profile_id, None)
+        profile = await self._enrolled_profile(person, enrollment)
         return await self._open_ticket(
             TicketKind.REMOVE,
             requester,
@@ -129,7 +129,7 @@ class RequestIntake:
             return RequestResult(
                 problems=(RequestProblem("mailbox", f"calendar sync already uses {chosen}"),)
             )
-        profile = Profile(enrollment.profile_id, enrollment.profile_id, None)
+        profile = await self._enrolled_profile(person, enrollment)
         return await self._open_ticket(
             TicketKind.CHANGE,
             requester,
@@ -186,6 +186,18 @@ class RequestIntake:
             message = f"{person.display_name} is not enrolled in calendar sync"
             return RequestResult(problems=(RequestProblem("subject", message),))
         return person, enrollment
+
+    async def _enrolled_profile(self, person: DirectoryUser, enrollment: Enrollment) -> Profile:
+        """The enrollment's profile with its name (the cards show names, never internal ids):
+        from the ticket that last set it up, else from the scheduling system."""
+        for ticket_id in (enrollment.updated_by_ticket, enrollment.created_by_ticket):
+            view = await self._queries.ticket_by_id(ticket_id) if ticket_id else None
+            if view is not None and view.profile_id == enrollment.profile_id and view.profile_name:
+                return Profile(enrollment.profile_id, view.profile_name, None)
+        chosen, _, _ = await self._subjects.choose_profile(person, enrollment.profile_id)
+        if chosen is not None:
+            return chosen
+        return Profile(enrollment.profile_id, "", None)
 
     async def _existing_answer(
         self, person: DirectoryUser, kind: TicketKind

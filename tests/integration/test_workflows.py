@@ -270,6 +270,7 @@ async def test_change_then_remove(h: Harness) -> None:
 
     removal = await h.service.request_removal(rowan, justification="leaving")
     assert removal.ticket is not None and removal.created
+    assert removal.ticket.profile_name == "Rowan", "cards show the profile's name, not its id"
     await h.service.decide(removal.ticket.ref, h.person("casey"), approve=True)
     await h.runner.run_until_idle()
     done = await h.service.get_ticket(removal.ticket.ref)

@@ -42,15 +42,19 @@ def catalog() -> dict[str, dict[str, Any]]:
             on_behalf, now=NOW, approver_ids=["29:casey"]
         ),
         "approval: approver's view": cards.approver_card(waiting, now=NOW),
-        "approval: approver's view, refused click": cards.approver_card(
+        "approval: approver's view, stale click": cards.approver_card(
+            waiting, now=NOW, notice="SW-1042 changed since this card was sent."
+        ),
+        "approval: refused click, no buttons": cards.approval_card(
             waiting, now=NOW, notice="You cannot approve a request about yourself."
         ),
+        "request: sent": cards.request_sent_card(waiting, now=NOW),
         "approval: decided, approved": cards.approval_card(done, now=NOW),
         "approval: decided, rejected": cards.approval_card(rejected, now=NOW),
         "approval: change request": cards.approver_card(change, now=NOW),
         "status: completed": cards.status_card(done, "SW-1042 · Ada Byron · completed", now=NOW),
         "status: failed with retry": cards.status_card(
-            failed, "SW-1042 failed at add_to_group", now=NOW
+            failed, "SW-1042 · failed while adding them to the sync group: access denied", now=NOW
         ),
         "manual task": cards.manual_task_card(
             done,
