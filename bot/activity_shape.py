@@ -2,6 +2,11 @@
 
 The SDK answers malformed bodies with a 500 and a logged traceback. Checking the few fields every
 activity must have lets us answer the sender with a 400 that says what is wrong instead.
+
+Lengths are not checked here. Microsoft publishes no maximum length for conversation or activity
+ids, so a bound of ours could refuse an activity Teams really sends; an id too long for the
+database is simply not stored (``bot.conversations``), and a reply whose URL the connector will
+not take is a warning, not a failed turn (``bot.teams_endpoint._send``).
 """
 
 from __future__ import annotations

@@ -24,10 +24,15 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import pydantic
+import structlog
 from aiohttp import web
 from microsoft_agents.activity import (
     Activity,
@@ -45,6 +50,7 @@ from microsoft_agents.hosting.core.authorization import (
     _entra_issuers,
 )
 from microsoft_agents.hosting.core.authorization.jwt.jwt_token_validator import JwtTokenValidator
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from yarl import URL
 
 from bot.activity_shape import activity_shape_problem
@@ -56,6 +62,7 @@ from bot.replies import HELP_TEXT
 from core.failures import report_unexpected
 from core.logging import get_logger
 from core.settings import Settings
+from core.tracing import tracer
 from workflows.ports import Person
 
 MESSAGES_PATH = "/api/messages"
@@ -90,14 +97,21 @@ class SyncwardenAgent(ActivityHandler):
         )
         if activity.type == ActivityTypes.message and not (activity.text or activity.value):
             return
-        await super().on_turn(turn_context)
+        try:
+            await super().on_turn(turn_context)
+        except ReplyRefusedError as error:
+            # The turn's work is done and committed; only its answer was lost (see _send).
+            turn = _current_turn.get()
+            if turn is not None:
+                turn.reply_refused = True
+            log.warning("bot.reply_refused", activity_type=activity.type, status=error.status)
 
     async def on_message_activity(self, turn_context: TurnContextProtocol[Any]) -> None:
         if self._dialogue is None:
-            await turn_context.send_activity(HELP_TEXT)
+            await _send(turn_context, HELP_TEXT)
             return
         for reply in await self._dialogue.on_message(_incoming(turn_context.activity)):
-            await turn_context.send_activity(_activity_for(reply))
+            await _send(turn_context, _activity_for(reply))
 
     async def on_invoke_activity(self, turn_context: TurnContextProtocol[Any]) -> InvokeResponse:
         activity = turn_context.activity
@@ -113,11 +127,44 @@ class SyncwardenAgent(ActivityHandler):
     async def on_installation_update_add(self, turn_context: TurnContextProtocol[Any]) -> None:
         if self._dialogue is not None:
             await self._dialogue.remember(_incoming(turn_context.activity))
-        await turn_context.send_activity(HELP_TEXT)
+        await _send(turn_context, HELP_TEXT)
 
     async def on_installation_update_remove(self, turn_context: TurnContextProtocol[Any]) -> None:
         if self._dialogue is not None:
             await self._dialogue.forget(turn_context.activity.conversation.id)
+
+
+class ReplyRefusedError(Exception):
+    """The Bot Framework connector answered a reply of this turn with an error status."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"the connector refused the reply with HTTP {status}")
+        self.status = status
+
+
+async def _send(turn_context: TurnContextProtocol[Any], activity: Activity | str) -> None:
+    """Send a reply of this turn to the Bot Framework connector, as the SDK does:
+    ``POST {serviceUrl}/v3/conversations/{conversation.id}/activities/{activity.id}``.
+
+    Microsoft publishes no maximum length for conversation or activity ids (the Bot Framework
+    activity schema and the Teams documentation type them as plain strings), nor for the
+    connector's request line, so none is refused by length on the way in: a bound we guessed
+    could refuse an activity Teams really sends, and the person would get no answer although the
+    connector might have taken it. (The SDK itself cuts conversation ids to 150 characters in
+    this URL; the activity id and the serviceUrl go in whole.)
+
+    Instead, a reply the connector answers with an error status, whatever the reason (a request
+    line longer than it reads, which an 8 KiB-line server answers with 400; 403, 404, 413; 429
+    or 5xx) is an outside refusal like Teams not taking an outbox message this time:
+    :class:`ReplyRefusedError`, which the turn logs as a warning and acknowledges. The turn's
+    own work is committed by then, and answering the channel 500 would neither reach the person
+    nor undo it. A connector that cannot be reached at all (no answer, a refused connection) is
+    still a failed turn, reported as unexpected: that is not about this reply.
+    """
+    try:
+        await turn_context.send_activity(activity)
+    except aiohttp.ClientResponseError as error:
+        raise ReplyRefusedError(error.status) from error
 
 
 def _incoming(activity: Any, *, value: dict[str, Any] | None = None) -> Incoming:
@@ -356,6 +403,9 @@ async def _on_turn_error(context: TurnContext, error: Exception) -> None:
     """Replaces the SDK's handler, which posts the exception's text into the chat: log and count
     the failure, and tell the person only that it failed."""
     activity = context.activity
+    turn = _current_turn.get()
+    if turn is not None:
+        turn.failure = type(error).__name__  # the apology below may still make the answer a 2xx
     report_unexpected(
         log,
         "bot.turn_failed",
@@ -415,6 +465,61 @@ def _model_problem(error: pydantic.ValidationError) -> str:
     return f"the activity does not fit the Bot Framework schema at: {shown}"
 
 
+TURN_SPAN = "bot.turn"
+# Names a span may repeat (activity types, invoke names, channel ids) come from the sender, so one
+# is kept only when it has the shape such a name has; anything else is recorded as "other".
+_NAME_SHAPE = re.compile(r"[A-Za-z][A-Za-z0-9/_.:-]{0,63}")
+_CONVERSATION_KINDS = frozenset(kind.value for kind in ConversationKind)
+_OTHER = "other"
+
+
+@dataclass
+class _TurnTrace:
+    """The span of the request being answered, and what its HTTP status cannot tell: that the
+    turn failed although the apology went out (a 2xx), or that the connector refused its reply
+    (also a 2xx)."""
+
+    span: Span
+    failure: str | None = None
+    reply_refused: bool = False
+
+    def outcome(self, status: int) -> str:
+        if self.failure is not None or status >= 500:
+            return "failed"
+        if status in (401, 403):
+            return "refused"  # who sent it: the token or the tenant
+        if status >= 400:
+            return "rejected"  # what was sent: the body, the activity or the kind of invoke
+        return "reply_refused" if self.reply_refused else "handled"
+
+
+_current_turn: ContextVar[_TurnTrace | None] = ContextVar("syncwarden_bot_turn", default=None)
+
+
+def _shaped(value: Any) -> str:
+    return value if isinstance(value, str) and _NAME_SHAPE.fullmatch(value) else _OTHER
+
+
+def _activity_attributes(activity: dict[str, Any]) -> dict[str, str]:
+    """What a turn's span says about its activity: what kind of activity it is, on which channel,
+    in which kind of conversation. Never its text, card data, names, tokens or ids: the span's
+    children and the log lines (same ``syncwarden.request_id``) carry ids where they need them.
+    """
+    conversation = activity.get("conversation")
+    kind = conversation.get("conversationType") if isinstance(conversation, dict) else None
+    attributes = {
+        "bot.activity.type": _shaped(activity.get("type")),
+        "bot.channel_id": _shaped(activity.get("channelId")),
+        # As the turn takes it: no conversationType is a 1:1 chat (see _incoming).
+        "bot.conversation.kind": (
+            "personal" if kind is None else kind if kind in _CONVERSATION_KINDS else _OTHER
+        ),
+    }
+    if activity.get("type") == ActivityTypes.invoke:
+        attributes["bot.invoke.name"] = _shaped(activity.get("name"))
+    return attributes
+
+
 def add_bot_routes(
     app: web.Application, settings: Settings, dialogue: DialogueLogic | None = None
 ) -> None:
@@ -437,9 +542,13 @@ def add_bot_routes(
         )
         if problem:
             return web.json_response({"error": problem}, status=400)
+        activity = json.loads(raw)
+        turn = _current_turn.get()
+        if turn is not None:
+            turn.span.set_attributes(_activity_attributes(activity))
         identity = request.get("claims_identity")
         if isinstance(identity, ClaimsIdentity) and identity.security_token is not None:
-            refusal = await _claims_refusal(identity, json.loads(raw), settings)
+            refusal = await _claims_refusal(identity, activity, settings)
             if refusal is not None:
                 return refusal.response()
         try:
@@ -455,11 +564,56 @@ def add_bot_routes(
             )
         return response if response is not None else web.Response(status=202)
 
-    async def messages(request: web.Request) -> web.StreamResponse:
+    async def answer(request: web.Request) -> web.StreamResponse:
         refusal = _token_form_refusal(request.headers.get("Authorization"))
         if refusal is not None:
             return refusal.response()
         response: web.StreamResponse = await authenticated(request)
         return response
 
+    async def messages(request: web.Request) -> web.StreamResponse:
+        """One span per request (see :func:`_traced_turn`), refused ones included."""
+        return await _traced_turn(request, answer)
+
     app.router.add_post(MESSAGES_PATH, messages)
+
+
+async def _traced_turn(
+    request: web.Request, answer: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Answer ``request`` inside a ``bot.turn`` span, so that the turn's Graph calls, database
+    statements and the SDK's own spans are its children.
+
+    Every request gets one, a refused token included (status 401, outcome ``refused``): a bot
+    that stopped answering because its tokens are refused is what an operator looks for first.
+    Such a span names no activity, since the body of a request whose token was refused is never
+    read for it (one refused for its tenant or channel, 403, came with a genuine token and
+    does). The span records the HTTP status and an outcome the status cannot tell (``failed``
+    for a turn whose apology was sent, ``reply_refused``), never an exception's text.
+    """
+    request_id = structlog.contextvars.get_contextvars().get("request_id")
+    with tracer.start_as_current_span(
+        TURN_SPAN,
+        kind=SpanKind.SERVER,
+        attributes={
+            "http.request.method": request.method,
+            "http.route": MESSAGES_PATH,
+            "syncwarden.request_id": request_id if isinstance(request_id, str) else "",
+        },
+        record_exception=False,  # an exception's text may hold anything the activity held
+        set_status_on_exception=False,
+    ) as span:
+        turn = _TurnTrace(span)
+        token = _current_turn.set(turn)
+        try:
+            response = await answer(request)
+        except BaseException as error:
+            span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+            raise
+        finally:
+            _current_turn.reset(token)
+        outcome = turn.outcome(response.status)
+        span.set_attributes({"http.response.status_code": response.status, "bot.outcome": outcome})
+        if outcome == "failed":
+            span.set_status(Status(StatusCode.ERROR, turn.failure or "the turn failed"))
+        return response

@@ -3,6 +3,12 @@
 Code everywhere takes its spans from :data:`tracer`, which does nothing until a provider is
 installed: with ``SYNCWARDEN_TRACING__OTLP_ENDPOINT`` unset, tracing costs a few attribute lookups
 and sends nothing. Spans carry methods, routes and ids, never bodies, tokens or query values.
+
+Each request to the bot is one ``bot.turn`` server span (``bot/teams_endpoint.py``): the kind of
+activity, an invoke's name, the channel and the kind of conversation (each only when shaped like
+such a name), the HTTP status and the turn's outcome. Everything the turn does (Graph calls,
+database statements, the Agents SDK's own ``agents.*`` spans, which it makes through the same
+global provider) is inside it, so one trace shows a turn whole.
 """
 
 from __future__ import annotations

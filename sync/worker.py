@@ -23,14 +23,27 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.db import utc_now, write_transaction
 from core.failures import report_unexpected
+from core.jobs_metrics import count_sync_run
 from core.logging import get_logger
 from core.settings import SyncSettings
 from sync.engine import SyncEngine, SyncOptions, SyncReport
+from sync.errors import FailureKind
 from sync.records import SyncState
 from workflows.records import Enrollment
 
 log = get_logger(__name__)
 CLAIM_BATCH = 50
+
+
+def run_outcome(report: SyncReport) -> tuple[str, str | None]:
+    """How ``/metrics`` counts one person's run: ``ok``, ``skipped`` (not run, or not committed
+    because another worker took the person over), or ``failed`` with its kind (a run that
+    crashed has none of its own and counts as ``other``, the kind of an unexpected failure)."""
+    if report.skipped is not None:
+        return "skipped", None
+    if report.ok:
+        return "ok", None
+    return "failed", (report.error_kind or FailureKind.OTHER).value
 
 
 class SyncWorker:
@@ -152,6 +165,8 @@ class SyncWorker:
                     report = SyncReport(
                         enrollment_id, "?", ok=False, error=f"{type(error).__name__}: {error}"
                     )
+                outcome, kind = run_outcome(report)
+                count_sync_run(outcome, failure_kind=kind)
                 try:
                     await self._release(enrollment_id)
                 except Exception as error:  # the lease runs out by itself

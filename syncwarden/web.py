@@ -44,7 +44,7 @@ from bot.teams_endpoint import add_bot_routes
 from bot.turn_limits import limited_counts
 from core.db import ping, utc_now
 from core.failures import unexpected_counts
-from core.jobs_metrics import job_counts
+from core.jobs_metrics import SYNC_OUTCOMES, job_counts, sync_run_counts
 from core.logging import get_logger
 from core.payloads import MAX_JSON_DEPTH, json_too_deep
 from core.settings import Settings
@@ -115,6 +115,7 @@ class HttpMetrics:
         info.labels(version=__version__).inc(0)
         self.registry.register(_UnexpectedErrors())
         self.registry.register(_JobRuns())
+        self.registry.register(_SyncRuns())
         self.registry.register(_TurnsLimited())
         self.database = _DatabaseGauges(engine) if engine is not None else None
         if self.database is not None:
@@ -157,6 +158,38 @@ class _JobRuns(Collector):
         for job, count in sorted(job_counts().items()):
             runs.add_metric([job], count.runs)
             failures.add_metric([job], count.failures)
+        yield runs
+        yield failures
+
+
+class _SyncRuns(Collector):
+    """``syncwarden_sync_runs_total{outcome}`` and ``syncwarden_sync_run_failures_total{kind}``.
+
+    One run is one person's sync by this replica's worker. Every outcome and kind is exported
+    from the start, at 0, so that a rate or an alert on one has a series before it first
+    happens. No label names a person: ten thousand enrolled people would be ten thousand series
+    per counter; the per-person state is in the database (``syncwarden_sync_failing_enrollments``
+    counts the people whose last run failed, by kind; the bot's ``users`` command names them).
+    """
+
+    def collect(self) -> Iterable[Metric]:
+        counts = sync_run_counts()
+        runs = CounterMetricFamily(
+            "syncwarden_sync_runs",
+            "Calendar sync runs of one person on this replica, by outcome (ok, failed, "
+            "skipped: paused or gone since it was claimed, or taken over by another worker).",
+            labels=["outcome"],
+        )
+        for outcome in SYNC_OUTCOMES:
+            runs.add_metric([outcome], counts.runs.get(outcome, 0))
+        failures = CounterMetricFamily(
+            "syncwarden_sync_run_failures",
+            "Calendar sync runs of one person on this replica that failed, by kind of failure.",
+            labels=["kind"],
+        )
+        kinds = {kind.value: 0 for kind in FailureKind} | dict(counts.failures)
+        for kind, count in sorted(kinds.items()):
+            failures.add_metric([kind], count)
         yield runs
         yield failures
 

@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 from connectors.graph.client import GraphClient
+from connectors.graph.paths import segment
 
 CREDENTIAL_FIELDS = "id,appId,displayName,passwordCredentials,keyCredentials"
 PAGE_SIZE = "999"
@@ -111,7 +112,7 @@ class GraphApplications:
     async def owners(self, kind: OwnerKind, object_id: str) -> list[str]:
         """Display names (or UPNs) of an app's owners, for the alert card."""
         # Owner lists are short; no $select, since owners may be users or service principals.
-        found = await self._client.collect(f"{kind.value}/{object_id}/owners")
+        found = await self._client.collect(f"{kind.value}/{segment(object_id)}/owners")
         return [
             item.get("displayName") or item.get("userPrincipalName") or item["id"] for item in found
         ]

@@ -14,6 +14,7 @@ from typing import Any
 from connectors.errors import DuplicateTransactionError, NotFoundError
 from connectors.graph.client import BatchRequest, BatchResult, DeltaResult, GraphClient
 from connectors.graph.odata import quote
+from connectors.graph.paths import segment
 
 # Our own namespace GUID for extended properties; never change it (existing events carry it).
 SOURCE_ID_PROPERTY = "String {4f6b2a1e-8c3d-4e5f-9a7b-1c2d3e4f5a6b} Name SyncwardenSourceId"
@@ -50,7 +51,11 @@ class GraphCalendar:
         }
         try:
             response = await self._client.request(
-                "POST", f"users/{mailbox}/events", json_body=body, mailbox=mailbox, idempotent=True
+                "POST",
+                f"users/{segment(mailbox)}/events",
+                json_body=body,
+                mailbox=mailbox,
+                idempotent=True,
             )
         except DuplicateTransactionError as duplicate:
             # Made by an earlier attempt (a retry after a lost answer, or a crashed run).
@@ -73,7 +78,8 @@ class GraphCalendar:
         if duplicate.existing_event_id:
             try:
                 found: dict[str, Any] = await self._client.get(
-                    f"users/{mailbox}/events/{duplicate.existing_event_id}", mailbox=mailbox
+                    f"users/{segment(mailbox)}/events/{segment(duplicate.existing_event_id)}",
+                    mailbox=mailbox,
                 )
                 return found
             except NotFoundError:
@@ -85,7 +91,10 @@ class GraphCalendar:
         self, mailbox: str, event_id: str, changes: dict[str, Any]
     ) -> dict[str, Any]:
         response = await self._client.request(
-            "PATCH", f"users/{mailbox}/events/{event_id}", json_body=changes, mailbox=mailbox
+            "PATCH",
+            f"users/{segment(mailbox)}/events/{segment(event_id)}",
+            json_body=changes,
+            mailbox=mailbox,
         )
         updated: dict[str, Any] = response.body
         return updated
@@ -94,7 +103,7 @@ class GraphCalendar:
         """Delete; False when the event was already gone (a repeated delete is not an error)."""
         try:
             await self._client.request(
-                "DELETE", f"users/{mailbox}/events/{event_id}", mailbox=mailbox
+                "DELETE", f"users/{segment(mailbox)}/events/{segment(event_id)}", mailbox=mailbox
             )
         except NotFoundError:
             return False
@@ -106,7 +115,7 @@ class GraphCalendar:
             f"{quote(SOURCE_ID_PROPERTY)} and ep/value eq {quote(source_id)})"
         )
         return await self._client.collect(
-            f"users/{mailbox}/events",
+            f"users/{segment(mailbox)}/events",
             params={"$filter": tag_filter, "$expand": _EXPAND_TAG},
             mailbox=mailbox,
         )
@@ -115,7 +124,7 @@ class GraphCalendar:
         self, mailbox: str, start: datetime, end: datetime
     ) -> list[dict[str, Any]]:
         return await self._client.collect(
-            f"users/{mailbox}/calendarView",
+            f"users/{segment(mailbox)}/calendarView",
             params={
                 "startDateTime": graph_time(start),
                 "endDateTime": graph_time(end),
@@ -148,7 +157,9 @@ class GraphCalendar:
         ``@removed``), and a full round does not list events outside it; this read can.
         """
         requests = [
-            BatchRequest(f"g{index}", "GET", f"/users/{mailbox}/events/{event_id}")
+            BatchRequest(
+                f"g{index}", "GET", f"/users/{segment(mailbox)}/events/{segment(event_id)}"
+            )
             for index, event_id in enumerate(event_ids)
         ]
         found: dict[str, dict[str, Any]] = {}
@@ -180,7 +191,7 @@ class GraphCalendar:
         if start is None or end is None:
             raise ValueError("a first delta round needs a start and an end")
         return await self._client.delta(
-            f"users/{mailbox}/calendarView/delta",
+            f"users/{segment(mailbox)}/calendarView/delta",
             params={"startDateTime": graph_time(start), "endDateTime": graph_time(end)},
             headers=headers,
             mailbox=mailbox,
@@ -196,14 +207,18 @@ def create_request(
         "transactionId": transaction_id,
         "singleValueExtendedProperties": [{"id": SOURCE_ID_PROPERTY, "value": source_id}],
     }
-    return BatchRequest(request_id, "POST", f"/users/{mailbox}/events", body)
+    return BatchRequest(request_id, "POST", f"/users/{segment(mailbox)}/events", body)
 
 
 def update_request(
     request_id: str, mailbox: str, event_id: str, changes: dict[str, Any]
 ) -> BatchRequest:
-    return BatchRequest(request_id, "PATCH", f"/users/{mailbox}/events/{event_id}", changes)
+    return BatchRequest(
+        request_id, "PATCH", f"/users/{segment(mailbox)}/events/{segment(event_id)}", changes
+    )
 
 
 def delete_request(request_id: str, mailbox: str, event_id: str) -> BatchRequest:
-    return BatchRequest(request_id, "DELETE", f"/users/{mailbox}/events/{event_id}")
+    return BatchRequest(
+        request_id, "DELETE", f"/users/{segment(mailbox)}/events/{segment(event_id)}"
+    )

@@ -30,6 +30,7 @@ from connectors.errors import (
     TransientError,
 )
 from connectors.graph.error_mapping import error_from_response
+from connectors.graph.paths import segment
 from connectors.http import request_timeout
 from connectors.limits import ConcurrencyLimiter
 from connectors.ports import TokenProvider
@@ -130,7 +131,7 @@ class GraphClient:
         return f"{self.base_url}/{path_or_url.lstrip('/')}"
 
     def directory_object_url(self, object_id: str) -> str:
-        return f"{self.base_url}/directoryObjects/{object_id}"
+        return f"{self.base_url}/directoryObjects/{segment(object_id)}"
 
     async def request(
         self,

@@ -21,6 +21,7 @@ from connectors.errors import (
 )
 from connectors.graph.client import GraphClient
 from connectors.graph.odata import address_filter, quote
+from connectors.graph.paths import segment
 from connectors.ports import DirectoryGroup, DirectoryUser, GroupKind, GroupMember, MembershipChange
 
 USER_FIELDS = "id,displayName,userPrincipalName,mail,accountEnabled,proxyAddresses,otherMails"
@@ -90,7 +91,9 @@ class GraphDirectory:
 
     async def get_user(self, id_or_upn: str) -> DirectoryUser:
         """By object id or UPN; any other address is a 404 here (use find_user_by_address)."""
-        data = await self._client.get(f"users/{id_or_upn}", params={"$select": USER_FIELDS})
+        data = await self._client.get(
+            f"users/{segment(id_or_upn)}", params={"$select": USER_FIELDS}
+        )
         return user_from_graph(data)
 
     async def find_user_by_address(self, address: str) -> DirectoryUser | None:
@@ -116,7 +119,9 @@ class GraphDirectory:
         """
         try:
             await self._client.get(
-                f"users/{user_id}/events", params={"$select": "id", "$top": "1"}, mailbox=user_id
+                f"users/{segment(user_id)}/events",
+                params={"$select": "id", "$top": "1"},
+                mailbox=user_id,
             )
         except MailboxAccessDeniedError:
             return True
@@ -132,19 +137,22 @@ class GraphDirectory:
         return [group_from_graph(item) for item in found]
 
     async def get_group(self, group_id: str) -> DirectoryGroup:
-        data = await self._client.get(f"groups/{group_id}", params={"$select": GROUP_FIELDS})
+        data = await self._client.get(
+            f"groups/{segment(group_id)}", params={"$select": GROUP_FIELDS}
+        )
         return group_from_graph(data)
 
     async def members(self, group_id: str, *, transitive: bool = False) -> list[GroupMember]:
         relation = "transitiveMembers" if transitive else "members"
         found = await self._client.collect(
-            f"groups/{group_id}/{relation}", params={"$select": MEMBER_FIELDS, "$top": PAGE_SIZE}
+            f"groups/{segment(group_id)}/{relation}",
+            params={"$select": MEMBER_FIELDS, "$top": PAGE_SIZE},
         )
         return [member_from_graph(item) for item in found]
 
     async def is_member(self, group_id: str, user_id: str) -> bool:
         async for page in self._client.pages(
-            f"groups/{group_id}/members", params={"$select": "id", "$top": PAGE_SIZE}
+            f"groups/{segment(group_id)}/members", params={"$select": "id", "$top": PAGE_SIZE}
         ):
             if any(item.get("id", "").lower() == user_id.lower() for item in page):
                 return True
@@ -154,7 +162,7 @@ class GraphDirectory:
         try:
             await self._client.request(
                 "POST",
-                f"groups/{group_id}/members/$ref",
+                f"groups/{segment(group_id)}/members/$ref",
                 json_body={"@odata.id": self._client.directory_object_url(user_id)},
                 idempotent=True,  # a repeated add answers "already exists", which we accept
             )
@@ -175,7 +183,7 @@ class GraphDirectory:
             binds = [self._client.directory_object_url(user_id) for user_id in chunk]
             try:
                 await self._client.request(
-                    "PATCH", f"groups/{group_id}", json_body={"members@odata.bind": binds}
+                    "PATCH", f"groups/{segment(group_id)}", json_body={"members@odata.bind": binds}
                 )
             except (AlreadyExistsError, BadRequestError) as error:
                 if isinstance(error, BadRequestError) and _MISSING_PHRASE not in error.message:
@@ -195,9 +203,11 @@ class GraphDirectory:
         known to exist; a deleted sync group must not look like a successful removal.
         """
         try:
-            await self._client.request("DELETE", f"groups/{group_id}/members/{user_id}/$ref")
+            await self._client.request(
+                "DELETE", f"groups/{segment(group_id)}/members/{segment(user_id)}/$ref"
+            )
         except NotFoundError:
-            await self._client.get(f"groups/{group_id}", params={"$select": "id"})
+            await self._client.get(f"groups/{segment(group_id)}", params={"$select": "id"})
             return MembershipChange(user_id, changed=False, path="graph")
         except BadRequestError as error:
             if _MISSING_PHRASE in error.message.lower():

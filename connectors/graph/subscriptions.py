@@ -14,6 +14,7 @@ from connectors.errors import NotFoundError
 from connectors.graph.applications import parse_graph_datetime
 from connectors.graph.calendar import graph_time
 from connectors.graph.client import GraphClient
+from connectors.graph.paths import segment
 
 
 @dataclass(frozen=True)
@@ -57,14 +58,14 @@ class GraphSubscriptions:
     async def renew(self, subscription_id: str, expires_at: datetime) -> Subscription:
         response = await self._client.request(
             "PATCH",
-            f"subscriptions/{subscription_id}",
+            f"subscriptions/{segment(subscription_id)}",
             json_body={"expirationDateTime": graph_time(expires_at)},
         )
         return _subscription(response.body)
 
     async def delete(self, subscription_id: str) -> bool:
         try:
-            await self._client.request("DELETE", f"subscriptions/{subscription_id}")
+            await self._client.request("DELETE", f"subscriptions/{segment(subscription_id)}")
         except NotFoundError:
             return False
         return True

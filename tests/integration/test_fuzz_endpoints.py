@@ -31,10 +31,11 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from structlog.testing import capture_logs
 
 from bot.conversations import ConversationRecord, ConversationStore
 from bot.dialogue import DialogueLogic
@@ -435,7 +436,10 @@ def fuzz_settings(test: str) -> settings:
         ],
         print_blob=True,
         # The same cases every run: CI must not turn red on a case no change introduced. New
-        # cases come from changing the strategies or the count, deliberately.
+        # cases come from changing the strategies or the count, deliberately, and from running
+        # this module by hand with derandomize=False and a few --hypothesis-seed=N: do so after
+        # changing an endpoint. (Seeds 1-6 on SQLite and 7-9 on PostgreSQL found nothing new
+        # once a reply the connector refuses stopped failing the turn; see the tests below.)
         derandomize=True,
     )
 
@@ -444,6 +448,18 @@ def fuzz_settings(test: str) -> settings:
 
 
 @fuzz_settings("activities")
+@example(  # an activity id too long for the reply's request line: the turn answered 500
+    sender=STRANGER,
+    kind="message",
+    odd_kind="",
+    command="help",
+    ref="",
+    text="",
+    changes=[Mutation(("id",), delete=False, value="x" * 70_000)],
+    service_path="",
+    path_junk="",
+    encoding="ascii",
+)
 @given(
     sender=st.sampled_from([STRANGER, ADMIN, None]),
     kind=st.sampled_from(("message",) * 12 + _TYPES + ("junk",) * 2),
@@ -481,9 +497,10 @@ async def test_generated_activities_never_break_a_request(
             continue  # an IT admin's card click may legitimately change a ticket
         _apply(activity, change)
     if isinstance(activity.get("serviceUrl"), str) and "://" in activity["serviceUrl"]:
-        # Any http(s) serviceUrl is the recorder's, plus junk: replies must reach someone.
-        # (A short junk path: the recorder, like any HTTP server, refuses request lines of 8 KiB.)
-        junk_path = service_path.replace("junk", path_junk[:200])
+        # Any http(s) serviceUrl is the recorder's, plus junk: replies must reach someone. A long
+        # junk path makes a reply the recorder refuses (it reads request lines of 8 KiB at most,
+        # like any HTTP server): the turn is still acknowledged.
+        junk_path = service_path.replace("junk", path_junk)
         activity["serviceUrl"] = world.recorder.url + junk_path
     before = await snapshot(world.sessions)
 
@@ -723,3 +740,39 @@ async def test_card_text_no_database_can_keep_breaks_no_request(world: World, ba
             select(Ticket.justification).where(Ticket.subject_id == world.h.person(STRANGER).id)
         )
     assert kept == "drop-ins"
+
+
+@pytest.mark.parametrize(
+    "activity_id", ["fz-" + "x" * 9_000, "é" * 3_000], ids=["ascii", "percent-encoded"]
+)
+async def test_a_reply_too_long_for_the_connector_acknowledges_the_turn(
+    world: World, activity_id: str
+) -> None:
+    """The reply goes to ``{serviceUrl}/v3/conversations/{id}/activities/{activity id}``: an
+    activity id (Microsoft publishes no maximum) that makes its request line longer than the
+    connector reads (8 KiB here) had the connector answer 400, and the turn answered 500 after
+    reporting an unexpected error. Now the turn is acknowledged and the lost reply a warning."""
+    activity = activity_from(world, STRANGER, "help")
+    activity["id"] = activity_id
+    with capture_logs() as logs:
+        answer = await post(world, MESSAGES, json.dumps(activity).encode())
+    assert answer.status == 202, answer.text
+    assert answer.posted == []  # refused before the recorder's handler saw it
+    warnings = [line for line in logs if line["event"] == "bot.reply_refused"]
+    assert warnings and warnings[0]["log_level"] == "warning" and warnings[0]["status"] == 400
+
+
+@pytest.mark.parametrize("status", [400, 403, 404, 413, 429, 502])
+async def test_a_reply_the_connector_refuses_acknowledges_the_turn(
+    world: World, status: int
+) -> None:
+    """Whatever the connector answers a reply with, the turn's answer to the channel is not a
+    5xx and nothing is reported as unexpected: the person cannot be told either way."""
+    world.recorder.scripted.append((status, {"Content-Type": "application/json"}, "{}"))
+    before = await snapshot(world.sessions)
+    answer = await post(
+        world, MESSAGES, json.dumps(activity_from(world, STRANGER, "help")).encode()
+    )
+    assert answer.status == 202, answer.text
+    assert len(answer.posted) == 1  # tried once, not retried into a loop
+    assert (await snapshot(world.sessions)).workflow == before.workflow

@@ -15,12 +15,20 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from connectors.scheduling.builtin_appointments import BuiltinAppointments
 from core.db import create_engine, session_factory, utc_now
-from core.settings import Settings
+from core.jobs_metrics import SYNC_OUTCOMES
+from core.settings import Settings, SyncSettings
+from sandbox.server import SandboxTenant
 from sync.credential_watch import CredentialAlert
+from sync.engine import SyncEngine, SyncOptions, SyncReport
+from sync.errors import FailureKind
 from sync.records import SyncState
+from sync.worker import SyncWorker
 from syncwarden.background import Job, logged_job
+from syncwarden.m365 import Microsoft365
 from syncwarden.web import create_app
+from tests.support.enrollments import enroll
 from workflows.outbox import OutboxMessage
 from workflows.records import Enrollment, Step, Ticket
 
@@ -249,6 +257,70 @@ async def test_job_runs_and_failures_are_counted_by_job(migrated_engine: AsyncEn
     assert sample(text, "syncwarden_job_failures_total", job=f"{name}.ok") == 0
     assert sample(text, "syncwarden_job_runs_total", job=f"{name}.broken") == 1
     assert sample(text, "syncwarden_job_failures_total", job=f"{name}.broken") == 1
+
+
+class ScriptedEngine(SyncEngine):
+    """The production engine, except for the enrollments given an outcome to play."""
+
+    script: dict[int, str]
+
+    async def sync(
+        self,
+        enrollment_id: int,
+        options: SyncOptions | None = None,
+        *,
+        lease_owner: str | None = None,
+    ) -> SyncReport:
+        match self.script.get(enrollment_id):
+            case "throttled":
+                return SyncReport(
+                    enrollment_id, "p", ok=False, error="429", error_kind=FailureKind.THROTTLED
+                )
+            case "crashed":
+                raise RuntimeError("the engine broke")
+            case "paused since it was claimed":
+                return SyncReport(enrollment_id, "p", skipped="paused")
+            case "taken over":
+                return SyncReport(enrollment_id, "p", ok=False, skipped="another worker took it")
+        return await super().sync(enrollment_id, options, lease_owner=lease_owner)
+
+
+def sync_runs(text: str) -> dict[str, float]:
+    """Runs by outcome and failures by kind, in one dict (outcomes and kinds differ)."""
+    runs = {o: sample(text, "syncwarden_sync_runs_total", outcome=o) for o in SYNC_OUTCOMES}
+    for kind in FailureKind:
+        runs[kind.value] = sample(text, "syncwarden_sync_run_failures_total", kind=kind.value)
+    return runs
+
+
+async def test_sync_runs_are_counted_by_outcome_and_failures_by_kind(
+    migrated_engine: AsyncEngine, tenant: SandboxTenant, m365: Microsoft365
+) -> None:
+    """Every outcome and kind is a series from the start (at 0 in a new process), and no label
+    names a person or an enrollment (the counters would grow a series per person)."""
+    before = sync_runs(await scrape(migrated_engine))
+    sessions = session_factory(migrated_engine)
+    ids = await enroll(
+        sessions, tenant, "avery.quinlan@example.edu", "P-0", "P-1", "P-2", "P-3", "P-4"
+    )
+    settings = SyncSettings()
+    engine = ScriptedEngine(sessions, m365.calendar, BuiltinAppointments(sessions), settings)
+    engine.script = {
+        ids[1]: "throttled",
+        ids[2]: "crashed",
+        ids[3]: "paused since it was claimed",
+        ids[4]: "taken over",
+    }
+
+    reports = await SyncWorker(sessions, engine, settings).run_all()
+
+    assert len(reports) == 5 and reports[0].ok, reports
+    text = await scrape(migrated_engine)
+    after = sync_runs(text)
+    moved = {name: after[name] - before[name] for name in after if after[name] != before[name]}
+    assert moved == {"ok": 1, "failed": 2, "skipped": 2, "throttled": 1, "other": 1}
+    runs = [line for line in text.splitlines() if line.startswith("syncwarden_sync_run")]
+    assert not [line for line in runs if "avery" in line or "enrollment" in line]
 
 
 async def test_an_unreachable_database_leaves_the_gauges_out_but_still_answers() -> None:
