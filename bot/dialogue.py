@@ -10,15 +10,15 @@ the SDK and the SDK stays in one module.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
 from bot import cards
+from bot.commands import BY_INTENT, help_text, is_it_only
 from bot.conversations import ChannelRole, ConversationKind, ConversationRef, ConversationStore
-from bot.intents import Intent, Mention, parse, shown_ticket_ref, valid_ticket_ref
-from bot.replies import HELP_TEXT
+from bot.intents import Intent, Mention, Parsed, parse, shown_ticket_ref, valid_ticket_ref
 from bot.turn_limits import TurnLimiter, Verdict
 from core.db import utc_now
 from core.logging import get_logger
@@ -122,6 +122,9 @@ class Reply:
     card: cards.Card | None = None
 
 
+Handler = Callable[[Incoming, Parsed], Awaitable[Reply]]
+
+
 class DialogueLogic:
     def __init__(
         self,
@@ -145,6 +148,7 @@ class DialogueLogic:
         self._sync = sync
         self._clock = clock
         self._limits = limits
+        self._handlers = self._dispatch_table()
 
     async def remember(self, incoming: Incoming) -> None:
         """Keep the conversation reference fresh: it is how we can write there later.
@@ -180,71 +184,117 @@ class DialogueLogic:
             bot_names=incoming.bot_names,
         )
         if parsed.intent in (Intent.HELP, Intent.UNKNOWN):
-            return [Reply(HELP_TEXT)]
+            return [await self._help(incoming.sender)]
         if self._service is None or self._roster is None:
             return [Reply(NOT_CONFIGURED)]
-        if parsed.intent is Intent.TICKET and parsed.ticket_typed:
-            # Not only for IT: whoever may read the ticket (see workflows.access) may ask for it.
-            # A number that cannot be a ticket's is answered as one with no ticket behind it.
-            if parsed.ticket_ref is None:
-                return [_unseen(parsed.ticket_typed, await self._reader(incoming.sender))]
-            return [await self._show_ticket(incoming.sender, parsed.ticket_ref)]
-        if parsed.is_admin and not await self._roster.is_it_admin(incoming.sender.id):
+        if is_it_only(parsed.intent) and not await self._roster.is_it_admin(incoming.sender.id):
             return [Reply(ADMIN_ONLY)]
-        subject = parsed.subject_id or parsed.address
-        if parsed.intent is Intent.ENROLL:
-            return [await self._enrollment_form(incoming, subject)]
-        if parsed.intent is Intent.REMOVE:
-            result = await self._service.request_removal(incoming.sender, subject=subject)
-            return [_request_reply(result, "removal")]
-        if parsed.intent is Intent.CHANGE:
-            if not parsed.address:
-                return [
-                    Reply(
-                        "Which address? For example: **change my sync address to you@example.edu**"
-                    )
-                ]
-            result = await self._service.request_change(incoming.sender, mailbox=parsed.address)
-            return [_request_reply(result, "change")]
-        if parsed.intent is Intent.STATUS:
-            return [await self._status(incoming.sender)]
-        if parsed.intent is Intent.TICKETS:
-            reader = await self._reader(incoming.sender)
-            return [_ticket_list(readable(await self._service.open_tickets(), reader))]
-        if parsed.intent is Intent.RETRY and parsed.ticket_typed:
-            if parsed.ticket_ref is None:
-                return [_unseen(parsed.ticket_typed, await self._reader(incoming.sender))]
-            return [_action_reply(await self._service.retry(parsed.ticket_ref, incoming.sender))]
-        if parsed.intent is Intent.USE_CHANNEL:
-            return [await self._use_channel(incoming, ChannelRole.IT)]
-        if parsed.intent is Intent.USE_CHANNEL_FOR_APPROVALS:
-            return [await self._use_channel(incoming, ChannelRole.APPROVALS)]
-        if parsed.intent is Intent.SECRETS and self._credentials is not None:
-            report = await self._credentials.scan()
-            return [
-                Reply(
-                    f"Checked {report.apps} app registrations: {report.findings} credentials need "
-                    f"attention, {report.alerted} new alerts posted to the IT channel, "
-                    f"{report.resolved} resolved."
-                )
-            ]
-        if parsed.intent is Intent.SYNC_NOW and self._sync is not None:
-            return [await self._sync_now(parsed.subject_id or parsed.address or parsed.argument)]
-        if parsed.intent is Intent.DOCTOR and self._doctor is not None:
-            return [Reply(doctor_text(await self._doctor.run()))]
-        if parsed.intent is Intent.USERS:
-            return [
-                Reply(card=cards.users_card(await self._service.enrollments(), now=self._clock()))
-            ]
-        if parsed.intent in (Intent.PAUSE, Intent.RESUME):
-            who = parsed.subject_id or parsed.address or parsed.argument
-            if not who:
-                return [Reply(f"Whom? For example: **{parsed.intent.value} someone@example.edu**")]
-            paused = await self._service.set_paused(
-                incoming.sender, who, paused=parsed.intent is Intent.PAUSE
+        handler = self._handlers.get(parsed.intent)
+        if handler is None:
+            return [Reply(f"**{parsed.intent.value.replace('_', ' ')}** is not available yet.")]
+        return [await handler(incoming, parsed)]
+
+    @property
+    def handled_intents(self) -> frozenset[Intent]:
+        """What this dialogue answers (the rest of :data:`bot.commands.COMMANDS` says "not yet")."""
+        return frozenset(self._handlers) | {Intent.HELP, Intent.UNKNOWN}
+
+    def _dispatch_table(self) -> dict[Intent, Handler]:
+        """One handler per command of :data:`bot.commands.COMMANDS`; who may run it is there."""
+        table: dict[Intent, Handler] = {
+            Intent.ENROLL: self._on_enroll,
+            Intent.REMOVE: self._on_remove,
+            Intent.CHANGE: self._on_change,
+            Intent.STATUS: lambda incoming, _parsed: self._status(incoming.sender),
+            Intent.TICKET: self._on_ticket,
+            Intent.TICKETS: self._on_tickets,
+            Intent.RETRY: self._on_retry,
+            Intent.USE_CHANNEL: lambda incoming, _p: self._use_channel(incoming, ChannelRole.IT),
+            Intent.USE_CHANNEL_FOR_APPROVALS: lambda incoming, _p: self._use_channel(
+                incoming, ChannelRole.APPROVALS
+            ),
+            Intent.USERS: self._on_users,
+            Intent.PAUSE: self._on_pause_or_resume,
+            Intent.RESUME: self._on_pause_or_resume,
+        }
+        if self._credentials is not None:
+            table[Intent.SECRETS] = self._on_secrets
+        if self._sync is not None:
+            table[Intent.SYNC_NOW] = lambda _incoming, parsed: self._sync_now(
+                parsed.subject_id or parsed.address or parsed.argument
             )
-            return [_action_reply(paused)]
-        return [Reply(f"**{parsed.intent.value.replace('_', ' ')}** is not available yet.")]
+        if self._doctor is not None:
+            table[Intent.DOCTOR] = self._on_doctor
+        return table
+
+    async def _help(self, person: Person) -> Reply:
+        it_admin = self._roster is not None and await self._roster.is_it_admin(person.id)
+        return Reply(help_text(it_admin=it_admin))
+
+    async def _on_enroll(self, incoming: Incoming, parsed: Parsed) -> Reply:
+        return await self._enrollment_form(incoming, parsed.subject_id or parsed.address)
+
+    async def _on_remove(self, incoming: Incoming, parsed: Parsed) -> Reply:
+        assert self._service is not None
+        subject = parsed.subject_id or parsed.address
+        result = await self._service.request_removal(incoming.sender, subject=subject)
+        return _request_reply(result, "removal")
+
+    async def _on_change(self, incoming: Incoming, parsed: Parsed) -> Reply:
+        assert self._service is not None
+        if not parsed.address:
+            return Reply(f"Which address? For example: **{BY_INTENT[Intent.CHANGE].example}**")
+        result = await self._service.request_change(incoming.sender, mailbox=parsed.address)
+        return _request_reply(result, "change")
+
+    async def _on_ticket(self, incoming: Incoming, parsed: Parsed) -> Reply:
+        # Not only for IT: whoever may read the ticket (see workflows.access) may ask for it. A
+        # number that cannot be a ticket's is answered as one with no ticket behind it.
+        if not parsed.ticket_typed:
+            return Reply(f"Which ticket? For example: **{BY_INTENT[Intent.TICKET].example}**")
+        if parsed.ticket_ref is None:
+            return _unseen(parsed.ticket_typed, await self._reader(incoming.sender))
+        return await self._show_ticket(incoming.sender, parsed.ticket_ref)
+
+    async def _on_tickets(self, incoming: Incoming, _parsed: Parsed) -> Reply:
+        assert self._service is not None
+        reader = await self._reader(incoming.sender)
+        return _ticket_list(readable(await self._service.open_tickets(), reader))
+
+    async def _on_retry(self, incoming: Incoming, parsed: Parsed) -> Reply:
+        assert self._service is not None
+        if not parsed.ticket_typed:
+            return Reply(f"Which ticket? For example: **{BY_INTENT[Intent.RETRY].example}**")
+        if parsed.ticket_ref is None:
+            return _unseen(parsed.ticket_typed, await self._reader(incoming.sender))
+        return _action_reply(await self._service.retry(parsed.ticket_ref, incoming.sender))
+
+    async def _on_secrets(self, _incoming: Incoming, _parsed: Parsed) -> Reply:
+        assert self._credentials is not None
+        report = await self._credentials.scan()
+        return Reply(
+            f"Checked {report.apps} app registrations: {report.findings} credentials need "
+            f"attention, {report.alerted} new alerts posted to the IT channel, "
+            f"{report.resolved} resolved."
+        )
+
+    async def _on_doctor(self, _incoming: Incoming, _parsed: Parsed) -> Reply:
+        assert self._doctor is not None
+        return Reply(doctor_text(await self._doctor.run()))
+
+    async def _on_users(self, _incoming: Incoming, _parsed: Parsed) -> Reply:
+        assert self._service is not None
+        return Reply(card=cards.users_card(await self._service.enrollments(), now=self._clock()))
+
+    async def _on_pause_or_resume(self, incoming: Incoming, parsed: Parsed) -> Reply:
+        assert self._service is not None
+        who = parsed.subject_id or parsed.address or parsed.argument
+        if not who:
+            return Reply(f"Whom? For example: **{BY_INTENT[parsed.intent].example}**")
+        paused = await self._service.set_paused(
+            incoming.sender, who, paused=parsed.intent is Intent.PAUSE
+        )
+        return _action_reply(paused)
 
     async def _sync_now(self, who: str | None) -> Reply:
         assert self._sync is not None and self._service is not None
@@ -430,7 +480,12 @@ class DialogueLogic:
             justification=_free_text(value.get("justification"), 500),
         )
         if result.ok or result.ticket is not None:
-            return _request_reply(result, "request")
+            reply = _request_reply(result, "request")
+            if result.created and result.ticket is not None:
+                # The card turns into its sent state; the confirmation goes into the chat.
+                sent = cards.request_sent_card(result.ticket, now=self._clock())
+                return Reply(reply.text, card=sent)
+            return reply
         form = await self._service.enrollment_form(incoming.sender, subject=subject)
         if form.subject is None:
             return Reply(
@@ -499,6 +554,9 @@ class DialogueLogic:
         if result.ticket is None:
             return Reply(result.message)
         notice = None if result.outcome is ActionOutcome.DONE else _sentence(result.message)
+        if result.outcome is ActionOutcome.NOT_ALLOWED:
+            # They keep seeing the request, without buttons that would only be refused again.
+            return Reply(card=cards.approval_card(result.ticket, now=now, notice=notice))
         return Reply(card=cards.approver_card(result.ticket, now=now, notice=notice))
 
     async def _status(self, person: Person) -> Reply:

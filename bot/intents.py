@@ -74,23 +74,6 @@ class Intent(StrEnum):
     UNKNOWN = "unknown"
 
 
-ADMIN_INTENTS = frozenset(
-    {
-        Intent.USERS,
-        Intent.PAUSE,
-        Intent.RESUME,
-        Intent.TICKETS,
-        Intent.TICKET,
-        Intent.RETRY,
-        Intent.SYNC_NOW,
-        Intent.USE_CHANNEL,
-        Intent.USE_CHANNEL_FOR_APPROVALS,
-        Intent.DOCTOR,
-        Intent.SECRETS,
-    }
-)
-
-
 @dataclass(frozen=True)
 class Mention:
     """A mention entity from the activity: who was mentioned, and the text Teams shows for it."""
@@ -114,10 +97,6 @@ class Parsed:
     ticket_typed: str | None = None
     # The rest of an admin command, e.g. the person after "pause".
     argument: str | None = None
-
-    @property
-    def is_admin(self) -> bool:
-        return self.intent in ADMIN_INTENTS
 
 
 # --- Vocabulary --------------------------------------------------------------------------------

@@ -1,12 +1,10 @@
-"""What the bot says, kept apart from the SDK glue so the wording can change on its own."""
+"""What the bot says before it knows who is asking (a new install, an unconfigured service).
+
+Once it knows, the dialogue gives each person their own help (:func:`bot.commands.help_text`).
+"""
 
 from __future__ import annotations
 
-HELP_TEXT = (
-    "Hi, I'm Syncwarden. I look after access to calendar sync.\n\n"
-    "You can say:\n"
-    "- **add me to calendar sync**: ask for your appointments to appear in Outlook\n"
-    "- **remove me from calendar sync**: stop syncing your calendar\n"
-    "- **status**: see where your request or your sync stands\n"
-    "- **help**: show this message"
-)
+from bot.commands import help_text
+
+HELP_TEXT = help_text(it_admin=False)

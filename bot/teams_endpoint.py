@@ -122,6 +122,10 @@ class SyncwardenAgent(ActivityHandler):
         incoming = _incoming(activity, value=_card_action_value(activity.value))
         await self._dialogue.remember(incoming)
         reply = await self._dialogue.on_card_action(incoming)
+        if reply.card is not None and reply.text:
+            # The card shows the new state in place; the text is news for the chat (a sent
+            # request's confirmation), which an invoke's answer cannot carry as well.
+            await _send(turn_context, reply.text)
         return InvokeResponse(status=200, body=_invoke_body(reply))
 
     async def on_installation_update_add(self, turn_context: TurnContextProtocol[Any]) -> None:

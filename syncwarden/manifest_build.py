@@ -19,6 +19,7 @@ import jsonschema
 from PIL import Image
 
 import manifest
+from bot.commands import manifest_command_lists
 from core.errors import SyncwardenError
 from core.settings import Settings
 
@@ -72,6 +73,8 @@ def render_manifest(
         # Settings are JSON-escaped so a quote in a name cannot break the manifest.
         text = text.replace("${" + name + "}", json.dumps(value)[1:-1])
     text = text.replace("${VALID_DOMAINS}", json.dumps(domains))
+    # The command menus come from the one declaration of the bot's commands.
+    text = text.replace("${COMMAND_LISTS}", json.dumps(manifest_command_lists()))
     left = sorted(set(re.findall(r"\$\{([A-Z_]+)\}", text)))
     if left:
         raise ManifestError([f"the manifest template has unknown placeholders: {', '.join(left)}"])

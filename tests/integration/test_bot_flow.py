@@ -119,6 +119,7 @@ async def test_request_approve_and_provision_through_teams(
     assert inputs["mailbox"]["value"] == "sasha.verhoeven@example.edu"
     assert [c["value"] for c in inputs["profile"]["choices"]] == ["prof-sasha"]
 
+    before = len(recorder.requests)
     submitted = await click(
         client,
         invoke(
@@ -134,8 +135,12 @@ async def test_request_approve_and_provision_through_teams(
             },
         ),
     )
-    assert submitted["type"] == "application/vnd.microsoft.activity.message"
-    assert "SW-1001" in submitted["value"]
+    # The card turns into its sent state (no Send button left) and the chat gets the answer.
+    assert submitted["type"] == "application/vnd.microsoft.card.adaptive"
+    assert "actions" not in submitted["value"]
+    assert "SW-1001" in str(submitted["value"]) and "Sent" in str(submitted["value"])
+    [confirmation] = [r.body for r in recorder.requests[before:]]
+    assert "SW-1001" in confirmation["text"] and "approver has been asked" in confirmation["text"]
 
     refused = await click(
         client, invoke(h, "blake", recorder.url, "approve", {"ticket": "SW-1001", "version": 1})
@@ -145,6 +150,7 @@ async def test_request_approve_and_provision_through_teams(
         client, invoke(h, "sasha", recorder.url, "approve", {"ticket": "SW-1001", "version": 1})
     )
     assert "cannot approve a request about yourself" in str(not_yours["value"])
+    assert "actions" not in not_yours["value"], "a refused click keeps a card without buttons"
     still = await h.service.get_ticket("SW-1001")
     assert still is not None and still.status == TicketStatus.AWAITING_APPROVAL
 
@@ -180,6 +186,17 @@ async def test_admin_commands_are_refused_politely_to_others(
     assert "only IT admins" in reply["text"]
     listing = await say(client, h, "dana", recorder, "tickets")
     assert listing["text"] == "No open tickets."
+
+
+async def test_help_is_per_person_staff_see_theirs_it_admins_theirs_too(
+    client: WebClient, h: Harness, recorder: ConnectorRecorder
+) -> None:
+    staff = await say(client, h, "sasha", recorder, "help")
+    assert "change my sync address to" in staff["text"]
+    assert "**tickets**" not in staff["text"] and "IT admin" not in staff["text"]
+    it = await say(client, h, "dana", recorder, "help")
+    assert "change my sync address to" in it["text"]
+    assert "**tickets**" in it["text"] and "**pause someone@example.edu**" in it["text"]
 
 
 async def test_unknown_text_gets_help(

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.intents import ADMIN_INTENTS, Intent, Mention, Parsed, parse
+from bot.commands import ADMIN_INTENTS
+from bot.intents import Intent, Mention, Parsed, parse
 
 CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "phrasings.tsv"
 BAR = 0.95
