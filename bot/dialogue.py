@@ -432,7 +432,7 @@ class DialogueLogic:
             return Reply(NOT_CONFIGURED)
         if not await self._roster.is_it_admin(incoming.sender.id):
             return Reply("Only IT admins can acknowledge or snooze credential alerts.")
-        alert = str(incoming.value.get("alert") or "")
+        alert = _card_text(incoming.value.get("alert")) or ""
         actor = incoming.sender.name or incoming.sender.id
         if verb == cards.Verb.ACKNOWLEDGE:
             outcome = await self._credentials.acknowledge(alert, actor)
@@ -468,8 +468,9 @@ class DialogueLogic:
     async def _submit_request(self, incoming: Incoming) -> Reply:
         assert self._service is not None
         value = incoming.value
-        named = [str(value.get(key) or "") for key in ("subject", "mailbox", "profile")]
-        if any(name and not _plausible(name, 320) for name in named):
+        given = [_card_text(value.get(key)) for key in ("subject", "mailbox", "profile")]
+        named = [name for name in given if name is not None]
+        if len(named) < len(given) or any(name and not _plausible(name, 320) for name in named):
             return Reply(UNREADABLE_FORM)
         subject = named[0] or None
         result = await self._service.request_enrollment(
@@ -499,7 +500,7 @@ class DialogueLogic:
                 addresses=list(form.addresses),
                 primary=form.primary,
                 profiles=list(result.profile_candidates or form.profiles),
-                chosen_profile=str(value.get("profile") or "") or None,
+                chosen_profile=named[2] or None,
                 justification=_free_text(value.get("justification"), 500),
                 errors=errors,
                 subject_id=subject,
@@ -641,8 +642,17 @@ def _plausible(identifier: str, longest: int) -> bool:
 
 
 def _free_text(value: Any, longest: int) -> str:
-    """Free text from card data (a justification, a comment), as the card allows it to be."""
-    return storable_text(value, longest)
+    """Free text from card data (a justification, a comment), as the card allows it to be; a
+    value the card cannot have sent (a list, an object) counts as nothing, never as its repr."""
+    return storable_text(_card_text(value) or "", longest)
+
+
+def _card_text(value: Any) -> str | None:
+    """A card input's value: text, "" when absent, None when it is not text at all (card inputs
+    are strings; a list or an object is forged, and its Python form must never be shown)."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else None
 
 
 def _int_or_none(value: Any) -> int | None:

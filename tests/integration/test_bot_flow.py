@@ -497,3 +497,24 @@ async def test_sync_now_asks_the_worker_for_a_run_for_it_admins_only(
         assert state is not None and state.requested_at is not None
     [report] = await worker.run_requested()
     assert report.enrollment_id == enrollment and report.ok
+
+
+async def test_card_values_that_are_not_text_are_never_shown_as_python_values(
+    client: WebClient, h: Harness, recorder: ConnectorRecorder
+) -> None:
+    """Card inputs are strings; a list or an object can only be forged, and its Python form
+    (``['x']``, ``{'a': 1}``) must not reach a person or a ticket."""
+    listed = await click(
+        client,
+        invoke(h, "sasha", recorder.url, "submit_request", {"mailbox": ["x@example.edu"]}),
+    )
+    assert "can't read that form" in str(listed["value"])
+    assert "[" not in str(listed["value"])
+    assert await h.service.get_ticket("SW-1001") is None
+
+    await click(
+        client,
+        invoke(h, "sasha", recorder.url, "submit_request", {"justification": {"a": 1}}),
+    )
+    ticket = await h.service.get_ticket("SW-1001")
+    assert ticket is not None and ticket.justification == ""
