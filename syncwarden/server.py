@@ -35,6 +35,7 @@ from core.tracing import configure_tracing
 from sync.subscriptions import MailboxSubscriptions
 from syncwarden import __version__
 from syncwarden.background import BackgroundWork
+from syncwarden.demo_data import load_demo_scheduling
 from syncwarden.doctor import Doctor
 from syncwarden.m365 import Microsoft365, build_microsoft365
 from syncwarden.migrate import upgrade_to_head
@@ -91,6 +92,8 @@ async def serve(
         status = await upgrade_to_head(engine)
         log.info("database.migrated", schema=status.current)
         sessions = session_factory(engine)
+        if with_sandbox:  # demo profiles and appointments, only into empty tables
+            await load_demo_scheduling(settings, sessions)
         teams_http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0))
         stack.push_async_callback(teams_http.aclose)
         dispatcher, conversations = build_teams_delivery(settings, sessions, teams_http)
