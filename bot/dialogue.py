@@ -98,6 +98,10 @@ NOT_CONFIGURED = (
 )
 UNKNOWN_SENDER = "Sorry, I can't tell who sent that, so I can't act on it."
 UNREADABLE_FORM = "I can't read that form; please ask me again."
+UNRESOLVED_MENTION = (
+    "I couldn't look up the person you mentioned. Please give their email address instead, "
+    "for example **add someone@example.edu to calendar sync**."
+)
 ADMIN_ONLY = "Sorry, only IT admins can do that. Ask me **help** to see what you can do."
 
 
@@ -185,6 +189,9 @@ class DialogueLogic:
         )
         if parsed.intent in (Intent.HELP, Intent.UNKNOWN):
             return [await self._help(incoming.sender)]
+        if parsed.subject_id and ":" in parsed.subject_id:
+            # A Teams id (29:…) the connector could not turn into a person: never shown to anyone.
+            return [Reply(UNRESOLVED_MENTION)]
         if self._service is None or self._roster is None:
             return [Reply(NOT_CONFIGURED)]
         if is_it_only(parsed.intent) and not await self._roster.is_it_admin(incoming.sender.id):

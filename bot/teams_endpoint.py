@@ -27,7 +27,7 @@ import json
 import re
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
@@ -43,7 +43,12 @@ from microsoft_agents.activity import (
 )
 from microsoft_agents.authentication.msal import MsalConnectionManager
 from microsoft_agents.hosting.aiohttp import CloudAdapter, jwt_authorization_decorator
-from microsoft_agents.hosting.core import ActivityHandler, AgentAuthConfiguration, TurnContext
+from microsoft_agents.hosting.core import (
+    ActivityHandler,
+    AgentAuthConfiguration,
+    ChannelServiceAdapter,
+    TurnContext,
+)
 from microsoft_agents.hosting.core.authorization import (
     AuthTypes,
     ClaimsIdentity,
@@ -110,7 +115,10 @@ class SyncwardenAgent(ActivityHandler):
         if self._dialogue is None:
             await _send(turn_context, HELP_TEXT)
             return
-        for reply in await self._dialogue.on_message(_incoming(turn_context.activity)):
+        incoming = _incoming(turn_context.activity)
+        if any(m.aad_object_id is None for m in incoming.mentions):
+            incoming = replace(incoming, mentions=await _resolved_mentions(turn_context, incoming))
+        for reply in await self._dialogue.on_message(incoming):
             await _send(turn_context, _activity_for(reply))
 
     async def on_invoke_activity(self, turn_context: TurnContextProtocol[Any]) -> InvokeResponse:
@@ -209,6 +217,46 @@ def _incoming(activity: Any, *, value: dict[str, Any] | None = None) -> Incoming
         mentions=mentions,
         bot_names=(activity.recipient.name,) if getattr(activity.recipient, "name", None) else (),
     )
+
+
+# Where the SDK keeps this turn's connector client in the turn state (ChannelServiceAdapter's
+# _AGENT_CONNECTOR_CLIENT_KEY; read from the class so an SDK rename fails loudly in tests).
+CONNECTOR_CLIENT_KEY: str = ChannelServiceAdapter._AGENT_CONNECTOR_CLIENT_KEY
+_TEAMS_USER_ID = re.compile(r"[0-9]{1,3}:[A-Za-z0-9_.\-]{1,250}")
+
+
+async def _resolved_mentions(
+    turn_context: TurnContextProtocol[Any], incoming: Incoming
+) -> tuple[Mention, ...]:
+    """Mentions with the Entra object id each person has, asked of the connector where the
+    activity did not say it.
+
+    Teams' mention entities carry the Teams user id (``29:…``) and the display name, usually not
+    the Entra object id the directory needs. The connector's conversation member API answers it
+    (``GET /v3/conversations/{conversationId}/members/{userId}``: learn.microsoft.com, Microsoft
+    Teams platform, "Get single member details"). A mention it cannot resolve is kept as it was;
+    the dialogue then asks for an address instead of showing a Teams id to anyone.
+    """
+    connector = turn_context.turn_state.get(CONNECTOR_CLIENT_KEY)
+    conversation_id = incoming.conversation.conversation_id
+    resolved = []
+    for mention in incoming.mentions:
+        aad_id = mention.aad_object_id
+        bot = mention.user_id == incoming.conversation.bot_id
+        # Only what has a Teams user id's shape (29:…) goes into the connector's URL path.
+        lookable = _TEAMS_USER_ID.fullmatch(mention.user_id) is not None
+        if aad_id is None and connector is not None and lookable and not bot:
+            try:
+                member = await connector.conversations.get_conversation_member(
+                    conversation_id, mention.user_id
+                )
+                aad_id = getattr(member, "aad_object_id", None) or None
+            except aiohttp.ClientResponseError as error:  # not a member of this conversation
+                log.info("bot.mention_unresolved", status=error.status)
+            except Exception as error:  # the person still gets an answer, asking for an address
+                report_unexpected(log, "bot.mention_lookup_failed", error, where="bot.mentions")
+        resolved.append(replace(mention, aad_object_id=aad_id))
+    return tuple(resolved)
 
 
 def _card_action_value(value: Any) -> dict[str, Any]:

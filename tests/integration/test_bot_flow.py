@@ -518,3 +518,38 @@ async def test_card_values_that_are_not_text_are_never_shown_as_python_values(
     )
     ticket = await h.service.get_ticket("SW-1001")
     assert ticket is not None and ticket.justification == ""
+
+
+async def test_a_mention_carrying_only_a_teams_id_is_resolved_through_the_connector(
+    client: WebClient, h: Harness, recorder: ConnectorRecorder
+) -> None:
+    """Teams' mention entity names the Teams user id and display name; the Entra object id comes
+    from the connector's member API. A mention it cannot resolve asks for an address and never
+    shows the Teams id."""
+    sasha = h.person("sasha")
+    recorder.members["29:sasha"] = {"id": "29:sasha", "name": sasha.name, "aadObjectId": sasha.id}
+
+    def mentioning(member_id: str, name: str) -> dict[str, Any]:
+        text = f"<at>Syncwarden</at> add <at>{name}</at> to calendar sync"
+        activity = from_person(h, "dana", message_activity(recorder.url, text))
+        activity["entities"] = [
+            {"type": "mention", "text": "<at>Syncwarden</at>",
+             "mentioned": {"id": "28:syncwarden-bot", "name": "Syncwarden"}},
+            {"type": "mention", "text": f"<at>{name}</at>",
+             "mentioned": {"id": member_id, "name": name}},
+        ]
+        return activity
+
+    before = len(recorder.requests)
+    response = await client.post("/api/messages", json=mentioning("29:sasha", sasha.name))
+    assert response.status < 300
+    [form] = [r.body for r in recorder.requests[before:]]
+    card = form["attachments"][0]["content"]
+    assert sasha.name in str(card) and "29:sasha" not in str(card)
+    assert recorder.lookups == ["29:sasha"], "the bot's own mention is not looked up"
+
+    before = len(recorder.requests)
+    response = await client.post("/api/messages", json=mentioning("29:stranger", "Someone"))
+    assert response.status < 300
+    [answer] = [r.body for r in recorder.requests[before:]]
+    assert "email address" in answer["text"] and "29:" not in answer["text"]

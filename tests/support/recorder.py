@@ -33,6 +33,10 @@ class ConnectorRecorder:
     server: TestServer | None = None
     # Answers to give before the normal 200: (status, headers, body text).
     scripted: list[tuple[int, dict[str, str], str]] = field(default_factory=list)
+    # Conversation members the member API knows, by Teams user id; and the lookups it answered
+    # (kept apart from ``requests``, which are the bot's sends).
+    members: dict[str, dict[str, Any]] = field(default_factory=dict)
+    lookups: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.release.set()
@@ -54,6 +58,9 @@ class ConnectorRecorder:
             await self.server.close()
 
     async def _handle(self, request: web.Request) -> web.Response:
+        parts = request.path.strip("/").split("/")
+        if request.method == "GET" and len(parts) == 5 and parts[:2] == ["v3", "conversations"]:
+            return self._member(parts[4])
         raw = await request.text()
         body = json.loads(raw) if raw else None
         self.requests.append(
@@ -65,6 +72,18 @@ class ConnectorRecorder:
             status, headers, text = self.scripted.pop(0)
             return web.Response(status=status, headers=headers, text=text)
         return web.json_response({"id": f"reply-{len(self.requests)}"})
+
+
+    def _member(self, member_id: str) -> web.Response:
+        """``GET /v3/conversations/{id}/members/{userId}`` (learn.microsoft.com, Teams platform,
+        "Get single member details"): the member with ``aadObjectId``, or 404 when the user is
+        not in the conversation (the error body's wording is not published; any 404 will do)."""
+        self.lookups.append(member_id)
+        if member_id in self.members:
+            return web.json_response(self.members[member_id])
+        return web.json_response(
+            {"error": {"code": "NotFound", "message": "member not found"}}, status=404
+        )
 
 
 def message_activity(
