@@ -230,7 +230,9 @@ async def test_the_conversation_limit_holds_for_many_people_in_one_channel(
         helps = [r for r in replies if not r.body["text"].startswith(CHAT_NOTICE)]
         assert len(helps) == 10, "no person is over their own limit; the channel is"
         assert len(replies) == 10 + 1
-        assert bot.m365_requests() == 0
+        # Help is per person (IT admins see theirs too): the IT admins group is read once, then
+        # the roster's cache answers; refused turns read nothing.
+        assert bot.m365_requests() <= 1
 
 
 async def test_limited_card_clicks_still_get_an_invoke_answer_and_do_nothing(

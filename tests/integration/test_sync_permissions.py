@@ -33,6 +33,7 @@ from workflows.model import TicketStatus
 from workflows.ports import NotificationKind
 from workflows.records import Enrollment, Step
 from workflows.steps import StepName, StepState
+from workflows.wording import step_label
 
 AVERY = "avery.quinlan@example.edu"
 OUTSIDE_POLICY = "sasha.verhoeven@example.edu"
@@ -159,7 +160,7 @@ async def test_a_ticket_step_refused_for_the_permission_fails_at_once_naming_it(
         failed = await h.service.get_ticket(removal.ref)
         assert failed is not None and failed.status == TicketStatus.FAILED
         reason = failed.failure_reason or ""
-        assert reason.startswith(StepName.REMOVE_SYNCED_EVENTS.value)
+        assert reason.startswith(step_label(StepName.REMOVE_SYNCED_EVENTS))
         assert PERMISSION in reason and "admin consent" in reason
         async with h.sessions() as session:
             step = await session.scalar(
