@@ -188,6 +188,22 @@ class ConversationStore:
             )
             return record.as_ref() if record else None
 
+    async def latest(self) -> ConversationRef | None:
+        """The most recently refreshed reference of any conversation the bot is still in.
+
+        A chat the bot opens itself (its app installed for someone through Graph) comes with no
+        activity, so no service URL or bot id: Teams serves a tenant from one regional service
+        URL, and the bot's id is its own, so both are taken from the newest conversation known.
+        """
+        async with self._sessions() as session:
+            record = await session.scalar(
+                select(ConversationRecord)
+                .where(ConversationRecord.installed.is_(True))
+                .order_by(ConversationRecord.updated_at.desc())
+                .limit(1)
+            )
+            return record.as_ref() if record else None
+
     async def mris_of(self, aad_object_ids: list[str]) -> list[str]:
         """Teams ids of those among these people who have a 1:1 chat with the bot."""
         wanted = [object_id.lower() for object_id in aad_object_ids]

@@ -10,6 +10,11 @@ Failures are classified for the outbox: a 429/412/5xx is retried here a few time
 ``Retry-After``) and otherwise left for the outbox to try again later; a person who blocked the bot
 (403) or a conversation that no longer exists (404) can never be reached, which is reported as
 :class:`workflows.ports.UndeliverableError` so the outbox stops trying.
+
+Teams lets the bot write only to people who have its app. For someone with no 1:1 chat yet (an
+approver or requester who never opened Syncwarden) the app is installed for them through Graph
+(an :class:`AppInstaller`) and the message goes to the chat that opens. When that is refused, the
+reason given to the outbox (and so to IT) says what to grant, upload or license.
 """
 
 from __future__ import annotations
@@ -26,11 +31,13 @@ from bot import cards
 from bot.conversations import (
     CardPostStore,
     ChannelRole,
+    ConversationKind,
     ConversationRef,
     ConversationStore,
     PostedCard,
 )
 from bot.rate_limit import ConversationRateLimiter
+from connectors.errors import ConnectorError
 from connectors.graph.error_mapping import parse_retry_after
 from core.db import utc_now
 from core.logging import get_logger
@@ -63,6 +70,15 @@ class BotTokenSource(Protocol):
         ...
 
 
+class AppInstaller(Protocol):
+    async def ensure_installed(self, user_id: str, external_app_id: str) -> str:
+        """Install the Teams app (by manifest id) for the person if needed; the chat id.
+
+        Raises a :class:`connectors.errors.ConnectorError` whose message tells IT what to do.
+        """
+        ...
+
+
 class TeamsSendError(DeliveryDeferredError):
     """Teams did not take the message this time; the outbox will try again later."""
 
@@ -81,7 +97,11 @@ class TeamsDelivery:
         limiter: ConversationRateLimiter | None = None,
         clock: Callable[[], datetime] = utc_now,
         sleep: Sleep = asyncio.sleep,
+        installer: AppInstaller | None = None,
+        teams_app_id: str | None = None,
     ) -> None:
+        """``installer`` and ``teams_app_id`` (the manifest id: the bot's app id) let the bot
+        reach people with no chat with it yet; without them such people are undeliverable."""
         self._http = http
         self._tokens = tokens
         self._conversations = conversations
@@ -89,14 +109,12 @@ class TeamsDelivery:
         self._limiter = limiter or ConversationRateLimiter()
         self._clock = clock
         self._sleep = sleep
+        self._installer = installer
+        self._teams_app_id = teams_app_id
         self._rng = random.Random()  # noqa: S311 - jitter, not secrecy
 
     async def to_user(self, user_id: str, notification: Notification, *, key: str) -> None:
-        ref = await self._conversations.for_user(user_id)
-        if ref is None:
-            raise UndeliverableError(
-                f"no 1:1 chat with {user_id}: they have not installed the app or written to the bot"
-            )
+        ref = await self._conversations.for_user(user_id) or await self._open_chat(user_id)
         if ref.blocked:
             raise UndeliverableError(f"{user_id} has blocked the bot")
         if notification.kind in _APPROVAL_KINDS:
@@ -108,6 +126,47 @@ class TeamsDelivery:
         await self._send(
             ref, {"type": "message", "text": notification.text, "textFormat": "markdown"}
         )
+
+    async def _open_chat(self, user_id: str) -> ConversationRef:
+        """Install the app for a person with no 1:1 chat, remember that chat, and return it.
+
+        The new chat is written like any other 1:1 reference (so the next message finds it
+        without Graph), with the service URL and bot id of the newest known conversation.
+        """
+        no_chat = (
+            f"no 1:1 chat with {user_id}: they have not installed the app or written to the bot"
+        )
+        if self._installer is None or not self._teams_app_id:
+            raise UndeliverableError(no_chat)
+        known = await self._conversations.latest()
+        if known is None:
+            raise UndeliverableError(
+                f"{no_chat}, and no conversation with the bot is known yet, so Teams' address for "
+                "this organisation is unknown; add the app to the IT team first"
+            )
+        try:
+            chat_id = await self._installer.ensure_installed(user_id, self._teams_app_id)
+        except ConnectorError as error:
+            if error.retryable:
+                raise TeamsSendError(
+                    f"installing the Teams app for {user_id} failed for now: {error.message}",
+                    retry_after=error.retry_after,
+                ) from None
+            raise UndeliverableError(
+                f"{no_chat}, and Syncwarden could not install its Teams app for them: "
+                f"{error.message}"
+            ) from None
+        ref = ConversationRef(
+            conversation_id=chat_id,
+            kind=ConversationKind.PERSONAL,
+            service_url=known.service_url,
+            tenant_id=known.tenant_id,
+            bot_id=known.bot_id,
+            user_aad_id=user_id,
+        )
+        await self._conversations.remember(ref)
+        log.info("teams.app_installed", user=user_id, conversation=chat_id)
+        return ref
 
     async def to_channel(self, channel: Channel, notification: Notification, *, key: str) -> None:
         ref = await self._conversations.for_role(ChannelRole(channel.value))

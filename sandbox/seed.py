@@ -24,6 +24,7 @@ from sandbox.state import (
     KeyCredential,
     PasswordCredential,
     ServicePrincipal,
+    TeamsApp,
     TenantState,
     User,
 )
@@ -105,6 +106,7 @@ def load_seed(
             jobTitle=entry.get("jobTitle"),
             department=entry.get("department"),
             has_mailbox=entry.get("hasMailbox", True),
+            has_teams=entry.get("hasTeams", True),
             created=now - dt.timedelta(days=400),
         )
         state.users[user.id] = user
@@ -139,6 +141,16 @@ def load_seed(
 
     for entry in raw.get("applications", []):
         add_application(state, info, entry, now)
+
+    for entry in raw.get("teamsApps", []):
+        teams_app = TeamsApp(
+            id=entry.get("id") or _stable_uuid("teamsApp", entry["externalId"]),
+            externalId=entry["externalId"],
+            displayName=entry["displayName"],
+            distributionMethod=entry.get("distributionMethod", "organization"),
+            web_application_id=entry.get("webApplicationId"),
+        )
+        state.teams_apps[teams_app.id] = teams_app
 
     for entry in raw.get("accessPolicies", []):
         state.access_policies[entry["appId"]] = AccessPolicy(entry["appId"], entry["scopeGroup"])

@@ -37,6 +37,7 @@ from sandbox.graph_core import (
 from sandbox.graph_events import EventsFront
 from sandbox.graph_groups import GroupsFront
 from sandbox.graph_subscriptions import SubscriptionsFront
+from sandbox.graph_teamwork import TeamworkFront
 from sandbox.graph_users import UsersFront
 from sandbox.knobs import Behaviour, FaultRule, Knobs, RequestRecord
 from sandbox.odata import GraphError
@@ -61,6 +62,7 @@ class SandboxTenant:
         self.pipeline.add(AppsFront(ctx).routes())
         self.pipeline.add(self.events.routes())
         self.pipeline.add(self.subscriptions.routes())
+        self.pipeline.add(TeamworkFront(ctx).routes())
         self._runner: web.AppRunner | None = None
 
     # ------------------------------------------------------------ lifecycle

@@ -121,6 +121,8 @@ class User:
     officeLocation: str | None = None  # noqa: N815
     mobilePhone: str | None = None  # noqa: N815
     has_mailbox: bool = True
+    # A Teams licence: without one, Teams (and its Graph teamwork API) knows nothing of them.
+    has_teams: bool = True
     created: dt.datetime = field(default_factory=utcnow)
 
     def to_graph(self) -> JsonDict:
@@ -290,6 +292,42 @@ class ServicePrincipal:
 
 
 @dataclass
+class TeamsApp:
+    """An app in the tenant's Teams app catalog.
+
+    ``id`` is the catalog's own id; ``externalId`` is the id in the app's manifest (for a bot
+    app, its Microsoft App ID), which is how a caller finds its app in the catalog.
+    """
+
+    id: str
+    externalId: str  # noqa: N815
+    displayName: str  # noqa: N815
+    distributionMethod: str = "organization"  # noqa: N815
+    # The Entra app named in the manifest's webApplicationInfo: the app the *Self* installation
+    # permissions let install this Teams app (and no other).
+    web_application_id: str | None = None
+
+    def to_graph(self) -> JsonDict:
+        return {
+            "id": self.id,
+            "externalId": self.externalId,
+            "displayName": self.displayName,
+            "distributionMethod": self.distributionMethod,
+        }
+
+
+@dataclass
+class TeamsAppInstallation:
+    """A Teams app installed in one person's personal scope, and the 1:1 chat it opened."""
+
+    id: str
+    user_id: str
+    app_id: str
+    chat_id: str
+    created: dt.datetime = field(default_factory=utcnow)
+
+
+@dataclass
 class AccessPolicy:
     """An Exchange application access policy (RestrictAccess) for one app."""
 
@@ -317,6 +355,9 @@ class TenantState:
     # app through the door; these decide which cmdlets and parameters it may use.
     exchange_roles: dict[str, set[str]] = field(default_factory=dict)
     events: dict[str, dict[str, CalendarEvent]] = field(default_factory=dict)
+    # The Teams app catalog by catalog id, and each person's personal-scope installations.
+    teams_apps: dict[str, TeamsApp] = field(default_factory=dict)
+    teams_installations: dict[str, list[TeamsAppInstallation]] = field(default_factory=dict)
     change_seq: int = 0
     change_log: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
     listeners: list[EventListener] = field(default_factory=list)

@@ -33,6 +33,7 @@ from connectors.errors import (
     PermissionMissingError,
 )
 from connectors.exchange.client import MEMBERSHIP_ROLE
+from connectors.graph.teamwork import CATALOG_PERMISSION, INSTALL_PERMISSION
 from connectors.ports import DirectoryGroup, DirectoryUser, GroupKind
 from connectors.tokens import granted_roles
 from core.settings import Settings, find_problems
@@ -46,6 +47,9 @@ GRAPH_ROLES = (
     "GroupMember.ReadWrite.All",
     "Application.Read.All",
     "Calendars.ReadWrite",
+    # Installing the Teams app for people who never opened it, so their cards reach them.
+    INSTALL_PERMISSION,
+    CATALOG_PERMISSION,
 )
 # The Entra app role that lets a token into Exchange Online's admin API at all. What the app may do
 # there is decided by Exchange's own roles, checked separately ("exchange group access").
@@ -157,6 +161,7 @@ class Doctor:
             self._channel(ChannelRole.IT),
             self._channel(ChannelRole.APPROVALS),
             self._bot_credentials,
+            self._teams_app,
         ]
         for step in steps:
             try:
@@ -509,6 +514,35 @@ class Doctor:
         except ConnectorError as error:
             return failed(name, str(error), _credential_fix("SYNCWARDEN_BOT__"))
         return passed(name, f"Bot Framework token acquired for app {self._settings.bot.app_id}")
+
+    async def _teams_app(self, found: _Findings) -> Check:
+        """The Teams app is in the organisation's catalog, so it can be installed for people.
+
+        Graph installs only apps in the organisation's catalog (or the Teams Store), found by
+        the manifest id, which is the bot's app id. Skipped when that cannot be asked: no Graph
+        token, no bot app id, or no permission to read the catalog (named above).
+        """
+        name = "teams app"
+        bot_app_id = self._settings.bot.app_id
+        if not found.graph_ok or self._m365 is None:
+            return skipped(name, "needs a Graph token")
+        if not bot_app_id:
+            return skipped(name, "no bot app id is configured, so there is no app to look for")
+        try:
+            catalog_id = await self._m365.teamwork.catalog_app_id(bot_app_id)
+        except PermissionMissingError as error:
+            return skipped(name, f"cannot read the app catalog without {error.permission}")
+        except ConnectorError as error:
+            return failed(name, str(error), "check Microsoft 365 service health and retry")
+        if catalog_id is None:
+            return failed(
+                name,
+                f"no app with manifest id {bot_app_id} in your organisation's Teams app catalog, "
+                "so Syncwarden cannot install it for people who never opened it",
+                "run `syncwarden manifest build` and upload appPackage.zip in the Teams admin "
+                "center (Teams apps > Manage apps > Upload new app)",
+            )
+        return passed(name, f"in the organisation's app catalog (catalog id {catalog_id})")
 
 
 _TEST_MAILBOX_FIX = (

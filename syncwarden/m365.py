@@ -27,6 +27,7 @@ from connectors.graph.calendar import GraphCalendar
 from connectors.graph.client import GraphClient
 from connectors.graph.directory import GraphDirectory
 from connectors.graph.subscriptions import GraphSubscriptions
+from connectors.graph.teamwork import GraphTeamwork
 from connectors.groups import SyncGroupMembership
 from connectors.http import create_http_client
 from connectors.limits import ConcurrencyLimiter
@@ -45,6 +46,8 @@ class Microsoft365:
     applications: GraphApplications
     calendar: GraphCalendar
     subscriptions: GraphSubscriptions
+    # Installs the Teams app for people the bot must reach (no 1:1 chat with it yet).
+    teamwork: GraphTeamwork
     exchange: ExchangeAdminClient
     sync_group: SyncGroupMembership | None
     cached_directory: CachedDirectory
@@ -99,6 +102,7 @@ def build_microsoft365(
         applications=GraphApplications(graph),
         calendar=GraphCalendar(graph),
         subscriptions=GraphSubscriptions(graph),
+        teamwork=GraphTeamwork(graph),
         exchange=exchange,
         sync_group=SyncGroupMembership(directory, exchange, group_id) if group_id else None,
         cached_directory=CachedDirectory(

@@ -94,14 +94,16 @@ async def serve(
         sessions = session_factory(engine)
         if with_sandbox:  # demo profiles and appointments, only into empty tables
             await load_demo_scheduling(settings, sessions)
-        teams_http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0))
-        stack.push_async_callback(teams_http.aclose)
-        dispatcher, conversations = build_teams_delivery(settings, sessions, teams_http)
-        workflows = None
         m365 = build_microsoft365(settings) if settings.graph.client_id else None
         if m365 is not None:
             stack.push_async_callback(m365.aclose)
             await _report_microsoft365(m365)
+        teams_http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0))
+        stack.push_async_callback(teams_http.aclose)
+        # With Microsoft 365, delivery can install the Teams app for someone it has no chat with.
+        dispatcher, conversations = build_teams_delivery(settings, sessions, teams_http, m365=m365)
+        workflows = None
+        if m365 is not None:
             workflows = build_workflows(settings, sessions, m365, on_notification=dispatcher.wake)
             if workflows is not None:
                 stack.push_async_callback(workflows.sync.aclose)

@@ -217,9 +217,24 @@ class BotTokens:
 
 
 def build_teams_delivery(
-    settings: Settings, sessions: async_sessionmaker[AsyncSession], http: httpx.AsyncClient
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    http: httpx.AsyncClient,
+    *,
+    m365: Microsoft365 | None = None,
 ) -> tuple[OutboxDispatcher, ConversationStore]:
-    """The outbox dispatcher that delivers to Teams, and the conversation store it writes with."""
+    """The outbox dispatcher that delivers to Teams, and the conversation store it writes with.
+
+    With ``m365``, a person with no chat with the bot gets the Teams app installed for them
+    through Graph (the manifest id is the bot's app id); without it they stay undeliverable.
+    """
     conversations = ConversationStore(sessions)
-    delivery = TeamsDelivery(http, BotTokens(settings), conversations, CardPostStore(sessions))
+    delivery = TeamsDelivery(
+        http,
+        BotTokens(settings),
+        conversations,
+        CardPostStore(sessions),
+        installer=m365.teamwork if m365 is not None else None,
+        teams_app_id=settings.bot.app_id,
+    )
     return OutboxDispatcher(sessions, delivery), conversations

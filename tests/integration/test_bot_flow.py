@@ -453,7 +453,7 @@ async def test_doctor_command_answers_it_admins_with_the_checklist(
         reply = await say(client, h, "dana", recorder, "doctor")
         text = reply["text"]
         # No Teams channel has been given a role yet, and nobody is named as IT admin in settings.
-        assert text.startswith("**Doctor: 3 of 14 checks failed.**"), text
+        assert text.startswith("**Doctor: 3 of 15 checks failed.**"), text
         assert "✅ **access policy**: Test-ApplicationAccessPolicy says Granted" in text
         assert "❌ **IT channel**: not set" in text
         assert "Fix: in the Teams channel, say '@Syncwarden use this channel for alerts'" in text

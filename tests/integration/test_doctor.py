@@ -118,6 +118,7 @@ async def test_default_sandbox_passes_every_check(run_doctor: RunDoctor) -> None
         "IT channel",
         "approvals channel",
         "bot credentials",
+        "teams app",
     }
     assert "through Exchange Online" in checks["sync group"].detail
     assert "Granted" in checks["access policy"].detail
@@ -137,6 +138,39 @@ async def test_a_missing_graph_permission_is_named_with_how_to_grant_it(
     assert permissions.detail == "missing GroupMember.ReadWrite.All"
     assert permissions.fix is not None
     assert "GroupMember.ReadWrite.All" in permissions.fix and "admin consent" in permissions.fix
+
+
+@pytest.mark.parametrize(
+    "permission", ["TeamsAppInstallation.ReadWriteForUser.All", "AppCatalog.Read.All"]
+)
+async def test_the_permissions_to_install_the_teams_app_are_checked(
+    tenant: SandboxTenant, run_doctor: RunDoctor, permission: str
+) -> None:
+    """Without them a person who never opened the app cannot get their card."""
+    tenant.revoke_role(tenant.seed.app_ids[SYNCWARDEN_APP], GRAPH, permission)
+
+    checks = by_name(await run_doctor())
+
+    assert checks["graph permissions"].verdict is Verdict.FAIL
+    assert checks["graph permissions"].detail == f"missing {permission}"
+    teams_app = checks["teams app"]
+    if permission == "AppCatalog.Read.All":
+        assert teams_app.verdict is Verdict.SKIP and permission in teams_app.detail
+    else:
+        assert teams_app.verdict is Verdict.PASS
+
+
+async def test_a_teams_app_missing_from_the_catalog_is_named_with_how_to_upload_it(
+    tenant: SandboxTenant, run_doctor: RunDoctor
+) -> None:
+    tenant.state.teams_apps.clear()
+
+    report = await run_doctor()
+
+    teams_app = by_name(report)["teams app"]
+    assert not report.ok and teams_app.verdict is Verdict.FAIL
+    assert tenant.seed.app_ids[BOT_APP] in teams_app.detail
+    assert "Upload new app" in (teams_app.fix or "")
 
 
 async def test_a_missing_calendar_permission_is_named_not_taken_for_the_access_policy(
@@ -368,4 +402,4 @@ async def test_the_command_exits_0_when_green_and_1_with_the_fix_when_not(
     assert red.returncode == 1
     assert "FAIL  test mailbox:" in red.stdout
     assert "      fix: make sure the person is in the sync group" in red.stdout
-    assert red.stdout.rstrip().endswith("2 of 14 checks failed.")
+    assert red.stdout.rstrip().endswith("2 of 15 checks failed.")

@@ -55,6 +55,8 @@ async def test_msal_client_secret_gets_graph_token_with_granted_roles(
         "GroupMember.ReadWrite.All",
         "Application.Read.All",
         "Calendars.ReadWrite",
+        "TeamsAppInstallation.ReadWriteForUser.All",
+        "AppCatalog.Read.All",
     }
     assert claims["exp"] - claims["iat"] == 3600
 
