@@ -293,20 +293,9 @@ async def _report_undeliverable(
         f"Syncwarden gave up delivering {what}: {message.last_error}. "
         "It will not try again; please pass it on by hand."
     )
-    key = f"undeliverable:{message.key}"[:255]
-    if await session.scalar(select(OutboxMessage.id).where(OutboxMessage.key == key)) is None:
-        session.add(
-            OutboxMessage(
-                key=key,
-                target="channel",
-                recipient=Channel.IT.value,
-                payload=_notification_payload(
-                    Notification(NotificationKind.DELIVERY_FAILED, None, text)
-                ),
-                next_attempt_at=now,
-                created_at=now,
-            )
-        )
+    told = Notification(NotificationKind.DELIVERY_FAILED, None, text)
+    key = f"undeliverable:{message.key}"
+    await queue_messages(session, [OutgoingMessage.to_channel(Channel.IT, told, key=key)], now)
     if ticket_ref:
         record_audit(
             session,
