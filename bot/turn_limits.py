@@ -47,6 +47,10 @@ _count_lock = threading.Lock()
 _limited: Counter[str] = Counter()
 
 
+# A token refilled by float arithmetic can come out a hair under 1 (0.9999999999997): count it
+# as whole, or a person exactly within the rate is refused.
+WHOLE_TOKEN = 1.0 - 1e-9
+
 class Scope(StrEnum):
     PERSON = "person"
     CONVERSATION = "conversation"
@@ -217,7 +221,7 @@ class TurnLimiter:
 
     def _refusing(self, keys: list[tuple[Scope, str]], now: float) -> tuple[Scope, str] | None:
         for scope, key in keys:
-            if self._scopes[scope].tokens(key, now) < 1.0:
+            if self._scopes[scope].tokens(key, now) < WHOLE_TOKEN:
                 return scope, key
         return None
 
