@@ -28,13 +28,12 @@ from typing import Any, Protocol
 import httpx
 
 from bot import cards
+from bot.card_posts import CardPostStore, PostedCard
 from bot.conversations import (
-    CardPostStore,
     ChannelRole,
     ConversationKind,
     ConversationRef,
     ConversationStore,
-    PostedCard,
 )
 from bot.rate_limit import ConversationRateLimiter
 from connectors.errors import ConnectorError
@@ -55,6 +54,9 @@ RETRYABLE_STATUSES = frozenset({412, 429, 502, 503, 504})
 MAX_SEND_ATTEMPTS = 4
 # Longer pauses asked by Teams end the delivery and become the outbox row's next attempt time.
 MAX_WAIT_IN_DELIVERY_SECONDS = 30.0
+# A delivery re-renders its card when a newer state of the ticket appeared meanwhile; a ticket
+# moving on that often during one delivery is not expected, so this only bounds the loop.
+_MAX_RENDER_ROUNDS = 3
 _APPROVAL_KINDS = frozenset(
     {
         NotificationKind.APPROVAL_REQUESTED,
@@ -118,10 +120,10 @@ class TeamsDelivery:
         if ref.blocked:
             raise UndeliverableError(f"{user_id} has blocked the bot")
         if notification.kind in _APPROVAL_KINDS:
-            ticket = notification.require_ticket()
-            card = cards.approver_card(ticket, now=self._clock())
-            first = notification.kind is NotificationKind.APPROVAL_REQUESTED
-            await self._post_card(ref, ticket, card, audience="approver", once=first)
+            now = self._clock()
+            await self._approval_card(
+                ref, notification, lambda view: cards.approver_card(view, now=now), "approver"
+            )
             return
         await self._send(
             ref, {"type": "message", "text": notification.text, "textFormat": "markdown"}
@@ -188,9 +190,12 @@ class TeamsDelivery:
         if notification.kind in _APPROVAL_KINDS:
             approvers = [a for a in notification.details.get("approvers", "").split(",") if a]
             mris = await self._conversations.mris_of(approvers)
-            card = cards.approval_card(view, now=now, approver_ids=mris)
-            first = notification.kind is NotificationKind.APPROVAL_REQUESTED
-            await self._post_card(ref, view, card, audience="channel", once=first)
+            await self._approval_card(
+                ref,
+                notification,
+                lambda newest: cards.approval_card(newest, now=now, approver_ids=mris),
+                "channel",
+            )
         elif notification.kind is NotificationKind.MANUAL_STEP:
             await self._send(
                 ref, _card_activity(cards.manual_task_card(view, notification.details, now=now))
@@ -203,20 +208,55 @@ class TeamsDelivery:
             await self._send(ref, {"type": "message", "text": notification.text})
 
     async def update_card(self, ticket: TicketView, *, key: str) -> None:
-        """Put the ticket's current state into every copy of its approval card."""
-        now = self._clock()
-        for post in await self._posts.for_ticket(ticket.ref):
-            card = (
-                cards.approver_card(ticket, now=now)
-                if post.audience == "approver"
-                else cards.approval_card(ticket, now=now)
-            )
-            await self._request(
-                "PUT",
-                _activity_url(post.service_url, post.conversation_id, post.activity_id),
-                {**_card_activity(card), "id": post.activity_id},
-                post.conversation_id,
-            )
+        """Put the ticket's newest state into every copy of its approval card.
+
+        The newest state is this update's or a newer one another delivery already rendered, so
+        an update delivered late never turns a card back. A newer state stored while this one
+        was being written is written too.
+        """
+        shown: int | None = None
+        view = ticket
+        for _ in range(_MAX_RENDER_ROUNDS):
+            view = await self._posts.newest_view(view)
+            if shown is not None and view.version <= shown:
+                return
+            now = self._clock()
+            for post in await self._posts.for_ticket(ticket.ref):
+                card = (
+                    cards.approver_card(view, now=now)
+                    if post.audience == "approver"
+                    else cards.approval_card(view, now=now)
+                )
+                await self._put_card(post, card)
+            shown = view.version
+
+    async def _approval_card(
+        self,
+        ref: ConversationRef,
+        notification: Notification,
+        render: Callable[[TicketView], cards.Card],
+        audience: str,
+    ) -> None:
+        """Post (or, for a repeated first request, update) a ticket's approval card, showing the
+        newest state of the ticket known to any card.
+
+        A reminder or escalation whose ticket has since been decided is not sent: it would ask
+        for a decision already made. A first request is still posted, showing the outcome, so
+        every approver sees what became of a ticket that named them.
+        """
+        queued = notification.require_ticket()
+        view = await self._posts.newest_view(queued)
+        first = notification.kind is NotificationKind.APPROVAL_REQUESTED
+        if not first and view.status != queued.status:
+            log.info("teams.reminder_dropped", ticket=view.ref, status=view.status)
+            return
+        post = await self._post_card(ref, view, render(view), audience=audience, once=first)
+        for _ in range(_MAX_RENDER_ROUNDS):
+            newer = await self._posts.newest_view(view)
+            if post is None or newer.version <= view.version:
+                return
+            view = newer
+            await self._put_card(post, render(view))
 
     async def _post_card(
         self,
@@ -226,32 +266,36 @@ class TeamsDelivery:
         *,
         audience: str,
         once: bool = False,
-    ) -> None:
+    ) -> PostedCard | None:
         """Post a ticket's card; with ``once``, a repeat updates the copy already posted there.
 
         Teams has no idempotency key for new messages, so the first approval request delivered
         again after a crash would post a second card. Once the first post is recorded, the repeat
         becomes a PUT of the same activity (idempotent); only a crash between the POST and that
         record can still leave two cards. Reminders and escalations are meant to be new messages
-        (they notify), so they always post.
+        (they notify), so they always post. Returns the post (None if Teams gave no id).
         """
         for post in await self._posts.for_ticket(ticket.ref) if once else []:
             if post.conversation_id == ref.conversation_id and post.audience == audience:
-                await self._request(
-                    "PUT",
-                    _activity_url(post.service_url, post.conversation_id, post.activity_id),
-                    {**_card_activity(card), "id": post.activity_id},
-                    post.conversation_id,
-                )
-                return
+                await self._put_card(post, card)
+                return post
         answer = await self._send(ref, _card_activity(card))
         activity_id = answer.get("id") if isinstance(answer, dict) else None
-        if activity_id:
-            await self._posts.add(
-                PostedCard(
-                    ticket.ref, ref.conversation_id, str(activity_id), ref.service_url, audience
-                )
-            )
+        if not activity_id:
+            return None
+        posted = PostedCard(
+            ticket.ref, ref.conversation_id, str(activity_id), ref.service_url, audience
+        )
+        await self._posts.add(posted)
+        return posted
+
+    async def _put_card(self, post: PostedCard, card: cards.Card) -> None:
+        await self._request(
+            "PUT",
+            _activity_url(post.service_url, post.conversation_id, post.activity_id),
+            {**_card_activity(card), "id": post.activity_id},
+            post.conversation_id,
+        )
 
     async def _send(self, ref: ConversationRef, activity: dict[str, Any]) -> Any:
         url = f"{ref.service_url.rstrip('/')}/v3/conversations/{ref.conversation_id}/activities"

@@ -4,7 +4,7 @@ Alembic's autogenerate and the drift test read ``metadata`` from here, so a mode
 not imported here is invisible to migrations: add new model modules to the import list.
 """
 
-from bot import conversations  # noqa: F401  (registers conversation_refs)
+from bot import card_posts, conversations  # noqa: F401  (conversation_refs, card_*)
 from connectors.scheduling import (  # noqa: F401  (scheduling_*, ics_feed_cache)
     builtin,
     builtin_appointments,

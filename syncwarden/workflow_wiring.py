@@ -14,7 +14,8 @@ from datetime import timedelta
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
-from bot.conversations import CardPostStore, ConversationStore
+from bot.card_posts import CardPostStore
+from bot.conversations import ConversationStore
 from bot.teams_delivery import TeamsDelivery
 from connectors.clouds import resolve_endpoints
 from connectors.http import create_http_client

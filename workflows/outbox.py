@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,15 +27,14 @@ from core.logging import get_logger
 from workflows.audit import record_audit
 from workflows.ports import (
     Channel,
-    DecisionView,
     DeliveryDeferredError,
     Notification,
     NotificationKind,
     Notifier,
-    Person,
     TicketView,
     UndeliverableError,
 )
+from workflows.view_json import ticket_from_json, ticket_to_json
 
 log = get_logger(__name__)
 MAX_DELIVERY_ATTEMPTS = 12
@@ -83,7 +82,7 @@ class OutgoingMessage:
 
     @classmethod
     def card_update(cls, ticket: TicketView, *, key: str) -> OutgoingMessage:
-        return cls(key, "card", ticket.ref, {"ticket": _ticket_payload(ticket)})
+        return cls(key, "card", ticket.ref, {"ticket": ticket_to_json(ticket)})
 
 
 async def queue_messages(
@@ -321,11 +320,11 @@ def _recipient_label(message: OutboxMessage) -> str:
 async def _send(delivery: Notifier, message: OutboxMessage) -> None:
     payload = message.payload
     if message.target == "card":
-        await delivery.update_card(_ticket_from(payload["ticket"]), key=message.key)
+        await delivery.update_card(ticket_from_json(payload["ticket"]), key=message.key)
         return
     notification = Notification(
         kind=NotificationKind(payload["kind"]),
-        ticket=_ticket_from(payload["ticket"]) if payload.get("ticket") else None,
+        ticket=ticket_from_json(payload["ticket"]) if payload.get("ticket") else None,
         text=payload["text"],
         details=dict(payload.get("details") or {}),
     )
@@ -340,29 +339,5 @@ def _notification_payload(notification: Notification) -> dict[str, Any]:
         "kind": notification.kind.value,
         "text": notification.text,
         "details": dict(notification.details),
-        "ticket": _ticket_payload(notification.ticket) if notification.ticket else None,
+        "ticket": ticket_to_json(notification.ticket) if notification.ticket else None,
     }
-
-
-def _ticket_payload(ticket: TicketView) -> dict[str, Any]:
-    data = asdict(ticket)
-    data["created_at"] = ticket.created_at.isoformat()
-    data["decisions"] = [
-        {**asdict(d), "decided_at": d.decided_at.isoformat()} for d in ticket.decisions
-    ]
-    return data
-
-
-def _ticket_from(data: dict[str, Any]) -> TicketView:
-    return TicketView(
-        **{
-            **data,
-            "subject": Person(**data["subject"]),
-            "requester": Person(**data["requester"]),
-            "created_at": datetime.fromisoformat(data["created_at"]),
-            "decisions": tuple(
-                DecisionView(**{**d, "decided_at": datetime.fromisoformat(d["decided_at"])})
-                for d in data.get("decisions", [])
-            ),
-        }
-    )

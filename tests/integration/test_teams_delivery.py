@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.card_posts import CardPostStore, PostedCard
 from bot.conversations import (
-    CardPostStore,
     ChannelRole,
     ConversationKind,
     ConversationRef,
@@ -153,6 +153,95 @@ async def test_an_approval_request_delivered_again_updates_its_card_instead_of_p
         "POST",
         "/v3/conversations/a:casey/activities",
     )
+
+
+def status_shown(request: Any) -> str | None:
+    """The status line of a posted or updated card that shows one."""
+    for element in request.body["attachments"][0]["content"]["body"]:
+        text = element.get("text", "")
+        if text.startswith("Status: **"):
+            return str(text.removeprefix("Status: **").removesuffix("**"))
+    return None
+
+
+def shows_buttons(request: Any) -> bool:
+    """Whether a posted or updated card still asks for a decision (the waiting state)."""
+    return "actions" in request.body["attachments"][0]["content"]
+
+
+async def test_an_approval_request_delivered_after_the_decision_shows_the_decision(
+    setup: Setup, recorder: ConnectorRecorder
+) -> None:
+    """A kill between a card's POST and its record leaves the approval request to be sent again
+    when its row's claim runs out, minutes after the decision's update went out. The new copy
+    must show the decided ticket, not the waiting one the row was queued with."""
+    ask = Notification(
+        NotificationKind.APPROVAL_REQUESTED, WAITING, "asks", {"approvers": CASEY_AAD}
+    )
+    await setup.outbox.update_card(sample_ticket(), key="decided")
+    await setup.outbox.to_user(CASEY_AAD, ask, key="late request")
+    await setup.outbox.to_channel(Channel.APPROVALS, ask, key="late channel request")
+    assert await setup.dispatcher.dispatch_due() == 3
+    posted = [r for r in recorder.requests if r.method == "POST"]
+    assert len(posted) == 2
+    assert not any(shows_buttons(r) for r in posted), "a late request shows the decision"
+
+
+async def test_an_older_update_delivered_late_does_not_turn_the_cards_back(
+    setup: Setup, recorder: ConnectorRecorder
+) -> None:
+    ask = Notification(
+        NotificationKind.APPROVAL_REQUESTED, WAITING, "asks", {"approvers": CASEY_AAD}
+    )
+    await setup.outbox.to_user(CASEY_AAD, ask, key="request")
+    assert await setup.dispatcher.dispatch_due() == 1
+    await setup.outbox.update_card(sample_ticket(), key="completed (v5)")
+    assert await setup.dispatcher.dispatch_due() == 1
+    approved = dataclasses.replace(sample_ticket(), status="approved", version=3)
+    await setup.outbox.update_card(approved, key="approved (v3), delivered late")
+    assert await setup.dispatcher.dispatch_due() == 1
+    puts = [r for r in recorder.requests if r.method == "PUT"]
+    assert [status_shown(p) for p in puts] == ["completed", "completed"], (
+        "the late update writes the newest state again, not its own"
+    )
+
+
+async def test_a_reminder_for_a_decided_ticket_is_not_sent(
+    setup: Setup, recorder: ConnectorRecorder
+) -> None:
+    await setup.outbox.update_card(sample_ticket(), key="decided")
+    assert await setup.dispatcher.dispatch_due() == 1
+    remind = Notification(NotificationKind.APPROVAL_REMINDER, WAITING, "still waiting", {})
+    await setup.outbox.to_user(CASEY_AAD, remind, key="reminder queued before the decision")
+    assert await setup.dispatcher.dispatch_due() == 1
+    assert recorder.requests == [], "nothing to remind anyone of"
+
+
+async def test_a_decision_rendered_while_a_card_is_posted_reaches_that_card(
+    migrated_engine: AsyncEngine, recorder: ConnectorRecorder, setup: Setup
+) -> None:
+    """Two deliveries of one ticket at once (two replicas): the decision's update reads the
+    card posts before the request's new post is recorded, so it cannot reach that post. The
+    posting delivery checks for a newer state after recording its post and writes it."""
+    sessions = session_factory(migrated_engine)
+
+    class DecisionMeanwhile(CardPostStore):
+        async def add(self, post: PostedCard) -> None:
+            await super().add(post)
+            await self.newest_view(sample_ticket())  # the other delivery, in between
+
+    async with httpx.AsyncClient() as http:
+        delivery = TeamsDelivery(
+            http, Anonymous(), setup.conversations, DecisionMeanwhile(sessions)
+        )
+        ask = Notification(
+            NotificationKind.APPROVAL_REQUESTED, WAITING, "asks", {"approvers": CASEY_AAD}
+        )
+        await delivery.to_user(CASEY_AAD, ask, key="request")
+    post, put = recorder.requests
+    assert (post.method, shows_buttons(post)) == ("POST", True)
+    assert (put.method, put.path) == ("PUT", "/v3/conversations/a:casey/activities/reply-1")
+    assert not shows_buttons(put)
 
 
 async def test_text_to_a_person_and_status_cards_to_it(
