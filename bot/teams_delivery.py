@@ -334,8 +334,8 @@ class TeamsDelivery:
                 wait = asked or self._backoff(attempt)
                 if wait > MAX_WAIT_IN_DELIVERY_SECONDS:
                     # A long pause is the outbox's to keep (the row's next attempt), not a sleep
-                    # here: the row is only parked for a while, and a delivery that outlives its
-                    # park could be claimed and sent again by another replica.
+                    # here: the row is only claimed for a while, and a delivery that outlives its
+                    # claim could be claimed and sent again by another replica.
                     raise TeamsSendError(
                         f"Teams asked to wait {wait:.0f} s ({response.status_code})",
                         retry_after=wait,

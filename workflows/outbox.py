@@ -11,13 +11,15 @@ the message; and an outage of Teams delays messages instead of losing them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, Integer, String, Text, select
+from sqlalchemy import JSON, ColumnElement, Integer, String, Text, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -38,10 +40,15 @@ from workflows.view_json import ticket_from_json, ticket_to_json
 
 log = get_logger(__name__)
 MAX_DELIVERY_ATTEMPTS = 12
-# A claimed row is parked (state "sending") this long; a dispatcher that died mid-send leaves it
-# due again afterwards. One delivery must end well inside the park, or another replica could
-# claim the row while it is still being sent.
-PARK_SECONDS = 300.0
+# A claimed row is parked (state "sending") this long, and the claim is renewed every
+# CLAIM_RENEW_SECONDS while its delivery lasts; a dispatcher that died mid-send leaves the row due
+# again when the claim runs out, so a crash delays its messages by at most a minute.
+CLAIM_SECONDS = 60.0
+CLAIM_RENEW_SECONDS = 15.0
+# A delivery stops this long after its claim was last renewed (or taken), well before the claim
+# runs out: a delivery still sending when another replica claims the row would send it twice.
+CLAIM_HOLD_SECONDS = 45.0
+# However often its claim is renewed, one delivery ends after this long.
 DELIVERY_DEADLINE_SECONDS = 240.0
 
 
@@ -146,6 +153,22 @@ class OutboxNotifier:
         self._on_put()
 
 
+@dataclass(frozen=True)
+class _Claim:
+    """One dispatcher's claim on a row: the row, and its attempt count when claimed (each
+    claim counts an attempt, so a later claim of the same row has a higher count)."""
+
+    message_id: int
+    attempt: int
+
+    def still_ours(self) -> tuple[ColumnElement[bool], ...]:
+        return (
+            OutboxMessage.id == self.message_id,
+            OutboxMessage.state == "sending",
+            OutboxMessage.attempts == self.attempt,
+        )
+
+
 class OutboxDispatcher:
     """Delivers pending outbox rows, oldest first, retrying failures with growing pauses."""
 
@@ -156,12 +179,15 @@ class OutboxDispatcher:
         *,
         clock: Callable[[], datetime] = utc_now,
         rng: random.Random | None = None,
+        on_claim_renewed: Callable[[int], None] | None = None,
     ) -> None:
+        """``on_claim_renewed`` is told the row id each time a delivery's claim is renewed."""
         self._sessions = sessions
         self._delivery = delivery
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrecy
         self._wake = asyncio.Event()
+        self._on_claim_renewed = on_claim_renewed
 
     def wake(self) -> None:
         """Deliver now rather than at the next poll (called when a message is queued)."""
@@ -211,19 +237,21 @@ class OutboxDispatcher:
             # Park it while we send, so a second dispatcher does not pick it up meanwhile.
             message.state = "sending"
             message.attempts += 1
-            message.next_attempt_at = now + timedelta(seconds=PARK_SECONDS)
+            message.next_attempt_at = now + timedelta(seconds=CLAIM_SECONDS)
             return message
 
     async def _deliver(self, message: OutboxMessage) -> int:
+        claim = _Claim(message.id, message.attempts)
         try:
-            async with asyncio.timeout(DELIVERY_DEADLINE_SECONDS):
-                await _send(self._delivery, message)
+            async with asyncio.timeout(CLAIM_HOLD_SECONDS) as held:
+                async with self._claim_kept(claim, held):
+                    await _send(self._delivery, message)
         except UndeliverableError as error:
-            await self._finish(message.id, sent=False, error=str(error), final=True)
+            await self._finish(claim, sent=False, error=str(error), final=True)
             return 0
         except TimeoutError:
             log.warning("outbox.deferred", message=message.id, error="delivery took too long")
-            await self._finish(message.id, sent=False, error="delivery took too long")
+            await self._finish(claim, sent=False, error="delivery took too long")
             return 0
         except Exception as error:  # recorded on the row and retried later
             wait = None
@@ -233,15 +261,58 @@ class OutboxDispatcher:
             else:
                 report_unexpected(log, "outbox.delivery_crashed", error, where="outbox.deliver")
             await self._finish(
-                message.id, sent=False, error=f"{type(error).__name__}: {error}", wait=wait
+                claim, sent=False, error=f"{type(error).__name__}: {error}", wait=wait
             )
             return 0
-        await self._finish(message.id, sent=True, error=None)
+        await self._finish(claim, sent=True, error=None)
         return 1
+
+    @asynccontextmanager
+    async def _claim_kept(self, claim: _Claim, held: asyncio.Timeout) -> AsyncIterator[None]:
+        """Renew the claim on a timer while the block runs, and move the block's deadline
+        (``held``) on with each renewal, up to the delivery deadline.
+
+        A renewal that fails or finds the row claimed by someone else does not move the
+        deadline, so the delivery stops before anyone else can take the row.
+        """
+        loop = asyncio.get_running_loop()
+        last_moment = loop.time() + DELIVERY_DEADLINE_SECONDS
+
+        async def keep() -> None:
+            while True:
+                await asyncio.sleep(CLAIM_RENEW_SECONDS)
+                try:
+                    renewed = await self._renew(claim)
+                except Exception as error:  # the deadline is left alone: the delivery stops
+                    report_unexpected(log, "outbox.claim_renewal_failed", error, where="outbox")
+                    continue
+                if not renewed:
+                    log.warning("outbox.claim_lost", message=claim.message_id)
+                    return
+                held.reschedule(min(last_moment, loop.time() + CLAIM_HOLD_SECONDS))
+                if self._on_claim_renewed is not None:
+                    self._on_claim_renewed(claim.message_id)
+
+        keeper = asyncio.create_task(keep(), name=f"outbox-claim-{claim.message_id}")
+        try:
+            yield
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+
+    async def _renew(self, claim: _Claim) -> bool:
+        async with write_transaction(self._sessions) as session:
+            renewed = await session.execute(
+                update(OutboxMessage)
+                .where(*claim.still_ours())
+                .values(next_attempt_at=self._clock() + timedelta(seconds=CLAIM_SECONDS))
+            )
+        return bool(renewed.rowcount)  # type: ignore[attr-defined]
 
     async def _finish(
         self,
-        message_id: int,
+        claim: _Claim,
         *,
         sent: bool,
         error: str | None,
@@ -250,8 +321,11 @@ class OutboxDispatcher:
     ) -> None:
         now = self._clock()
         async with write_transaction(self._sessions) as session:
-            message = await session.get(OutboxMessage, message_id, with_for_update=True)
-            if message is None:
+            message = await session.scalar(
+                select(OutboxMessage).where(*claim.still_ours()).with_for_update()
+            )
+            if message is None:  # claimed again after ours ran out: the new claim decides
+                log.warning("outbox.claim_lost", message=claim.message_id, sent=sent)
                 return
             if sent:
                 message.state = "sent"

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core.db import session_factory
+from core.db import session_factory, write_transaction
 from tests.support.notifier import RecordingNotifier
 from tests.support.tickets import sample_ticket
 from tests.support.workflow import FakeClock
@@ -128,19 +129,25 @@ async def test_a_message_to_a_missing_it_channel_is_not_reported_to_it_again(
 
 
 class Hangs(RecordingNotifier):
-    """A channel that never answers: the delivery must give up inside the row's park."""
+    """A channel that never answers: the delivery must give up before its claim runs out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.called = asyncio.Event()
 
     async def to_user(self, user_id: str, notification: Notification, *, key: str) -> None:
+        self.called.set()
         await asyncio.Event().wait()
 
 
-async def test_a_delivery_that_outlives_its_deadline_is_deferred_before_its_park_ends(
+async def test_a_delivery_whose_claim_is_not_renewed_stops_before_the_claim_ends(
     migrated_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Another replica may claim a row once its park is over; the delivery holding it must have
+    """Another replica may claim a row once its claim is over; the delivery holding it must have
     ended by then, or the message could be sent twice."""
-    assert outbox.DELIVERY_DEADLINE_SECONDS < outbox.PARK_SECONDS
-    monkeypatch.setattr(outbox, "DELIVERY_DEADLINE_SECONDS", 0.05)
+    assert outbox.CLAIM_RENEW_SECONDS < outbox.CLAIM_HOLD_SECONDS < outbox.CLAIM_SECONDS
+    monkeypatch.setattr(outbox, "CLAIM_HOLD_SECONDS", 0.05)
+    monkeypatch.setattr(outbox, "CLAIM_RENEW_SECONDS", 3600.0)  # the renewal never comes
     sessions = session_factory(migrated_engine)
     clock = FakeClock()
     await OutboxNotifier(sessions, clock=clock).to_user("u-1", NOTE, key="k-hang")
@@ -150,3 +157,79 @@ async def test_a_delivery_that_outlives_its_deadline_is_deferred_before_its_park
         row = await session.scalar(select(OutboxMessage))
     assert row is not None and row.state == "pending"
     assert row.last_error == "delivery took too long"
+
+
+class SlowTeams(RecordingNotifier):
+    """A delivery that lasts longer than a claim: the clock moves past the first claim's end
+    while it runs, and another dispatcher looks for due rows in the middle of it."""
+
+    def __init__(self, clock: FakeClock, renewed: asyncio.Queue[int], rival: OutboxDispatcher):
+        super().__init__()
+        self._clock = clock
+        self._renewed = renewed
+        self._rival = rival
+        self.rival_sent: list[int] = []
+
+    async def to_user(self, user_id: str, notification: Notification, *, key: str) -> None:
+        for _ in range(2):
+            self._clock.advance(seconds=outbox.CLAIM_SECONDS * 0.8)
+            await self._renewed.get()
+        self.rival_sent.append(await self._rival.dispatch_due())
+        await super().to_user(user_id, notification, key=key)
+
+
+async def test_a_long_delivery_keeps_its_claim_and_a_killed_ones_claim_runs_out(
+    migrated_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delivery renews its claim while it lasts, so nobody else takes the row meanwhile; a
+    dispatcher killed mid-send renews nothing, and its row is due again a claim later (a
+    minute), not after a long park."""
+    monkeypatch.setattr(outbox, "CLAIM_RENEW_SECONDS", 0.001)
+    sessions = session_factory(migrated_engine)
+    clock = FakeClock()
+    await OutboxNotifier(sessions, clock=clock).to_user("u-1", NOTE, key="k-slow")
+    renewed: asyncio.Queue[int] = asyncio.Queue()
+    rival_teams = RecordingNotifier()
+    rival = OutboxDispatcher(sessions, rival_teams, clock=clock)
+    slow = SlowTeams(clock, renewed, rival)
+    dispatcher = OutboxDispatcher(sessions, slow, clock=clock, on_claim_renewed=renewed.put_nowait)
+    async with asyncio.timeout(30):
+        assert await dispatcher.dispatch_due() == 1
+    assert slow.rival_sent == [0] and rival_teams.sent == [], "the row was still claimed"
+    assert [s.key for s in slow.sent] == ["k-slow"]
+
+    await OutboxNotifier(sessions, clock=clock).to_user("u-1", NOTE, key="k-killed")
+    hangs = Hangs()
+    killed = asyncio.create_task(OutboxDispatcher(sessions, hangs, clock=clock).dispatch_due())
+    async with asyncio.timeout(30):
+        await hangs.called.wait()
+    killed.cancel()  # the process dies mid-send: no renewal, no record
+    assert await rival.dispatch_due() == 0, "claimed until the claim runs out"
+    clock.advance(seconds=outbox.CLAIM_SECONDS + 1)
+    assert await rival.dispatch_due() == 1
+    assert [s.key for s in rival_teams.sent] == ["k-killed"]
+
+
+async def test_a_delivery_that_lost_its_claim_does_not_record_its_outcome(
+    migrated_engine: AsyncEngine,
+) -> None:
+    """A dispatcher whose claim ran out and was taken must not mark the row: the new claim's
+    delivery decides what happens to it."""
+    sessions = session_factory(migrated_engine)
+    clock = FakeClock()
+    await OutboxNotifier(sessions, clock=clock).to_user("u-1", NOTE, key="k-taken")
+
+    class TakenMeanwhile(RecordingNotifier):
+        async def to_user(self, user_id: str, notification: Notification, *, key: str) -> None:
+            clock.advance(seconds=outbox.CLAIM_SECONDS + 1)
+            async with write_transaction(sessions) as session:  # a rival claims it, as _claim does
+                row = await session.scalar(select(OutboxMessage))
+                assert row is not None
+                row.attempts += 1
+                row.next_attempt_at = clock.now + dt.timedelta(seconds=outbox.CLAIM_SECONDS)
+            raise ConnectionError("Teams is down")
+
+    assert await OutboxDispatcher(sessions, TakenMeanwhile(), clock=clock).dispatch_due() == 0
+    async with sessions() as session:
+        row = await session.scalar(select(OutboxMessage))
+    assert row is not None and (row.state, row.attempts, row.last_error) == ("sending", 2, None)
