@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -29,7 +29,8 @@ from core.settings import SyncSettings
 from sync.engine import SyncEngine, SyncOptions, SyncReport
 from sync.errors import FailureKind
 from sync.records import SyncState
-from workflows.records import Enrollment
+from workflows.model import TicketStatus
+from workflows.records import Enrollment, Ticket
 
 log = get_logger(__name__)
 CLAIM_BATCH = 50
@@ -210,7 +211,16 @@ class SyncWorker:
             query = (
                 select(SyncState)
                 .join(Enrollment, Enrollment.id == SyncState.enrollment_id)
-                .where(and_(Enrollment.active.is_(True), Enrollment.paused.is_(False), free, due))
+                .outerjoin(Ticket, Ticket.id == Enrollment.created_by_ticket)
+                .where(
+                    and_(
+                        Enrollment.active.is_(True),
+                        Enrollment.paused.is_(False),
+                        _provisioned(),
+                        free,
+                        due,
+                    )
+                )
                 .order_by(SyncState.requested_at.desc(), SyncState.enrollment_id)
                 .limit(CLAIM_BATCH)
                 .with_for_update(skip_locked=True, of=SyncState)
@@ -311,3 +321,15 @@ class SyncWorker:
             )
         else:
             await session.execute(sqlite.insert(SyncState).values(rows).on_conflict_do_nothing())
+
+
+def _provisioned() -> ColumnElement[bool]:
+    """An enrollment whose ticket has finished provisioning it (or that no ticket made).
+
+    The enrollment row is written when the profile is mapped, before the person is added to the
+    sync group; Exchange refuses their mailbox until then, so syncing it earlier only raises a
+    false "not in the sync group" alert. A request made meanwhile waits for the ticket.
+    """
+    return or_(
+        Enrollment.created_by_ticket.is_(None), Ticket.status == TicketStatus.COMPLETED.value
+    )

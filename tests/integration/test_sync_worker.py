@@ -22,8 +22,9 @@ from sync.worker import SyncWorker
 from syncwarden.m365 import Microsoft365
 from tests.support.enrollments import enroll
 from tests.support.notifier import RecordingNotifier, recording_units
+from workflows.model import TicketKind, TicketStatus
 from workflows.ports import NotificationKind
-from workflows.records import Enrollment
+from workflows.records import Enrollment, Ticket
 
 AVERY = "avery.quinlan@example.edu"
 
@@ -115,6 +116,49 @@ async def test_a_new_enrollment_is_synced_by_the_next_requested_run(
     async with sessions() as session:
         row = await session.get(Enrollment, enrollment)
         assert row is not None and row.sync_requested_at is None
+
+
+async def test_an_enrollment_is_not_synced_until_its_ticket_has_finished_provisioning(
+    migrated_engine: AsyncEngine, tenant: SandboxTenant, m365: Microsoft365
+) -> None:
+    """The mapping step writes the enrollment before the person is in the sync group, and
+    Exchange refuses their mailbox until they are: a run in between must leave them alone
+    rather than alert IT that they are not in the group."""
+    [enrollment] = await enroll_many(migrated_engine, tenant, 1)
+    sessions = session_factory(migrated_engine)
+    async with write_transaction(sessions) as session:
+        ticket = Ticket(
+            kind=TicketKind.ENROLL.value,
+            status=TicketStatus.PROVISIONING.value,
+            subject_id=tenant.seed.user_ids[AVERY],
+            subject_upn=AVERY,
+            subject_name="Avery Quinlan",
+            subject_mail=AVERY,
+            requester_id=tenant.seed.user_ids[AVERY],
+            requester_upn=AVERY,
+            requester_name="Avery Quinlan",
+            mailbox=AVERY,
+            profile_id="P-0",
+        )
+        session.add(ticket)
+        await session.flush()
+        await session.execute(
+            update(Enrollment)
+            .where(Enrollment.id == enrollment)
+            .values(created_by_ticket=ticket.id)
+        )
+    worker = worker_for(migrated_engine, m365, "w")
+    assert await worker.request() == 1
+
+    assert await worker.run_all() == []
+    assert await worker.run_requested() == []
+
+    async with write_transaction(sessions) as session:
+        await session.execute(
+            update(Ticket).where(Ticket.id == ticket.id).values(status="completed")
+        )
+    [report] = await worker.run_requested()
+    assert report.enrollment_id == enrollment and report.ok, "the request waited for the ticket"
 
 
 async def test_it_hears_of_a_first_failure_once_a_digest_and_the_recovery(
