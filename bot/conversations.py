@@ -3,7 +3,8 @@
 Teams only lets a bot message a person or a channel proactively with a conversation reference
 captured earlier (from any activity there, or the app's installation event). Every incoming
 activity refreshes the reference of its conversation; a person's 1:1 chat is found by their Entra
-object id, and the IT and approvals channels by the role an admin gave them.
+object id, and the IT and approvals channels by the role an admin gave them (one channel may be
+both).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from sqlalchemy.sql import Executable
 from sqlalchemy.sql.base import ReadOnlyColumnCollection
 from sqlalchemy.sql.elements import KeyedColumnElement
 
-from core.db import Base, UtcDateTime, utc_now, write_transaction
+from core.db import Base, UtcDateTime, insert_ignoring_duplicates, utc_now, write_transaction
 from core.logging import get_logger
 
 log = get_logger(__name__)
@@ -48,7 +49,6 @@ class ConversationRef:
     user_aad_id: str | None = None
     # The person's Teams id (``29:…``) in a 1:1 chat; cards list these in ``refresh.userIds``.
     user_mri: str | None = None
-    role: ChannelRole | None = None
     blocked: bool = False
 
 
@@ -62,7 +62,6 @@ class ConversationRecord(Base):
     bot_id: Mapped[str] = mapped_column(String(256))
     user_aad_id: Mapped[str | None] = mapped_column(String(64), index=True)
     user_mri: Mapped[str | None] = mapped_column(String(256))
-    role: Mapped[str | None] = mapped_column(String(16), index=True)
     installed: Mapped[bool] = mapped_column(Boolean, default=True)
     blocked: Mapped[bool] = mapped_column(Boolean, default=False)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now, onupdate=utc_now)
@@ -76,9 +75,18 @@ class ConversationRecord(Base):
             bot_id=self.bot_id,
             user_aad_id=self.user_aad_id,
             user_mri=self.user_mri,
-            role=ChannelRole(self.role) if self.role else None,
             blocked=self.blocked,
         )
+
+
+class ChannelRoleRecord(Base):
+    """Which conversation holds each channel role; one conversation may hold several."""
+
+    __tablename__ = "channel_roles"
+
+    role: Mapped[str] = mapped_column(String(16), primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(String(512))
+    assigned_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
 
 
 def _refreshed(
@@ -87,7 +95,7 @@ def _refreshed(
     """What a turn refreshes in a stored reference (``new`` is the row it tried to insert).
 
     The newest service URL and bot id win; the tenant and the person's ids stay when the turn
-    does not name them; the role an admin gave the conversation is kept.
+    does not name them; roles an admin gave the conversation are kept elsewhere.
     """
     table = ConversationRecord
     return {
@@ -222,24 +230,36 @@ class ConversationStore:
     async def for_role(self, role: ChannelRole) -> ConversationRef | None:
         async with self._sessions() as session:
             record = await session.scalar(
-                select(ConversationRecord).where(
-                    ConversationRecord.role == role.value, ConversationRecord.installed.is_(True)
+                select(ConversationRecord)
+                .join(
+                    ChannelRoleRecord,
+                    ChannelRoleRecord.conversation_id == ConversationRecord.conversation_id,
                 )
+                .where(ChannelRoleRecord.role == role.value, ConversationRecord.installed.is_(True))
             )
             return record.as_ref() if record else None
 
     async def assign_role(self, conversation_id: str, role: ChannelRole) -> bool:
-        """Make this conversation *the* channel for ``role`` (any previous one loses it)."""
+        """Make this conversation *the* channel for ``role`` (any previous one loses it; the
+        conversation keeps any other role it has)."""
+        now = utc_now()
         async with write_transaction(self._sessions) as session:
-            record = await session.get(ConversationRecord, conversation_id, with_for_update=True)
+            record = await session.get(ConversationRecord, conversation_id)
             if record is None:
                 return False
-            await session.execute(
-                update(ConversationRecord)
-                .where(ConversationRecord.role == role.value)
-                .values(role=None)
+            # Insert-or-ignore, then update: two admins naming channels at once both succeed,
+            # and the later statement decides.
+            await insert_ignoring_duplicates(
+                session,
+                ChannelRoleRecord,
+                [{"role": role.value, "conversation_id": conversation_id, "assigned_at": now}],
+                unique="role",
             )
-            record.role = role.value
+            await session.execute(
+                update(ChannelRoleRecord)
+                .where(ChannelRoleRecord.role == role.value)
+                .values(conversation_id=conversation_id, assigned_at=now)
+            )
             return True
 
     async def forget(self, conversation_id: str) -> None:

@@ -10,6 +10,7 @@ the SDK and the SDK stays in one module.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -591,10 +592,26 @@ class DialogueLogic:
     async def _use_channel(self, incoming: Incoming, role: ChannelRole) -> Reply:
         if incoming.conversation.kind is ConversationKind.PERSONAL:
             return Reply("Say this in the Teams channel you mean, with an @mention of me.")
-        await self._conversations.assign_role(incoming.conversation.conversation_id, role)
+        channel_id = incoming.conversation.conversation_id
+        await self._conversations.assign_role(channel_id, role)
         if role is ChannelRole.APPROVALS:
-            return Reply("Approval cards now go to this channel too; only approvers can decide.")
+            assert self._service is not None
+            waiting = await self._service.show_waiting_in_channel(_channel_key(channel_id))
+            posted = (
+                f" {waiting} request{'s' if waiting > 1 else ''} waiting for a decision "
+                f"{'are' if waiting > 1 else 'is'} posted here now."
+                if waiting
+                else ""
+            )
+            return Reply(
+                "Approval cards now go to this channel too; only approvers can decide." + posted
+            )
         return Reply("This channel now gets Syncwarden's status lines, failures and alerts.")
+
+
+def _channel_key(conversation_id: str) -> str:
+    """A short, stable name for a channel, for the keys of messages posted to it."""
+    return hashlib.sha256(conversation_id.encode()).hexdigest()[:16]
 
 
 def _request_reply(result: RequestResult, what: str) -> Reply:

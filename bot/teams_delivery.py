@@ -172,6 +172,11 @@ class TeamsDelivery:
 
     async def to_channel(self, channel: Channel, notification: Notification, *, key: str) -> None:
         ref = await self._conversations.for_role(ChannelRole(channel.value))
+        if ref is None and channel is Channel.APPROVALS:
+            # The approvals channel is optional: approvers have their cards in their chats, and
+            # naming a channel later posts the requests still waiting there.
+            log.info("teams.no_approvals_channel", key=key)
+            return
         if ref is None:
             raise UndeliverableError(
                 f"no {channel.value} channel is set: say 'use this channel for alerts' there"

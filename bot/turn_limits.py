@@ -51,6 +51,7 @@ _limited: Counter[str] = Counter()
 # as whole, or a person exactly within the rate is refused.
 WHOLE_TOKEN = 1.0 - 1e-9
 
+
 class Scope(StrEnum):
     PERSON = "person"
     CONVERSATION = "conversation"

@@ -34,16 +34,39 @@ def ask_for_approval(
     work: UnitOfWork, ticket: Ticket, approvers: frozenset[str], kind: NotificationKind
 ) -> None:
     """Each eligible approver in a chat, and the approvals channel, get the approval card."""
+    notification, eligible = _approval_request(ticket, approvers, kind)
+    ref = notification.require_ticket().ref
+    for approver in eligible:
+        work.to_user(approver, notification, key=f"{ref}:{kind.value}:{approver}")
+    work.to_channel(Channel.APPROVALS, notification, key=f"{ref}:{kind.value}:channel")
+
+
+def show_in_approvals_channel(
+    work: UnitOfWork, ticket: Ticket, approvers: frozenset[str], channel_key: str
+) -> None:
+    """The waiting ticket's card, posted to an approvals channel named after it was asked.
+
+    ``channel_key`` names the channel, so naming the same channel again asks the bot again
+    (which updates the card it already posted there) while a new channel gets its own copy.
+    """
+    kind = NotificationKind.APPROVAL_REQUESTED
+    notification, _ = _approval_request(ticket, approvers, kind)
+    key = f"{ticket.ref}:{kind.value}:channel:{channel_key}"
+    work.to_channel(Channel.APPROVALS, notification, key=key)
+
+
+def _approval_request(
+    ticket: Ticket, approvers: frozenset[str], kind: NotificationKind
+) -> tuple[Notification, list[str]]:
+    """The approval card's notification, and who may decide (never the person it is about,
+    nor its requester)."""
     view = ticket_view(ticket)
     excluded = {ticket.subject_id.lower(), ticket.requester_id.lower()}
     text = APPROVAL_TEXT[kind].format(ref=view.ref, asked=wording.asked(view))
     eligible = sorted(approvers - excluded)
     # The approvals channel's card lists who may see the buttons (object ids; the bot maps them
     # to Teams ids).
-    notification = Notification(kind, view, text, {"approvers": ",".join(eligible)})
-    for approver in eligible:
-        work.to_user(approver, notification, key=f"{view.ref}:{kind.value}:{approver}")
-    work.to_channel(Channel.APPROVALS, notification, key=f"{view.ref}:{kind.value}:channel")
+    return Notification(kind, view, text, {"approvers": ",".join(eligible)}), eligible
 
 
 def announce_created(work: UnitOfWork, ticket: Ticket) -> None:

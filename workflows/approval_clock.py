@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 
 from core.settings import ApprovalSettings
-from workflows.announcements import ask_for_approval
+from workflows.announcements import ask_for_approval, show_in_approvals_channel
 from workflows.audit import record_audit
 from workflows.model import TicketEvent, TicketStatus
 from workflows.ports import NotificationKind, Person
@@ -39,6 +39,28 @@ class ApprovalClock:
         self._roster = roster
         self._approvals = approvals
         self._clock = clock
+
+    async def show_waiting_in_channel(self, channel_key: str) -> int:
+        """Post every request still waiting for a decision to a newly named approvals channel.
+
+        Requests asked before any approvals channel was named were only sent to the approvers'
+        chats; a channel named now would otherwise stay empty until the next request. Returns
+        how many were queued.
+        """
+        approvers = await self._roster.approvers()
+        fallback = await self._roster.fallback_approvers()
+        async with self._units() as work:
+            rows = await work.session.scalars(
+                with_children(select(Ticket))
+                .where(Ticket.status == TicketStatus.AWAITING_APPROVAL.value)
+                .order_by(Ticket.id)
+            )
+            waiting = rows.all()
+            for ticket in waiting:
+                # An escalated request may be decided by the fallback approvers as well.
+                deciders = approvers | fallback if ticket.escalated_at else approvers
+                show_in_approvals_channel(work, ticket, deciders, channel_key)
+            return len(waiting)
 
     async def check_pending(self) -> dict[str, int]:
         """Remind, escalate and expire undecided requests; safe to run often and twice at once."""

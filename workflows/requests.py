@@ -302,4 +302,3 @@ class RequestIntake:
         if auto_approve:
             self._on_steps_queued()
         return RequestResult(ticket=view, created=True, message=f"{view.ref} created")
-

@@ -157,6 +157,9 @@ class WorkflowService:
     async def check_pending(self) -> dict[str, int]:
         return await self._approval_clock.check_pending()
 
+    async def show_waiting_in_channel(self, channel_key: str) -> int:
+        return await self._approval_clock.show_waiting_in_channel(channel_key)
+
     # ----------------------------------------------------------------------------- reading
 
     async def get_ticket(self, ref: str) -> TicketView | None:

@@ -18,9 +18,7 @@ log = get_logger(__name__)
 
 
 class SubjectFinder:
-    def __init__(
-        self, directory: Directory, scheduling: SchedulingSystem, roster: Roster
-    ) -> None:
+    def __init__(self, directory: Directory, scheduling: SchedulingSystem, roster: Roster) -> None:
         self._directory = directory
         self._scheduling = scheduling
         self._roster = roster

@@ -29,6 +29,7 @@ from tests.support.recorder import ConnectorRecorder, message_activity
 from tests.support.workflow import PEOPLE, Harness, workflow_harness
 from workflows.access import CANNOT_SEE
 from workflows.model import TicketStatus
+from workflows.ports import NotificationKind
 from workflows.roster import Roster
 
 WebClient = TestClient[web.Request, web.Application]
@@ -533,10 +534,16 @@ async def test_a_mention_carrying_only_a_teams_id_is_resolved_through_the_connec
         text = f"<at>Syncwarden</at> add <at>{name}</at> to calendar sync"
         activity = from_person(h, "dana", message_activity(recorder.url, text))
         activity["entities"] = [
-            {"type": "mention", "text": "<at>Syncwarden</at>",
-             "mentioned": {"id": "28:syncwarden-bot", "name": "Syncwarden"}},
-            {"type": "mention", "text": f"<at>{name}</at>",
-             "mentioned": {"id": member_id, "name": name}},
+            {
+                "type": "mention",
+                "text": "<at>Syncwarden</at>",
+                "mentioned": {"id": "28:syncwarden-bot", "name": "Syncwarden"},
+            },
+            {
+                "type": "mention",
+                "text": f"<at>{name}</at>",
+                "mentioned": {"id": member_id, "name": name},
+            },
         ]
         return activity
 
@@ -553,3 +560,35 @@ async def test_a_mention_carrying_only_a_teams_id_is_resolved_through_the_connec
     assert response.status < 300
     [answer] = [r.body for r in recorder.requests[before:]]
     assert "email address" in answer["text"] and "29:" not in answer["text"]
+
+
+async def test_naming_an_approvals_channel_posts_the_requests_already_waiting(
+    client: WebClient, h: Harness, recorder: ConnectorRecorder
+) -> None:
+    """Requests asked before any approvals channel existed went only to the approvers' chats;
+    the channel named afterwards gets them too, and naming it again posts nothing new."""
+    waiting = await h.service.request_enrollment(h.person("sasha"), justification="drop-ins")
+    assert waiting.ticket is not None and waiting.ticket.status == TicketStatus.AWAITING_APPROVAL
+    decided = await h.service.request_enrollment(h.person("blake"), justification="x")
+    assert decided.ticket is not None
+    await h.service.cancel(decided.ticket.ref, h.person("blake"))
+    before = len(h.notifier.to("channel:approvals"))
+
+    def in_channel(text: str) -> dict[str, Any]:
+        activity = from_person(h, "dana", message_activity(recorder.url, text))
+        activity["conversation"] = {
+            "id": "19:approvals@thread.tacv2",
+            "conversationType": "channel",
+            "tenantId": "t",
+        }
+        return activity
+
+    for _ in range(2):
+        response = await client.post(
+            "/api/messages", json=in_channel("<at>Syncwarden</at> use this channel for approvals")
+        )
+        assert response.status in (200, 201, 202), await response.text()
+    answers = [r.body["text"] for r in recorder.requests[-2:]]
+    assert all("1 request waiting for a decision is posted here now" in a for a in answers)
+    posted = h.notifier.to("channel:approvals", NotificationKind.APPROVAL_REQUESTED)[before:]
+    assert [p.ref for p in posted] == [waiting.ticket.ref], "once, and only the waiting one"

@@ -61,6 +61,19 @@ async def test_one_channel_per_role(migrated_engine: AsyncEngine) -> None:
     assert not await store.assign_role("19:unknown@thread.tacv2", ChannelRole.APPROVALS)
 
 
+async def test_one_channel_can_hold_both_roles(migrated_engine: AsyncEngine) -> None:
+    """A small college runs IT and approvals in one channel: naming it for approvals must not
+    take away its alerts."""
+    store = ConversationStore(session_factory(migrated_engine))
+    await store.remember(channel("19:it@thread.tacv2"))
+    assert await store.assign_role("19:it@thread.tacv2", ChannelRole.IT)
+    assert await store.assign_role("19:it@thread.tacv2", ChannelRole.APPROVALS)
+    it = await store.for_role(ChannelRole.IT)
+    approvals = await store.for_role(ChannelRole.APPROVALS)
+    assert it is not None and approvals is not None
+    assert it.conversation_id == approvals.conversation_id == "19:it@thread.tacv2"
+
+
 async def test_uninstall_and_block(migrated_engine: AsyncEngine) -> None:
     store = ConversationStore(session_factory(migrated_engine))
     await store.remember(personal("a:2"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, select, text
@@ -14,7 +15,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.db import create_engine, session_factory
-from syncwarden.migrate import head_revision, migration_status, upgrade_to_head
+from syncwarden.migrate import alembic_config, head_revision, migration_status, upgrade_to_head
 from syncwarden.schema import metadata
 from workflows.audit import AuditEvent, record_audit
 
@@ -107,3 +108,41 @@ async def test_drift_check_notices_a_column_missing_from_migrations(
     async with migrated_engine.connect() as connection:
         differences = await connection.run_sync(diff)
     assert any("not_migrated" in repr(item) for item in differences)
+
+
+def _migrate(connection: Connection, direction: str, revision: str) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    getattr(command, direction)(config, revision)
+
+
+async def test_channel_roles_move_to_their_own_table_and_back(engine: AsyncEngine) -> None:
+    """Migration 0014 keeps the channels admins named: the role column's values become rows
+    of ``channel_roles``, and a downgrade puts them back (IT winning where one channel held
+    both roles, since the old column held one)."""
+    columns = "conversation_id, kind, service_url, bot_id, role, installed, blocked, updated_at"
+    async with engine.begin() as connection:
+        await connection.run_sync(_migrate, "upgrade", "0013")
+        for conversation, role in (("19:it@thread", "it"), ("19:ok@thread", "approvals")):
+            await connection.execute(
+                text(
+                    f"INSERT INTO conversation_refs ({columns}) VALUES "  # noqa: S608 - constants
+                    "(:c, 'channel', 'https://smba.example/', '28:bot', :r, true, false, "
+                    "CURRENT_TIMESTAMP)"
+                ),
+                {"c": conversation, "r": role},
+            )
+        await connection.run_sync(_migrate, "upgrade", "0014")
+        moved = await connection.execute(text("SELECT role, conversation_id FROM channel_roles"))
+        assert sorted(tuple(row) for row in moved) == [
+            ("approvals", "19:ok@thread"),
+            ("it", "19:it@thread"),
+        ]
+        await connection.execute(
+            text("UPDATE channel_roles SET conversation_id = '19:it@thread'")
+        )  # one channel, both roles
+        await connection.run_sync(_migrate, "downgrade", "0013")
+        back = await connection.execute(
+            text("SELECT conversation_id, role FROM conversation_refs ORDER BY conversation_id")
+        )
+        assert [tuple(row) for row in back] == [("19:it@thread", "it"), ("19:ok@thread", None)]

@@ -9,18 +9,19 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.card_posts import CardPostStore, PostedCard
 from bot.conversations import (
     ChannelRole,
+    ChannelRoleRecord,
     ConversationKind,
     ConversationRef,
     ConversationStore,
 )
 from bot.teams_delivery import TeamsDelivery
-from core.db import session_factory, utc_now
+from core.db import session_factory, utc_now, write_transaction
 from tests.support.recorder import ConnectorRecorder
 from tests.support.tickets import sample_ticket
 from workflows.outbox import OutboxDispatcher, OutboxMessage, OutboxNotifier
@@ -336,3 +337,22 @@ async def test_no_it_channel_is_explained(
         row = await session.scalar(select(OutboxMessage))
         assert row is not None and row.state == "failed"
         assert "use this channel for alerts" in (row.last_error or "")
+
+
+async def test_with_no_approvals_channel_the_channel_copy_is_skipped_and_it_is_not_told(
+    setup: Setup, recorder: ConnectorRecorder, migrated_engine: AsyncEngine
+) -> None:
+    """The approvals channel is optional (approvers have the card in their chats): its copy
+    is not a failure to report, unlike a missing IT channel."""
+    sessions = session_factory(migrated_engine)
+    async with write_transaction(sessions) as session:
+        await session.execute(delete(ChannelRoleRecord))
+    ask = Notification(
+        NotificationKind.APPROVAL_REQUESTED, WAITING, "asks", {"approvers": CASEY_AAD}
+    )
+    await setup.outbox.to_channel(Channel.APPROVALS, ask, key="k")
+    await setup.dispatcher.dispatch_due()
+    assert recorder.requests == []
+    async with sessions() as session:
+        rows = (await session.scalars(select(OutboxMessage))).all()
+    assert [(row.key, row.state) for row in rows] == [("k", "sent")], "nobody told of it"
