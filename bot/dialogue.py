@@ -23,6 +23,7 @@ from bot.intents import Intent, Mention, Parsed, parse, shown_ticket_ref, valid_
 from bot.turn_limits import TurnLimiter, Verdict
 from core.db import utc_now
 from core.logging import get_logger
+from workflows import wording
 from workflows.access import CANNOT_SEE, Reader, Role, may_read, readable
 from workflows.model import TicketStatus
 from workflows.ports import Person, TicketView
@@ -620,11 +621,13 @@ def _request_reply(result: RequestResult, what: str) -> Reply:
         waiting = (
             "An approver has been asked; I'll message you when it is decided."
             if ticket.status == TicketStatus.AWAITING_APPROVAL
-            else "I'm setting it up now."
+            else f"I'm {wording.under_way(ticket)}."
         )
         return Reply(f"Thanks! Your {what} is **{ticket.ref}**. {waiting}")
     if result.ticket is not None:
-        return Reply(f"{_sentence(result.message)} ({result.ticket.ref})")
+        said = _sentence(result.message)
+        ref = result.ticket.ref
+        return Reply(said if ref in said else f"{said} ({ref})")
     return Reply("I can't do that: " + "; ".join(p.message for p in result.problems) + ".")
 
 

@@ -62,9 +62,7 @@ def same_content(payload: dict[str, Any], event: dict[str, Any]) -> bool:
     )
 
 
-async def adopt(
-    calendar: GraphCalendar, mailbox: str, adoptions: list[Adoption]
-) -> AdoptionRound:
+async def adopt(calendar: GraphCalendar, mailbox: str, adoptions: list[Adoption]) -> AdoptionRound:
     """Find each adopted event and write today's content over it.
 
     Without an id from Graph, the event is the one tagged with the appointment *and* holding

@@ -141,7 +141,8 @@ def announce_failed(work: UnitOfWork, view: TicketView, step: str, reason: str) 
     """IT gets what failed, in plain words, with Retry and Cancel; the people it concerns are
     told it is not finished yet, without internals (they would otherwise hear nothing)."""
     text = f"failed while {wording.step_label(step)}: {wording.plain(reason)}"
-    tell_it(work, Notification(NotificationKind.FAILED, view, f"{view.ref} · {text}"))
+    line = f"{view.ref} · {view.subject.name} · {text}"  # like every other status line
+    tell_it(work, Notification(NotificationKind.FAILED, view, line))
     refresh_card(work, view)
     told = Notification(NotificationKind.FAILED, view, wording.not_finished(view))
     for person in sorted({view.requester.id, view.subject.id}):

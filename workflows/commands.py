@@ -10,14 +10,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from core.settings import ProvisioningSettings
 from workflows.announcements import refresh_card
 from workflows.audit import record_audit
-from workflows.model import IllegalTransitionError, TicketEvent, TicketStatus
+from workflows.model import IllegalTransitionError, TicketEvent, TicketKind, TicketStatus
 from workflows.policy import approval_refusal, cancel_refusal
 from workflows.ports import Person
 from workflows.queries import locked_ticket
-from workflows.records import Decision, Ticket, ticket_id_from_ref
+from workflows.records import Decision, Enrollment, Ticket, ticket_id_from_ref
 from workflows.results import ActionOutcome, ActionResult
 from workflows.roster import Roster
 from workflows.steps import StepState
@@ -175,6 +178,8 @@ class TicketCommands:
             except IllegalTransitionError as error:
                 return ActionResult(ActionOutcome.ALREADY_DECIDED, str(error), ticket_view(ticket))
             self._after_resume(ticket, event)
+            if event is TicketEvent.CANCEL and ticket.kind == TicketKind.ENROLL.value:
+                await _withdraw_enrollment(work.session, ticket)
             await work.session.flush()
             view = ticket_view(ticket)
         return ActionResult(
@@ -199,3 +204,19 @@ class TicketCommands:
                 StepState.FAILED.value,
             ):
                 step.state = StepState.CANCELLED.value
+
+
+async def _withdraw_enrollment(session: AsyncSession, ticket: Ticket) -> None:
+    """A cancelled enrollment leaves nobody enrolled, whatever steps it got through.
+
+    The mapping step writes the enrollment before the later steps run, so an enrollment that
+    failed after it and is then cancelled would leave the person "enrolled" (status, the users
+    list, and a refusal to ask again) though they never synced. The outside effects of the
+    steps that succeeded (the scheduling mapping, the group membership) are not undone yet;
+    asking again reuses them, as both steps are idempotent.
+    """
+    await session.execute(
+        update(Enrollment)
+        .where(Enrollment.created_by_ticket == ticket.id, Enrollment.active.is_(True))
+        .values(active=False)
+    )

@@ -333,8 +333,10 @@ def failure_message(error: Exception) -> str:
     second never clears by waiting, so it is said plainly instead of being retried.
     """
     if isinstance(error, PermissionMissingError):
-        if error.permission and error.permission in error.message:
-            # The connector already said what is missing and where it is granted.
+        named = error.permission.split(" and ") if error.permission else []
+        if named and all(part in error.message for part in named):
+            # The connector already said what is missing and where it is granted (a permission
+            # and an Exchange role are granted in different places, so each is named).
             return f"{error}; once it is granted, press Retry"
         what = (
             f"the Microsoft Graph application permission {error.permission}"

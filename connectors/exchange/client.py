@@ -378,9 +378,7 @@ class ExchangeAdminClient:
                         follow_redirects=False,
                     )
                 except httpx.TimeoutException:
-                    raise TransientError(
-                        "Exchange did not answer in time", request=info
-                    ) from None
+                    raise TransientError("Exchange did not answer in time", request=info) from None
                 except httpx.TransportError as error:
                     raise TransientError(
                         f"the connection to Exchange failed ({type(error).__name__})",

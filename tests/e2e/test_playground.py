@@ -1,11 +1,17 @@
 """End to end in Microsoft's own local Teams client, the Microsoft 365 Agents Playground.
 
 Sasha asks for calendar sync in her 1:1 chat and sends the request card; the approval card
-reaches the approvals channel, where Casey (an approver, a different Playground user) approves
+reaches the Approvals channel, where Casey (an approver, a different Playground user) approves
 it; Syncwarden provisions against the sandbox tenant; Sasha gets her set-up instructions and the
-IT channel its status lines. Everything is wired as ``serve`` wires it (workflow, outbox, Teams
-delivery, dialogue); only the runner and the outbox dispatcher are stepped by the test instead of
-their background loops, so the test can wait on exact moments.
+IT channel (the team's General channel) its status lines. Everything is wired as ``serve`` wires
+it (workflow, outbox, Teams delivery, dialogue); only the runner and the outbox dispatcher are
+stepped by the test instead of their background loops, so the test can wait on exact moments.
+
+Each conversation's messages are checked one by one, in the order the bot sent them, for exactly
+what they say: Sasha's chat must hold exactly her form, the answer to her request, the approval,
+her instructions and the outcome. (A search for a word anywhere in a conversation let this test
+pass while the approval card never reached an approvals channel: it found the ticket number in
+IT's status card instead.)
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import asyncio
 import json
 import os
 import signal
+from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -38,10 +45,13 @@ from workflows.model import TicketStatus
 ROOT = Path(__file__).resolve().parents[2]
 PLAYGROUND = ROOT / "node_modules" / ".bin" / "agentsplayground"
 PERSONAL = "personal-sasha"
-TEAM = "team-it"
+TEAM = "team-it"  # the team's own (General) channel: IT's status lines and alerts
+APPROVALS = "channel-approvals"
+CHANNELS = (TEAM, APPROVALS)
 STARTUP_SECONDS = 60
 BOT_ID = "28:syncwarden-bot"
 BOT_NAME = "Syncwarden"
+SASHA = "sasha.verhoeven@example.edu"
 
 
 PEOPLE = [  # the Playground wants exactly five users besides the current one
@@ -80,7 +90,7 @@ def playground_config(tenant: SandboxTenant) -> str:
         + f"personalChat:\n  id: {PERSONAL}\n"
         + "groupChat:\n  id: group-chat\n  name: Group Chat\n"
         + f"team:\n  id: {TEAM}\n  name: IT\n  aadGroupId: 00000000-0000-4000-8000-000000000031\n"
-        + "  channels:\n    - id: channel-other\n      name: Other\n"
+        + f"  channels:\n    - id: {APPROVALS}\n      name: Approvals\n"
     )
 
 
@@ -120,34 +130,82 @@ async def playground(bot_url: str, workdir: Path, config: str) -> AsyncIterator[
             await process.wait()
 
 
+def headline(message: dict[str, Any]) -> str:
+    """A message's text, or its card's first line (a card's title or IT's status line)."""
+    for attachment in message.get("attachments") or []:
+        blocks = [e for e in attachment["content"]["body"] if e.get("type") == "TextBlock"]
+        return str(blocks[0]["text"]) if blocks else ""
+    return str(message.get("text") or "")
+
+
+def card_of(message: dict[str, Any]) -> dict[str, Any]:
+    attachments = message.get("attachments") or []
+    assert len(attachments) == 1, f"not one card: {message}"
+    card: dict[str, Any] = attachments[0]["content"]
+    return card
+
+
+def lines(card: dict[str, Any]) -> list[str]:
+    """The card's lines of text, in order."""
+    return [str(e["text"]) for e in card["body"] if e.get("type") == "TextBlock"]
+
+
+def answered_card(answer: dict[str, Any]) -> dict[str, Any]:
+    """The card a click was answered with (shown in place of the clicked one)."""
+    assert answer.get("type") == "application/vnd.microsoft.card.adaptive", answer
+    card: dict[str, Any] = answer["value"]
+    return card
+
+
+def submitted_data(card: dict[str, Any], verb: str) -> dict[str, Any]:
+    """What a click on ``verb`` sends with the card's inputs as shown: the action's data and
+    each input's value under its id."""
+    action = next(a for a in card.get("actions", []) if a.get("verb") == verb)
+    data: dict[str, Any] = dict(action.get("data", {}))
+    for element in card["body"]:
+        if str(element.get("type", "")).startswith("Input.") and "id" in element:
+            data[element["id"]] = element.get("value", "")
+    return data
+
+
 class Stream:
-    """The Playground UI's WebSocket: every message the bot sends or updates."""
+    """The Playground UI's WebSocket: the bot's new messages, per conversation, in order."""
 
     def __init__(self, socket: aiohttp.ClientWebSocketResponse) -> None:
         self._socket = socket
+        self._unread: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
 
-    async def next(
-        self, conversation: str, *, with_card: bool = False, containing: str = ""
-    ) -> dict[str, Any]:
+    async def next(self, conversation: str) -> dict[str, Any]:
+        """The bot's next message in ``conversation``, whatever it is (the test checks it)."""
         async with asyncio.timeout(30):
-            while True:
-                frame = await self._socket.receive_json()
-                if (
-                    frame.get("action") != "createMessage"
-                    or frame.get("actionConversationId") != conversation
-                ):
-                    continue
-                message: dict[str, Any] = frame["message"]
-                # In a channel the conversation names the thread; clicks must name it too.
-                conversation_id = str(frame["actionConversationId"])
-                if conversation_id == TEAM:  # a new post starts its own thread
-                    conversation_id = f"{TEAM};messageid={message['messageId']}"
-                message["conversation"] = conversation_id
-                if with_card and not message.get("attachments"):
-                    continue
-                if containing and containing not in json.dumps(message):
-                    continue
+            while not self._unread[conversation]:
+                await self._read()
+        return self._unread[conversation].pop(0)
+
+    async def find(self, conversation: str, line: str) -> dict[str, Any]:
+        """The bot's next message in ``conversation`` whose headline is exactly ``line``,
+        passing over others (the IT channel also hears of copies the bot could not deliver)."""
+        while True:
+            message = await self.next(conversation)
+            if headline(message) == line:
                 return message
+
+    async def _read(self) -> None:
+        frame = await self._socket.receive_json()
+        if frame.get("action") != "createMessage":
+            return
+        message: dict[str, Any] = frame["message"]
+        if message.get("from", {}).get("id") != BOT_ID:
+            return
+        conversation = str(frame["actionConversationId"])
+        # In a channel the conversation names the thread; clicks must name it too (a new post
+        # starts its own thread).
+        message["conversation"] = (
+            f"{conversation};messageid={message['messageId']}"
+            if conversation in CHANNELS
+            else conversation
+        )
+        self._unread[conversation].append(message)
 
 
 async def test_request_approval_and_provisioning_in_the_playground(
@@ -243,27 +301,52 @@ async def test_request_approval_and_provisioning_in_the_playground(
                     )
                     assert answer.status in (200, 201, 202), await answer.text()
 
-                # IT (Dana) sets up the team's channel for approvals and alerts.
-                await say_as(TEAM, "dana", "use this channel for approvals")
-                await stream.next(TEAM, containing="Approval cards now go to this channel")
-                await say_as(TEAM, "dana", "use this channel for alerts")
-                await stream.next(TEAM, containing="status lines")
-
-                # Sasha asks, and sends the request card.
-                await say(PERSONAL, "add me to calendar sync")
-                form = await stream.next(PERSONAL, with_card=True)
-                submitted = await click(
-                    form["conversation"],
-                    "user-sasha",
-                    form["messageId"],
-                    "submit_request",
-                    {"mailbox": "sasha.verhoeven@example.edu", "profile": "prof-sasha"},
+                # IT (Dana) gives the Approvals channel the approval cards and General IT's news,
+                # as the README's walkthrough does.
+                await say_as(APPROVALS, "dana", "use this channel for approvals")
+                said = headline(await stream.next(APPROVALS))
+                assert (
+                    said == "Approval cards now go to this channel too; only approvers can decide."
                 )
-                assert "SW-1001" in json.dumps(submitted)
+                await say_as(TEAM, "dana", "use this channel for alerts")
+                said = headline(await stream.next(TEAM))
+                assert (
+                    said == "This channel now gets Syncwarden's status lines, failures and alerts."
+                )
 
-                # The approval card reaches the approvals channel; Casey approves it there.
+                # Sasha asks, and sends the request card as it came.
+                await say(PERSONAL, "add me to calendar sync")
+                form = await stream.next(PERSONAL)
+                assert headline(form) == "Ask for calendar sync"
+                data = submitted_data(card_of(form), "submit_request")
+                assert data["mailbox"] == SASHA and data["profile"] == "prof-sasha", data
+                submitted = await click(
+                    form["conversation"], "user-sasha", form["messageId"], "submit_request", data
+                )
+                # The card turns into its sent state in place; the answer goes into the chat.
+                sent = answered_card(submitted)
+                assert lines(sent) == [
+                    "Calendar sync request · SW-1001",
+                    "Sent · **awaiting approval**",
+                ]
+                assert "actions" not in sent
+                thanks = await stream.next(PERSONAL)
+                assert thanks["text"] == (
+                    "Thanks! Your request is **SW-1001**. An approver has been asked; "
+                    "I'll message you when it is decided."
+                )
+
+                # The approval card reaches the Approvals channel; Casey approves it there.
                 await dispatcher.dispatch_due()
-                approval = await stream.next(TEAM, with_card=True, containing="SW-1001")
+                approval = await stream.next(APPROVALS)
+                assert headline(approval) == "Calendar sync request · SW-1001"
+                assert "Sasha Verhoeven (sasha.verhoeven@example.edu)" in json.dumps(
+                    card_of(approval)
+                )
+                await stream.find(
+                    TEAM,
+                    "SW-1001 · Sasha Verhoeven · new calendar sync request, waiting for approval",
+                )
                 decided = await click(
                     approval["conversation"],
                     "user-casey",
@@ -271,14 +354,26 @@ async def test_request_approval_and_provisioning_in_the_playground(
                     "approve",
                     {"ticket": "SW-1001", "version": 1, "comment": "ok"},
                 )
-                assert "Approved** by" in json.dumps(decided)
+                shown = lines(answered_card(decided))
+                assert shown[0] == "Calendar sync request · SW-1001"
+                assert shown[1].startswith("**Approved** by Casey Lindqvist, "), shown
+                assert shown[2] == "Status: **provisioning**"
 
-                # Provisioning, then the messages it causes.
+                # Provisioning, then what it tells Sasha, in order, and IT's line.
                 await workflows.runner.run_until_idle()
                 await dispatcher.dispatch_due()
-                instructions = await stream.next(PERSONAL, containing="Your calendar sync is ready")
-                assert "sasha.verhoeven@example.edu" in instructions["text"]
-                await stream.next(TEAM, containing="completed")
+                approved = await stream.next(PERSONAL)
+                assert approved["text"] == (
+                    'SW-1001 was approved by Casey Lindqvist ("ok"); setting it up now'
+                )
+                instructions = await stream.next(PERSONAL)
+                assert instructions["text"].startswith("**Your calendar sync is ready, Sasha.**")
+                assert f"Outlook calendar of **{SASHA}**" in instructions["text"]
+                done = await stream.next(PERSONAL)
+                assert (
+                    done["text"] == "SW-1001 is done: calendar sync is set up for Sasha Verhoeven"
+                )
+                await stream.find(TEAM, "SW-1001 · Sasha Verhoeven · completed")
 
         ticket = await workflows.service.get_ticket("SW-1001")
         assert ticket is not None and ticket.status == TicketStatus.COMPLETED

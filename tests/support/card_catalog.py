@@ -54,7 +54,9 @@ def catalog() -> dict[str, dict[str, Any]]:
         "approval: change request": cards.approver_card(change, now=NOW),
         "status: completed": cards.status_card(done, "SW-1042 · Ada Byron · completed", now=NOW),
         "status: failed with retry": cards.status_card(
-            failed, "SW-1042 · failed while adding them to the sync group: access denied", now=NOW
+            failed,
+            "SW-1042 · Ada Byron · failed while adding them to the sync group: access denied",
+            now=NOW,
         ),
         "manual task": cards.manual_task_card(
             done,

@@ -73,7 +73,6 @@ class ConnectorRecorder:
             return web.Response(status=status, headers=headers, text=text)
         return web.json_response({"id": f"reply-{len(self.requests)}"})
 
-
     def _member(self, member_id: str) -> web.Response:
         """``GET /v3/conversations/{id}/members/{userId}`` (learn.microsoft.com, Teams platform,
         "Get single member details"): the member with ``aadObjectId``, or 404 when the user is
