@@ -9,17 +9,23 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 NODE_STAMP := node_modules/.installed-stamp
 
-.PHONY: run test lint typecheck pytest migrate install clean card-previews
+.PHONY: run test lint typecheck pytest migrate install clean card-previews lock
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "Syncwarden needs Python 3.11 or newer on PATH (python3.11, python3.12, ...)." >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 
-# Reinstalled whenever the project's metadata changes.
-$(STAMP): pyproject.toml | $(BIN)/python
+# Reinstalled whenever the project's metadata or the lock changes. requirements.lock pins every
+# Python package (the ones CI tested); `make lock` remakes it after pyproject.toml changes.
+LOCK := requirements.lock
+$(STAMP): pyproject.toml $(LOCK) | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[dev]'
 	@touch $@
+
+lock: $(STAMP)
+	$(BIN)/pip-compile --quiet --upgrade --strip-extras --no-emit-index-url --no-emit-find-links \
+		--extra dev --extra manifest --output-file $(LOCK) pyproject.toml
 
 # Node packages the tests use (Microsoft's Adaptive Cards renderer), pinned by package-lock.json.
 $(NODE_STAMP): package.json package-lock.json

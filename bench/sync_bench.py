@@ -22,21 +22,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from connectors.errors import BadRequestError
-from connectors.graph.client import BatchRequest
-from connectors.scheduling.ports import Appointment
-from core.db import create_engine, session_factory, write_transaction
-from core.logging import configure_logging
-from core.settings import Settings, SyncSettings
-from sandbox.server import SandboxTenant
-from sandbox.testing import running_sandbox
-from sync.engine import SyncOptions, SyncReport
+from syncwarden.connectors.errors import BadRequestError
+from syncwarden.connectors.graph.client import BatchRequest
+from syncwarden.connectors.scheduling.ports import Appointment
+from syncwarden.core.db import create_engine, session_factory, write_transaction
+from syncwarden.core.logging import configure_logging
+from syncwarden.core.settings import Settings, SyncSettings
 from syncwarden.m365 import Microsoft365, build_microsoft365
 from syncwarden.migrate import upgrade_to_head
+from syncwarden.sandbox.server import SandboxTenant
+from syncwarden.sandbox.testing import running_sandbox
+from syncwarden.sync.engine import SyncOptions, SyncReport
 from syncwarden.workflow_wiring import build_calendar_sync
+from syncwarden.workflows.records import Enrollment
 from tests.support.m365 import sandbox_settings
 from tests.support.notifier import RecordingNotifier, recording_units
-from workflows.records import Enrollment
 
 SYNC_GROUP = "Calendar Sync"
 

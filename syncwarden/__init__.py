@@ -1,4 +1,9 @@
-"""Composition root: loads settings, wires every room together and starts the process."""
+"""Syncwarden, in one package so that nothing it installs can collide with another distribution.
+
+Its subpackages are the rooms (``bot``, ``workflows``, ``sync``, ``connectors``, ``core``,
+``sandbox``, ``manifest``, ``migrations``); its own modules are the composition root, which loads
+the settings, wires the rooms together and starts the process.
+"""
 
 from importlib.metadata import PackageNotFoundError, version
 

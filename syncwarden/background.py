@@ -20,15 +20,15 @@ from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core.failures import report_unexpected
-from core.jobs_metrics import count_job_run
-from core.logging import get_logger
-from core.settings import Settings
-from core.tracing import tracer
-from sync.engine import SyncReport
+from syncwarden.core.failures import report_unexpected
+from syncwarden.core.jobs_metrics import count_job_run
+from syncwarden.core.logging import get_logger
+from syncwarden.core.settings import Settings
+from syncwarden.core.tracing import tracer
 from syncwarden.job_runs import last_run, record_run
+from syncwarden.sync.engine import SyncReport
 from syncwarden.workflow_wiring import Workflows
-from workflows.outbox import OutboxDispatcher
+from syncwarden.workflows.outbox import OutboxDispatcher
 
 log = get_logger(__name__)
 

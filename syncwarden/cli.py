@@ -22,18 +22,24 @@ from rich.console import Console
 from rich.progress import Progress
 from sqlalchemy.exc import SQLAlchemyError
 
-from connectors.errors import ConnectorError
-from connectors.scheduling.builtin import BuiltinScheduling
-from connectors.scheduling.profile_import import parse_profiles_csv
-from core.db import create_engine, session_factory
-from core.errors import ConfigurationError
-from core.logging import SecretScrubber, configure_logging
-from core.settings import Settings, database_url_problem, find_problems, load_settings, masked_view
-from sync.engine import SyncReport
 from syncwarden import __version__
+from syncwarden.connectors.errors import ConnectorError
+from syncwarden.connectors.scheduling.builtin import BuiltinScheduling
+from syncwarden.connectors.scheduling.profile_import import parse_profiles_csv
+from syncwarden.core.db import create_engine, session_factory
+from syncwarden.core.errors import ConfigurationError
+from syncwarden.core.logging import SecretScrubber, configure_logging
+from syncwarden.core.settings import (
+    Settings,
+    database_url_problem,
+    find_problems,
+    load_settings,
+    masked_view,
+)
 from syncwarden.migrate import upgrade_to_head
 from syncwarden.sandbox_process import SandboxStartError
-from workflows.audit import export_audit
+from syncwarden.sync.engine import SyncReport
+from syncwarden.workflows.audit import export_audit
 
 EXIT_UNAVAILABLE = 1
 EXIT_CONFIGURATION = 2
@@ -317,13 +323,13 @@ def import_appointments(
     Re-importing replaces appointments with the same id, so an export can be loaded again after
     changes. Exits 1 when any row was rejected.
     """
-    from connectors.scheduling.appointment_import import (
+    from syncwarden.connectors.scheduling.appointment_import import (
         group_by_profile,
         parse_appointments_csv,
         parse_appointments_ics,
     )
-    from connectors.scheduling.builtin_appointments import BuiltinAppointments
-    from connectors.scheduling.ports import Window
+    from syncwarden.connectors.scheduling.builtin_appointments import BuiltinAppointments
+    from syncwarden.connectors.scheduling.ports import Window
 
     settings = _load()
     configure_logging(settings)
@@ -395,10 +401,10 @@ def sync_now(
     Runs here, in this process, sharing the work safely with a running service (leases). Exits
     1 when any person's sync failed.
     """
-    from sync.engine import SyncOptions
     from syncwarden.m365 import build_microsoft365
+    from syncwarden.sync.engine import SyncOptions
     from syncwarden.workflow_wiring import build_calendar_sync
-    from workflows.unit_of_work import UnitsOfWork
+    from syncwarden.workflows.unit_of_work import UnitsOfWork
 
     if bool(person) == everyone:
         raise typer.BadParameter("give either --person or --all", param_hint="--person/--all")
@@ -471,7 +477,16 @@ def manifest_build(
     The manifest is validated against Microsoft's v1.24 schema and the icons against Teams'
     rules; any problem is listed and nothing is written (exit 2).
     """
-    from syncwarden.manifest_build import ManifestError, build_package
+    try:
+        from syncwarden.manifest_build import ManifestError, build_package
+    except ImportError as error:  # jsonschema or Pillow: the "manifest" extra
+        _fail(
+            [
+                f"it needs {error.name or 'a package'} from the 'manifest' extra: "
+                "pip install 'syncwarden[manifest]'"
+            ],
+            "The Teams app package cannot be built here:",
+        )
 
     settings = _load()
     try:
@@ -528,7 +543,7 @@ def secrets_scan() -> None:
     """
     from syncwarden.m365 import build_microsoft365
     from syncwarden.workflow_wiring import build_credential_watch
-    from workflows.unit_of_work import UnitsOfWork
+    from syncwarden.workflows.unit_of_work import UnitsOfWork
 
     settings = _load()
     configure_logging(settings)

@@ -26,12 +26,12 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from connectors.scheduling.builtin import ProfileRecord
-from connectors.scheduling.builtin_appointments import AppointmentRecord
-from connectors.scheduling.ports import Appointment, Profile
-from core.db import utc_now, write_transaction
-from core.logging import get_logger
-from core.settings import SchedulingAdapter, Settings, SyncSource, sandbox_target_problem
+from syncwarden.connectors.scheduling.builtin import ProfileRecord
+from syncwarden.connectors.scheduling.builtin_appointments import AppointmentRecord
+from syncwarden.connectors.scheduling.ports import Appointment, Profile
+from syncwarden.core.db import utc_now, write_transaction
+from syncwarden.core.logging import get_logger
+from syncwarden.core.settings import SchedulingAdapter, Settings, SyncSource, sandbox_target_problem
 
 log = get_logger(__name__)
 

@@ -22,8 +22,8 @@ import asyncpg
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot.conversations import ChannelRole, ConversationStore
-from connectors.errors import (
+from syncwarden.bot.conversations import ChannelRole, ConversationStore
+from syncwarden.connectors.errors import (
     AccessDeniedError,
     AuthenticationError,
     ConnectorError,
@@ -32,15 +32,15 @@ from connectors.errors import (
     NotFoundError,
     PermissionMissingError,
 )
-from connectors.exchange.client import MEMBERSHIP_ROLE
-from connectors.graph.teamwork import CATALOG_PERMISSION, INSTALL_PERMISSION
-from connectors.ports import DirectoryGroup, DirectoryUser, GroupKind
-from connectors.tokens import granted_roles
-from core.settings import Settings, find_problems
+from syncwarden.connectors.exchange.client import MEMBERSHIP_ROLE
+from syncwarden.connectors.graph.teamwork import CATALOG_PERMISSION, INSTALL_PERMISSION
+from syncwarden.connectors.ports import DirectoryGroup, DirectoryUser, GroupKind
+from syncwarden.connectors.tokens import granted_roles
+from syncwarden.core.settings import Settings, find_problems
 from syncwarden.m365 import Microsoft365
 from syncwarden.migrate import migration_status
 from syncwarden.workflow_wiring import BotTokens
-from workflows.roster import Roster
+from syncwarden.workflows.roster import Roster
 
 GRAPH_ROLES = (
     "User.Read.All",

@@ -13,7 +13,7 @@ from sqlalchemy import String
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Mapped, mapped_column
 
-from core.db import Base, UtcDateTime, session_factory, write_transaction
+from syncwarden.core.db import Base, UtcDateTime, session_factory, write_transaction
 
 
 class JobRun(Base):

@@ -19,21 +19,21 @@ from dataclasses import dataclass
 
 import httpx
 
-from connectors.cached_directory import CachedDirectory
-from connectors.clouds import ResolvedEndpoints, resolve_endpoints
-from connectors.exchange.client import ExchangeAdminClient
-from connectors.graph.applications import GraphApplications
-from connectors.graph.calendar import GraphCalendar
-from connectors.graph.client import GraphClient
-from connectors.graph.directory import GraphDirectory
-from connectors.graph.subscriptions import GraphSubscriptions
-from connectors.graph.teamwork import GraphTeamwork
-from connectors.groups import SyncGroupMembership
-from connectors.http import create_http_client
-from connectors.limits import ConcurrencyLimiter
-from connectors.retry import RetryPolicy
-from connectors.tokens import MsalTokenProvider
-from core.settings import Settings
+from syncwarden.connectors.cached_directory import CachedDirectory
+from syncwarden.connectors.clouds import ResolvedEndpoints, resolve_endpoints
+from syncwarden.connectors.exchange.client import ExchangeAdminClient
+from syncwarden.connectors.graph.applications import GraphApplications
+from syncwarden.connectors.graph.calendar import GraphCalendar
+from syncwarden.connectors.graph.client import GraphClient
+from syncwarden.connectors.graph.directory import GraphDirectory
+from syncwarden.connectors.graph.subscriptions import GraphSubscriptions
+from syncwarden.connectors.graph.teamwork import GraphTeamwork
+from syncwarden.connectors.groups import SyncGroupMembership
+from syncwarden.connectors.http import create_http_client
+from syncwarden.connectors.limits import ConcurrencyLimiter
+from syncwarden.connectors.retry import RetryPolicy
+from syncwarden.connectors.tokens import MsalTokenProvider
+from syncwarden.core.settings import Settings
 
 
 @dataclass

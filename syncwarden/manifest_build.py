@@ -18,10 +18,10 @@ from typing import Any
 import jsonschema
 from PIL import Image
 
-import manifest
-from bot.commands import manifest_command_lists
-from core.errors import SyncwardenError
-from core.settings import Settings
+from syncwarden import manifest
+from syncwarden.bot.commands import manifest_command_lists
+from syncwarden.core.errors import SyncwardenError
+from syncwarden.core.settings import Settings
 
 MANIFEST_DIR = Path(manifest.__file__).resolve().parent
 SCHEMA = MANIFEST_DIR / "schema" / "teams-manifest-v1.24.schema.json"

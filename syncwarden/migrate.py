@@ -20,8 +20,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-import migrations
-from core.db import SQLITE_IMMEDIATE_OPTION
+from syncwarden import migrations
+from syncwarden.core.db import SQLITE_IMMEDIATE_OPTION
 
 # Arbitrary but fixed: the advisory-lock key every Syncwarden replica agrees on for migrations.
 _MIGRATION_LOCK_KEY = 0x5359_4E43_5741_5244 & 0x7FFF_FFFF_FFFF_FFFF

@@ -1,8 +1,9 @@
 """Starting the sandbox tenant as a child process for ``syncwarden serve --sandbox``.
 
-Product code never imports the sandbox; it runs it as its own program (``python -m sandbox``),
-reads the one ``sandbox.ready`` JSON line it prints, and points the settings at it: the same
-addresses, CA bundle and app credentials a real tenant would be configured with.
+Product code never imports the sandbox; it runs it as its own program
+(``python -m syncwarden.sandbox``), reads the one ``sandbox.ready`` JSON line it prints, and points
+the settings at it: the same addresses, CA bundle and app credentials a real tenant would be
+configured with.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from core.errors import SyncwardenError
-from core.settings import Settings, sandbox_target_problem
+from syncwarden.core.errors import SyncwardenError
+from syncwarden.core.settings import Settings, sandbox_target_problem
 
 READY_TIMEOUT_SECONDS = 30.0
 SYNC_GROUP = "Calendar Sync"
@@ -51,7 +52,7 @@ async def start_sandbox(state_dir: Path) -> SandboxProcess:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "sandbox",
+        "syncwarden.sandbox",
         "--state-dir",
         str(state_dir),
         "--exit-with-parent",

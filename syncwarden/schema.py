@@ -4,17 +4,17 @@ Alembic's autogenerate and the drift test read ``metadata`` from here, so a mode
 not imported here is invisible to migrations: add new model modules to the import list.
 """
 
-from bot import card_posts, conversations  # noqa: F401  (conversation_refs, card_*)
-from connectors.scheduling import (  # noqa: F401  (scheduling_*, ics_feed_cache)
+from syncwarden import job_runs  # noqa: F401  (registers job_runs)
+from syncwarden.bot import card_posts, conversations  # noqa: F401  (conversation_refs, card_*)
+from syncwarden.connectors.scheduling import (  # noqa: F401  (scheduling_*, ics_feed_cache)
     builtin,
     builtin_appointments,
     ics_source,
 )
-from core.db import Base
-from sync import credential_watch  # noqa: F401  (registers credential_alerts)
-from sync import records as sync_records  # noqa: F401  (registers sync_* tables)
-from sync import subscriptions as sync_subscriptions  # noqa: F401  (sync_subscriptions)
-from syncwarden import job_runs  # noqa: F401  (registers job_runs)
-from workflows import audit, outbox, records  # noqa: F401  (registers their tables)
+from syncwarden.core.db import Base
+from syncwarden.sync import credential_watch  # noqa: F401  (registers credential_alerts)
+from syncwarden.sync import records as sync_records  # noqa: F401  (registers sync_* tables)
+from syncwarden.sync import subscriptions as sync_subscriptions  # noqa: F401  (sync_subscriptions)
+from syncwarden.workflows import audit, outbox, records  # noqa: F401  (registers their tables)
 
 metadata = Base.metadata

@@ -24,22 +24,22 @@ from aiohttp import web
 from aiohttp.streams import StreamReader
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.dialogue import DialogueLogic
-from bot.turn_limits import TurnLimiter
-from connectors.errors import ConnectorError
-from core.db import create_engine, session_factory
-from core.errors import ConfigurationError
-from core.logging import get_logger
-from core.settings import HttpSettings, Settings, find_problems
-from core.tracing import configure_tracing
-from sync.subscriptions import MailboxSubscriptions
 from syncwarden import __version__
 from syncwarden.background import BackgroundWork
+from syncwarden.bot.dialogue import DialogueLogic
+from syncwarden.bot.turn_limits import TurnLimiter
+from syncwarden.connectors.errors import ConnectorError
+from syncwarden.core.db import create_engine, session_factory
+from syncwarden.core.errors import ConfigurationError
+from syncwarden.core.logging import get_logger
+from syncwarden.core.settings import HttpSettings, Settings, find_problems
+from syncwarden.core.tracing import configure_tracing
 from syncwarden.demo_data import load_demo_scheduling
 from syncwarden.doctor import Doctor
 from syncwarden.m365 import Microsoft365, build_microsoft365
 from syncwarden.migrate import upgrade_to_head
 from syncwarden.sandbox_process import settings_for_sandbox, start_sandbox
+from syncwarden.sync.subscriptions import MailboxSubscriptions
 from syncwarden.web import METRICS, HttpMetrics, create_app
 from syncwarden.workflow_wiring import (
     BotTokens,

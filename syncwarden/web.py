@@ -39,26 +39,26 @@ from sqlalchemy import Select, case, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import ColumnElement
 
-from bot.dialogue import DialogueLogic
-from bot.teams_endpoint import add_bot_routes
-from bot.turn_limits import limited_counts
-from core.db import ping, utc_now
-from core.failures import unexpected_counts
-from core.jobs_metrics import SYNC_OUTCOMES, job_counts, sync_run_counts
-from core.logging import get_logger
-from core.payloads import MAX_JSON_DEPTH, json_too_deep
-from core.settings import Settings
-from sync.credential_watch import CredentialAlert
-from sync.errors import FailureKind
-from sync.records import SyncState
-from sync.subscriptions import MailboxSubscriptions
 from syncwarden import __version__
+from syncwarden.bot.dialogue import DialogueLogic
+from syncwarden.bot.teams_endpoint import add_bot_routes
+from syncwarden.bot.turn_limits import limited_counts
+from syncwarden.core.db import ping, utc_now
+from syncwarden.core.failures import unexpected_counts
+from syncwarden.core.jobs_metrics import SYNC_OUTCOMES, job_counts, sync_run_counts
+from syncwarden.core.logging import get_logger
+from syncwarden.core.payloads import MAX_JSON_DEPTH, json_too_deep
+from syncwarden.core.settings import Settings
 from syncwarden.migrate import migration_status
+from syncwarden.sync.credential_watch import CredentialAlert
+from syncwarden.sync.errors import FailureKind
+from syncwarden.sync.records import SyncState
+from syncwarden.sync.subscriptions import MailboxSubscriptions
 from syncwarden.workflow_wiring import GRAPH_NOTIFICATIONS_PATH
-from workflows.model import TicketStatus
-from workflows.outbox import OutboxMessage
-from workflows.records import Enrollment, Step, Ticket
-from workflows.steps import StepName, StepState
+from syncwarden.workflows.model import TicketStatus
+from syncwarden.workflows.outbox import OutboxMessage
+from syncwarden.workflows.records import Enrollment, Step, Ticket
+from syncwarden.workflows.steps import StepName, StepState
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

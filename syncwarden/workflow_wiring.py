@@ -14,31 +14,31 @@ from datetime import timedelta
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
-from bot.card_posts import CardPostStore
-from bot.conversations import ConversationStore
-from bot.teams_delivery import TeamsDelivery
-from connectors.clouds import resolve_endpoints
-from connectors.http import create_http_client
-from connectors.scheduling.builtin import BuiltinScheduling
-from connectors.scheduling.builtin_appointments import BuiltinAppointments
-from connectors.scheduling.ics_source import IcsFeedSource
-from connectors.scheduling.ports import AppointmentSource
-from connectors.scheduling.sql_source import SqlSource
-from connectors.tokens import MsalTokenProvider
-from core.settings import GraphSettings, SchedulingAdapter, Settings, SyncSource
-from sync.alerts import SyncAlerts
-from sync.credential_watch import CredentialWatch
-from sync.engine import SyncEngine
-from sync.subscriptions import MailboxSubscriptions
-from sync.worker import SyncWorker
+from syncwarden.bot.card_posts import CardPostStore
+from syncwarden.bot.conversations import ConversationStore
+from syncwarden.bot.teams_delivery import TeamsDelivery
+from syncwarden.connectors.clouds import resolve_endpoints
+from syncwarden.connectors.http import create_http_client
+from syncwarden.connectors.scheduling.builtin import BuiltinScheduling
+from syncwarden.connectors.scheduling.builtin_appointments import BuiltinAppointments
+from syncwarden.connectors.scheduling.ics_source import IcsFeedSource
+from syncwarden.connectors.scheduling.ports import AppointmentSource
+from syncwarden.connectors.scheduling.sql_source import SqlSource
+from syncwarden.connectors.tokens import MsalTokenProvider
+from syncwarden.core.settings import GraphSettings, SchedulingAdapter, Settings, SyncSource
 from syncwarden.m365 import Microsoft365
-from workflows.handlers import ProvisioningHandlers
-from workflows.instructions import InstructionsTemplate
-from workflows.outbox import OutboxDispatcher, OutboxNotifier
-from workflows.roster import Roster
-from workflows.runner import StepRunner
-from workflows.service import WorkflowService
-from workflows.unit_of_work import UnitsOfWork
+from syncwarden.sync.alerts import SyncAlerts
+from syncwarden.sync.credential_watch import CredentialWatch
+from syncwarden.sync.engine import SyncEngine
+from syncwarden.sync.subscriptions import MailboxSubscriptions
+from syncwarden.sync.worker import SyncWorker
+from syncwarden.workflows.handlers import ProvisioningHandlers
+from syncwarden.workflows.instructions import InstructionsTemplate
+from syncwarden.workflows.outbox import OutboxDispatcher, OutboxNotifier
+from syncwarden.workflows.roster import Roster
+from syncwarden.workflows.runner import StepRunner
+from syncwarden.workflows.service import WorkflowService
+from syncwarden.workflows.unit_of_work import UnitsOfWork
 
 BOT_FRAMEWORK_SCOPE = "https://api.botframework.com/.default"
 GRAPH_NOTIFICATIONS_PATH = "/api/graph/notifications"

@@ -20,11 +20,11 @@ import pytest
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core.db import create_engine
-from sandbox.server import SandboxTenant
-from sandbox.testing import running_sandbox
+from syncwarden.core.db import create_engine
 from syncwarden.m365 import Microsoft365, build_microsoft365
 from syncwarden.migrate import upgrade_to_head
+from syncwarden.sandbox.server import SandboxTenant
+from syncwarden.sandbox.testing import running_sandbox
 from tests.support.m365 import M365Factory, sandbox_settings
 
 POSTGRES_ENV = "SYNCWARDEN_TEST_POSTGRES_URL"

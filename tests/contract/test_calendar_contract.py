@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from sandbox.server import SandboxTenant
-from sandbox.testing import graph_client
+from syncwarden.sandbox.server import SandboxTenant
+from syncwarden.sandbox.testing import graph_client
 from tests.sandbox.conftest import TenantFactory
 
 AVERY = "avery.quinlan@example.edu"

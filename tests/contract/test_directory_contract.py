@@ -15,11 +15,11 @@ from typing import Any
 import httpx
 import pytest
 
-from connectors.graph.applications import CREDENTIAL_FIELDS
-from connectors.graph.directory import GROUP_FIELDS, MEMBER_FIELDS, USER_FIELDS
-from connectors.graph.odata import address_filter
-from sandbox.server import SandboxTenant
-from sandbox.testing import graph_client
+from syncwarden.connectors.graph.applications import CREDENTIAL_FIELDS
+from syncwarden.connectors.graph.directory import GROUP_FIELDS, MEMBER_FIELDS, USER_FIELDS
+from syncwarden.connectors.graph.odata import address_filter
+from syncwarden.sandbox.server import SandboxTenant
+from syncwarden.sandbox.testing import graph_client
 from tests.sandbox.conftest import TenantFactory
 from tests.sandbox.test_csdl_shapes import properties
 

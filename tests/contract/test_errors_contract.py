@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx
 
-from sandbox.server import SandboxTenant
-from sandbox.testing import graph_client
+from syncwarden.sandbox.server import SandboxTenant
+from syncwarden.sandbox.testing import graph_client
 from tests.sandbox.conftest import ClientFactory, TenantFactory
 
 AVERY = "avery.quinlan@example.edu"

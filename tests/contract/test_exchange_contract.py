@@ -16,10 +16,10 @@ from typing import Any
 import httpx
 import pytest
 
-from connectors import errors
-from connectors.exchange.client import MEMBERSHIP_ROLE, exchange_error
-from sandbox.exchange import TENANT_CONCURRENCY
-from sandbox.server import SandboxTenant
+from syncwarden.connectors import errors
+from syncwarden.connectors.exchange.client import MEMBERSHIP_ROLE, exchange_error
+from syncwarden.sandbox.exchange import TENANT_CONCURRENCY
+from syncwarden.sandbox.server import SandboxTenant
 from tests.support.exchange_admin import invoke
 
 EXCHANGE = "https://outlook.office365.com"

@@ -11,8 +11,8 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 
-from sandbox.seed import GRAPH_RESOURCE
-from sandbox.server import SandboxTenant
+from syncwarden.sandbox.seed import GRAPH_RESOURCE
+from syncwarden.sandbox.server import SandboxTenant
 
 ClientFactory = Callable[..., Awaitable[httpx.AsyncClient]]
 AVERY = "avery.quinlan@example.edu"

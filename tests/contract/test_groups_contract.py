@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from sandbox.server import SandboxTenant
-from sandbox.state import Group
+from syncwarden.sandbox.server import SandboxTenant
+from syncwarden.sandbox.state import Group
 from tests.sandbox.conftest import ClientFactory
 
 MAIL_ENABLED_SECURITY = "36210e13-4d7d-4472-8af4-8892765df8ff"  # "Calendar Sync"

@@ -20,8 +20,8 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from sandbox.ca import new_rsa_key, self_signed_certificate
-from sandbox.server import SandboxTenant
+from syncwarden.sandbox.ca import new_rsa_key, self_signed_certificate
+from syncwarden.sandbox.server import SandboxTenant
 
 GRAPH_DEFAULT = "https://graph.microsoft.com/.default"
 BOT_ISSUER = "https://api.botframework.com"

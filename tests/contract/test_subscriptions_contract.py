@@ -16,7 +16,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from sandbox.server import SandboxTenant
+from syncwarden.sandbox.server import SandboxTenant
 
 AVERY = "avery.quinlan@example.edu"
 OUTSIDE_POLICY = "sasha.verhoeven@example.edu"

@@ -15,8 +15,8 @@ import base64
 
 import httpx
 
-from sandbox.seed import GRAPH_RESOURCE
-from sandbox.server import SandboxTenant
+from syncwarden.sandbox.seed import GRAPH_RESOURCE
+from syncwarden.sandbox.server import SandboxTenant
 from tests.sandbox.conftest import ClientFactory
 from tests.sandbox.test_csdl_shapes import check
 

@@ -31,16 +31,16 @@ import httpx
 from aiohttp.test_utils import TestServer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.dialogue import DialogueLogic
-from connectors.scheduling.ports import Profile
-from core.db import session_factory
-from sandbox.server import SandboxTenant
+from syncwarden.bot.dialogue import DialogueLogic
+from syncwarden.connectors.scheduling.ports import Profile
+from syncwarden.core.db import session_factory
 from syncwarden.m365 import build_microsoft365
+from syncwarden.sandbox.server import SandboxTenant
 from syncwarden.web import create_app
 from syncwarden.workflow_wiring import build_teams_delivery, build_workflows
+from syncwarden.workflows.model import TicketStatus
 from tests.support.m365 import sandbox_settings
 from tests.support.process import free_port
-from workflows.model import TicketStatus
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAYGROUND = ROOT / "node_modules" / ".bin" / "agentsplayground"

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from sandbox.server import SandboxTenant
 from syncwarden.m365 import Microsoft365
+from syncwarden.sandbox.server import SandboxTenant
 from tests.support.workflow import Harness, workflow_harness
 
 

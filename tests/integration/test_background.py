@@ -10,9 +10,6 @@ from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from connectors.scheduling.ports import Profile
-from core.db import create_engine, session_factory
-from sandbox.server import SandboxTenant
 from syncwarden.background import (
     WEEKLY_DIGEST,
     BackgroundWork,
@@ -21,13 +18,16 @@ from syncwarden.background import (
     last_due,
     logged_job,
 )
+from syncwarden.connectors.scheduling.ports import Profile
+from syncwarden.core.db import create_engine, session_factory
 from syncwarden.job_runs import last_run, record_run
 from syncwarden.m365 import build_microsoft365
+from syncwarden.sandbox.server import SandboxTenant
 from syncwarden.workflow_wiring import build_workflows
+from syncwarden.workflows.model import TicketStatus
+from syncwarden.workflows.outbox import OutboxMessage
+from syncwarden.workflows.ports import Person
 from tests.support.m365 import sandbox_settings
-from workflows.model import TicketStatus
-from workflows.outbox import OutboxMessage
-from workflows.ports import Person
 
 
 async def test_background_runner_provisions_approved_tickets(

@@ -28,18 +28,18 @@ from microsoft_agents.hosting.core.authorization import _entra_issuers
 from microsoft_agents.hosting.core.authorization.jwt import jwt_token_validator
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.conversations import ConversationStore
-from bot.dialogue import DialogueLogic
-from connectors.tls import combined_bundle
-from core.failures import unexpected_counts
-from core.settings import Mode, Settings
-from sandbox.botframework import FLAVOURS
-from sandbox.server import SandboxTenant
+from syncwarden.bot.conversations import ConversationStore
+from syncwarden.bot.dialogue import DialogueLogic
+from syncwarden.connectors.tls import combined_bundle
+from syncwarden.core.failures import unexpected_counts
+from syncwarden.core.settings import Mode, Settings
+from syncwarden.sandbox.botframework import FLAVOURS
+from syncwarden.sandbox.server import SandboxTenant
 from syncwarden.web import create_app
+from syncwarden.workflows.model import TicketStatus
+from syncwarden.workflows.ports import TicketView
 from tests.support.recorder import ConnectorRecorder, message_activity
 from tests.support.workflow import Harness
-from workflows.model import TicketStatus
-from workflows.ports import TicketView
 
 WebClient = TestClient[web.Request, web.Application]
 BOT_ISSUER = "https://api.botframework.com"

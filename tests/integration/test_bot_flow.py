@@ -18,19 +18,19 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.conversations import ConversationStore
-from bot.dialogue import DialogueLogic
-from core.settings import ApprovalSettings, Mode, Settings
-from sandbox.server import SandboxTenant
+from syncwarden.bot.conversations import ConversationStore
+from syncwarden.bot.dialogue import DialogueLogic
+from syncwarden.core.settings import ApprovalSettings, Mode, Settings
 from syncwarden.m365 import Microsoft365
+from syncwarden.sandbox.server import SandboxTenant
 from syncwarden.web import create_app
+from syncwarden.workflows.access import CANNOT_SEE
+from syncwarden.workflows.model import TicketStatus
+from syncwarden.workflows.ports import NotificationKind
+from syncwarden.workflows.roster import Roster
 from tests.support.notifier import recording_units
 from tests.support.recorder import ConnectorRecorder, message_activity
 from tests.support.workflow import PEOPLE, Harness, workflow_harness
-from workflows.access import CANNOT_SEE
-from workflows.model import TicketStatus
-from workflows.ports import NotificationKind
-from workflows.roster import Roster
 
 WebClient = TestClient[web.Request, web.Application]
 
@@ -402,8 +402,8 @@ async def test_ticket_list_is_for_it_admins_only(
 async def test_secrets_command_runs_a_scan_for_it_admins(
     migrated_engine: AsyncEngine, h: Harness, recorder: ConnectorRecorder
 ) -> None:
-    from core.settings import AlertSettings
-    from sync.credential_watch import CredentialWatch
+    from syncwarden.core.settings import AlertSettings
+    from syncwarden.sync.credential_watch import CredentialWatch
 
     watch = CredentialWatch(
         h.m365.applications,
@@ -468,11 +468,11 @@ async def test_sync_now_asks_the_worker_for_a_run_for_it_admins_only(
     h: Harness,
     recorder: ConnectorRecorder,
 ) -> None:
-    from connectors.scheduling.builtin_appointments import BuiltinAppointments
-    from core.settings import SyncSettings
-    from sync.engine import SyncEngine
-    from sync.records import SyncState
-    from sync.worker import SyncWorker
+    from syncwarden.connectors.scheduling.builtin_appointments import BuiltinAppointments
+    from syncwarden.core.settings import SyncSettings
+    from syncwarden.sync.engine import SyncEngine
+    from syncwarden.sync.records import SyncState
+    from syncwarden.sync.worker import SyncWorker
     from tests.support.enrollments import enroll
 
     avery = "avery.quinlan@example.edu"

@@ -11,12 +11,12 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from connectors.scheduling.builtin import BuiltinScheduling
-from core.db import create_engine, session_factory
-from sandbox.server import SandboxTenant
+from syncwarden.connectors.scheduling.builtin import BuiltinScheduling
+from syncwarden.core.db import create_engine, session_factory
 from syncwarden.migrate import upgrade_to_head
+from syncwarden.sandbox.server import SandboxTenant
+from syncwarden.workflows.audit import AuditEvent, audit_row, record_audit
 from tests.integration.test_cli import run
-from workflows.audit import AuditEvent, audit_row, record_audit
 
 
 def seed_audit(url: str) -> list[dict[str, object]]:

@@ -6,9 +6,9 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from core.db import create_engine, session_factory
-from sandbox.server import SandboxTenant
+from syncwarden.core.db import create_engine, session_factory
 from syncwarden.migrate import upgrade_to_head
+from syncwarden.sandbox.server import SandboxTenant
 from tests.integration.test_cli import run
 from tests.support.enrollments import enroll
 from tests.support.m365 import SYNCWARDEN_APP

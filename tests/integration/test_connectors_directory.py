@@ -5,19 +5,19 @@ from __future__ import annotations
 import pytest
 from structlog.testing import capture_logs
 
-from connectors.errors import (
+from syncwarden.connectors.errors import (
     BadRequestError,
     ConnectorError,
     CredentialError,
     NotFoundError,
     PermissionMissingError,
 )
-from connectors.exchange.client import MEMBERSHIP_ROLE, ExchangeAdminClient
-from connectors.groups import MembershipRefusedError, SyncGroupMembership
-from connectors.limits import ConcurrencyLimiter
-from connectors.ports import GroupKind
-from sandbox.server import SandboxTenant
+from syncwarden.connectors.exchange.client import MEMBERSHIP_ROLE, ExchangeAdminClient
+from syncwarden.connectors.groups import MembershipRefusedError, SyncGroupMembership
+from syncwarden.connectors.limits import ConcurrencyLimiter
+from syncwarden.connectors.ports import GroupKind
 from syncwarden.m365 import Microsoft365
+from syncwarden.sandbox.server import SandboxTenant
 from tests.support.m365 import M365Factory
 
 MAIL_ENABLED = "Calendar Sync"

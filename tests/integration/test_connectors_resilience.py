@@ -15,13 +15,13 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from connectors.errors import DeltaExpiredError, NotFoundError, TransientError
-from connectors.graph.applications import OwnerKind
-from connectors.graph.client import BatchRequest, GraphClient
-from connectors.limits import ConcurrencyLimiter
-from connectors.retry import RetryPolicy
-from sandbox.server import SandboxTenant
+from syncwarden.connectors.errors import DeltaExpiredError, NotFoundError, TransientError
+from syncwarden.connectors.graph.applications import OwnerKind
+from syncwarden.connectors.graph.client import BatchRequest, GraphClient
+from syncwarden.connectors.limits import ConcurrencyLimiter
+from syncwarden.connectors.retry import RetryPolicy
 from syncwarden.m365 import Microsoft365
+from syncwarden.sandbox.server import SandboxTenant
 from tests.support.certificates import make_certificate
 from tests.support.m365 import M365Factory
 

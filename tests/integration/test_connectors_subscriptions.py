@@ -9,13 +9,17 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from connectors.errors import AuthenticationError, BadRequestError, MailboxAccessDeniedError
-from connectors.graph.client import GraphClient
-from connectors.limits import ConcurrencyLimiter
-from connectors.retry import RetryPolicy
-from sandbox.server import SandboxTenant
-from sync.subscriptions import LIFETIME
+from syncwarden.connectors.errors import (
+    AuthenticationError,
+    BadRequestError,
+    MailboxAccessDeniedError,
+)
+from syncwarden.connectors.graph.client import GraphClient
+from syncwarden.connectors.limits import ConcurrencyLimiter
+from syncwarden.connectors.retry import RetryPolicy
 from syncwarden.m365 import Microsoft365
+from syncwarden.sandbox.server import SandboxTenant
+from syncwarden.sync.subscriptions import LIFETIME
 
 
 @pytest.fixture

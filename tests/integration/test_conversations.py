@@ -7,14 +7,14 @@ import asyncio
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.conversations import (
+from syncwarden.bot.conversations import (
     ChannelRole,
     ConversationKind,
     ConversationRecord,
     ConversationRef,
     ConversationStore,
 )
-from core.db import session_factory
+from syncwarden.core.db import session_factory
 
 ADA = "0A0A0A0A-0000-4000-8000-00000000000A"
 

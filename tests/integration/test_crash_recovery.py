@@ -17,12 +17,12 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from sandbox.server import SandboxTenant
+from syncwarden.sandbox.server import SandboxTenant
+from syncwarden.workflows.model import TicketStatus
+from syncwarden.workflows.outbox import OutboxMessage
 from tests.support.m365 import sandbox_settings
 from tests.support.process import cli_environment
 from tests.support.workflow import Harness
-from workflows.model import TicketStatus
-from workflows.outbox import OutboxMessage
 
 ROOT = Path(__file__).resolve().parents[2]
 PEOPLE = ["avery", "blake", "rowan", "sasha", "casey", "dana"]

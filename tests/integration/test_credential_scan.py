@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from connectors.graph.applications import OwnerKind
-from sandbox.server import SandboxTenant
-from sync.credential_rules import EXPIRED, Severity, evaluate
+from syncwarden.connectors.graph.applications import OwnerKind
 from syncwarden.m365 import Microsoft365
+from syncwarden.sandbox.server import SandboxTenant
+from syncwarden.sync.credential_rules import EXPIRED, Severity, evaluate
 
 THRESHOLDS = [60, 30, 14, 7, 3, 1]
 

@@ -6,13 +6,13 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core.db import session_factory
-from core.settings import AlertSettings
-from sandbox.server import SandboxTenant
-from sync.credential_watch import CredentialWatch
+from syncwarden.core.db import session_factory
+from syncwarden.core.settings import AlertSettings
 from syncwarden.m365 import Microsoft365
+from syncwarden.sandbox.server import SandboxTenant
+from syncwarden.sync.credential_watch import CredentialWatch
+from syncwarden.workflows.ports import NotificationKind
 from tests.support.notifier import RecordingNotifier, recording_units
-from workflows.ports import NotificationKind
 
 
 def watch(

@@ -14,10 +14,10 @@ from sqlalchemy import inspect, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core.db import create_engine, session_factory
+from syncwarden.core.db import create_engine, session_factory
 from syncwarden.migrate import alembic_config, head_revision, migration_status, upgrade_to_head
 from syncwarden.schema import metadata
-from workflows.audit import AuditEvent, record_audit
+from syncwarden.workflows.audit import AuditEvent, record_audit
 
 
 async def test_fresh_database_is_not_current_until_migrated(engine: AsyncEngine) -> None:

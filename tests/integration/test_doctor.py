@@ -12,12 +12,17 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.conversations import ChannelRole, ConversationKind, ConversationRef, ConversationStore
-from core.db import create_engine, session_factory
-from sandbox.server import SandboxTenant
+from syncwarden.bot.conversations import (
+    ChannelRole,
+    ConversationKind,
+    ConversationRef,
+    ConversationStore,
+)
+from syncwarden.core.db import create_engine, session_factory
 from syncwarden.doctor import Check, Doctor, DoctorReport, Verdict
 from syncwarden.m365 import build_microsoft365
 from syncwarden.migrate import upgrade_to_head
+from syncwarden.sandbox.server import SandboxTenant
 from syncwarden.workflow_wiring import BotTokens
 from tests.integration.test_cli import run
 from tests.support.m365 import SYNCWARDEN_APP, sandbox_settings

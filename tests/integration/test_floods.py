@@ -23,13 +23,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.conversations import ConversationStore
-from bot.dialogue import DialogueLogic
-from bot.turn_limits import TurnLimiter, limited_counts
-from connectors.scheduling.ports import Profile
-from core.db import session_factory
-from sandbox.server import SandboxTenant
+from syncwarden.bot.conversations import ConversationStore
+from syncwarden.bot.dialogue import DialogueLogic
+from syncwarden.bot.turn_limits import TurnLimiter, limited_counts
+from syncwarden.connectors.scheduling.ports import Profile
+from syncwarden.core.db import session_factory
 from syncwarden.m365 import build_microsoft365
+from syncwarden.sandbox.server import SandboxTenant
 from syncwarden.web import create_app
 from syncwarden.workflow_wiring import build_workflows
 from tests.support.m365 import sandbox_settings

@@ -37,27 +37,27 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from structlog.testing import capture_logs
 
-from bot.conversations import ConversationRecord, ConversationStore
-from bot.dialogue import DialogueLogic
-from bot.intents import valid_ticket_ref
-from core.db import write_transaction
-from core.failures import unexpected_counts
-from core.settings import Mode, Settings, SyncSettings
-from sandbox.server import SandboxTenant
-from sync.records import SyncState
-from sync.subscriptions import SubscriptionRecord
+from syncwarden.bot.conversations import ConversationRecord, ConversationStore
+from syncwarden.bot.dialogue import DialogueLogic
+from syncwarden.bot.intents import valid_ticket_ref
+from syncwarden.core.db import write_transaction
+from syncwarden.core.failures import unexpected_counts
+from syncwarden.core.settings import Mode, Settings, SyncSettings
 from syncwarden.m365 import Microsoft365
+from syncwarden.sandbox.server import SandboxTenant
+from syncwarden.sync.records import SyncState
+from syncwarden.sync.subscriptions import SubscriptionRecord
 from syncwarden.web import create_app
 from syncwarden.workflow_wiring import GRAPH_NOTIFICATIONS_PATH, build_calendar_sync
+from syncwarden.workflows.access import CANNOT_SEE
+from syncwarden.workflows.audit import AuditEvent
+from syncwarden.workflows.outbox import OutboxMessage
+from syncwarden.workflows.records import Decision, Enrollment, Step, Ticket
 from tests.support.enrollments import enroll
 from tests.support.m365 import sandbox_settings
 from tests.support.notifier import RecordingNotifier, recording_units
 from tests.support.recorder import ConnectorRecorder, message_activity
 from tests.support.workflow import PEOPLE, Harness, workflow_harness
-from workflows.access import CANNOT_SEE
-from workflows.audit import AuditEvent
-from workflows.outbox import OutboxMessage
-from workflows.records import Decision, Enrollment, Step, Ticket
 
 WebClient = TestClient[web.Request, web.Application]
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core.settings import Settings
+from syncwarden.core.settings import Settings
 from syncwarden.server import HttpListener, listening
 from syncwarden.web import create_app
 

@@ -38,22 +38,22 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from connectors.scheduling.builtin import BuiltinScheduling, ProfileRecord
-from connectors.scheduling.builtin_appointments import AppointmentRecord
-from connectors.scheduling.ports import Profile
-from core.db import create_engine, session_factory
-from core.settings import Settings
-from sandbox.seed import DEFAULT_SEED
-from sandbox.server import SandboxTenant
+from syncwarden.connectors.scheduling.builtin import BuiltinScheduling, ProfileRecord
+from syncwarden.connectors.scheduling.builtin_appointments import AppointmentRecord
+from syncwarden.connectors.scheduling.ports import Profile
+from syncwarden.core.db import create_engine, session_factory
+from syncwarden.core.settings import Settings
 from syncwarden.demo_data import DemoScheduling, demo_scheduling, load_demo_scheduling
 from syncwarden.m365 import build_microsoft365
+from syncwarden.sandbox.seed import DEFAULT_SEED
+from syncwarden.sandbox.server import SandboxTenant
 from syncwarden.workflow_wiring import build_workflows
+from syncwarden.workflows.model import TicketStatus
+from syncwarden.workflows.ports import Person
+from syncwarden.workflows.records import Ticket
 from tests.support.m365 import sandbox_settings
 from tests.support.process import ServiceProcess, cli_environment, free_port
 from tests.support.recorder import ConnectorRecorder, RecordedRequest
-from workflows.model import TicketStatus
-from workflows.ports import Person
-from workflows.records import Ticket
 
 ROOT = Path(__file__).resolve().parents[2]
 MAKEFILE = ROOT / "Makefile"

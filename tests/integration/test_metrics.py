@@ -15,22 +15,22 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from connectors.scheduling.builtin_appointments import BuiltinAppointments
-from core.db import create_engine, session_factory, utc_now
-from core.jobs_metrics import SYNC_OUTCOMES
-from core.settings import Settings, SyncSettings
-from sandbox.server import SandboxTenant
-from sync.credential_watch import CredentialAlert
-from sync.engine import SyncEngine, SyncOptions, SyncReport
-from sync.errors import FailureKind
-from sync.records import SyncState
-from sync.worker import SyncWorker
 from syncwarden.background import Job, logged_job
+from syncwarden.connectors.scheduling.builtin_appointments import BuiltinAppointments
+from syncwarden.core.db import create_engine, session_factory, utc_now
+from syncwarden.core.jobs_metrics import SYNC_OUTCOMES
+from syncwarden.core.settings import Settings, SyncSettings
 from syncwarden.m365 import Microsoft365
+from syncwarden.sandbox.server import SandboxTenant
+from syncwarden.sync.credential_watch import CredentialAlert
+from syncwarden.sync.engine import SyncEngine, SyncOptions, SyncReport
+from syncwarden.sync.errors import FailureKind
+from syncwarden.sync.records import SyncState
+from syncwarden.sync.worker import SyncWorker
 from syncwarden.web import create_app
+from syncwarden.workflows.outbox import OutboxMessage
+from syncwarden.workflows.records import Enrollment, Step, Ticket
 from tests.support.enrollments import enroll
-from workflows.outbox import OutboxMessage
-from workflows.records import Enrollment, Step, Ticket
 
 WebClient = TestClient[web.Request, web.Application]
 SANDBOX = Settings.model_validate({"mode": "sandbox"})

@@ -9,14 +9,14 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core.db import session_factory, write_transaction
+from syncwarden.core.db import session_factory, write_transaction
+from syncwarden.workflows import outbox
+from syncwarden.workflows.audit import AuditEvent
+from syncwarden.workflows.outbox import OutboxDispatcher, OutboxMessage, OutboxNotifier
+from syncwarden.workflows.ports import Channel, Notification, NotificationKind, UndeliverableError
 from tests.support.notifier import RecordingNotifier
 from tests.support.tickets import sample_ticket
 from tests.support.workflow import FakeClock
-from workflows import outbox
-from workflows.audit import AuditEvent
-from workflows.outbox import OutboxDispatcher, OutboxMessage, OutboxNotifier
-from workflows.ports import Channel, Notification, NotificationKind, UndeliverableError
 
 TICKET = sample_ticket()
 NOTE = Notification(

@@ -18,8 +18,9 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from connectors.scheduling.ports import Mapping
-from sandbox.server import SandboxTenant
+from syncwarden.connectors.scheduling.ports import Mapping
+from syncwarden.sandbox.server import SandboxTenant
+from syncwarden.workflows.steps import StepName
 from tests.support.teams_surface import (
     APPROVALS_CHANNEL,
     IT_CHANNEL,
@@ -31,7 +32,6 @@ from tests.support.teams_surface import (
     teams_surface,
 )
 from tests.support.workflow import PEOPLE
-from workflows.steps import StepName
 
 AVERY = "avery.quinlan@example.edu"  # primary SMTP address and UPN
 AVERY_ALIAS = "aquinlan@example.edu"  # smtp: proxy address of the same mailbox

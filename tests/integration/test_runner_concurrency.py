@@ -9,14 +9,14 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
-from connectors.scheduling.ports import Profile
-from core.db import create_engine, session_factory
+from syncwarden.connectors.scheduling.ports import Profile
+from syncwarden.core.db import create_engine, session_factory
+from syncwarden.workflows.model import TicketStatus
+from syncwarden.workflows.ports import Person
+from syncwarden.workflows.runner import StepRunner
+from syncwarden.workflows.steps import StepContext, StepHandler, StepName, StepOutcome
 from tests.support.notifier import recording_units
 from tests.support.workflow import Harness
-from workflows.model import TicketStatus
-from workflows.ports import Person
-from workflows.runner import StepRunner
-from workflows.steps import StepContext, StepHandler, StepName, StepOutcome
 
 STAFF = 20
 

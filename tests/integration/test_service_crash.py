@@ -33,8 +33,10 @@ import aiohttp
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from sandbox.server import SandboxTenant
-from sandbox.testing import watching_group_adds
+from syncwarden.sandbox.server import SandboxTenant
+from syncwarden.sandbox.testing import watching_group_adds
+from syncwarden.workflows.model import TicketStatus
+from syncwarden.workflows.outbox import CLAIM_SECONDS
 from tests.support.process import free_port
 from tests.support.service_crash import (
     Delivery,
@@ -54,8 +56,6 @@ from tests.support.service_crash import (
     tickets_by_subject,
     work_left,
 )
-from workflows.model import TicketStatus
-from workflows.outbox import CLAIM_SECONDS
 
 PEOPLE = 50
 KILLS = 24

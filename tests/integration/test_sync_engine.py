@@ -13,16 +13,16 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from connectors.scheduling.ports import Appointment
-from core.db import write_transaction
-from core.settings import SyncSettings
-from sync.engine import SyncEngine
-from sync.errors import FailureKind
-from sync.records import BusyBlockRecord, EventLink
+from syncwarden.connectors.scheduling.ports import Appointment
+from syncwarden.core.db import write_transaction
+from syncwarden.core.settings import SyncSettings
+from syncwarden.sync.engine import SyncEngine
+from syncwarden.sync.errors import FailureKind
+from syncwarden.sync.records import BusyBlockRecord, EventLink
+from syncwarden.workflows.records import Enrollment
 from tests.support.m365 import M365Factory
 from tests.support.outlook import add_own_event
 from tests.support.sync_world import World, world
-from workflows.records import Enrollment
 
 __all__ = ["world"]  # the fixture, imported for pytest
 

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from sync.engine import SyncEngine
-from sync.records import BusyBlockRecord, EventLink
+from syncwarden.sync.engine import SyncEngine
+from syncwarden.sync.records import BusyBlockRecord, EventLink
 from tests.support.sync_world import World, world
 
 __all__ = ["world"]  # the fixture, imported for pytest

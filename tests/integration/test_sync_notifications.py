@@ -15,19 +15,19 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from core.db import session_factory, write_transaction
-from core.settings import Settings, SyncSettings
-from sandbox.server import SandboxTenant
-from sync.records import BusyBlockRecord, SyncState
-from sync.subscriptions import SubscriptionRecord
+from syncwarden.core.db import session_factory, write_transaction
+from syncwarden.core.settings import Settings, SyncSettings
 from syncwarden.m365 import Microsoft365
+from syncwarden.sandbox.server import SandboxTenant
+from syncwarden.sync.records import BusyBlockRecord, SyncState
+from syncwarden.sync.subscriptions import SubscriptionRecord
 from syncwarden.web import create_app
 from syncwarden.workflow_wiring import CalendarSync, build_calendar_sync
+from syncwarden.workflows.records import Enrollment
 from tests.support.enrollments import enroll
 from tests.support.m365 import sandbox_settings
 from tests.support.notifier import RecordingNotifier, recording_units
 from tests.support.outlook import add_own_event
-from workflows.records import Enrollment
 
 AVERY = "avery.quinlan@example.edu"
 WebClient = TestClient[web.Request, web.Application]

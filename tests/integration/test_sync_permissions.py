@@ -15,25 +15,25 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from connectors.scheduling.builtin_appointments import BuiltinAppointments
-from connectors.scheduling.ports import Appointment
-from core.db import session_factory
-from core.settings import SyncSettings
-from sandbox.seed import GRAPH_RESOURCE
-from sandbox.server import SandboxTenant
-from sync.alerts import SyncAlerts
-from sync.engine import SyncEngine, SyncReport
-from sync.errors import FailureKind
-from sync.worker import SyncWorker
+from syncwarden.connectors.scheduling.builtin_appointments import BuiltinAppointments
+from syncwarden.connectors.scheduling.ports import Appointment
+from syncwarden.core.db import session_factory
+from syncwarden.core.settings import SyncSettings
 from syncwarden.m365 import Microsoft365
+from syncwarden.sandbox.seed import GRAPH_RESOURCE
+from syncwarden.sandbox.server import SandboxTenant
+from syncwarden.sync.alerts import SyncAlerts
+from syncwarden.sync.engine import SyncEngine, SyncReport
+from syncwarden.sync.errors import FailureKind
+from syncwarden.sync.worker import SyncWorker
+from syncwarden.workflows.model import TicketStatus
+from syncwarden.workflows.ports import NotificationKind
+from syncwarden.workflows.records import Enrollment, Step
+from syncwarden.workflows.steps import StepName, StepState
+from syncwarden.workflows.wording import step_label
 from tests.support.enrollments import enroll
 from tests.support.notifier import RecordingNotifier, recording_units
 from tests.support.workflow import workflow_harness
-from workflows.model import TicketStatus
-from workflows.ports import NotificationKind
-from workflows.records import Enrollment, Step
-from workflows.steps import StepName, StepState
-from workflows.wording import step_label
 
 AVERY = "avery.quinlan@example.edu"
 OUTSIDE_POLICY = "sasha.verhoeven@example.edu"

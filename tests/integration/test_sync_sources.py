@@ -13,16 +13,16 @@ from aiohttp.test_utils import TestServer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from connectors.scheduling.builtin_appointments import BuiltinAppointments
-from connectors.scheduling.ics_source import IcsFeedSource
-from connectors.scheduling.ports import Window
-from connectors.scheduling.sql_source import SqlSource
-from core.db import create_engine, session_factory
-from core.settings import SyncSettings
-from sandbox.server import SandboxTenant
-from sync.engine import SyncEngine
-from sync.errors import FailureKind
+from syncwarden.connectors.scheduling.builtin_appointments import BuiltinAppointments
+from syncwarden.connectors.scheduling.ics_source import IcsFeedSource
+from syncwarden.connectors.scheduling.ports import Window
+from syncwarden.connectors.scheduling.sql_source import SqlSource
+from syncwarden.core.db import create_engine, session_factory
+from syncwarden.core.settings import SyncSettings
 from syncwarden.m365 import Microsoft365
+from syncwarden.sandbox.server import SandboxTenant
+from syncwarden.sync.engine import SyncEngine
+from syncwarden.sync.errors import FailureKind
 from syncwarden.workflow_wiring import appointment_source
 from tests.support.enrollments import enroll
 from tests.support.m365 import sandbox_settings

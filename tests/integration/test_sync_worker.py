@@ -9,22 +9,22 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from connectors.scheduling.builtin_appointments import BuiltinAppointments
-from connectors.scheduling.ports import Appointment, Window
-from core.db import create_engine, session_factory, write_transaction
-from core.settings import SyncSettings
-from sandbox.server import SandboxTenant
-from sync.alerts import SyncAlerts
-from sync.engine import SyncEngine
-from sync.errors import FailureKind
-from sync.records import SyncState
-from sync.worker import SyncWorker
+from syncwarden.connectors.scheduling.builtin_appointments import BuiltinAppointments
+from syncwarden.connectors.scheduling.ports import Appointment, Window
+from syncwarden.core.db import create_engine, session_factory, write_transaction
+from syncwarden.core.settings import SyncSettings
 from syncwarden.m365 import Microsoft365
+from syncwarden.sandbox.server import SandboxTenant
+from syncwarden.sync.alerts import SyncAlerts
+from syncwarden.sync.engine import SyncEngine
+from syncwarden.sync.errors import FailureKind
+from syncwarden.sync.records import SyncState
+from syncwarden.sync.worker import SyncWorker
+from syncwarden.workflows.model import TicketKind, TicketStatus
+from syncwarden.workflows.ports import NotificationKind
+from syncwarden.workflows.records import Enrollment, Ticket
 from tests.support.enrollments import enroll
 from tests.support.notifier import RecordingNotifier, recording_units
-from workflows.model import TicketKind, TicketStatus
-from workflows.ports import NotificationKind
-from workflows.records import Enrollment, Ticket
 
 AVERY = "avery.quinlan@example.edu"
 

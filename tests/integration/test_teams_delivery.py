@@ -12,20 +12,20 @@ import pytest
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.card_posts import CardPostStore, PostedCard
-from bot.conversations import (
+from syncwarden.bot.card_posts import CardPostStore, PostedCard
+from syncwarden.bot.conversations import (
     ChannelRole,
     ChannelRoleRecord,
     ConversationKind,
     ConversationRef,
     ConversationStore,
 )
-from bot.teams_delivery import TeamsDelivery
-from core.db import session_factory, utc_now, write_transaction
+from syncwarden.bot.teams_delivery import TeamsDelivery
+from syncwarden.core.db import session_factory, utc_now, write_transaction
+from syncwarden.workflows.outbox import OutboxDispatcher, OutboxMessage, OutboxNotifier
+from syncwarden.workflows.ports import Channel, Notification, NotificationKind
 from tests.support.recorder import ConnectorRecorder
 from tests.support.tickets import sample_ticket
-from workflows.outbox import OutboxDispatcher, OutboxMessage, OutboxNotifier
-from workflows.ports import Channel, Notification, NotificationKind
 
 ADA_AAD = "u-1"
 CASEY_AAD = "c-1"

@@ -15,19 +15,24 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.conversations import ChannelRole, ConversationKind, ConversationRef, ConversationStore
-from connectors.graph.teamwork import INSTALL_PERMISSION
-from core.db import session_factory
-from sandbox.seed import GRAPH_RESOURCE
-from sandbox.server import SandboxTenant
+from syncwarden.bot.conversations import (
+    ChannelRole,
+    ConversationKind,
+    ConversationRef,
+    ConversationStore,
+)
+from syncwarden.connectors.graph.teamwork import INSTALL_PERMISSION
+from syncwarden.core.db import session_factory
 from syncwarden.m365 import Microsoft365
+from syncwarden.sandbox.seed import GRAPH_RESOURCE
+from syncwarden.sandbox.server import SandboxTenant
 from syncwarden.workflow_wiring import build_teams_delivery
+from syncwarden.workflows.audit import AuditEvent
+from syncwarden.workflows.outbox import OutboxDispatcher, OutboxMessage, OutboxNotifier
+from syncwarden.workflows.ports import Notification, NotificationKind
 from tests.support.m365 import SYNCWARDEN_APP, M365Factory, sandbox_settings
 from tests.support.recorder import ConnectorRecorder
 from tests.support.tickets import sample_ticket
-from workflows.audit import AuditEvent
-from workflows.outbox import OutboxDispatcher, OutboxMessage, OutboxNotifier
-from workflows.ports import Notification, NotificationKind
 
 CASEY = "d7dd6da8-9922-4e7b-a3f4-e479fb95fd01"  # an approver who never opened Syncwarden
 BOT_APP = "Syncwarden Bot"

@@ -15,12 +15,12 @@ from opentelemetry.trace import StatusCode
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.conversations import ConversationStore
-from bot.dialogue import DialogueLogic, Incoming, Reply
-from core.db import session_factory
-from core.settings import Settings
-from core.tracing import configure_tracing
 from syncwarden.background import Job, logged_job
+from syncwarden.bot.conversations import ConversationStore
+from syncwarden.bot.dialogue import DialogueLogic, Incoming, Reply
+from syncwarden.core.db import session_factory
+from syncwarden.core.settings import Settings
+from syncwarden.core.tracing import configure_tracing
 from syncwarden.m365 import Microsoft365
 from syncwarden.web import create_app
 from tests.support.recorder import ConnectorRecorder, message_activity

@@ -36,28 +36,33 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot.conversations import ChannelRole, ConversationKind, ConversationRef, ConversationStore
-from connectors.graph.calendar import source_id_of
-from connectors.scheduling.builtin_appointments import BuiltinAppointments
-from connectors.scheduling.ports import Appointment, Profile
-from core.db import create_engine, session_factory, write_transaction
-from sandbox.server import SandboxTenant
-from sync.credential_watch import CredentialAlert
-from sync.records import SyncState
-from sync.subscriptions import SubscriptionRecord
 from syncwarden.background import WEEKLY_DIGEST, Job, logged_job
+from syncwarden.bot.conversations import (
+    ChannelRole,
+    ConversationKind,
+    ConversationRef,
+    ConversationStore,
+)
+from syncwarden.connectors.graph.calendar import source_id_of
+from syncwarden.connectors.scheduling.builtin_appointments import BuiltinAppointments
+from syncwarden.connectors.scheduling.ports import Appointment, Profile
+from syncwarden.core.db import create_engine, session_factory, write_transaction
 from syncwarden.job_runs import last_run
 from syncwarden.m365 import build_microsoft365
+from syncwarden.sandbox.server import SandboxTenant
+from syncwarden.sync.credential_watch import CredentialAlert
+from syncwarden.sync.records import SyncState
+from syncwarden.sync.subscriptions import SubscriptionRecord
 from syncwarden.workflow_wiring import build_workflows
+from syncwarden.workflows.outbox import OutboxMessage
+from syncwarden.workflows.ports import Channel, Notification, NotificationKind, Person
+from syncwarden.workflows.unit_of_work import UnitsOfWork
 from tests.conftest import POSTGRES_ENV
 from tests.support.enrollments import enroll
 from tests.support.m365 import SYNCWARDEN_APP, sandbox_settings
 from tests.support.process import free_port
 from tests.support.recorder import ConnectorRecorder, RecordedRequest
 from tests.support.replicas import FrontDoor, LogBook, LogLine, Replica, replica_environment
-from workflows.outbox import OutboxMessage
-from workflows.ports import Channel, Notification, NotificationKind, Person
-from workflows.unit_of_work import UnitsOfWork
 
 pytestmark = pytest.mark.skipif(
     POSTGRES_ENV not in os.environ,

@@ -15,26 +15,26 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from connectors.scheduling.ports import Appointment, BusyBlock, Window
-from core.db import session_factory
-from core.failures import unexpected_counts
-from core.logging import configure_logging
-from core.settings import Settings, SyncSettings
-from sandbox.server import SandboxTenant
-from sync.engine import SyncEngine
-from sync.worker import SyncWorker
+from syncwarden.connectors.scheduling.ports import Appointment, BusyBlock, Window
+from syncwarden.core.db import session_factory
+from syncwarden.core.failures import unexpected_counts
+from syncwarden.core.logging import configure_logging
+from syncwarden.core.settings import Settings, SyncSettings
 from syncwarden.m365 import Microsoft365
+from syncwarden.sandbox.server import SandboxTenant
+from syncwarden.sync.engine import SyncEngine
+from syncwarden.sync.worker import SyncWorker
 from syncwarden.web import create_app
-from tests.support.enrollments import enroll
-from tests.support.notifier import RecordingNotifier
-from tests.support.tickets import sample_ticket
-from workflows.outbox import OutboxDispatcher, OutboxNotifier
-from workflows.ports import (
+from syncwarden.workflows.outbox import OutboxDispatcher, OutboxNotifier
+from syncwarden.workflows.ports import (
     DeliveryDeferredError,
     Notification,
     NotificationKind,
     TicketView,
 )
+from tests.support.enrollments import enroll
+from tests.support.notifier import RecordingNotifier
+from tests.support.tickets import sample_ticket
 
 SANDBOX = Settings.model_validate({"mode": "sandbox"})
 NOTE = Notification(NotificationKind.INSTRUCTIONS, sample_ticket(), "Your calendar sync is ready")

@@ -13,14 +13,14 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from sandbox.server import SandboxTenant
 from syncwarden.m365 import Microsoft365
+from syncwarden.sandbox.server import SandboxTenant
+from syncwarden.workflows.audit import AuditEvent, record_audit
+from syncwarden.workflows.outbox import OutboxDispatcher, OutboxMessage
+from syncwarden.workflows.ports import Channel, Notification, NotificationKind
+from syncwarden.workflows.service import WorkflowService
+from syncwarden.workflows.unit_of_work import UnitsOfWork
 from tests.support.workflow import Harness, workflow_harness
-from workflows.audit import AuditEvent, record_audit
-from workflows.outbox import OutboxDispatcher, OutboxMessage
-from workflows.ports import Channel, Notification, NotificationKind
-from workflows.service import WorkflowService
-from workflows.unit_of_work import UnitsOfWork
 
 
 class Killed(BaseException):

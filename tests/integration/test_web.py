@@ -9,8 +9,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core.db import create_engine
-from core.settings import Mode, Settings
+from syncwarden.core.db import create_engine
+from syncwarden.core.settings import Mode, Settings
 from syncwarden.web import create_app
 from tests.support.recorder import ConnectorRecorder, message_activity
 

@@ -11,16 +11,16 @@ import datetime as dt
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from connectors.scheduling.ports import Mapping, Profile
-from sandbox.server import SandboxTenant
+from syncwarden.connectors.scheduling.ports import Mapping, Profile
 from syncwarden.m365 import Microsoft365
+from syncwarden.sandbox.server import SandboxTenant
+from syncwarden.workflows.audit import AuditEvent
+from syncwarden.workflows.model import TicketStatus
+from syncwarden.workflows.ports import NotificationKind, Person
+from syncwarden.workflows.records import Enrollment
+from syncwarden.workflows.service import ActionOutcome
 from tests.support.m365 import SYNCWARDEN_APP
 from tests.support.workflow import Harness, workflow_harness
-from workflows.audit import AuditEvent
-from workflows.model import TicketStatus
-from workflows.ports import NotificationKind, Person
-from workflows.records import Enrollment
-from workflows.service import ActionOutcome
 
 
 async def enrollments(h: Harness) -> list[Enrollment]:

@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from sandbox.server import SandboxTenant
-from sandbox.testing import graph_client, running_sandbox
+from syncwarden.sandbox.server import SandboxTenant
+from syncwarden.sandbox.testing import graph_client, running_sandbox
 
 TenantFactory = Callable[..., Awaitable[SandboxTenant]]
 ClientFactory = Callable[..., Awaitable[httpx.AsyncClient]]

@@ -8,9 +8,9 @@ import httpx
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sandbox.graph_batch import accepted_shape
-from sandbox.server import SandboxTenant
-from sandbox.testing import graph_client
+from syncwarden.sandbox.graph_batch import accepted_shape
+from syncwarden.sandbox.server import SandboxTenant
+from syncwarden.sandbox.testing import graph_client
 from tests.sandbox.conftest import TenantFactory
 
 AVERY = "avery.quinlan@example.edu"

@@ -9,7 +9,7 @@ import jwt
 import pytest
 from aiohttp import web
 
-from sandbox.server import SandboxTenant
+from syncwarden.sandbox.server import SandboxTenant
 
 AVERY = "avery.quinlan@example.edu"
 

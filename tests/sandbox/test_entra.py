@@ -10,8 +10,8 @@ import jwt
 import msal
 from cryptography.hazmat.primitives import hashes, serialization
 
-from sandbox.ca import new_rsa_key, self_signed_certificate
-from sandbox.server import SandboxTenant
+from syncwarden.sandbox.ca import new_rsa_key, self_signed_certificate
+from syncwarden.sandbox.server import SandboxTenant
 
 GRAPH_SCOPE = ["https://graph.microsoft.com/.default"]
 

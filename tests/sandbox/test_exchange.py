@@ -6,8 +6,8 @@ from typing import Any
 
 import httpx
 
-from sandbox.exchange import TENANT_CONCURRENCY
-from sandbox.server import SandboxTenant
+from syncwarden.sandbox.exchange import TENANT_CONCURRENCY
+from syncwarden.sandbox.server import SandboxTenant
 from tests.support.exchange_admin import invoke
 
 SYNC_GROUP = "36210e13-4d7d-4472-8af4-8892765df8ff"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from sandbox.server import SandboxTenant
+from syncwarden.sandbox.server import SandboxTenant
 from tests.sandbox.conftest import ClientFactory
 
 SYNC_GROUP = "36210e13-4d7d-4472-8af4-8892765df8ff"
@@ -202,7 +202,7 @@ async def test_members_and_transitive_members(graph: httpx.AsyncClient) -> None:
 
 
 async def test_applications_and_service_principals(sandbox_factory: object) -> None:
-    from sandbox.testing import graph_client
+    from syncwarden.sandbox.testing import graph_client
     from tests.sandbox.conftest import TenantFactory
 
     assert callable(sandbox_factory)

@@ -1,4 +1,4 @@
-"""``python -m sandbox`` as a child process: one ready line, then a working server."""
+"""``python -m syncwarden.sandbox`` as a child process: one ready line, then a working server."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 async def test_cli_prints_ready_line_and_serves(tmp_path: Path) -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sandbox", "--state-dir", str(tmp_path), "--port", "0",
+        sys.executable, "-m", "syncwarden.sandbox", "--state-dir", str(tmp_path), "--port", "0",
         cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:
@@ -35,7 +35,7 @@ async def test_cli_prints_ready_line_and_serves(tmp_path: Path) -> None:
 
 async def test_help_explains_running_alone() -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sandbox", "--help",
+        sys.executable, "-m", "syncwarden.sandbox", "--help",
         cwd=ROOT, stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, _ = await process.communicate()

@@ -7,7 +7,7 @@ import contextlib
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sandbox.odata import (
+from syncwarden.sandbox.odata import (
     Call,
     Compare,
     Evaluator,

@@ -6,11 +6,11 @@ import dataclasses
 import datetime as dt
 from typing import Any
 
-from bot import cards
-from connectors.scheduling.ports import Profile
+from syncwarden.bot import cards
+from syncwarden.connectors.scheduling.ports import Profile
+from syncwarden.workflows.ports import DecisionView
+from syncwarden.workflows.service import EnrollmentView
 from tests.support.tickets import sample_ticket
-from workflows.ports import DecisionView
-from workflows.service import EnrollmentView
 
 NOW = dt.datetime(2026, 11, 21, 15, 0, tzinfo=dt.UTC)
 

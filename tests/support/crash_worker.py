@@ -23,19 +23,19 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from connectors.groups import SyncGroupMembership
-from connectors.scheduling.builtin import BuiltinScheduling
-from core.db import create_engine, session_factory
-from core.settings import ProvisioningSettings, Settings
+from syncwarden.connectors.groups import SyncGroupMembership
+from syncwarden.connectors.scheduling.builtin import BuiltinScheduling
+from syncwarden.core.db import create_engine, session_factory
+from syncwarden.core.settings import ProvisioningSettings, Settings
 from syncwarden.m365 import build_microsoft365
-from workflows.handlers import ProvisioningHandlers
-from workflows.instructions import InstructionsTemplate
-from workflows.model import TicketStatus
-from workflows.outbox import OutboxNotifier
-from workflows.records import Ticket
-from workflows.runner import ClaimedStep, StepRunner
-from workflows.steps import StepContext, StepHandler, StepOutcome
-from workflows.unit_of_work import UnitsOfWork
+from syncwarden.workflows.handlers import ProvisioningHandlers
+from syncwarden.workflows.instructions import InstructionsTemplate
+from syncwarden.workflows.model import TicketStatus
+from syncwarden.workflows.outbox import OutboxNotifier
+from syncwarden.workflows.records import Ticket
+from syncwarden.workflows.runner import ClaimedStep, StepRunner
+from syncwarden.workflows.steps import StepContext, StepHandler, StepOutcome
+from syncwarden.workflows.unit_of_work import UnitsOfWork
 
 seen: Counter[str] = Counter()
 

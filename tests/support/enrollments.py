@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from core.db import write_transaction
-from sandbox.server import SandboxTenant
-from workflows.records import Enrollment
+from syncwarden.core.db import write_transaction
+from syncwarden.sandbox.server import SandboxTenant
+from syncwarden.workflows.records import Enrollment
 
 
 async def enroll(

@@ -6,8 +6,8 @@ from typing import Any
 
 import httpx
 
-from sandbox.seed import EXCHANGE_RESOURCE
-from sandbox.server import SandboxTenant
+from syncwarden.sandbox.seed import EXCHANGE_RESOURCE
+from syncwarden.sandbox.server import SandboxTenant
 
 
 async def invoke(

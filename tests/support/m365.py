@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from core.settings import Mode, Settings
-from sandbox.server import SandboxTenant
+from syncwarden.core.settings import Mode, Settings
 from syncwarden.m365 import Microsoft365
+from syncwarden.sandbox.server import SandboxTenant
 
 SYNCWARDEN_APP = "Syncwarden"
 M365Factory = Callable[..., Awaitable[Microsoft365]]

@@ -8,10 +8,10 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from core.db import utc_now
-from workflows.outbox import OutboxDispatcher
-from workflows.ports import Channel, Notification, NotificationKind, TicketView
-from workflows.unit_of_work import UnitsOfWork
+from syncwarden.core.db import utc_now
+from syncwarden.workflows.outbox import OutboxDispatcher
+from syncwarden.workflows.ports import Channel, Notification, NotificationKind, TicketView
+from syncwarden.workflows.unit_of_work import UnitsOfWork
 
 
 @dataclass

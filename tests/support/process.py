@@ -40,10 +40,15 @@ class ServiceProcess:
 
     @classmethod
     async def start(
-        cls, env: dict[str, str], *arguments: str, cwd: Path | None = None
+        cls,
+        env: dict[str, str],
+        *arguments: str,
+        cwd: Path | None = None,
+        python: Path | str = sys.executable,
     ) -> ServiceProcess:
+        """``python`` is the interpreter to run it with (another virtualenv's, say)."""
         process = await asyncio.create_subprocess_exec(
-            sys.executable,
+            str(python),
             "-m",
             "syncwarden",
             "serve",

@@ -28,7 +28,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from sandbox.server import SandboxTenant
+from syncwarden.sandbox.server import SandboxTenant
 from tests.support.m365 import SYNCWARDEN_APP
 from tests.support.process import ServiceProcess, cli_environment, free_port
 

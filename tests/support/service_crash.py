@@ -39,17 +39,22 @@ from aiohttp.test_utils import TestServer
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.conversations import ChannelRole, ConversationKind, ConversationRef, ConversationStore
-from connectors.scheduling.builtin import BuiltinScheduling
-from connectors.scheduling.ports import Profile
-from core.db import session_factory
-from sandbox.server import SandboxTenant
+from syncwarden.bot.conversations import (
+    ChannelRole,
+    ConversationKind,
+    ConversationRef,
+    ConversationStore,
+)
+from syncwarden.connectors.scheduling.builtin import BuiltinScheduling
+from syncwarden.connectors.scheduling.ports import Profile
+from syncwarden.core.db import session_factory
+from syncwarden.sandbox.server import SandboxTenant
+from syncwarden.workflows.model import TicketStatus
+from syncwarden.workflows.outbox import OutboxMessage
+from syncwarden.workflows.ports import NotificationKind
+from syncwarden.workflows.records import Ticket
 from tests.support.m365 import SYNCWARDEN_APP
 from tests.support.process import ServiceProcess, cli_environment
-from workflows.model import TicketStatus
-from workflows.outbox import OutboxMessage
-from workflows.ports import NotificationKind
-from workflows.records import Ticket
 
 ROOT = Path(__file__).resolve().parents[2]
 DOMAIN = "example.edu"

@@ -14,14 +14,14 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from connectors.graph.calendar import source_id_of
-from connectors.scheduling.builtin_appointments import BuiltinAppointments
-from connectors.scheduling.ports import Appointment
-from core.db import session_factory
-from core.settings import SyncSettings
-from sandbox.server import SandboxTenant
-from sync.engine import SyncEngine, SyncOptions, SyncReport
+from syncwarden.connectors.graph.calendar import source_id_of
+from syncwarden.connectors.scheduling.builtin_appointments import BuiltinAppointments
+from syncwarden.connectors.scheduling.ports import Appointment
+from syncwarden.core.db import session_factory
+from syncwarden.core.settings import SyncSettings
 from syncwarden.m365 import Microsoft365
+from syncwarden.sandbox.server import SandboxTenant
+from syncwarden.sync.engine import SyncEngine, SyncOptions, SyncReport
 from tests.support.enrollments import enroll
 
 AVERY = "avery.quinlan@example.edu"

@@ -27,18 +27,18 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.dialogue import DialogueLogic
-from connectors.scheduling.ports import Profile
-from core.db import session_factory
-from core.settings import Settings
-from sandbox.server import SandboxTenant
+from syncwarden.bot.dialogue import DialogueLogic
+from syncwarden.connectors.scheduling.ports import Profile
+from syncwarden.core.db import session_factory
+from syncwarden.core.settings import Settings
 from syncwarden.m365 import Microsoft365, build_microsoft365
+from syncwarden.sandbox.server import SandboxTenant
 from syncwarden.web import create_app
 from syncwarden.workflow_wiring import Workflows, build_teams_delivery, build_workflows
+from syncwarden.workflows.outbox import OutboxDispatcher
 from tests.support.m365 import sandbox_settings
 from tests.support.recorder import ConnectorRecorder, RecordedRequest, message_activity
 from tests.support.workflow import PEOPLE, SYNC_GROUP
-from workflows.outbox import OutboxDispatcher
 
 WebClient = TestClient[web.Request, web.Application]
 BOT_ID = "28:syncwarden-bot"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from workflows.ports import DecisionView, Person, TicketView
+from syncwarden.workflows.ports import DecisionView, Person, TicketView
 
 
 def sample_ticket() -> TicketView:

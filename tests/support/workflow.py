@@ -10,21 +10,21 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from connectors.groups import SyncGroupMembership
-from connectors.scheduling.builtin import BuiltinScheduling
-from connectors.scheduling.ports import Profile
-from core.db import session_factory
-from core.settings import ApprovalSettings, ProvisioningSettings
-from sandbox.server import SandboxTenant
+from syncwarden.connectors.groups import SyncGroupMembership
+from syncwarden.connectors.scheduling.builtin import BuiltinScheduling
+from syncwarden.connectors.scheduling.ports import Profile
+from syncwarden.core.db import session_factory
+from syncwarden.core.settings import ApprovalSettings, ProvisioningSettings
 from syncwarden.m365 import Microsoft365
+from syncwarden.sandbox.server import SandboxTenant
+from syncwarden.workflows.handlers import ProvisioningHandlers
+from syncwarden.workflows.instructions import InstructionsTemplate
+from syncwarden.workflows.ports import Person
+from syncwarden.workflows.roster import Roster
+from syncwarden.workflows.runner import StepRunner
+from syncwarden.workflows.service import WorkflowService
+from syncwarden.workflows.steps import StepHandler, StepName
 from tests.support.notifier import RecordingNotifier, recording_units
-from workflows.handlers import ProvisioningHandlers
-from workflows.instructions import InstructionsTemplate
-from workflows.ports import Person
-from workflows.roster import Roster
-from workflows.runner import StepRunner
-from workflows.service import WorkflowService
-from workflows.steps import StepHandler, StepName
 
 SYNC_GROUP = "Calendar Sync"
 PEOPLE = {

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.activity_shape import activity_shape_problem
+from syncwarden.bot.activity_shape import activity_shape_problem
 from tests.support.recorder import message_activity
 
 VALID = message_activity("https://smba.trafficmanager.net/emea/")

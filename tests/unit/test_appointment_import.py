@@ -8,8 +8,11 @@ from zoneinfo import ZoneInfo
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connectors.scheduling.appointment_import import parse_appointments_csv, parse_appointments_ics
-from connectors.scheduling.ports import Window
+from syncwarden.connectors.scheduling.appointment_import import (
+    parse_appointments_csv,
+    parse_appointments_ics,
+)
+from syncwarden.connectors.scheduling.ports import Window
 
 HEADER = "profile_id,id,subject,start,end,time_zone,all_day,location,cancelled\n"
 

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors.cached_directory import CachedDirectory
-from connectors.errors import NotFoundError, TransientError
-from connectors.ports import Directory, DirectoryUser, GroupMember
+from syncwarden.connectors.cached_directory import CachedDirectory
+from syncwarden.connectors.errors import NotFoundError, TransientError
+from syncwarden.connectors.ports import Directory, DirectoryUser, GroupMember
 
 
 def user(key: str) -> DirectoryUser:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bot.cards import MAX_REFRESH_USERS, Verb, approval_card, approver_card
+from syncwarden.bot.cards import MAX_REFRESH_USERS, Verb, approval_card, approver_card
 from tests.support.card_catalog import NOW, catalog
 from tests.support.tickets import sample_ticket
 

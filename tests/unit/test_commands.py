@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bot.commands import (
+from syncwarden.bot.commands import (
     BY_INTENT,
     COMMANDS,
     MAX_MENU_COMMANDS,
@@ -16,10 +16,10 @@ from bot.commands import (
     help_text,
     manifest_command_lists,
 )
-from bot.conversations import ConversationStore
-from bot.dialogue import DialogueLogic
-from bot.intents import Intent
-from core.settings import Settings
+from syncwarden.bot.conversations import ConversationStore
+from syncwarden.bot.dialogue import DialogueLogic
+from syncwarden.bot.intents import Intent
+from syncwarden.core.settings import Settings
 from syncwarden.manifest_build import render_manifest
 
 ROOT = Path(__file__).resolve().parents[2]

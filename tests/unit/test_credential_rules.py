@@ -8,13 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connectors.graph.applications import (
+from syncwarden.connectors.graph.applications import (
     AppCredential,
     AppWithCredentials,
     CredentialKind,
     OwnerKind,
 )
-from sync.credential_rules import EXPIRED, Severity, crossed_threshold, evaluate
+from syncwarden.sync.credential_rules import EXPIRED, Severity, crossed_threshold, evaluate
 
 NOW = dt.datetime(2026, 11, 22, 9, 0, tzinfo=dt.UTC)
 THRESHOLDS = [60, 30, 14, 7, 3, 1]

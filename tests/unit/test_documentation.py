@@ -7,8 +7,8 @@ from pathlib import Path
 from pydantic import BaseModel
 from typer.main import get_command
 
-from core.settings import Settings
 from syncwarden.cli import app
+from syncwarden.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()

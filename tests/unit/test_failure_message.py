@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from connectors.errors import PermissionMissingError
-from connectors.exchange.client import MEMBERSHIP_ROLE
-from connectors.groups import EXCHANGE_APP_PERMISSION, EXCHANGE_WRITE_HINT, MembershipRefusedError
-from workflows.runner import failure_message
+from syncwarden.connectors.errors import PermissionMissingError
+from syncwarden.connectors.exchange.client import MEMBERSHIP_ROLE
+from syncwarden.connectors.groups import (
+    EXCHANGE_APP_PERMISSION,
+    EXCHANGE_WRITE_HINT,
+    MembershipRefusedError,
+)
+from syncwarden.workflows.runner import failure_message
 
 
 def test_a_refusal_that_names_an_exchange_permission_and_role_is_not_called_a_graph_one() -> None:

@@ -14,7 +14,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = "syncwarden"
+# Rooms are the subpackages of ``syncwarden``; its own modules are the composition root, here
+# called "syncwarden".
 ROOMS = ("syncwarden", "bot", "workflows", "sync", "connectors", "core", "sandbox", "migrations")
+SUBPACKAGES = tuple(room for room in ROOMS if room != PACKAGE)
 SDK_PREFIX = "microsoft_agents"
 # Connector modules that define interfaces (protocols and their error types) rather than clients.
 INTERFACE_MODULES = ("ports", "errors")
@@ -44,14 +48,16 @@ def imported_modules(source: str) -> list[tuple[int, str]]:
 
 
 def room_of(module: str) -> str | None:
-    head = module.split(".", 1)[0]
-    return head if head in ROOMS else None
+    parts = module.split(".")
+    if parts[0] != PACKAGE:
+        return None
+    return parts[1] if len(parts) > 1 and parts[1] in SUBPACKAGES else PACKAGE
 
 
 def is_connector_interface(module: str) -> bool:
-    parts = module.split(".")
+    parts = module.split(".")[1:]
     return (
-        parts[0] == "connectors"
+        parts[:1] == ["connectors"]
         and len(parts) > 1
         and any(p in INTERFACE_MODULES for p in parts[1:])
     )
@@ -80,7 +86,7 @@ def rule_violation(room: str, imported: str) -> str | None:
         return f"{room}/ may import only {', '.join(allowed[room]) or 'nothing of ours'}"
     if room == "workflows" and target == "connectors" and not is_connector_interface(imported):
         return "workflows/ may import only connector interfaces (connectors.*.ports / errors)"
-    schema = "syncwarden.schema"
+    schema = f"{PACKAGE}.schema"
     if (
         room == "migrations"
         and target == "syncwarden"
@@ -108,7 +114,9 @@ def sdk_importers(room: str, files: list[Path]) -> list[str]:
 
 
 def room_files(room: str) -> list[Path]:
-    return sorted((ROOT / room).rglob("*.py"))
+    if room == PACKAGE:
+        return sorted((ROOT / PACKAGE).glob("*.py"))
+    return sorted((ROOT / PACKAGE / room).rglob("*.py"))
 
 
 def test_every_room_follows_the_dependency_rules() -> None:
@@ -129,23 +137,25 @@ def test_exactly_one_bot_module_imports_the_agents_sdk() -> None:
 
 
 def test_every_room_exists() -> None:
-    missing = [room for room in ROOMS if not (ROOT / room / "__init__.py").is_file()]
+    missing = [
+        room for room in SUBPACKAGES if not (ROOT / PACKAGE / room / "__init__.py").is_file()
+    ]
     assert not missing, f"rooms missing from the tree: {missing}"
 
 
 @pytest.mark.parametrize(
     ("room", "source", "expected"),
     [
-        ("core", "import workflows.audit\n", "workflows.audit"),
-        ("connectors", "from workflows import service\n", "workflows"),
+        ("core", "import syncwarden.workflows.audit\n", "syncwarden.workflows.audit"),
+        ("connectors", "from syncwarden.workflows import service\n", "syncwarden.workflows"),
         (
             "workflows",
-            "from connectors.graph.client import GraphClient\n",
-            "connectors.graph.client",
+            "from syncwarden.connectors.graph.client import GraphClient\n",
+            "syncwarden.connectors.graph.client",
         ),
-        ("bot", "import sync.engine\n", "sync.engine"),
-        ("sync", "from bot import cards\n", "bot"),
-        ("syncwarden", "import sandbox.app\n", "sandbox.app"),
+        ("bot", "import syncwarden.sync.engine\n", "syncwarden.sync.engine"),
+        ("sync", "from syncwarden.bot import cards\n", "syncwarden.bot"),
+        ("syncwarden", "import syncwarden.sandbox.app\n", "syncwarden.sandbox.app"),
         (
             "workflows",
             "from microsoft_agents.hosting.core import TurnContext\n",
@@ -163,10 +173,10 @@ def test_checker_names_the_offending_import(room: str, source: str, expected: st
 @pytest.mark.parametrize(
     ("room", "source"),
     [
-        ("workflows", "from connectors.ports import GroupMembership\n"),
-        ("workflows", "from connectors.scheduling.ports import SchedulingSystem\n"),
-        ("bot", "from workflows.service import request_enrollment\n"),
-        ("syncwarden", "from bot.teams_endpoint import add_bot_routes\n"),
+        ("workflows", "from syncwarden.connectors.ports import GroupMembership\n"),
+        ("workflows", "from syncwarden.connectors.scheduling.ports import SchedulingSystem\n"),
+        ("bot", "from syncwarden.workflows.service import request_enrollment\n"),
+        ("syncwarden", "from syncwarden.bot.teams_endpoint import add_bot_routes\n"),
         ("migrations", "from syncwarden.schema import metadata\n"),
         ("core", "import sqlalchemy\n"),
     ],

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from syncwarden.workflows.instructions import InstructionsTemplate
 from tests.support.tickets import sample_ticket
-from workflows.instructions import InstructionsTemplate
 
 TICKET = sample_ticket()
 

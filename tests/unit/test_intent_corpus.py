@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.commands import ADMIN_INTENTS
-from bot.intents import Intent, Mention, Parsed, parse
+from syncwarden.bot.commands import ADMIN_INTENTS
+from syncwarden.bot.intents import Intent, Mention, Parsed, parse
 
 CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "phrasings.tsv"
 BAR = 0.95

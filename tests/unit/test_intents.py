@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.commands import ADMIN_INTENTS
-from bot.intents import (
+from syncwarden.bot.commands import ADMIN_INTENTS
+from syncwarden.bot.intents import (
     Intent,
     Mention,
     clean_text,

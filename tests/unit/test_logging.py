@@ -8,8 +8,8 @@ import logging
 
 import pytest
 
-from core.logging import MASK, configure_logging, get_logger
-from core.settings import Mode, Settings
+from syncwarden.core.logging import MASK, configure_logging, get_logger
+from syncwarden.core.settings import Mode, Settings
 
 GRAPH_SECRET = "Gr4ph~secret.value-111"
 BOT_SECRET = 'B0t"secret\\value-222'

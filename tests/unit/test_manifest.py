@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from core.settings import Mode, Settings
+from syncwarden.core.settings import Mode, Settings
 from syncwarden.manifest_build import (
     MANIFEST_DIR,
     ManifestError,

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.payloads import json_too_deep
+from syncwarden.core.payloads import json_too_deep
 
 
 def depth_of(value: Any) -> int:

@@ -8,8 +8,8 @@ import io
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connectors.scheduling.ports import Profile
-from connectors.scheduling.profile_import import parse_profiles_csv
+from syncwarden.connectors.scheduling.ports import Profile
+from syncwarden.connectors.scheduling.profile_import import parse_profiles_csv
 
 
 def test_good_rows_load_and_bad_rows_are_explained() -> None:

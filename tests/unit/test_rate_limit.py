@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.rate_limit import ConversationRateLimiter
+from syncwarden.bot.rate_limit import ConversationRateLimiter
 
 
 class Clock:

@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from connectors.clouds import resolve_endpoints
-from core.settings import (
+from syncwarden.connectors.clouds import resolve_endpoints
+from syncwarden.core.settings import (
     Cloud,
     ExchangeSettings,
     GraphSettings,

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connectors.scheduling.ports import Appointment, Window
-from sync.event_payload import content_hash, event_payload
-from sync.plan import MISSING, LinkView, OutlookView, desired_events, plan_changes
+from syncwarden.connectors.scheduling.ports import Appointment, Window
+from syncwarden.sync.event_payload import content_hash, event_payload
+from syncwarden.sync.plan import MISSING, LinkView, OutlookView, desired_events, plan_changes
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 WINDOW = Window(NOW - timedelta(days=14), NOW + timedelta(days=120))

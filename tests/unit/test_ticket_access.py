@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from syncwarden.workflows.access import Reader, ReadGrant, Role, may_read, read_grant, readable
+from syncwarden.workflows.ports import Person, TicketView
 from tests.support.tickets import sample_ticket
-from workflows.access import Reader, ReadGrant, Role, may_read, read_grant, readable
-from workflows.ports import Person, TicketView
 
 SUBJECT = "0b1c2d3e-0000-4000-8000-00000000000a"
 REQUESTER = "0b1c2d3e-0000-4000-8000-00000000000b"

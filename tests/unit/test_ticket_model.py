@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from workflows.model import (
+from syncwarden.workflows.model import (
     FINAL_STATUSES,
     IllegalTransitionError,
     TicketEvent,
@@ -65,7 +65,7 @@ def test_messages_read_naturally() -> None:
 
 
 def test_ticket_refs_that_cannot_be_row_ids_are_none() -> None:
-    from workflows.records import ticket_id_from_ref
+    from syncwarden.workflows.records import ticket_id_from_ref
 
     assert ticket_id_from_ref("SW-1001") == 1
     assert ticket_id_from_ref(" sw - 1042 ") == 42

@@ -9,11 +9,11 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from bot.conversations import ConversationKind, ConversationRef, ConversationStore
-from bot.dialogue import DialogueLogic, Incoming, Reply
-from bot.turn_limits import Rate, Scope, TurnLimiter, limited_counts
-from core.settings import LimitSettings, Settings, find_problems
-from workflows.ports import Person
+from syncwarden.bot.conversations import ConversationKind, ConversationRef, ConversationStore
+from syncwarden.bot.dialogue import DialogueLogic, Incoming, Reply
+from syncwarden.bot.turn_limits import Rate, Scope, TurnLimiter, limited_counts
+from syncwarden.core.settings import LimitSettings, Settings, find_problems
+from syncwarden.workflows.ports import Person
 
 OFF = Rate(0, 1)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from connectors.clouds import resolve_endpoints
-from core.settings import Cloud, ExchangeSettings, GraphSettings
+from syncwarden.connectors.clouds import resolve_endpoints
+from syncwarden.core.settings import Cloud, ExchangeSettings, GraphSettings
 
 
 @pytest.mark.parametrize(

@@ -12,12 +12,12 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connectors.errors import CredentialError
-from connectors.graph.applications import CredentialKind, credentials_from_graph
-from connectors.graph.directory import classify_group, user_from_graph
-from connectors.graph.odata import address_filter, quote
-from connectors.ports import GroupKind
-from connectors.tokens import load_certificate
+from syncwarden.connectors.errors import CredentialError
+from syncwarden.connectors.graph.applications import CredentialKind, credentials_from_graph
+from syncwarden.connectors.graph.directory import classify_group, user_from_graph
+from syncwarden.connectors.graph.odata import address_filter, quote
+from syncwarden.connectors.ports import GroupKind
+from syncwarden.connectors.tokens import load_certificate
 from tests.support.certificates import make_certificate
 
 

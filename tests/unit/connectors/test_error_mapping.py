@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connectors import errors
-from connectors.graph.error_mapping import (
+from syncwarden.connectors import errors
+from syncwarden.connectors.graph.error_mapping import (
     MAX_RETRY_AFTER_SECONDS,
     error_fields,
     error_from_response,

@@ -15,8 +15,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connectors import errors
-from connectors.exchange.client import MEMBERSHIP_ROLE, exchange_error, parse_exchange_error
+from syncwarden.connectors import errors
+from syncwarden.connectors.exchange.client import (
+    MEMBERSHIP_ROLE,
+    exchange_error,
+    parse_exchange_error,
+)
 
 REQUEST = errors.RequestInfo("POST", "https://outlook.office365.com/adminapi/beta/t/InvokeCommand")
 ADD = "Add-DistributionGroupMember"

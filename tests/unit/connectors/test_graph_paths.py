@@ -20,21 +20,21 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from connectors.errors import BadRequestError, NotFoundError
-from connectors.graph.applications import GraphApplications, OwnerKind
-from connectors.graph.calendar import (
+from syncwarden.connectors.errors import BadRequestError, NotFoundError
+from syncwarden.connectors.graph.applications import GraphApplications, OwnerKind
+from syncwarden.connectors.graph.calendar import (
     GraphCalendar,
     create_request,
     delete_request,
     update_request,
 )
-from connectors.graph.client import GraphClient
-from connectors.graph.directory import GraphDirectory
-from connectors.graph.paths import UnaddressableIdError, segment
-from connectors.graph.subscriptions import GraphSubscriptions
-from connectors.limits import ConcurrencyLimiter
-from sandbox.server import SandboxTenant
+from syncwarden.connectors.graph.client import GraphClient
+from syncwarden.connectors.graph.directory import GraphDirectory
+from syncwarden.connectors.graph.paths import UnaddressableIdError, segment
+from syncwarden.connectors.graph.subscriptions import GraphSubscriptions
+from syncwarden.connectors.limits import ConcurrencyLimiter
 from syncwarden.m365 import Microsoft365
+from syncwarden.sandbox.server import SandboxTenant
 
 BASE = "https://graph.example.test/v1.0"
 # RFC 3986 section 3.3: a segment is pchars, each a character or a percent-encoded octet.

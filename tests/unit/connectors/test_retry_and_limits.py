@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from connectors import errors
-from connectors.limits import ConcurrencyLimiter
-from connectors.retry import RetryPolicy, call_with_retries
+from syncwarden.connectors import errors
+from syncwarden.connectors.limits import ConcurrencyLimiter
+from syncwarden.connectors.retry import RetryPolicy, call_with_retries
 
 
 def throttled(retry_after: float | None = None) -> errors.ThrottledError:

@@ -1,0 +1,359 @@
+"""The Adaptive Cards Syncwarden sends, built from ticket snapshots (pure functions, no I/O).
+
+Buttons are ``Action.Execute`` (the Universal Actions model: the click comes back to us as an
+``adaptiveCard/action`` invoke and we answer with the updated card) with an ``Action.Submit``
+fallback for clients that predate it. Every action carries the ticket reference and the card's
+version, so a stale or repeated click is recognised; who may click is decided on the server from
+the clicker's identity, never from anything in the card.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from syncwarden.connectors.scheduling.ports import Profile
+from syncwarden.workflows.model import TicketStatus
+from syncwarden.workflows.ports import TicketView
+from syncwarden.workflows.service import EnrollmentView
+
+CARD_VERSION = "1.5"
+CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
+SCHEMA = "http://adaptivecards.io/schemas/adaptive-card.json"
+MAX_REFRESH_USERS = 60  # Teams refreshes a card for at most 60 listed users
+
+Card = dict[str, Any]
+
+
+class Verb:
+    APPROVE = "approve"
+    REJECT = "reject"
+    REFRESH = "refresh"
+    RETRY = "retry"
+    CANCEL = "cancel"
+    MANUAL_DONE = "manual_done"
+    SUBMIT_REQUEST = "submit_request"
+    ACKNOWLEDGE = "credential_acknowledge"
+    SNOOZE = "credential_snooze"
+
+
+def _card(body: list[Card], actions: list[Card] | None = None, **extra: Any) -> Card:
+    card: Card = {"type": "AdaptiveCard", "$schema": SCHEMA, "version": CARD_VERSION, "body": body}
+    if actions:
+        card["actions"] = actions
+    card.update(extra)
+    return card
+
+
+def _title(text: str) -> Card:
+    return {"type": "TextBlock", "text": text, "weight": "Bolder", "size": "Medium", "wrap": True}
+
+
+def _text(text: str, **extra: Any) -> Card:
+    return {"type": "TextBlock", "text": text, "wrap": True, **extra}
+
+
+def _facts(facts: Sequence[tuple[str, str]]) -> Card:
+    return {
+        "type": "FactSet",
+        "facts": [{"title": title, "value": value} for title, value in facts if value],
+    }
+
+
+def _execute(verb: str, title: str, data: Mapping[str, Any], *, style: str | None = None) -> Card:
+    """An Action.Execute with an Action.Submit fallback carrying the same verb and data."""
+    payload = {"verb": verb, **data}
+    action: Card = {
+        "type": "Action.Execute",
+        "verb": verb,
+        "title": title,
+        "data": dict(payload),
+        "fallback": {"type": "Action.Submit", "title": title, "data": dict(payload)},
+    }
+    if style:
+        action["style"] = style
+    return action
+
+
+def _when(moment: datetime) -> str:
+    return moment.strftime("%d %b %Y %H:%M UTC")
+
+
+def age_text(created_at: datetime, now: datetime) -> str:
+    minutes = max(0, int((now - created_at).total_seconds() // 60))
+    if minutes < 60:
+        return f"{minutes} min"
+    hours = minutes // 60
+    return f"{hours} h" if hours < 48 else f"{hours // 24} days"
+
+
+def _ticket_facts(view: TicketView, now: datetime) -> list[tuple[str, str]]:
+    facts = [
+        ("Person", f"{view.subject.name} ({view.subject.upn})"),
+        ("Mailbox", view.mailbox),
+        ("Scheduling profile", view.profile_name or "not named"),
+        (
+            "Requested by",
+            view.requester.name if view.requester.id != view.subject.id else "themself",
+        ),
+        ("Why", view.justification),
+    ]
+    if view.previous_mailbox:
+        facts.insert(2, ("Replaces", view.previous_mailbox))
+    if view.status == TicketStatus.AWAITING_APPROVAL:
+        facts.append(("Waiting", age_text(view.created_at, now)))
+    return facts
+
+
+_KIND_TITLES = {
+    "enroll": "Calendar sync request",
+    "change": "Calendar sync change",
+    "remove": "Calendar sync removal",
+}
+
+
+def _decisions(view: TicketView) -> list[Card]:
+    lines = []
+    for decision in view.decisions:
+        verdict = "Approved" if decision.approve else "Rejected"
+        comment = f": “{decision.comment}”" if decision.comment else ""
+        lines.append(
+            _text(
+                f"**{verdict}** by {decision.approver_name}, {_when(decision.decided_at)}{comment}"
+            )
+        )
+    return lines
+
+
+def approval_card(
+    view: TicketView,
+    *,
+    now: datetime,
+    approver_ids: Sequence[str] = (),
+    notice: str | None = None,
+) -> Card:
+    """What everyone sees: the request and its state. Approvers get buttons via ``refresh``;
+    ``notice`` says why a click changed nothing, on the card the clicker keeps."""
+    body = [
+        _title(f"{_KIND_TITLES.get(view.kind, 'Request')} · {view.ref}"),
+        _facts(_ticket_facts(view, now)),
+        *_decisions(view),
+        _text(f"Status: **{TicketStatus(view.status).label}**", spacing="Medium"),
+    ]
+    if notice:
+        body.append(_text(notice, color="Attention"))
+    extra: dict[str, Any] = {}
+    if view.status == TicketStatus.AWAITING_APPROVAL and approver_ids:
+        extra["refresh"] = {
+            "action": {
+                "type": "Action.Execute",
+                "verb": Verb.REFRESH,
+                "data": {"verb": Verb.REFRESH, "ticket": view.ref, "version": view.version},
+            },
+            "userIds": list(approver_ids)[:MAX_REFRESH_USERS],
+        }
+    return _card(body, **extra)
+
+
+def approver_card(view: TicketView, *, now: datetime, notice: str | None = None) -> Card:
+    """The approver's view: the same facts, a comment box and Approve / Reject."""
+    if view.status != TicketStatus.AWAITING_APPROVAL:
+        return approval_card(view, now=now, notice=notice)
+    data = {"ticket": view.ref, "version": view.version}
+    body = [
+        _title(f"{_KIND_TITLES.get(view.kind, 'Request')} · {view.ref}"),
+        _facts(_ticket_facts(view, now)),
+        *_decisions(view),
+        {
+            "type": "Input.Text",
+            "id": "comment",
+            "label": "Comment (optional)",
+            "isMultiline": True,
+            "maxLength": 500,
+        },
+    ]
+    if notice:
+        body.append(_text(notice, color="Attention"))
+    actions = [
+        _execute(Verb.APPROVE, "Approve", data, style="positive"),
+        _execute(Verb.REJECT, "Reject", data, style="destructive"),
+    ]
+    return _card(body, actions)
+
+
+def status_card(view: TicketView, text: str, *, now: datetime) -> Card:
+    """The IT channel's line for a ticket; a failed ticket gets Retry and Cancel."""
+    body = [_text(text, weight="Bolder"), _facts(_ticket_facts(view, now))]
+    if view.failure_reason:
+        body.append(_text(f"Failure: {view.failure_reason}", color="Attention"))
+    actions = None
+    if view.status == TicketStatus.FAILED:
+        data = {"ticket": view.ref, "version": view.version}
+        actions = [
+            _execute(Verb.RETRY, "Retry", data, style="positive"),
+            _execute(Verb.CANCEL, "Cancel", data, style="destructive"),
+        ]
+    return _card(body, actions)
+
+
+def manual_task_card(view: TicketView, task: Mapping[str, str], *, now: datetime) -> Card:
+    """A task for IT where no API exists: the exact values to enter, and a Done button."""
+    values = [
+        (key.replace("_", " ").capitalize(), str(value))
+        for key, value in task.items()
+        if key != "action"
+    ]
+    body = [
+        _title(f"Manual step · {view.ref}"),
+        _text(task.get("action", "Complete this step by hand"), weight="Bolder"),
+        _facts(values),
+        _text("Enter these values in the scheduling system's admin console, then press Done."),
+    ]
+    data = {"ticket": view.ref, "version": view.version}
+    return _card(body, [_execute(Verb.MANUAL_DONE, "Done", data, style="positive")])
+
+
+def request_card(
+    *,
+    name: str,
+    upn: str,
+    addresses: Sequence[str],
+    primary: str,
+    profiles: Sequence[Profile],
+    chosen_profile: str | None = None,
+    justification: str = "",
+    errors: Mapping[str, str] | None = None,
+    subject_id: str | None = None,
+) -> Card:
+    """What a person fills in to ask for calendar sync; ``errors`` are shown next to the fields.
+
+    ``subject_id`` is set when IT asks on someone's behalf; the server checks again who may.
+    """
+    errors = errors or {}
+    body: list[Card] = [
+        _title("Ask for calendar sync"),
+        _facts([("Person", f"{name} ({upn})")]),
+        {
+            "type": "Input.ChoiceSet",
+            "id": "mailbox",
+            "label": "Sync into the mailbox of",
+            "isRequired": True,
+            "errorMessage": "Choose one of your addresses",
+            "value": primary,
+            "choices": [{"title": address, "value": address} for address in addresses or [primary]],
+        },
+    ]
+    if errors.get("mailbox"):
+        body.append(_text(errors["mailbox"], color="Attention"))
+    if profiles:
+        body.append(
+            {
+                "type": "Input.ChoiceSet",
+                "id": "profile",
+                "label": "Your scheduling profile",
+                "isRequired": True,
+                "errorMessage": "Choose your profile",
+                "value": chosen_profile or (profiles[0].id if len(profiles) == 1 else ""),
+                "choices": [
+                    {"title": f"{p.name} ({p.email})" if p.email else p.name, "value": p.id}
+                    for p in profiles
+                ],
+            }
+        )
+    else:
+        body.append(_text("No scheduling profile matches your addresses yet.", color="Attention"))
+    if errors.get("profile"):
+        body.append(_text(errors["profile"], color="Attention"))
+    body.append(
+        {
+            "type": "Input.Text",
+            "id": "justification",
+            "label": "Why do you need it? (optional)",
+            "isMultiline": True,
+            "maxLength": 500,
+            "value": justification,
+        }
+    )
+    if errors.get("subject"):
+        body.append(_text(errors["subject"], color="Attention"))
+    data = {"subject": subject_id} if subject_id else {}
+    return _card(body, [_execute(Verb.SUBMIT_REQUEST, "Send request", data)])
+
+
+def request_sent_card(view: TicketView, *, now: datetime) -> Card:
+    """The request card once sent: what was asked, its number and state, and no button left to
+    press again (the confirmation itself goes into the chat)."""
+    body = [
+        _title(f"{_KIND_TITLES.get(view.kind, 'Request')} · {view.ref}"),
+        _facts(_ticket_facts(view, now)),
+        _text(f"Sent · **{TicketStatus(view.status).label}**", spacing="Medium"),
+    ]
+    return _card(body)
+
+
+MAX_USERS_ROWS = 50
+
+
+def users_card(rows: Sequence[EnrollmentView], *, now: datetime) -> Card:
+    """The users-to-sync registry as a table: name, address, sync on/off, last sync, status."""
+    header = _row(["Name", "Address", "Sync", "Last sync", "Status"], bold=True)
+    lines = [
+        _row(
+            [
+                row.name,
+                row.mailbox,
+                "off" if row.paused else "on",
+                age_text(row.last_success_at, now) + " ago" if row.last_success_at else "never",
+                _sync_status(row),
+            ]
+        )
+        for row in rows[:MAX_USERS_ROWS]
+    ]
+    body: list[Card] = [_title(f"Calendar sync users ({len(rows)})")]
+    if not rows:
+        body.append(_text("Nobody is enrolled yet."))
+    else:
+        body.append(
+            {
+                "type": "Table",
+                "firstRowAsHeaders": True,
+                "columns": [{"width": w} for w in (3, 4, 2, 2, 3)],
+                "rows": [header, *lines],
+            }
+        )
+    if len(rows) > MAX_USERS_ROWS:
+        body.append(_text(f"…and {len(rows) - MAX_USERS_ROWS} more."))
+    return _card(body)
+
+
+def _sync_status(row: EnrollmentView) -> str:
+    if row.last_error:
+        return f"problem ({row.last_error_kind or 'other'}): {row.last_error[:80]}"
+    return f"ok: {row.last_sync_summary}" if row.last_sync_summary else "ok"
+
+
+def _row(cells: Sequence[str], *, bold: bool = False) -> Card:
+    return {
+        "type": "TableRow",
+        "cells": [
+            {"type": "TableCell", "items": [_text(cell, weight="Bolder") if bold else _text(cell)]}
+            for cell in cells
+        ],
+    }
+
+
+def credential_alert_card(text: str, alert_key: str | None, *, outcome: str | None = None) -> Card:
+    """A credential alert for the IT channel; Acknowledge and Snooze until someone has acted."""
+    paragraphs = [_text(part) for part in text.split("\n\n") if part.strip()]
+    body = [*paragraphs]
+    if outcome:
+        body.append(_text(outcome, weight="Bolder", spacing="Medium"))
+    actions = None
+    if alert_key and not outcome:
+        data = {"alert": alert_key}
+        actions = [
+            _execute(Verb.ACKNOWLEDGE, "Acknowledge", data, style="positive"),
+            _execute(Verb.SNOOZE, "Snooze 1 day", data),
+        ]
+    return _card(body, actions)

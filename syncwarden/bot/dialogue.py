@@ -1,0 +1,736 @@
+"""What the bot does with each message and card click: parse, ask the workflow, answer.
+
+No business rules live here: who may approve, what a valid request is, what happens after a
+decision all belong to :mod:`workflows.service`, and who may read a ticket to
+:mod:`workflows.access` (every answer that shows a ticket, or says there is none, asks it first).
+This module translates between Teams (text, card data, who clicked) and those use cases, and
+decides only how the answer looks. It takes plain data, not SDK objects, so it is tested without
+the SDK and the SDK stays in one module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from syncwarden.bot import cards
+from syncwarden.bot.commands import BY_INTENT, help_text, is_it_only
+from syncwarden.bot.conversations import (
+    ChannelRole,
+    ConversationKind,
+    ConversationRef,
+    ConversationStore,
+)
+from syncwarden.bot.intents import (
+    Intent,
+    Mention,
+    Parsed,
+    parse,
+    shown_ticket_ref,
+    valid_ticket_ref,
+)
+from syncwarden.bot.turn_limits import TurnLimiter, Verdict
+from syncwarden.core.db import utc_now
+from syncwarden.core.logging import get_logger
+from syncwarden.workflows import wording
+from syncwarden.workflows.access import CANNOT_SEE, Reader, Role, may_read, readable
+from syncwarden.workflows.model import TicketStatus
+from syncwarden.workflows.ports import Person, TicketView
+from syncwarden.workflows.roster import Roster
+from syncwarden.workflows.service import ActionOutcome, ActionResult, RequestResult, WorkflowService
+from syncwarden.workflows.text import storable_text
+
+log = get_logger(__name__)
+
+
+class ScanSummary(Protocol):
+    """What a credential scan reports (the bot may not import the sync room, so a protocol)."""
+
+    @property
+    def apps(self) -> int: ...
+
+    @property
+    def findings(self) -> int: ...
+
+    @property
+    def alerted(self) -> int: ...
+
+    @property
+    def resolved(self) -> int: ...
+
+
+class CredentialScanner(Protocol):
+    async def scan(self) -> ScanSummary: ...
+
+    async def acknowledge(self, alert_key: str, actor: str) -> str: ...
+
+    async def snooze(self, alert_key: str, actor: str, *, hours: float = 24) -> str: ...
+
+
+class CheckResult(Protocol):
+    """One doctor item (the bot may not import the composition room, so a protocol)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def passed(self) -> bool: ...
+
+    @property
+    def detail(self) -> str: ...
+
+    @property
+    def fix(self) -> str | None: ...
+
+    @property
+    def verdict(self) -> str: ...
+
+
+class DoctorResult(Protocol):
+    @property
+    def checks(self) -> Sequence[CheckResult]: ...
+
+
+class SelfCheck(Protocol):
+    async def run(self) -> DoctorResult: ...
+
+
+class SyncTrigger(Protocol):
+    """Asking the sync worker for a run now (the bot may not import the sync room)."""
+
+    async def request_person(self, who: str) -> int: ...
+
+    async def request(self, enrollment_ids: Sequence[int] | None = None) -> int: ...
+
+
+NOT_CONFIGURED = (
+    "Calendar sync requests are not available yet: Syncwarden has no Microsoft 365 connection or "
+    "sync group configured. Please tell IT."
+)
+UNKNOWN_SENDER = "Sorry, I can't tell who sent that, so I can't act on it."
+UNREADABLE_FORM = "I can't read that form; please ask me again."
+UNRESOLVED_MENTION = (
+    "I couldn't look up the person you mentioned. Please give their email address instead, "
+    "for example **add someone@example.edu to calendar sync**."
+)
+ADMIN_ONLY = "Sorry, only IT admins can do that. Ask me **help** to see what you can do."
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One activity, reduced to what the conversation logic needs."""
+
+    conversation: ConversationRef
+    sender: Person
+    sender_mri: str
+    text: str = ""
+    value: Mapping[str, Any] = field(default_factory=dict)
+    mentions: tuple[Mention, ...] = ()
+    bot_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Something to send back: Markdown text and/or one card."""
+
+    text: str | None = None
+    card: cards.Card | None = None
+
+
+Handler = Callable[[Incoming, Parsed], Awaitable[Reply]]
+
+
+class DialogueLogic:
+    def __init__(
+        self,
+        conversations: ConversationStore,
+        service: WorkflowService | None,
+        roster: Roster | None,
+        *,
+        credentials: CredentialScanner | None = None,
+        doctor: SelfCheck | None = None,
+        sync: SyncTrigger | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        limits: TurnLimiter | None = None,
+    ) -> None:
+        """``limits`` refuses turns beyond each person's and conversation's allowance before
+        anything else is done for them (see :mod:`bot.turn_limits`); None serves every turn."""
+        self._conversations = conversations
+        self._service = service
+        self._roster = roster
+        self._credentials = credentials
+        self._doctor = doctor
+        self._sync = sync
+        self._clock = clock
+        self._limits = limits
+        self._handlers = self._dispatch_table()
+
+    async def remember(self, incoming: Incoming) -> None:
+        """Keep the conversation reference fresh: it is how we can write there later.
+
+        Not for a turn the limits will refuse: its conversation was refreshed by the turns that
+        used up the allowance moments ago, and a flood must not become a flood of writes.
+        """
+        if self._limits is not None and not self._limits.would_serve(
+            incoming.sender.id, incoming.conversation.conversation_id
+        ):
+            return
+        await self._conversations.remember(incoming.conversation)
+
+    async def forget(self, conversation_id: str) -> None:
+        await self._conversations.forget(conversation_id)
+
+    async def on_message(self, incoming: Incoming) -> list[Reply]:
+        """The replies to a message; none for a refused turn whose sender was told already."""
+        refused = self._refused(incoming)
+        if refused is not None:
+            return [Reply(refused.message)] if refused.tell else []
+        # Not through remember(): this turn has just taken its tokens, maybe the last ones.
+        await self._conversations.remember(incoming.conversation)
+        if not _plausible(incoming.sender.id, 256):
+            return [Reply(UNKNOWN_SENDER)]
+        if incoming.value.get("verb"):
+            # An Action.Submit fallback from an old client: the same as the card action.
+            return [await self._card_action(incoming)]
+        parsed = parse(
+            incoming.text,
+            mentions=incoming.mentions,
+            bot_id=incoming.conversation.bot_id,
+            bot_names=incoming.bot_names,
+        )
+        if parsed.intent in (Intent.HELP, Intent.UNKNOWN):
+            return [await self._help(incoming.sender)]
+        if parsed.subject_id and ":" in parsed.subject_id:
+            # A Teams id (29:…) the connector could not turn into a person: never shown to anyone.
+            return [Reply(UNRESOLVED_MENTION)]
+        if self._service is None or self._roster is None:
+            return [Reply(NOT_CONFIGURED)]
+        if is_it_only(parsed.intent) and not await self._roster.is_it_admin(incoming.sender.id):
+            return [Reply(ADMIN_ONLY)]
+        handler = self._handlers.get(parsed.intent)
+        if handler is None:
+            return [Reply(f"**{parsed.intent.value.replace('_', ' ')}** is not available yet.")]
+        return [await handler(incoming, parsed)]
+
+    @property
+    def handled_intents(self) -> frozenset[Intent]:
+        """What this dialogue answers (the rest of :data:`bot.commands.COMMANDS` says "not yet")."""
+        return frozenset(self._handlers) | {Intent.HELP, Intent.UNKNOWN}
+
+    def _dispatch_table(self) -> dict[Intent, Handler]:
+        """One handler per command of :data:`bot.commands.COMMANDS`; who may run it is there."""
+        table: dict[Intent, Handler] = {
+            Intent.ENROLL: self._on_enroll,
+            Intent.REMOVE: self._on_remove,
+            Intent.CHANGE: self._on_change,
+            Intent.STATUS: lambda incoming, _parsed: self._status(incoming.sender),
+            Intent.TICKET: self._on_ticket,
+            Intent.TICKETS: self._on_tickets,
+            Intent.RETRY: self._on_retry,
+            Intent.USE_CHANNEL: lambda incoming, _p: self._use_channel(incoming, ChannelRole.IT),
+            Intent.USE_CHANNEL_FOR_APPROVALS: lambda incoming, _p: self._use_channel(
+                incoming, ChannelRole.APPROVALS
+            ),
+            Intent.USERS: self._on_users,
+            Intent.PAUSE: self._on_pause_or_resume,
+            Intent.RESUME: self._on_pause_or_resume,
+        }
+        if self._credentials is not None:
+            table[Intent.SECRETS] = self._on_secrets
+        if self._sync is not None:
+            table[Intent.SYNC_NOW] = lambda _incoming, parsed: self._sync_now(
+                parsed.subject_id or parsed.address or parsed.argument
+            )
+        if self._doctor is not None:
+            table[Intent.DOCTOR] = self._on_doctor
+        return table
+
+    async def _help(self, person: Person) -> Reply:
+        it_admin = self._roster is not None and await self._roster.is_it_admin(person.id)
+        return Reply(help_text(it_admin=it_admin))
+
+    async def _on_enroll(self, incoming: Incoming, parsed: Parsed) -> Reply:
+        return await self._enrollment_form(incoming, parsed.subject_id or parsed.address)
+
+    async def _on_remove(self, incoming: Incoming, parsed: Parsed) -> Reply:
+        assert self._service is not None
+        subject = parsed.subject_id or parsed.address
+        result = await self._service.request_removal(incoming.sender, subject=subject)
+        return _request_reply(result, "removal")
+
+    async def _on_change(self, incoming: Incoming, parsed: Parsed) -> Reply:
+        assert self._service is not None
+        if not parsed.address:
+            return Reply(f"Which address? For example: **{BY_INTENT[Intent.CHANGE].example}**")
+        result = await self._service.request_change(incoming.sender, mailbox=parsed.address)
+        return _request_reply(result, "change")
+
+    async def _on_ticket(self, incoming: Incoming, parsed: Parsed) -> Reply:
+        # Not only for IT: whoever may read the ticket (see workflows.access) may ask for it. A
+        # number that cannot be a ticket's is answered as one with no ticket behind it.
+        if not parsed.ticket_typed:
+            return Reply(f"Which ticket? For example: **{BY_INTENT[Intent.TICKET].example}**")
+        if parsed.ticket_ref is None:
+            return _unseen(parsed.ticket_typed, await self._reader(incoming.sender))
+        return await self._show_ticket(incoming.sender, parsed.ticket_ref)
+
+    async def _on_tickets(self, incoming: Incoming, _parsed: Parsed) -> Reply:
+        assert self._service is not None
+        reader = await self._reader(incoming.sender)
+        return _ticket_list(readable(await self._service.open_tickets(), reader))
+
+    async def _on_retry(self, incoming: Incoming, parsed: Parsed) -> Reply:
+        assert self._service is not None
+        if not parsed.ticket_typed:
+            return Reply(f"Which ticket? For example: **{BY_INTENT[Intent.RETRY].example}**")
+        if parsed.ticket_ref is None:
+            return _unseen(parsed.ticket_typed, await self._reader(incoming.sender))
+        return _action_reply(await self._service.retry(parsed.ticket_ref, incoming.sender))
+
+    async def _on_secrets(self, _incoming: Incoming, _parsed: Parsed) -> Reply:
+        assert self._credentials is not None
+        report = await self._credentials.scan()
+        return Reply(
+            f"Checked {report.apps} app registrations: {report.findings} credentials need "
+            f"attention, {report.alerted} new alerts posted to the IT channel, "
+            f"{report.resolved} resolved."
+        )
+
+    async def _on_doctor(self, _incoming: Incoming, _parsed: Parsed) -> Reply:
+        assert self._doctor is not None
+        return Reply(doctor_text(await self._doctor.run()))
+
+    async def _on_users(self, _incoming: Incoming, _parsed: Parsed) -> Reply:
+        assert self._service is not None
+        return Reply(card=cards.users_card(await self._service.enrollments(), now=self._clock()))
+
+    async def _on_pause_or_resume(self, incoming: Incoming, parsed: Parsed) -> Reply:
+        assert self._service is not None
+        who = parsed.subject_id or parsed.address or parsed.argument
+        if not who:
+            return Reply(f"Whom? For example: **{BY_INTENT[parsed.intent].example}**")
+        paused = await self._service.set_paused(
+            incoming.sender, who, paused=parsed.intent is Intent.PAUSE
+        )
+        return _action_reply(paused)
+
+    async def _sync_now(self, who: str | None) -> Reply:
+        assert self._sync is not None and self._service is not None
+        if not who or who.lower() in ("all", "everyone"):
+            count = await self._sync.request()
+            return Reply(f"Syncing all {count} enrolled people now; failures go to the IT channel.")
+        matching = await self._service.enrollments_of(who)
+        if not matching:
+            return Reply(f"Nobody enrolled matches **{who}**. Say **users** to see who is.")
+        if all(enrollment.paused for enrollment in matching):
+            name = matching[0].name
+            return Reply(
+                f"Sync for **{name}** is paused, so nothing would run. "
+                f"Say **resume {matching[0].upn}** first."
+            )
+        await self._sync.request_person(who)
+        return Reply(f"Syncing **{who}** now; say **users** in a minute to see the result.")
+
+    async def on_card_action(self, incoming: Incoming) -> Reply:
+        """A click on one of our cards; answered with the card to show in its place.
+
+        A refused click is answered too, always: an invoke's answer is its HTTP response (Teams
+        shows an error without one), not one more message in the chat.
+        """
+        refused = self._refused(incoming)
+        if refused is not None:
+            return Reply(refused.message)
+        return await self._card_action(incoming)
+
+    def _refused(self, incoming: Incoming) -> Verdict | None:
+        """The limits' verdict on a turn they refuse (counted, logged when the sender is told),
+        or None to serve it."""
+        if self._limits is None:
+            return None
+        verdict = self._limits.admit(incoming.sender.id, incoming.conversation.conversation_id)
+        if verdict.allowed:
+            return None
+        if verdict.tell:
+            log.info(
+                "bot.turn_limited",
+                scope=verdict.scope,
+                retry_after_seconds=round(verdict.retry_after_seconds, 1),
+                conversation_id=incoming.conversation.conversation_id,
+            )
+        return verdict
+
+    async def _card_action(self, incoming: Incoming) -> Reply:
+        value = incoming.value
+        verb = str(value.get("verb", ""))
+        if self._service is None or self._roster is None:
+            return Reply(NOT_CONFIGURED)
+        if not _plausible(incoming.sender.id, 256):
+            return Reply(UNKNOWN_SENDER)
+        if verb == cards.Verb.SUBMIT_REQUEST:
+            return await self._submit_request(incoming)
+        if verb in (cards.Verb.ACKNOWLEDGE, cards.Verb.SNOOZE):
+            return await self._credential_action(incoming, verb)
+        if verb not in _TICKET_VERBS:
+            return Reply("That button is not one of mine any more; please ask again.")
+        given = value.get("ticket")
+        ref = valid_ticket_ref(given)
+        if ref is None:
+            shown = shown_ticket_ref(given) if isinstance(given, str) else ""
+            return await self._no_such_ticket(verb, incoming.sender, shown)
+        version = _int_or_none(value.get("version"))
+        now = self._clock()
+        if verb in (cards.Verb.APPROVE, cards.Verb.REJECT):
+            result = await self._service.decide(
+                ref,
+                incoming.sender,
+                approve=verb == cards.Verb.APPROVE,
+                comment=_free_text(value.get("comment"), 500),
+                version=version,
+            )
+            return await self._decision_card(result, incoming.sender, ref, now)
+        if verb == cards.Verb.REFRESH:
+            view = await self._service.get_ticket(ref)
+            reader = await self._reader(incoming.sender)
+            if view is None or not may_read(view, reader):
+                return _unseen(ref, reader, exists=view is not None)
+            approvers = await self._roster.approvers()
+            may_decide = (
+                incoming.sender.id.lower() in approvers
+                and incoming.sender.id.lower()
+                not in (
+                    view.subject.id.lower(),
+                    view.requester.id.lower(),
+                )
+            )
+            card = (
+                cards.approver_card(view, now=now)
+                if may_decide
+                else cards.approval_card(view, now=now)
+            )
+            return Reply(card=card)
+        if verb in (cards.Verb.RETRY, cards.Verb.CANCEL, cards.Verb.MANUAL_DONE):
+            action = {
+                cards.Verb.RETRY: self._service.retry,
+                cards.Verb.CANCEL: self._service.cancel,
+                cards.Verb.MANUAL_DONE: self._service.manual_step_done,
+            }[verb]
+            result = await action(ref, incoming.sender)
+            refused = await self._refusal_hiding_the_ticket(result, incoming.sender, ref)
+            if refused is not None:
+                return refused
+            if result.ticket is None:
+                return Reply(result.message)
+            return Reply(card=cards.status_card(result.ticket, result.message, now=now))
+        return Reply("That button is not one of mine any more; please ask again.")
+
+    async def _no_such_ticket(self, verb: str, person: Person, shown: str) -> Reply:
+        """The answer to a click whose card data names a number no ticket can have (card data is
+        whatever the client sent): the answer for a well-formed number with no ticket behind it.
+
+        Retry and manual-done are IT's; :mod:`workflows.service` refuses them to anyone else
+        before it looks a number up, so they get that refusal here too. Everything else is the
+        answer for an unknown ticket: strangers get the refusal they get for any ticket.
+        """
+        assert self._service is not None
+        reader = await self._reader(person)
+        if verb in (cards.Verb.RETRY, cards.Verb.MANUAL_DONE) and (
+            Role.IT_ADMIN not in reader.roles
+        ):
+            action = (
+                self._service.retry if verb == cards.Verb.RETRY else self._service.manual_step_done
+            )
+            result = await action("", person)
+            if result.outcome is ActionOutcome.NOT_ALLOWED and result.ticket is None:
+                return Reply(result.message)
+        return _unseen(shown, reader)
+
+    async def _credential_action(self, incoming: Incoming, verb: str) -> Reply:
+        assert self._roster is not None
+        if self._credentials is None:
+            return Reply(NOT_CONFIGURED)
+        if not await self._roster.is_it_admin(incoming.sender.id):
+            return Reply("Only IT admins can acknowledge or snooze credential alerts.")
+        alert = _card_text(incoming.value.get("alert")) or ""
+        actor = incoming.sender.name or incoming.sender.id
+        if verb == cards.Verb.ACKNOWLEDGE:
+            outcome = await self._credentials.acknowledge(alert, actor)
+        else:
+            outcome = await self._credentials.snooze(alert, actor)
+        return Reply(outcome)
+
+    async def _enrollment_form(self, incoming: Incoming, subject: str | None) -> Reply:
+        assert self._service is not None
+        form = await self._service.enrollment_form(incoming.sender, subject=subject)
+        if form.existing is not None or form.message:
+            ref = (
+                f" ({form.existing.ref}, {TicketStatus(form.existing.status).label})"
+                if form.existing
+                else ""
+            )
+            return Reply(f"{form.message}{ref}.")
+        if form.subject is None or form.problems:
+            return Reply(
+                "I can't set that up: " + "; ".join(p.message for p in form.problems) + "."
+            )
+        return Reply(
+            card=cards.request_card(
+                name=form.subject.display_name,
+                upn=form.subject.user_principal_name,
+                addresses=list(form.addresses),
+                primary=form.primary,
+                profiles=list(form.profiles),
+                subject_id=form.subject.id if form.subject.id != incoming.sender.id else None,
+            )
+        )
+
+    async def _submit_request(self, incoming: Incoming) -> Reply:
+        assert self._service is not None
+        value = incoming.value
+        given = [_card_text(value.get(key)) for key in ("subject", "mailbox", "profile")]
+        named = [name for name in given if name is not None]
+        if len(named) < len(given) or any(name and not _plausible(name, 320) for name in named):
+            return Reply(UNREADABLE_FORM)
+        subject = named[0] or None
+        result = await self._service.request_enrollment(
+            incoming.sender,
+            subject=subject,
+            mailbox=named[1] or None,
+            profile_id=named[2] or None,
+            justification=_free_text(value.get("justification"), 500),
+        )
+        if result.ok or result.ticket is not None:
+            reply = _request_reply(result, "request")
+            if result.created and result.ticket is not None:
+                # The card turns into its sent state; the confirmation goes into the chat.
+                sent = cards.request_sent_card(result.ticket, now=self._clock())
+                return Reply(reply.text, card=sent)
+            return reply
+        form = await self._service.enrollment_form(incoming.sender, subject=subject)
+        if form.subject is None:
+            return Reply(
+                "I can't set that up: " + "; ".join(p.message for p in result.problems) + "."
+            )
+        errors = {problem.field: problem.message for problem in result.problems}
+        return Reply(
+            card=cards.request_card(
+                name=form.subject.display_name,
+                upn=form.subject.user_principal_name,
+                addresses=list(form.addresses),
+                primary=form.primary,
+                profiles=list(result.profile_candidates or form.profiles),
+                chosen_profile=named[2] or None,
+                justification=_free_text(value.get("justification"), 500),
+                errors=errors,
+                subject_id=subject,
+            )
+        )
+
+    async def _reader(self, person: Person) -> Reader:
+        """The person with the roles the roster gives them, for :mod:`workflows.access`."""
+        assert self._roster is not None
+        who = person.id.lower()
+        roles: set[Role] = set()
+        if await self._roster.is_it_admin(person.id):
+            roles.add(Role.IT_ADMIN)
+        # Fallback approvers are asked to decide whatever waits too long, so they read as
+        # approvers (the ticket snapshot does not say whether it was escalated).
+        if who in await self._roster.approvers() or who in await self._roster.fallback_approvers():
+            roles.add(Role.APPROVER)
+        return Reader(person.id, frozenset(roles))
+
+    async def _show_ticket(self, person: Person, ref: str) -> Reply:
+        assert self._service is not None
+        view = await self._service.get_ticket(ref)
+        reader = await self._reader(person)
+        if view is None or not may_read(view, reader):
+            return _unseen(ref, reader, exists=view is not None)
+        return Reply(card=cards.approval_card(view, now=self._clock()))
+
+    async def _refusal_hiding_the_ticket(
+        self, result: ActionResult, person: Person, ref: str
+    ) -> Reply | None:
+        """A refused or unknown action on a ticket the person may not read shows nothing of it.
+
+        A done action was authorised as a write, so its answer may show the ticket. Otherwise the
+        person sees the ticket (or learns that there is none) only if they may read it.
+        """
+        if result.ok:
+            return None
+        if result.outcome is ActionOutcome.NOT_FOUND:
+            return _unseen(ref, await self._reader(person), exists=False)
+        if result.ticket is not None:
+            reader = await self._reader(person)
+            if not may_read(result.ticket, reader):
+                return _unseen(ref, reader, exists=True)
+        return None
+
+    async def _decision_card(
+        self, result: ActionResult, person: Person, ref: str, now: datetime
+    ) -> Reply:
+        refused = await self._refusal_hiding_the_ticket(result, person, ref)
+        if refused is not None:
+            return refused
+        if result.ticket is None:
+            return Reply(result.message)
+        notice = None if result.outcome is ActionOutcome.DONE else _sentence(result.message)
+        if result.outcome is ActionOutcome.NOT_ALLOWED:
+            # They keep seeing the request, without buttons that would only be refused again.
+            return Reply(card=cards.approval_card(result.ticket, now=now, notice=notice))
+        return Reply(card=cards.approver_card(result.ticket, now=now, notice=notice))
+
+    async def _status(self, person: Person) -> Reply:
+        assert self._service is not None
+        status = await self._service.status_of(person.id)
+        if status.open_ticket is not None:
+            ticket = status.open_ticket
+            return Reply(f"Your request {ticket.ref} is **{TicketStatus(ticket.status).label}**.")
+        if status.enrolled_mailbox:
+            synced = (
+                f" Last sync: {status.last_sync_at:%d %b %H:%M} UTC" if status.last_sync_at else ""
+            )
+            if synced and status.last_sync_summary:
+                synced += f" ({status.last_sync_summary})"
+            synced += "." if synced else ""
+            problem = f" Last problem: {status.last_error}" if status.last_error else ""
+            return Reply(
+                f"Your calendar syncs into **{status.enrolled_mailbox}**.{synced}{problem}"
+            )
+        return Reply(
+            "You are not enrolled in calendar sync. Say **add me to calendar sync** to ask."
+        )
+
+    async def _use_channel(self, incoming: Incoming, role: ChannelRole) -> Reply:
+        if incoming.conversation.kind is ConversationKind.PERSONAL:
+            return Reply("Say this in the Teams channel you mean, with an @mention of me.")
+        channel_id = incoming.conversation.conversation_id
+        await self._conversations.assign_role(channel_id, role)
+        if role is ChannelRole.APPROVALS:
+            assert self._service is not None
+            waiting = await self._service.show_waiting_in_channel(_channel_key(channel_id))
+            posted = (
+                f" {waiting} request{'s' if waiting > 1 else ''} waiting for a decision "
+                f"{'are' if waiting > 1 else 'is'} posted here now."
+                if waiting
+                else ""
+            )
+            return Reply(
+                "Approval cards now go to this channel too; only approvers can decide." + posted
+            )
+        return Reply("This channel now gets Syncwarden's status lines, failures and alerts.")
+
+
+def _channel_key(conversation_id: str) -> str:
+    """A short, stable name for a channel, for the keys of messages posted to it."""
+    return hashlib.sha256(conversation_id.encode()).hexdigest()[:16]
+
+
+def _request_reply(result: RequestResult, what: str) -> Reply:
+    if result.ticket is not None and result.created:
+        ticket = result.ticket
+        waiting = (
+            "An approver has been asked; I'll message you when it is decided."
+            if ticket.status == TicketStatus.AWAITING_APPROVAL
+            else f"I'm {wording.under_way(ticket)}."
+        )
+        return Reply(f"Thanks! Your {what} is **{ticket.ref}**. {waiting}")
+    if result.ticket is not None:
+        said = _sentence(result.message)
+        ref = result.ticket.ref
+        return Reply(said if ref in said else f"{said} ({ref})")
+    return Reply("I can't do that: " + "; ".join(p.message for p in result.problems) + ".")
+
+
+def _unseen(ref: str, reader: Reader, *, exists: bool = False) -> Reply:
+    """The answer for a ticket the reader may not see: the same whether it exists or not.
+
+    Only those who may read every ticket (IT admins, approvers) learn that a number is unknown.
+    """
+    if not exists and reader.reads_every_ticket:
+        return Reply(f"There is no ticket {ref}." if ref else "There is no such ticket.")
+    return Reply(CANNOT_SEE)
+
+
+def _action_reply(result: ActionResult) -> Reply:
+    return Reply(_sentence(result.message))
+
+
+def _ticket_list(tickets: list[TicketView]) -> Reply:
+    if not tickets:
+        return Reply("No open tickets.")
+    lines = [
+        f"- **{t.ref}** {t.kind} for {t.subject.name}: {TicketStatus(t.status).label}"
+        for t in tickets[:50]
+    ]
+    more = f"\n\n…and {len(tickets) - 50} more." if len(tickets) > 50 else ""
+    return Reply("Open tickets:\n\n" + "\n".join(lines) + more)
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return (text[:1].upper() + text[1:]).rstrip(".") + "." if text else text
+
+
+def _plausible(identifier: str, longest: int) -> bool:
+    """Whether an id or address from an activity can be one: Teams and Entra ids, addresses and
+    profile ids are short printable text (a NUL or a lone surrogate only comes from a forged JSON
+    escape, and no directory lookup or database column takes it)."""
+    return 0 < len(identifier) <= longest and identifier.isprintable()
+
+
+def _free_text(value: Any, longest: int) -> str:
+    """Free text from card data (a justification, a comment), as the card allows it to be; a
+    value the card cannot have sent (a list, an object) counts as nothing, never as its repr."""
+    return storable_text(_card_text(value) or "", longest)
+
+
+def _card_text(value: Any) -> str | None:
+    """A card input's value: text, "" when absent, None when it is not text at all (card inputs
+    are strings; a list or an object is forged, and its Python form must never be shown)."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else None
+
+
+def _int_or_none(value: Any) -> int | None:
+    """An integer from card data: a JSON integer, or up to 10 ASCII digits as text; else None
+    (``int`` would also take ``Infinity``, a float, or digits of any script)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        digits = value.strip()
+        if 0 < len(digits) <= 10 and digits.isascii() and digits.isdecimal():
+            return int(digits)
+    return None
+
+
+# The card verbs that name a ticket in their data.
+_TICKET_VERBS = frozenset(
+    {
+        cards.Verb.APPROVE,
+        cards.Verb.REJECT,
+        cards.Verb.REFRESH,
+        cards.Verb.RETRY,
+        cards.Verb.CANCEL,
+        cards.Verb.MANUAL_DONE,
+    }
+)
+_MARKS = {"pass": "✅", "fail": "❌", "skip": "⏭️"}
+
+
+def doctor_text(result: DoctorResult) -> str:
+    """The checklist as Markdown: failures first in the headline, every item in order below."""
+    failures = [check for check in result.checks if not check.passed]
+    headline = (
+        f"**Doctor: all {len(result.checks)} checks passed.**"
+        if not failures
+        else f"**Doctor: {len(failures)} of {len(result.checks)} checks failed.**"
+    )
+    lines = [headline, ""]
+    for check in result.checks:
+        lines.append(f"- {_MARKS.get(str(check.verdict), '•')} **{check.name}**: {check.detail}")
+        if check.fix and not check.passed:
+            lines.append(f"  Fix: {check.fix}")
+    return "\n".join(lines)

@@ -1,0 +1,204 @@
+"""The database: one declarative base for every room's tables, and engine/session factories.
+
+Nothing here connects at import time; the composition root builds one engine per process with
+:func:`create_engine` and hands out sessions from :func:`session_factory`. SQLite (the embedded
+default) gets WAL journaling and foreign keys on every connection, because SQLite leaves both off
+unless asked and our tables rely on foreign keys for integrity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from sqlalchemy import DateTime, MetaData, TypeDecorator, event, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, Connection, Dialect, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
+from sqlalchemy.orm import DeclarativeBase
+
+from syncwarden.core.tracing import tracer
+
+# Stable constraint names make Alembic migrations reproducible across SQLite and PostgreSQL.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+# Execution option: on SQLite, start the transaction with the database write lock already held, so
+# two writers that read-then-write (migrations, row claims) queue up instead of failing.
+SQLITE_IMMEDIATE_OPTION = "syncwarden_sqlite_immediate"
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timestamp that is always timezone-aware UTC on the way in and out, on every backend.
+
+    SQLite has no time-zone type and hands back naive datetimes; without this, comparing a stored
+    time with ``datetime.now(UTC)`` would raise on SQLite and work on PostgreSQL.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column; pass an aware datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base shared by every room's models, so one metadata describes the schema."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def is_sqlite(url: str | URL) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def create_engine(url: str, *, echo: bool = False, pool_size: int = 5) -> AsyncEngine:
+    """Build the process's engine; for SQLite, create the folder and turn on WAL + foreign keys."""
+    parsed = make_url(url)
+    options: dict[str, Any] = {"echo": echo, "pool_pre_ping": True}
+    if is_sqlite(parsed):
+        _ensure_sqlite_folder(parsed)
+    else:
+        options["pool_size"] = pool_size
+    engine = _create_async_engine(parsed, **options)
+    _trace_statements(engine, parsed.get_backend_name())
+    if is_sqlite(parsed):
+        event.listen(engine.sync_engine, "connect", _configure_sqlite_connection)
+        event.listen(engine.sync_engine, "begin", _begin_sqlite_transaction)
+    return engine
+
+
+_SPANS = "syncwarden.spans"
+
+
+def _trace_statements(engine: AsyncEngine, system: str) -> None:
+    """A span per statement (its SQL, never its parameters), when tracing is on."""
+
+    def before(conn: Connection, _cursor: Any, statement: str, *_args: Any) -> None:
+        operation = statement.lstrip().split(" ", 1)[0].upper() or "SQL"
+        span = tracer.start_span(
+            f"db {operation}",
+            kind=SpanKind.CLIENT,
+            attributes={"db.system": system, "db.statement": statement[:2000]},
+        )
+        conn.info.setdefault(_SPANS, []).append(span)
+
+    def after(conn: Connection, *_args: Any) -> None:
+        spans = conn.info.get(_SPANS)
+        if spans:
+            spans.pop().end()
+
+    def failed(context: Any) -> None:
+        spans = context.connection.info.get(_SPANS) if context.connection is not None else None
+        if spans:
+            span = spans.pop()
+            span.set_status(Status(StatusCode.ERROR, type(context.original_exception).__name__))
+            span.end()
+
+    event.listen(engine.sync_engine, "before_cursor_execute", before)
+    event.listen(engine.sync_engine, "after_cursor_execute", after)
+    event.listen(engine.sync_engine, "handle_error", failed)
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions whose objects stay usable after commit (they are handed to notifiers then)."""
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+@asynccontextmanager
+async def write_transaction(
+    sessions: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncSession]:
+    """A session in a transaction meant to read-then-write; commits on success.
+
+    On SQLite the transaction starts with the write lock held (``BEGIN IMMEDIATE``), so two such
+    transactions queue instead of both reading and then failing to write. On PostgreSQL, lock the
+    rows you read with ``with_for_update()``.
+    """
+    async with sessions() as session:
+        await session.connection(execution_options={SQLITE_IMMEDIATE_OPTION: True})
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+
+
+async def insert_ignoring_duplicates(
+    session: AsyncSession, table: type[Base], rows: list[dict[str, Any]], *, unique: str
+) -> None:
+    """Insert rows, silently skipping any whose ``unique`` column value is already stored.
+
+    Inside a larger transaction a plain insert that hits the unique constraint would abort the
+    whole transaction (on PostgreSQL) with the change it was written beside; ``ON CONFLICT DO
+    NOTHING`` keeps the change and drops only the repeat.
+    """
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        await session.execute(
+            postgresql.insert(table).values(rows).on_conflict_do_nothing(index_elements=[unique])
+        )
+    elif dialect == "sqlite":
+        await session.execute(
+            sqlite.insert(table).values(rows).on_conflict_do_nothing(index_elements=[unique])
+        )
+    else:
+        raise NotImplementedError(f"no insert-or-ignore for the {dialect} database")
+
+
+async def ping(engine: AsyncEngine) -> None:
+    """Round-trip to the database; raises when it cannot be reached."""
+    async with engine.connect() as connection:
+        await connection.execute(text("SELECT 1"))
+
+
+def _ensure_sqlite_folder(url: URL) -> None:
+    database = url.database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
+    # Stop the sqlite3 driver from opening transactions on its own; _begin_sqlite_transaction
+    # opens them instead, so that DDL is transactional and SAVEPOINTs work as on PostgreSQL.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    # Writers queue on SQLite's single write lock; under a burst (the sync worker commits many
+    # people at once) five seconds proved too short on a loaded machine.
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _begin_sqlite_transaction(connection: Connection) -> None:
+    """Open every transaction explicitly; ``BEGIN IMMEDIATE`` when the write lock was asked for."""
+    immediate = connection.get_execution_options().get(SQLITE_IMMEDIATE_OPTION, False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")

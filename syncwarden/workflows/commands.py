@@ -1,0 +1,222 @@
+"""Deciding and acting on tickets: approve, reject, cancel, retry, confirm a manual step.
+
+Each command is one unit of work: the ticket row is locked, the actor is authorised by object id
+(:mod:`workflows.policy`), the ticket moves through the transition table and the news of it is
+queued in the same commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from syncwarden.core.settings import ProvisioningSettings
+from syncwarden.workflows.announcements import refresh_card
+from syncwarden.workflows.audit import record_audit
+from syncwarden.workflows.model import IllegalTransitionError, TicketEvent, TicketKind, TicketStatus
+from syncwarden.workflows.policy import approval_refusal, cancel_refusal
+from syncwarden.workflows.ports import Person
+from syncwarden.workflows.queries import locked_ticket
+from syncwarden.workflows.records import Decision, Enrollment, Ticket, ticket_id_from_ref
+from syncwarden.workflows.results import ActionOutcome, ActionResult
+from syncwarden.workflows.roster import Roster
+from syncwarden.workflows.steps import StepState
+from syncwarden.workflows.text import storable_text
+from syncwarden.workflows.transitions import approve_and_start, move
+from syncwarden.workflows.unit_of_work import UnitsOfWork
+from syncwarden.workflows.views import ticket_view
+
+Refusal = Callable[[Ticket], str | None]
+
+
+def _not_a_ref(ref: str) -> ActionResult:
+    return ActionResult(ActionOutcome.INVALID, f"'{ref}' is not a ticket number like SW-1042")
+
+
+class TicketCommands:
+    def __init__(
+        self,
+        units: UnitsOfWork,
+        *,
+        roster: Roster,
+        provisioning: ProvisioningSettings,
+        clock: Callable[[], datetime],
+        on_steps_queued: Callable[[], None],
+    ) -> None:
+        self._units = units
+        self._roster = roster
+        self._provisioning = provisioning
+        self._clock = clock
+        self._on_steps_queued = on_steps_queued
+
+    async def decide(
+        self,
+        ref: str,
+        approver: Person,
+        *,
+        approve: bool,
+        comment: str = "",
+        version: int | None = None,
+    ) -> ActionResult:
+        """Record an approver's decision; authorised by the approver's object id only."""
+        comment = storable_text(comment)
+        ticket_id = ticket_id_from_ref(ref)
+        if ticket_id is None:
+            return _not_a_ref(ref)
+        allowed = await self._roster.approvers()
+        async with self._units() as work:
+            ticket = await locked_ticket(work.session, ticket_id)
+            if ticket is None:
+                return ActionResult(ActionOutcome.NOT_FOUND, f"there is no ticket {ref}")
+            view = ticket_view(ticket)
+            if ticket.ticket_status is not TicketStatus.AWAITING_APPROVAL:
+                return ActionResult(
+                    ActionOutcome.ALREADY_DECIDED,
+                    f"{ticket.ref} is already {ticket.ticket_status.label}",
+                    view,
+                )
+            eligible = allowed
+            if ticket.escalated_at is not None:
+                eligible = allowed | await self._roster.fallback_approvers()
+            refusal = approval_refusal(ticket, approver, eligible)
+            if refusal:
+                return ActionResult(ActionOutcome.NOT_ALLOWED, refusal, view)
+            if version is not None and version != ticket.version:
+                return ActionResult(
+                    ActionOutcome.STALE,
+                    f"{ticket.ref} changed since this card was sent; here is its current state",
+                    view,
+                )
+            if any(d.approver_id.lower() == approver.id.lower() for d in ticket.decisions):
+                return ActionResult(
+                    ActionOutcome.ALREADY_DECIDED, "you have already decided on this ticket", view
+                )
+            now = self._clock()
+            ticket.decisions.append(
+                Decision(
+                    approver_id=approver.id,
+                    approver_name=approver.name,
+                    approve=approve,
+                    comment=comment.strip(),
+                    decided_at=now,
+                )
+            )
+            approvals = sum(1 for d in ticket.decisions if d.approve)
+            if not approve:
+                move(work, ticket, TicketEvent.REJECT, approver, now=now, comment=comment)
+            elif approvals >= ticket.required_approvals:
+                approve_and_start(
+                    work, ticket, approver, self._provisioning, now=now, comment=comment
+                )
+            else:
+                ticket.version += 1
+                record_audit(
+                    work.session,
+                    actor=approver.upn or approver.id,
+                    action="ticket.approval_recorded",
+                    ticket_ref=ticket.ref,
+                    after={"approvals": approvals, "required": ticket.required_approvals},
+                )
+            await work.session.flush()
+            view = ticket_view(ticket)
+            refresh_card(work, view)
+        if view.status == TicketStatus.PROVISIONING:
+            self._on_steps_queued()
+        verb = "approved" if approve else "rejected"
+        return ActionResult(ActionOutcome.DONE, f"{view.ref} {verb}", view)
+
+    async def cancel(self, ref: str, actor: Person, *, reason: str = "") -> ActionResult:
+        """Requester, subject or an IT admin may cancel a ticket that is not finished."""
+        reason = storable_text(reason)
+        is_admin = await self._roster.is_it_admin(actor.id)
+        return await self._act(
+            ref,
+            actor,
+            TicketEvent.CANCEL,
+            lambda ticket: cancel_refusal(ticket, actor, is_it_admin=is_admin),
+            reason=reason,
+        )
+
+    async def retry(self, ref: str, actor: Person) -> ActionResult:
+        """IT resumes a failed ticket from the step that failed."""
+        if not await self._roster.is_it_admin(actor.id):
+            return ActionResult(ActionOutcome.NOT_ALLOWED, "only IT admins can retry a ticket")
+        result = await self._act(ref, actor, TicketEvent.RETRY, lambda _t: None)
+        if result.ok:
+            self._on_steps_queued()
+        return result
+
+    async def manual_step_done(self, ref: str, actor: Person) -> ActionResult:
+        """IT confirms the manual step (values entered in the vendor's console)."""
+        if not await self._roster.is_it_admin(actor.id):
+            return ActionResult(
+                ActionOutcome.NOT_ALLOWED, "only IT admins can complete a manual step"
+            )
+        result = await self._act(ref, actor, TicketEvent.MANUAL_DONE, lambda _t: None)
+        if result.ok:
+            self._on_steps_queued()
+        return result
+
+    async def _act(
+        self, ref: str, actor: Person, event: TicketEvent, may: Refusal, *, reason: str = ""
+    ) -> ActionResult:
+        ticket_id = ticket_id_from_ref(ref)
+        if ticket_id is None:
+            return _not_a_ref(ref)
+        async with self._units() as work:
+            ticket = await locked_ticket(work.session, ticket_id)
+            if ticket is None:
+                return ActionResult(ActionOutcome.NOT_FOUND, f"there is no ticket {ref}")
+            refusal = may(ticket)
+            if refusal:
+                return ActionResult(ActionOutcome.NOT_ALLOWED, refusal, ticket_view(ticket))
+            try:
+                move(work, ticket, event, actor, now=self._clock(), comment=reason)
+            except IllegalTransitionError as error:
+                return ActionResult(ActionOutcome.ALREADY_DECIDED, str(error), ticket_view(ticket))
+            self._after_resume(ticket, event)
+            if event is TicketEvent.CANCEL and ticket.kind == TicketKind.ENROLL.value:
+                await _withdraw_enrollment(work.session, ticket)
+            await work.session.flush()
+            view = ticket_view(ticket)
+        return ActionResult(
+            ActionOutcome.DONE, f"{view.ref} is now {TicketStatus(view.status).label}", view
+        )
+
+    def _after_resume(self, ticket: Ticket, event: TicketEvent) -> None:
+        """Retry and manual-done put the blocked step back in the queue; cancel retires the rest."""
+        now = self._clock()
+        for step in ticket.steps:
+            if event is TicketEvent.RETRY and step.state == StepState.FAILED.value:
+                step.state = StepState.PENDING.value
+                step.attempt = 0
+                step.next_attempt_at = now
+            elif event is TicketEvent.MANUAL_DONE and step.state == StepState.WAITING_MANUAL.value:
+                step.state = StepState.PENDING.value
+                step.params = {**(step.params or {}), "manual_confirmed": True}
+                step.next_attempt_at = now
+            elif event is TicketEvent.CANCEL and step.state in (
+                StepState.PENDING.value,
+                StepState.WAITING_MANUAL.value,
+                StepState.FAILED.value,
+            ):
+                step.state = StepState.CANCELLED.value
+
+
+async def _withdraw_enrollment(session: AsyncSession, ticket: Ticket) -> None:
+    """A cancelled enrollment leaves nobody enrolled, whatever steps it got through.
+
+    The mapping step writes the enrollment before the later steps run, so an enrollment that
+    failed after it and is then cancelled would leave the person "enrolled" (status, the users
+    list, and a refusal to ask again) though they never synced. The outside effects of the
+    steps that succeeded (the scheduling mapping, the group membership) are not undone yet;
+    asking again reuses them, as both steps are idempotent.
+    """
+    await session.execute(
+        update(Enrollment)
+        .where(Enrollment.created_by_ticket == ticket.id, Enrollment.active.is_(True))
+        .values(active=False)
+    )

@@ -1,0 +1,178 @@
+"""The access-request use cases behind one object, as the bot and the CLI call them.
+
+Each job lives in a module of its own: asking (:mod:`workflows.requests`), deciding and acting
+(:mod:`workflows.commands`), what time does to undecided requests (:mod:`workflows.approval_clock`),
+pausing (:mod:`workflows.pausing`), reading (:mod:`workflows.queries`), who may change what
+(:mod:`workflows.policy`) and who hears what (:mod:`workflows.announcements`). Every change and
+its notifications commit together through a :class:`workflows.unit_of_work.UnitOfWork`. This
+class only wires them and keeps one surface for callers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from syncwarden.connectors.ports import Directory
+from syncwarden.connectors.scheduling.ports import SchedulingSystem
+from syncwarden.core.db import utc_now
+from syncwarden.core.settings import ApprovalSettings, ProvisioningSettings
+from syncwarden.workflows.approval_clock import ApprovalClock
+from syncwarden.workflows.commands import TicketCommands
+from syncwarden.workflows.pausing import SyncPausing
+from syncwarden.workflows.ports import Person, TicketView
+from syncwarden.workflows.queries import TicketQueries
+from syncwarden.workflows.requests import RequestIntake
+from syncwarden.workflows.results import (
+    ActionOutcome,
+    ActionResult,
+    EnrollmentForm,
+    EnrollmentView,
+    PersonStatus,
+    RequestProblem,
+    RequestResult,
+)
+from syncwarden.workflows.roster import Roster
+from syncwarden.workflows.subjects import SubjectFinder
+from syncwarden.workflows.unit_of_work import UnitsOfWork
+
+__all__ = [
+    "ActionOutcome",
+    "ActionResult",
+    "EnrollmentForm",
+    "EnrollmentView",
+    "PersonStatus",
+    "RequestProblem",
+    "RequestResult",
+    "WorkflowService",
+]
+
+
+class WorkflowService:
+    def __init__(
+        self,
+        units: UnitsOfWork,
+        *,
+        directory: Directory,
+        scheduling: SchedulingSystem,
+        roster: Roster,
+        approvals: ApprovalSettings,
+        provisioning: ProvisioningSettings,
+        clock: Callable[[], datetime] = utc_now,
+        on_steps_queued: Callable[[], None] | None = None,
+    ) -> None:
+        steps_queued = on_steps_queued or (lambda: None)
+        subjects = SubjectFinder(directory, scheduling, roster)
+        self._queries = TicketQueries(units.sessions)
+        self._intake = RequestIntake(
+            units,
+            subjects=subjects,
+            queries=self._queries,
+            roster=roster,
+            approvals=approvals,
+            provisioning=provisioning,
+            clock=clock,
+            on_steps_queued=steps_queued,
+        )
+        self._commands = TicketCommands(
+            units,
+            roster=roster,
+            provisioning=provisioning,
+            clock=clock,
+            on_steps_queued=steps_queued,
+        )
+        self._approval_clock = ApprovalClock(units, roster=roster, approvals=approvals, clock=clock)
+        self._pausing = SyncPausing(units, subjects=subjects, roster=roster)
+
+    # ----------------------------------------------------------------------------- asking
+
+    async def request_enrollment(
+        self,
+        requester: Person,
+        *,
+        subject: str | None = None,
+        mailbox: str | None = None,
+        profile_id: str | None = None,
+        justification: str = "",
+    ) -> RequestResult:
+        return await self._intake.request_enrollment(
+            requester,
+            subject=subject,
+            mailbox=mailbox,
+            profile_id=profile_id,
+            justification=justification,
+        )
+
+    async def request_removal(
+        self, requester: Person, *, subject: str | None = None, justification: str = ""
+    ) -> RequestResult:
+        return await self._intake.request_removal(
+            requester, subject=subject, justification=justification
+        )
+
+    async def request_change(
+        self,
+        requester: Person,
+        *,
+        mailbox: str,
+        subject: str | None = None,
+        justification: str = "",
+    ) -> RequestResult:
+        return await self._intake.request_change(
+            requester, mailbox=mailbox, subject=subject, justification=justification
+        )
+
+    async def enrollment_form(
+        self, requester: Person, *, subject: str | None = None
+    ) -> EnrollmentForm:
+        return await self._intake.enrollment_form(requester, subject=subject)
+
+    # ----------------------------------------------------------------------------- acting
+
+    async def decide(
+        self,
+        ref: str,
+        approver: Person,
+        *,
+        approve: bool,
+        comment: str = "",
+        version: int | None = None,
+    ) -> ActionResult:
+        return await self._commands.decide(
+            ref, approver, approve=approve, comment=comment, version=version
+        )
+
+    async def cancel(self, ref: str, actor: Person, *, reason: str = "") -> ActionResult:
+        return await self._commands.cancel(ref, actor, reason=reason)
+
+    async def retry(self, ref: str, actor: Person) -> ActionResult:
+        return await self._commands.retry(ref, actor)
+
+    async def manual_step_done(self, ref: str, actor: Person) -> ActionResult:
+        return await self._commands.manual_step_done(ref, actor)
+
+    async def set_paused(self, actor: Person, who: str, *, paused: bool) -> ActionResult:
+        return await self._pausing.set_paused(actor, who, paused=paused)
+
+    async def check_pending(self) -> dict[str, int]:
+        return await self._approval_clock.check_pending()
+
+    async def show_waiting_in_channel(self, channel_key: str) -> int:
+        return await self._approval_clock.show_waiting_in_channel(channel_key)
+
+    # ----------------------------------------------------------------------------- reading
+
+    async def get_ticket(self, ref: str) -> TicketView | None:
+        return await self._queries.get_ticket(ref)
+
+    async def open_tickets(self) -> list[TicketView]:
+        return await self._queries.open_tickets()
+
+    async def status_of(self, person_id: str) -> PersonStatus:
+        return await self._queries.status_of(person_id)
+
+    async def enrollments(self) -> list[EnrollmentView]:
+        return await self._queries.enrollments()
+
+    async def enrollments_of(self, who: str) -> list[EnrollmentView]:
+        return await self._queries.enrollments_of(who)
