@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, Annotated, NoReturn
+from typing import IO, TYPE_CHECKING, Annotated, NoReturn
 
 import asyncpg
 import typer
@@ -38,6 +38,9 @@ from syncwarden.core.settings import (
 )
 from syncwarden.migrate import upgrade_to_head
 from syncwarden.sandbox_process import SandboxStartError
+
+if TYPE_CHECKING:  # the server module loads the Agents SDK: only commands that serve import it
+    from syncwarden.server import Role
 from syncwarden.sync.engine import SyncReport
 from syncwarden.workflows.audit import export_audit
 
@@ -133,6 +136,14 @@ def serve(
             help="Also start the sandbox tenant (a local Microsoft 365 stand-in) and use it.",
         ),
     ] = False,
+    background: Annotated[
+        bool,
+        typer.Option(
+            "--background/--no-background",
+            help="Also run the background work (the default); leave it to 'syncwarden worker' "
+            "processes with --no-background.",
+        ),
+    ] = True,
 ) -> None:
     """Run the service: migrate, then serve the bot endpoint, /healthz, /readyz and /metrics.
 
@@ -140,7 +151,7 @@ def serve(
     check` lists them. Production is the default mode; `--sandbox` needs SYNCWARDEN_MODE=sandbox
     (`make run` sets it).
     """
-    from syncwarden.server import serve as run_server
+    from syncwarden.server import Role
 
     settings = _load()
     if sandbox and settings.is_production:
@@ -150,9 +161,28 @@ def serve(
                 "SYNCWARDEN_MODE=sandbox (make run does), or drop --sandbox in production"
             ]
         )
+    _run(settings, Role.ALL if background else Role.WEB, with_sandbox=sandbox)
+
+
+@app.command()
+def worker() -> None:
+    """Run only the background work: provisioning steps, message delivery, calendar sync and
+    the scheduled jobs, with /healthz, /readyz and /metrics (no Teams endpoint).
+
+    Run it beside 'syncwarden serve --no-background' processes; any number of each share one
+    PostgreSQL database.
+    """
+    from syncwarden.server import Role
+
+    _run(_load(), Role.WORKER)
+
+
+def _run(settings: Settings, role: Role, *, with_sandbox: bool = False) -> None:
+    from syncwarden.server import serve as run_server
+
     configure_logging(settings)
     try:
-        asyncio.run(run_server(settings, with_sandbox=sandbox))
+        asyncio.run(run_server(settings, with_sandbox=with_sandbox, role=role))
     except ConfigurationError as error:
         _fail(error.problems)
     except SandboxStartError as error:

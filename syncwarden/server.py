@@ -16,6 +16,7 @@ import contextlib
 import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, cast
 
@@ -60,10 +61,26 @@ def ensure_startable(settings: Settings) -> None:
 SANDBOX_STATE_DIR = Path("var/sandbox")
 
 
+class Role(StrEnum):
+    """What one process does. Any number of each may share one PostgreSQL database."""
+
+    # Teams' endpoint and the background work: the single-process deployment.
+    ALL = "all"
+    # Only the endpoints Teams and Graph call (and /healthz, /readyz, /metrics).
+    WEB = "web"
+    # Only the background work (provisioning steps, message delivery, sync, scheduled jobs),
+    # with /healthz, /readyz and /metrics for the platform's probes and Prometheus.
+    WORKER = "worker"
+
+
 async def serve(
-    settings: Settings, *, stop: asyncio.Event | None = None, with_sandbox: bool = False
+    settings: Settings,
+    *,
+    stop: asyncio.Event | None = None,
+    with_sandbox: bool = False,
+    role: Role = Role.ALL,
 ) -> None:
-    """Run the web process until ``stop`` is set or the process receives SIGTERM/SIGINT.
+    """Run the process until ``stop`` is set or the process receives SIGTERM/SIGINT.
 
     With ``with_sandbox`` the sandbox tenant is started first, as a child process, and the
     Microsoft 365 settings are pointed at it.
@@ -72,6 +89,13 @@ async def serve(
     if with_sandbox and settings.is_production:
         raise ConfigurationError(
             ["--sandbox starts the sandbox tenant, which production never uses"]
+        )
+    if role is Role.WORKER and not settings.scheduler.enabled:
+        raise ConfigurationError(
+            [
+                "a worker runs the background work, which SYNCWARDEN_SCHEDULER__ENABLED=false "
+                "turns off: enable it for the worker, or run 'syncwarden serve' instead"
+            ]
         )
     async with contextlib.AsyncExitStack() as stack:
         tracing = configure_tracing(settings)
@@ -109,11 +133,19 @@ async def serve(
                 stack.push_async_callback(workflows.sync.aclose)
             if workflows is not None:
                 await _warn_about_own_credentials(workflows)
-        if workflows is not None and settings.scheduler.enabled:
-            background = BackgroundWork(settings, workflows, dispatcher, engine=engine)
-            await background.start()
-            stack.push_async_callback(background.stop)
-            workflows.sync.subscriptions.on_requested = lambda: background.kick("sync.requested")
+        if workflows is None and role is Role.WORKER:
+            raise ConfigurationError(
+                [
+                    "a worker has nothing to do without Microsoft 365 and the sync group: set "
+                    "SYNCWARDEN_GRAPH__CLIENT_ID and SYNCWARDEN_GRAPH__SYNC_GROUP_ID"
+                ]
+            )
+        background: BackgroundWork | None = None
+        if workflows is not None and settings.scheduler.enabled and role is not Role.WEB:
+            work = background = BackgroundWork(settings, workflows, dispatcher, engine=engine)
+            await work.start()
+            stack.push_async_callback(work.stop)
+            workflows.sync.subscriptions.on_requested = lambda: work.kick("sync.requested")
         dialogue = DialogueLogic(
             conversations,
             workflows.service if workflows else None,
@@ -124,7 +156,9 @@ async def serve(
             limits=TurnLimiter.from_settings(settings.limits),
         )
         subscriptions = workflows.sync.subscriptions if workflows else None
-        await _serve_http(settings, engine, dialogue, stop, subscriptions)
+        await _serve_http(
+            settings, engine, dialogue, stop, subscriptions, role, background=background is not None
+        )
     log.info("syncwarden.stopped")
 
 
@@ -175,14 +209,21 @@ async def _serve_http(
     dialogue: DialogueLogic,
     stop: asyncio.Event | None,
     subscriptions: MailboxSubscriptions | None,
+    role: Role,
+    *,
+    background: bool,
 ) -> None:
     stop_event = stop or asyncio.Event()
-    app = create_app(settings, engine, dialogue, subscriptions)
+    app = create_app(
+        settings, engine, dialogue, subscriptions, teams_endpoints=role is not Role.WORKER
+    )
     async with listening(settings, app) as listener:
         _install_signal_handlers(stop_event)
         log.info(
             "syncwarden.started",
             version=__version__,
+            role=role.value,
+            background=background,
             mode=settings.mode.value,
             url=f"http://{settings.http.host}:{listener.port}",
             anonymous_bot_auth=settings.anonymous_bot_auth,

@@ -420,8 +420,15 @@ def create_app(
     engine: AsyncEngine,
     dialogue: DialogueLogic | None = None,
     notifications: MailboxSubscriptions | None = None,
+    *,
+    teams_endpoints: bool = True,
 ) -> web.Application:
-    """Assemble the aiohttp application; nothing here touches the network until it is served."""
+    """Assemble the aiohttp application; nothing here touches the network until it is served.
+
+    Without ``teams_endpoints`` (a worker) only the operational routes are served: Teams and
+    Graph are pointed at the web processes, and a worker that answered them would be a second,
+    unintended way in.
+    """
     metrics = HttpMetrics(engine)
     app = web.Application(
         client_max_size=settings.http.max_body_bytes,
@@ -438,6 +445,8 @@ def create_app(
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
+    if not teams_endpoints:
+        return app
     if notifications is not None:
         app[NOTIFICATIONS] = notifications
     app.router.add_post(GRAPH_NOTIFICATIONS_PATH, _graph_notifications)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import uuid
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -424,8 +425,12 @@ class TenantState:
     # ------------------------------------------------------------ membership
 
     def add_members(self, group: Group, member_ids: Iterable[str]) -> None:
+        # A set beside the ordered list: checking the list for each added id made a bulk add
+        # quadratic in the group's size.
+        present = set(group.members)
         for member_id in member_ids:
-            if member_id not in group.members:
+            if member_id not in present:
+                present.add(member_id)
                 group.members.append(member_id)
 
     def remove_member(self, group: Group, member_id: str) -> bool:
@@ -435,19 +440,28 @@ class TenantState:
         return True
 
     def transitive_members(self, group: Group) -> list[str]:
-        seen: list[str] = []
-        pending = list(group.members)
-        visited_groups = {group.id}
+        """Members of the group and of the groups nested in it, each once, in the order met."""
+        return list(self._walk_members(group))
+
+    def is_transitive_member(self, group: Group, member_id: str) -> bool:
+        """Whether ``member_id`` is in the group or a nested one; stops at the first sight."""
+        return any(found == member_id for found in self._walk_members(group))
+
+    def _walk_members(self, group: Group) -> Iterator[str]:
+        """Breadth first, each id once, each nested group entered once (cycles end)."""
+        seen: set[str] = set()
+        pending = deque(group.members)
+        entered = {group.id}
         while pending:
-            member_id = pending.pop(0)
+            member_id = pending.popleft()
             if member_id in seen:
                 continue
-            seen.append(member_id)
+            seen.add(member_id)
+            yield member_id
             nested = self.groups.get(member_id)
-            if nested is not None and nested.id not in visited_groups:
-                visited_groups.add(nested.id)
+            if nested is not None and nested.id not in entered:
+                entered.add(nested.id)
                 pending.extend(nested.members)
-        return seen
 
     # ------------------------------------------------------------ mailbox access
 
@@ -458,7 +472,7 @@ class TenantState:
         if not live and policy.propagated is not None:
             return user_id in policy.propagated
         scope = self.groups.get(policy.scope_group_id)
-        return scope is not None and user_id in self.transitive_members(scope)
+        return scope is not None and self.is_transitive_member(scope, user_id)
 
     # ------------------------------------------------------------ calendar
 

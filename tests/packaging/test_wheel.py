@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ class Installed:
     venv: Path
     work: Path
     build_output: str
+    wheel: Path
 
     @property
     def python(self) -> Path:
@@ -113,7 +115,27 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     [wheel] = dist.glob("syncwarden-*.whl")
     assert list(dist.glob("syncwarden-*.tar.gz")), "no sdist was built"
     succeeded(run(install_command(python, wheel), cwd=work))
-    return Installed(venv, work, build_output)
+    return Installed(venv, work, build_output, wheel)
+
+
+def test_the_wheel_holds_every_module_and_data_file_of_the_source_tree(
+    installed: Installed,
+) -> None:
+    """Every file under ``syncwarden/`` that git tracks is in the wheel, whatever its kind (a
+    subpackage the package list missed, a seed file, a template), except the Teams manifest's
+    developer notes."""
+    tracked = subprocess.run(
+        ["git", "ls-files", "syncwarden"],  # noqa: S607 - git from PATH, as a developer runs it
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert len(tracked) > 100
+    with zipfile.ZipFile(installed.wheel) as wheel:
+        shipped = set(wheel.namelist())
+    missing = [path for path in tracked if path not in shipped and not path.endswith(".md")]
+    assert not missing, f"not in the wheel: {missing}"
 
 
 def test_the_build_gives_no_setuptools_warnings(installed: Installed) -> None:

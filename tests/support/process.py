@@ -45,13 +45,15 @@ class ServiceProcess:
         *arguments: str,
         cwd: Path | None = None,
         python: Path | str = sys.executable,
+        command: str = "serve",
     ) -> ServiceProcess:
-        """``python`` is the interpreter to run it with (another virtualenv's, say)."""
+        """``python`` is the interpreter to run it with (another virtualenv's, say);
+        ``command`` is ``serve`` or ``worker``."""
         process = await asyncio.create_subprocess_exec(
             str(python),
             "-m",
             "syncwarden",
-            "serve",
+            command,
             *arguments,
             cwd=cwd,
             env=env,

@@ -144,10 +144,17 @@ class Replica:
 
     @classmethod
     async def start(
-        cls, name: str, env: dict[str, str], book: LogBook, *, cwd: Path | None = None
+        cls,
+        name: str,
+        env: dict[str, str],
+        book: LogBook,
+        *arguments: str,
+        cwd: Path | None = None,
+        command: str = "serve",
     ) -> Replica:
+        """``command`` and ``arguments``: ``serve``, ``serve --no-background`` or ``worker``."""
         port = int(env["SYNCWARDEN_HTTP__PORT"])
-        service = await ServiceProcess.start(env, cwd=cwd)
+        service = await ServiceProcess.start(env, *arguments, cwd=cwd, command=command)
         book.raw.setdefault(name, [])
         reader = asyncio.create_task(_follow(name, service, book), name=f"log-{name}")
         return cls(name, port, service, book, reader)

@@ -37,12 +37,13 @@ def test_compose_runs_postgresql_the_service_and_a_worker_with_real_settings() -
         service = services[name]
         assert service["env_file"] == "syncwarden.env"
         assert service["command"][0] in cli_commands()
+        assert "SYNCWARDEN_SCHEDULER__ENABLED" not in service["environment"]
         unknown = set(service.get("environment", {})) - known
         assert not unknown, f"{name} sets settings that do not exist: {unknown}"
         database = service["environment"]["SYNCWARDEN_DATABASE__URL"]
         assert database.startswith("postgresql+asyncpg://") and "@postgres:5432/" in database
-    assert services["web"]["environment"]["SYNCWARDEN_SCHEDULER__ENABLED"] == "false"
-    assert services["worker"]["environment"]["SYNCWARDEN_SCHEDULER__ENABLED"] == "true"
+    assert services["web"]["command"] == ["serve", "--no-background"]
+    assert services["worker"]["command"] == ["worker"]
     assert "ports" not in services["worker"], "the worker is not published"
     assert services["web"]["depends_on"]["postgres"]["condition"] == "service_healthy"
 
