@@ -66,7 +66,17 @@ class UnitOfWork:
         self._outgoing.append(OutgoingMessage.to_channel(channel, notification, key=key))
 
     def update_card(self, ticket: TicketView, *, key: str) -> None:
-        """Refresh every posted copy of the ticket's approval card to its state in this commit."""
+        """Refresh every posted copy of the ticket's approval card to its state in this commit.
+
+        Once per ticket and commit, with the last state asked for: an approval moves a ticket
+        twice in one commit (approved, then provisioning), and the first update would only be
+        written over by the second, a PUT to every copy of the card for nothing.
+        """
+        self._outgoing = [
+            message
+            for message in self._outgoing
+            if not (message.target == "card" and message.recipient == ticket.ref)
+        ]
         self._outgoing.append(OutgoingMessage.card_update(ticket, key=key))
 
     async def __aenter__(self) -> Self:

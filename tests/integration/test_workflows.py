@@ -47,6 +47,8 @@ async def test_self_request_approved_and_provisioned(h: Harness) -> None:
     assert decided.ok, decided.message
     assert decided.ticket is not None and decided.ticket.status == TicketStatus.PROVISIONING
     assert not h.in_sync_group("sasha"), "nothing outside happens inside the decision"
+    # The decision moved the ticket twice (approved, provisioning); the cards are updated once.
+    assert [(s.ref, s.text) for s in h.notifier.to("card")] == [(ticket.ref, "provisioning")]
 
     assert await h.runner.run_until_idle() == 4
     final = await h.service.get_ticket(ticket.ref)
