@@ -30,7 +30,7 @@ from syncwarden.sync.engine import SyncEngine, SyncOptions, SyncReport
 from syncwarden.sync.errors import FailureKind
 from syncwarden.sync.records import SyncState
 from syncwarden.workflows.model import TicketStatus
-from syncwarden.workflows.records import Enrollment, Ticket
+from syncwarden.workflows.records import Enrollment, Ticket, canonical_object_id
 
 log = get_logger(__name__)
 CLAIM_BATCH = 50
@@ -116,7 +116,7 @@ class SyncWorker:
                     select(Enrollment.id).where(
                         Enrollment.active.is_(True),
                         or_(
-                            func.lower(Enrollment.subject_id) == cleaned,
+                            Enrollment.subject_id == cleaned,
                             func.lower(Enrollment.subject_upn) == cleaned,
                             func.lower(Enrollment.mailbox) == cleaned,
                         ),
@@ -131,7 +131,8 @@ class SyncWorker:
             ids = (
                 await session.scalars(
                     select(Enrollment.id).where(
-                        Enrollment.subject_id == mailbox_id, Enrollment.active.is_(True)
+                        Enrollment.subject_id == canonical_object_id(mailbox_id),
+                        Enrollment.active.is_(True),
                     )
                 )
             ).all()

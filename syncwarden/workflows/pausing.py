@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from syncwarden.workflows.audit import record_audit
 from syncwarden.workflows.ports import Person
-from syncwarden.workflows.records import Enrollment
+from syncwarden.workflows.records import Enrollment, canonical_object_id
 from syncwarden.workflows.results import ActionOutcome, ActionResult
 from syncwarden.workflows.roster import Roster
 from syncwarden.workflows.subjects import SubjectFinder
@@ -34,7 +34,7 @@ class SyncPausing:
             row = await work.session.scalar(
                 select(Enrollment)
                 .where(
-                    func.lower(Enrollment.subject_id) == person.id.lower(),
+                    Enrollment.subject_id == canonical_object_id(person.id),
                     Enrollment.active.is_(True),
                 )
                 .with_for_update()

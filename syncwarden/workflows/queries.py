@@ -13,7 +13,7 @@ from sqlalchemy.orm import selectinload
 
 from syncwarden.workflows.model import TicketStatus
 from syncwarden.workflows.ports import TicketView
-from syncwarden.workflows.records import Enrollment, Ticket, ticket_id_from_ref
+from syncwarden.workflows.records import Enrollment, Ticket, canonical_object_id, ticket_id_from_ref
 from syncwarden.workflows.results import EnrollmentView, PersonStatus
 from syncwarden.workflows.views import ticket_view
 
@@ -45,7 +45,7 @@ class TicketQueries:
         async with self._sessions() as session:
             ticket = await session.scalar(
                 with_children(select(Ticket)).where(
-                    func.lower(Ticket.subject_id) == subject_id.lower(),
+                    Ticket.subject_id == canonical_object_id(subject_id),
                     Ticket.status.in_(OPEN_STATUSES),
                 )
             )
@@ -60,7 +60,7 @@ class TicketQueries:
         async with self._sessions() as session:
             result: Enrollment | None = await session.scalar(
                 select(Enrollment).where(
-                    func.lower(Enrollment.subject_id) == subject_id.lower(),
+                    Enrollment.subject_id == canonical_object_id(subject_id),
                     Enrollment.active.is_(True),
                 )
             )
@@ -84,7 +84,7 @@ class TicketQueries:
                 select(Enrollment).where(
                     Enrollment.active.is_(True),
                     or_(
-                        func.lower(Enrollment.subject_id) == cleaned,
+                        Enrollment.subject_id == cleaned,
                         func.lower(Enrollment.subject_upn) == cleaned,
                         func.lower(Enrollment.mailbox) == cleaned,
                     ),

@@ -22,7 +22,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
 from syncwarden.core.db import Base, UtcDateTime, utc_now
 from syncwarden.workflows.model import TicketKind, TicketStatus
@@ -32,6 +32,16 @@ TICKET_NUMBER_OFFSET = 1000
 _OPEN_STATUSES_SQL = ", ".join(f"'{status.value}'" for status in TicketStatus if status.is_open)
 _OPEN_TICKET = text(f"status IN ({_OPEN_STATUSES_SQL})")
 _ACTIVE = text("active")
+
+
+def canonical_object_id(object_id: str) -> str:
+    """An Entra object id as stored and compared: lower case.
+
+    Object ids are GUIDs, whose case carries no meaning; Graph and Teams send them in lower case,
+    but a person typing one may not. Stored in one case, they are compared with a plain ``=``
+    that the indexes serve, instead of ``lower(column)``, which makes every lookup a full scan.
+    """
+    return object_id.strip().lower()
 
 
 class Ticket(Base):
@@ -82,6 +92,10 @@ class Ticket(Base):
             postgresql_where=_OPEN_TICKET,
         ),
     )
+
+    @validates("subject_id", "requester_id")
+    def _canonical_id(self, _key: str, value: str) -> str:
+        return canonical_object_id(value)
 
     @property
     def ref(self) -> str:
@@ -185,6 +199,10 @@ class Enrollment(Base):
     last_error_kind: Mapped[str | None] = mapped_column(String(32))
     # What the last successful sync did, in words ("2 created, 1 updated, …"), for people.
     last_sync_summary: Mapped[str | None] = mapped_column(String(200))
+
+    @validates("subject_id")
+    def _canonical_id(self, _key: str, value: str) -> str:
+        return canonical_object_id(value)
 
     __table_args__ = (
         Index(

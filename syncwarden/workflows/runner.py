@@ -40,7 +40,7 @@ from syncwarden.workflows.audit import record_audit
 from syncwarden.workflows.lifecycle import apply_event
 from syncwarden.workflows.model import TicketEvent, TicketStatus
 from syncwarden.workflows.ports import Notification, NotificationKind
-from syncwarden.workflows.records import Enrollment, Step, Ticket
+from syncwarden.workflows.records import Enrollment, Step, Ticket, canonical_object_id
 from syncwarden.workflows.steps import StepContext, StepHandler, StepName, StepOutcome, StepState
 from syncwarden.workflows.unit_of_work import UnitsOfWork
 from syncwarden.workflows.views import ticket_view
@@ -274,7 +274,7 @@ class StepRunner:
         enrollment = await session.scalar(
             select(Enrollment)
             .where(
-                func.lower(Enrollment.subject_id) == ticket.subject_id.lower(),
+                Enrollment.subject_id == canonical_object_id(ticket.subject_id),
                 Enrollment.profile_id == (ticket.profile_id or ""),
             )
             .order_by(Enrollment.active.desc(), Enrollment.id.desc())

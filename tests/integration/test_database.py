@@ -146,3 +146,21 @@ async def test_channel_roles_move_to_their_own_table_and_back(engine: AsyncEngin
             text("SELECT conversation_id, role FROM conversation_refs ORDER BY conversation_id")
         )
         assert [tuple(row) for row in back] == [("19:it@thread", "it"), ("19:ok@thread", None)]
+
+
+async def test_object_ids_already_stored_are_lower_cased(engine: AsyncEngine) -> None:
+    """Migration 0015: rows written before ids were kept in one case are found by the plain
+    comparison the queries now make."""
+    async with engine.begin() as connection:
+        await connection.run_sync(_migrate, "upgrade", "0014")
+        await connection.execute(
+            text(
+                "INSERT INTO enrollments (subject_id, subject_upn, subject_name, profile_id, "
+                "mailbox, provider, active, paused, created_at, updated_at) VALUES "
+                "('AB-CD', 'a@example.edu', 'A', 'P', 'a@example.edu', 'microsoft', true, false, "
+                "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+            )
+        )
+        await connection.run_sync(_migrate, "upgrade", "0015")
+        stored = await connection.scalar(text("SELECT subject_id FROM enrollments"))
+    assert stored == "ab-cd"
