@@ -109,7 +109,7 @@ async def test_two_replicas_do_each_scheduled_thing_once(
     """Both replicas run every job; each effect lands once, and a restart repeats nothing."""
     # Graph waits 10 s for a validation handshake; the front door holds one until the other
     # replica's trigger fires, which a slow start can put further apart than that.
-    monkeypatch.setattr("sandbox.graph_subscriptions.VALIDATION_TIMEOUT", START_LIMIT)
+    monkeypatch.setattr("syncwarden.sandbox.graph_subscriptions.VALIDATION_TIMEOUT", START_LIMIT)
     book = LogBook()
     hold_validations = asyncio.Event()
     ports = {"a": free_port(), "b": free_port()}
