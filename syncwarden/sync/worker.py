@@ -11,7 +11,6 @@ notification is a ``requested_at`` stamp in the database.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -26,6 +25,7 @@ from syncwarden.core.failures import report_unexpected
 from syncwarden.core.jobs_metrics import count_sync_run
 from syncwarden.core.logging import get_logger
 from syncwarden.core.settings import SyncSettings
+from syncwarden.core.tasks import running_alongside
 from syncwarden.sync.engine import SyncEngine, SyncOptions, SyncReport
 from syncwarden.sync.errors import FailureKind
 from syncwarden.sync.records import SyncState
@@ -261,13 +261,8 @@ class SyncWorker:
                 if self._on_lease_renewed is not None:
                     self._on_lease_renewed(enrollment_id, until)
 
-        keeper = asyncio.create_task(keep(), name=f"lease-{enrollment_id}")
-        try:
+        async with running_alongside(keep(), name=f"lease-{enrollment_id}"):
             yield
-        finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
 
     async def _release(self, enrollment_id: int) -> None:
         async with write_transaction(self._sessions) as session:

@@ -11,7 +11,6 @@ the message; and an outage of Teams delays messages instead of losing them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -32,6 +31,7 @@ from syncwarden.core.db import (
 )
 from syncwarden.core.failures import report_unexpected
 from syncwarden.core.logging import get_logger
+from syncwarden.core.tasks import running_alongside
 from syncwarden.workflows.audit import record_audit
 from syncwarden.workflows.ports import (
     Channel,
@@ -299,13 +299,8 @@ class OutboxDispatcher:
                 if self._on_claim_renewed is not None:
                     self._on_claim_renewed(claim.message_id)
 
-        keeper = asyncio.create_task(keep(), name=f"outbox-claim-{claim.message_id}")
-        try:
+        async with running_alongside(keep(), name=f"outbox-claim-{claim.message_id}"):
             yield
-        finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
 
     async def _renew(self, claim: _Claim) -> bool:
         async with write_transaction(self._sessions) as session:
