@@ -28,7 +28,7 @@ from syncwarden.core.tracing import tracer
 from syncwarden.job_runs import last_run, record_run
 from syncwarden.sync.engine import SyncReport
 from syncwarden.workflow_wiring import Workflows
-from syncwarden.workflows.outbox import OutboxDispatcher
+from syncwarden.workflows.outbox_dispatch import OutboxDispatcher
 
 log = get_logger(__name__)
 

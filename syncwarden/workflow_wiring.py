@@ -34,7 +34,8 @@ from syncwarden.sync.subscriptions import MailboxSubscriptions
 from syncwarden.sync.worker import SyncWorker
 from syncwarden.workflows.handlers import ProvisioningHandlers
 from syncwarden.workflows.instructions import InstructionsTemplate
-from syncwarden.workflows.outbox import OutboxDispatcher, OutboxNotifier
+from syncwarden.workflows.outbox import OutboxNotifier
+from syncwarden.workflows.outbox_dispatch import OutboxDispatcher
 from syncwarden.workflows.roster import Roster
 from syncwarden.workflows.runner import StepRunner
 from syncwarden.workflows.service import WorkflowService

@@ -2,9 +2,9 @@
 
 The outbox dispatcher calls this with each pending notification. We look up where to write (a
 stored conversation reference), render the notification (a card for approvals, status lines and
-manual tasks; Markdown text for everything a person reads), respect Teams' per-conversation
-limits, and call the Bot Framework connector's REST API directly with the bot's token. Approval
-cards are remembered per ticket so a decision can update every copy in place.
+manual tasks; Markdown text for everything a person reads), respect Teams' per-conversation and
+per-app limits, and call the Bot Framework connector's REST API directly with the bot's token.
+Approval cards are remembered per ticket so a decision can update every copy in place.
 
 Failures are classified for the outbox: a 429/412/5xx is retried here a few times (honouring
 ``Retry-After``) and otherwise left for the outbox to try again later; a person who blocked the bot
@@ -15,13 +15,20 @@ Teams lets the bot write only to people who have its app. For someone with no 1:
 approver or requester who never opened Syncwarden) the app is installed for them through Graph
 (an :class:`AppInstaller`) and the message goes to the chat that opens. When that is refused, the
 reason given to the outbox (and so to IT) says what to grant, upload or license.
+
+A conversation whose send budget is spent for more than a moment postpones the message (nothing
+sent yet, so the outbox can simply try it later) rather than holding a delivery slot while other
+conversations wait; once a delivery has sent something, it waits instead, since trying the whole
+message again would repeat what was sent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -35,7 +42,7 @@ from syncwarden.bot.conversations import (
     ConversationRef,
     ConversationStore,
 )
-from syncwarden.bot.rate_limit import ConversationRateLimiter
+from syncwarden.bot.rate_limit import TEAMS_APP_WINDOWS, ConversationRateLimiter
 from syncwarden.connectors.errors import ConnectorError
 from syncwarden.connectors.graph.error_mapping import parse_retry_after
 from syncwarden.core.db import utc_now
@@ -43,6 +50,7 @@ from syncwarden.core.logging import get_logger
 from syncwarden.workflows.ports import (
     Channel,
     DeliveryDeferredError,
+    DeliveryPostponedError,
     Notification,
     NotificationKind,
     TicketView,
@@ -54,6 +62,12 @@ RETRYABLE_STATUSES = frozenset({412, 429, 502, 503, 504})
 MAX_SEND_ATTEMPTS = 4
 # Longer pauses asked by Teams end the delivery and become the outbox row's next attempt time.
 MAX_WAIT_IN_DELIVERY_SECONDS = 30.0
+# A conversation with no room for longer than this postpones a message not yet begun.
+MAX_RATE_WAIT_IN_DELIVERY_SECONDS = 1.0
+_APP = "app"
+# Whether the delivery running in this task has sent anything yet (each outbox delivery is a task
+# of its own, so this is per delivery; the public methods also reset it as they begin).
+_sent_something: ContextVar[bool] = ContextVar("teams_delivery_sent_something", default=False)
 # A delivery re-renders its card when a newer state of the ticket appeared meanwhile; a ticket
 # moving on that often during one delivery is not expected, so this only bounds the loop.
 _MAX_RENDER_ROUNDS = 3
@@ -97,6 +111,7 @@ class TeamsDelivery:
         posts: CardPostStore,
         *,
         limiter: ConversationRateLimiter | None = None,
+        app_limiter: ConversationRateLimiter | None = None,
         clock: Callable[[], datetime] = utc_now,
         sleep: Sleep = asyncio.sleep,
         installer: AppInstaller | None = None,
@@ -108,14 +123,16 @@ class TeamsDelivery:
         self._tokens = tokens
         self._conversations = conversations
         self._posts = posts
-        self._limiter = limiter or ConversationRateLimiter()
-        self._clock = clock
         self._sleep = sleep
+        self._limiter = limiter or ConversationRateLimiter()
+        self._app_limiter = app_limiter or ConversationRateLimiter(TEAMS_APP_WINDOWS)
+        self._clock = clock
         self._installer = installer
         self._teams_app_id = teams_app_id
         self._rng = random.Random()  # noqa: S311 - jitter, not secrecy
 
     async def to_user(self, user_id: str, notification: Notification, *, key: str) -> None:
+        _sent_something.set(False)
         ref = await self._conversations.for_user(user_id) or await self._open_chat(user_id)
         if ref.blocked:
             raise UndeliverableError(f"{user_id} has blocked the bot")
@@ -171,6 +188,7 @@ class TeamsDelivery:
         return ref
 
     async def to_channel(self, channel: Channel, notification: Notification, *, key: str) -> None:
+        _sent_something.set(False)
         ref = await self._conversations.for_role(ChannelRole(channel.value))
         if ref is None and channel is Channel.APPROVALS:
             # The approvals channel is optional: approvers have their cards in their chats, and
@@ -219,6 +237,7 @@ class TeamsDelivery:
         an update delivered late never turns a card back. A newer state stored while this one
         was being written is written too.
         """
+        _sent_something.set(False)
         shown: int | None = None
         view = ticket
         for _ in range(_MAX_RENDER_ROUNDS):
@@ -316,7 +335,7 @@ class TeamsDelivery:
         self, method: str, url: str, body: dict[str, Any], conversation_id: str
     ) -> Any:
         for attempt in range(1, MAX_SEND_ATTEMPTS + 1):
-            await self._limiter.acquire(conversation_id)
+            await self._wait_for_room(conversation_id)
             token = await self._tokens.bot_token()
             headers = {"Authorization": f"Bearer {token}"} if token else {}
             try:
@@ -329,6 +348,7 @@ class TeamsDelivery:
                 await self._sleep(self._backoff(attempt))
                 continue
             if response.status_code < 300:
+                _sent_something.set(True)
                 return response.json() if response.content else {}
             if response.status_code in (403, 404):
                 raise UndeliverableError(
@@ -356,6 +376,20 @@ class TeamsDelivery:
         raise TeamsSendError(
             "Teams did not take the message"
         )  # pragma: no cover - loop always returns
+
+    async def _wait_for_room(self, conversation_id: str) -> None:
+        """Take one send from the conversation's budget and one from the app's, waiting briefly
+        for room; a long wait before anything was sent postpones the whole message."""
+        begun = _sent_something.get()
+        wait = await self._limiter.take(
+            conversation_id, max_wait=math.inf if begun else MAX_RATE_WAIT_IN_DELIVERY_SECONDS
+        )
+        if wait:
+            raise DeliveryPostponedError(
+                f"Teams' send limit for this conversation has room again in {wait:.1f} s",
+                retry_after=wait,
+            )
+        await self._app_limiter.acquire(_APP)
 
     def _backoff(self, attempt: int) -> float:
         bound = min(30.0, 0.5 * 2 ** (attempt - 1))

@@ -107,6 +107,18 @@ class DeliveryDeferredError(Exception):
         self.retry_after = retry_after
 
 
+class DeliveryPostponedError(DeliveryDeferredError):
+    """Nothing was sent: the conversation's send budget is spent for ``retry_after`` seconds.
+
+    Not a failure, so it costs the message none of its attempts: a backlog of alerts to one
+    busy channel waits its turn instead of using up its retries and being given up on.
+    """
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.wait_seconds = retry_after
+
+
 class UndeliverableError(Exception):
     """The message can never be delivered as addressed (no chat with that person, bot blocked,
     no channel configured); retrying would not help, so the outbox gives up on it at once."""

@@ -10,9 +10,10 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from syncwarden.core.db import session_factory, write_transaction
-from syncwarden.workflows import outbox
+from syncwarden.workflows import outbox_dispatch as outbox
 from syncwarden.workflows.audit import AuditEvent
-from syncwarden.workflows.outbox import OutboxDispatcher, OutboxMessage, OutboxNotifier
+from syncwarden.workflows.outbox import OutboxMessage, OutboxNotifier
+from syncwarden.workflows.outbox_dispatch import OutboxDispatcher
 from syncwarden.workflows.ports import Channel, Notification, NotificationKind, UndeliverableError
 from tests.support.notifier import RecordingNotifier
 from tests.support.tickets import sample_ticket
@@ -63,7 +64,7 @@ async def test_a_send_interrupted_by_a_crash_is_picked_up_again(
     clock = FakeClock()
     await OutboxNotifier(sessions, clock=clock).to_user("u-1", NOTE, key="k-2")
     crashed = OutboxDispatcher(sessions, RecordingNotifier(), clock=clock)
-    assert await crashed._claim() is not None  # claimed, then the process died
+    assert await crashed._claim(1, busy=()) != []  # claimed, then the process died
     survivor = OutboxDispatcher(sessions, RecordingNotifier(), clock=clock)
     assert await survivor.dispatch_due() == 0
     clock.advance(minutes=6)

@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from syncwarden.sandbox.server import SandboxTenant
 from syncwarden.sandbox.testing import watching_group_adds
 from syncwarden.workflows.model import TicketStatus
-from syncwarden.workflows.outbox import CLAIM_SECONDS
+from syncwarden.workflows.outbox_dispatch import CLAIM_SECONDS
 from tests.support.process import free_port
 from tests.support.service_crash import (
     Delivery,

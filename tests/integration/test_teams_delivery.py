@@ -20,9 +20,11 @@ from syncwarden.bot.conversations import (
     ConversationRef,
     ConversationStore,
 )
+from syncwarden.bot.rate_limit import TEAMS_APP_WINDOWS, ConversationRateLimiter
 from syncwarden.bot.teams_delivery import TeamsDelivery
 from syncwarden.core.db import session_factory, utc_now, write_transaction
-from syncwarden.workflows.outbox import OutboxDispatcher, OutboxMessage, OutboxNotifier
+from syncwarden.workflows.outbox import OutboxMessage, OutboxNotifier
+from syncwarden.workflows.outbox_dispatch import OutboxDispatcher
 from syncwarden.workflows.ports import Channel, Notification, NotificationKind
 from tests.support.recorder import ConnectorRecorder
 from tests.support.tickets import sample_ticket
@@ -110,22 +112,25 @@ async def test_approval_cards_go_to_approvers_and_the_channel_and_update_in_plac
     await setup.outbox.to_user(CASEY_AAD, ask, key="k1")
     await setup.outbox.to_channel(Channel.APPROVALS, ask, key="k2")
     assert await setup.dispatcher.dispatch_due() == 2
-    posts = [r.path for r in recorder.requests]
-    assert posts == [
+    posts = {r.path: r.body["attachments"][0]["content"] for r in recorder.requests}
+    assert set(posts) == {
         "/v3/conversations/a:casey/activities",
         "/v3/conversations/19:approvals@thread/activities",
-    ]
-    approver_copy, channel_copy = cards_in(recorder)
+    }
+    approver_copy = posts["/v3/conversations/a:casey/activities"]
+    channel_copy = posts["/v3/conversations/19:approvals@thread/activities"]
     assert [a["verb"] for a in approver_copy["actions"]] == ["approve", "reject"]
     assert channel_copy["refresh"]["userIds"] == ["29:casey"]
+    # The two were delivered side by side; the recorder numbered its answers as they came.
+    reply_to = {r.path.split("/")[3]: f"reply-{n}" for n, r in enumerate(recorder.requests, 1)}
 
     decided = sample_ticket()
     await setup.outbox.update_card(decided, key="k3")
     assert await setup.dispatcher.dispatch_due() == 1
     updates = [r for r in recorder.requests if r.method == "PUT"]
     assert [u.path for u in updates] == [
-        "/v3/conversations/a:casey/activities/reply-1",
-        "/v3/conversations/19:approvals@thread/activities/reply-2",
+        f"/v3/conversations/a:casey/activities/{reply_to['a:casey']}",
+        f"/v3/conversations/19:approvals@thread/activities/{reply_to['19:approvals@thread']}",
     ]
     assert all("actions" not in u.body["attachments"][0]["content"] for u in updates)
 
@@ -258,7 +263,7 @@ async def test_text_to_a_person_and_status_cards_to_it(
         Channel.IT, Notification(NotificationKind.FAILED, failed, "failed"), key="k2"
     )
     assert await setup.dispatcher.dispatch_due() == 2
-    text, status = recorder.requests
+    text, status = sorted(recorder.requests, key=lambda r: "19:it" in r.path)
     assert text.body["text"] == "**ready**" and text.body["textFormat"] == "markdown"
     assert [a["verb"] for a in status.body["attachments"][0]["content"]["actions"]] == [
         "retry",
@@ -356,3 +361,106 @@ async def test_with_no_approvals_channel_the_channel_copy_is_skipped_and_it_is_n
     async with sessions() as session:
         rows = (await session.scalars(select(OutboxMessage))).all()
     assert [(row.key, row.state) for row in rows] == [("k", "sent")], "nobody told of it"
+
+
+class FakeMonotonic:
+    """A monotonic clock that moves only when the limiter waits."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.waits: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+
+
+def one_send_per_half_minute(clock: FakeMonotonic) -> ConversationRateLimiter:
+    return ConversationRateLimiter(((1, 30.0),), clock=clock, sleep=clock.sleep)
+
+
+async def test_a_conversation_out_of_room_postpones_its_message_and_others_still_go(
+    migrated_engine: AsyncEngine, recorder: ConnectorRecorder, setup: Setup
+) -> None:
+    """Nothing of the message was sent, so putting it aside costs nothing: the row is due again
+    when the conversation has room, with no attempt spent, and no delivery slept meanwhile."""
+    sessions = session_factory(migrated_engine)
+    clock = FakeMonotonic()
+    async with httpx.AsyncClient() as http:
+        delivery = TeamsDelivery(
+            http,
+            Anonymous(),
+            setup.conversations,
+            CardPostStore(sessions),
+            limiter=one_send_per_half_minute(clock),
+        )
+        note = Notification(NotificationKind.INSTRUCTIONS, sample_ticket(), "hi")
+        await setup.outbox.to_user(ADA_AAD, note, key="first")
+        await setup.outbox.to_user(ADA_AAD, note, key="second")
+        await setup.outbox.to_user(CASEY_AAD, note, key="casey")
+        before = utc_now()
+        assert await OutboxDispatcher(sessions, delivery).dispatch_due() == 2
+    assert sorted(r.path for r in recorder.requests) == [
+        "/v3/conversations/a:ada/activities",
+        "/v3/conversations/a:casey/activities",
+    ]
+    assert clock.waits == []
+    async with sessions() as session:
+        second = await session.scalar(select(OutboxMessage).where(OutboxMessage.key == "second"))
+    assert second is not None and (second.state, second.attempts) == ("pending", 0)
+    assert second.next_attempt_at >= before + timedelta(seconds=29)
+
+
+async def test_a_delivery_that_has_begun_waits_for_room_rather_than_start_again(
+    migrated_engine: AsyncEngine, recorder: ConnectorRecorder, setup: Setup
+) -> None:
+    """A newer state of the ticket appears while its approval card is posted: the card must be
+    updated in the same conversation. Postponing now would post the card again on the retry,
+    so the delivery waits for room instead."""
+    sessions = session_factory(migrated_engine)
+    clock = FakeMonotonic()
+
+    class DecisionMeanwhile(CardPostStore):
+        async def add(self, post: PostedCard) -> None:
+            await super().add(post)
+            await self.newest_view(sample_ticket())
+
+    async with httpx.AsyncClient() as http:
+        delivery = TeamsDelivery(
+            http,
+            Anonymous(),
+            setup.conversations,
+            DecisionMeanwhile(sessions),
+            limiter=one_send_per_half_minute(clock),
+        )
+        ask = Notification(
+            NotificationKind.APPROVAL_REQUESTED, WAITING, "asks", {"approvers": CASEY_AAD}
+        )
+        await delivery.to_user(CASEY_AAD, ask, key="request")
+    assert [r.method for r in recorder.requests] == ["POST", "PUT"]
+    assert clock.waits == [30.0]
+
+
+async def test_sends_beyond_the_apps_fifty_a_second_wait_for_the_next_second(
+    migrated_engine: AsyncEngine, recorder: ConnectorRecorder, setup: Setup
+) -> None:
+    sessions = session_factory(migrated_engine)
+    clock = FakeMonotonic()
+    app = ConversationRateLimiter(TEAMS_APP_WINDOWS, clock=clock, sleep=clock.sleep)
+    async with httpx.AsyncClient() as http:
+        delivery = TeamsDelivery(
+            http,
+            Anonymous(),
+            setup.conversations,
+            CardPostStore(sessions),
+            limiter=ConversationRateLimiter(((1000, 1.0),), clock=clock, sleep=clock.sleep),
+            app_limiter=app,
+        )
+        for n in range(51):
+            note = Notification(NotificationKind.INSTRUCTIONS, None, f"alert {n}")
+            await delivery.to_channel(Channel.IT if n % 2 else Channel.APPROVALS, note, key=str(n))
+    assert len(recorder.requests) == 51
+    assert clock.waits == [1.0], "the 51st request waited for the window to move on"

@@ -28,7 +28,8 @@ from syncwarden.sandbox.seed import GRAPH_RESOURCE
 from syncwarden.sandbox.server import SandboxTenant
 from syncwarden.workflow_wiring import build_teams_delivery
 from syncwarden.workflows.audit import AuditEvent
-from syncwarden.workflows.outbox import OutboxDispatcher, OutboxMessage, OutboxNotifier
+from syncwarden.workflows.outbox import OutboxMessage, OutboxNotifier
+from syncwarden.workflows.outbox_dispatch import OutboxDispatcher
 from syncwarden.workflows.ports import Notification, NotificationKind
 from tests.support.m365 import SYNCWARDEN_APP, M365Factory, sandbox_settings
 from tests.support.recorder import ConnectorRecorder

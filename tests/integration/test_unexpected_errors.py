@@ -25,7 +25,8 @@ from syncwarden.sandbox.server import SandboxTenant
 from syncwarden.sync.engine import SyncEngine
 from syncwarden.sync.worker import SyncWorker
 from syncwarden.web import create_app
-from syncwarden.workflows.outbox import OutboxDispatcher, OutboxNotifier
+from syncwarden.workflows.outbox import OutboxNotifier
+from syncwarden.workflows.outbox_dispatch import OutboxDispatcher
 from syncwarden.workflows.ports import (
     DeliveryDeferredError,
     Notification,

@@ -16,7 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from syncwarden.m365 import Microsoft365
 from syncwarden.sandbox.server import SandboxTenant
 from syncwarden.workflows.audit import AuditEvent, record_audit
-from syncwarden.workflows.outbox import OutboxDispatcher, OutboxMessage
+from syncwarden.workflows.outbox import OutboxMessage
+from syncwarden.workflows.outbox_dispatch import OutboxDispatcher
 from syncwarden.workflows.ports import Channel, Notification, NotificationKind
 from syncwarden.workflows.service import WorkflowService
 from syncwarden.workflows.unit_of_work import UnitsOfWork

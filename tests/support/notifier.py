@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from syncwarden.core.db import utc_now
-from syncwarden.workflows.outbox import OutboxDispatcher
+from syncwarden.workflows.outbox_dispatch import OutboxDispatcher
 from syncwarden.workflows.ports import Channel, Notification, NotificationKind, TicketView
 from syncwarden.workflows.unit_of_work import UnitsOfWork
 

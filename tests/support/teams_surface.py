@@ -35,7 +35,7 @@ from syncwarden.m365 import Microsoft365, build_microsoft365
 from syncwarden.sandbox.server import SandboxTenant
 from syncwarden.web import create_app
 from syncwarden.workflow_wiring import Workflows, build_teams_delivery, build_workflows
-from syncwarden.workflows.outbox import OutboxDispatcher
+from syncwarden.workflows.outbox_dispatch import OutboxDispatcher
 from tests.support.m365 import sandbox_settings
 from tests.support.recorder import ConnectorRecorder, RecordedRequest, message_activity
 from tests.support.workflow import PEOPLE, SYNC_GROUP

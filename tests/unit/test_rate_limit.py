@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from syncwarden.bot.rate_limit import ConversationRateLimiter
+from syncwarden.bot.rate_limit import TEAMS_APP_WINDOWS, ConversationRateLimiter
 
 
 class Clock:
@@ -53,3 +53,21 @@ async def test_conversations_are_independent() -> None:
     start = clock.now
     await sends(limiter, clock, 7, "c2")
     assert clock.now == start, "another conversation does not wait for c1"
+
+
+async def test_take_leaves_a_long_wait_to_the_caller_and_counts_nothing() -> None:
+    clock = Clock()
+    limiter = ConversationRateLimiter(clock=clock, sleep=clock.sleep)
+    await sends(limiter, clock, 60)  # the 60-in-30-seconds window is now full
+    wait = await limiter.take("c1", max_wait=1.0)
+    assert 0 < wait <= 30.0
+    assert limiter.wait_needed("c1") == wait, "nothing was counted"
+    assert await limiter.take("c2", max_wait=1.0) == 0.0, "another conversation has room"
+
+
+async def test_the_app_wide_window_allows_fifty_a_second_across_conversations() -> None:
+    clock = Clock()
+    limiter = ConversationRateLimiter(TEAMS_APP_WINDOWS, clock=clock, sleep=clock.sleep)
+    times = await sends(limiter, clock, 120, "app")
+    assert times[:50] == [1000.0] * 50
+    assert all(len([t for t in times if start <= t < start + 1.0]) <= 50 for start in times)
