@@ -143,8 +143,7 @@ async def serve(
         background: BackgroundWork | None = None
         if workflows is not None and settings.scheduler.enabled and role is not Role.WEB:
             work = background = BackgroundWork(settings, workflows, dispatcher, engine=engine)
-            await work.start()
-            stack.push_async_callback(work.stop)
+            stack.push_async_callback(work.stop)  # harmless if it never started
             workflows.sync.subscriptions.on_requested = lambda: work.kick("sync.requested")
         dialogue = DialogueLogic(
             conversations,
@@ -157,7 +156,7 @@ async def serve(
         )
         subscriptions = workflows.sync.subscriptions if workflows else None
         await _serve_http(
-            settings, engine, dialogue, stop, subscriptions, role, background=background is not None
+            settings, engine, dialogue, stop, subscriptions, role, background=background
         )
     log.info("syncwarden.stopped")
 
@@ -211,19 +210,23 @@ async def _serve_http(
     subscriptions: MailboxSubscriptions | None,
     role: Role,
     *,
-    background: bool,
+    background: BackgroundWork | None,
 ) -> None:
+    """Listen, then start the background work: a process that cannot take its port (another
+    one has it) ends before any job has begun, instead of cutting its first runs short."""
     stop_event = stop or asyncio.Event()
     app = create_app(
         settings, engine, dialogue, subscriptions, teams_endpoints=role is not Role.WORKER
     )
     async with listening(settings, app) as listener:
         _install_signal_handlers(stop_event)
+        if background is not None:
+            await background.start()
         log.info(
             "syncwarden.started",
             version=__version__,
             role=role.value,
-            background=background,
+            background=background is not None,
             mode=settings.mode.value,
             url=f"http://{settings.http.host}:{listener.port}",
             anonymous_bot_auth=settings.anonymous_bot_auth,

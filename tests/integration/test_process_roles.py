@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 from pathlib import Path
 
 import aiohttp
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from syncwarden.job_runs import last_run
 from syncwarden.sandbox.server import SandboxTenant
+from tests.conftest import POSTGRES_ENV
 from tests.support.replicas import LogBook, Replica, replica_environment
 
 SCAN = "credentials.scan"  # runs when the background work starts
@@ -78,3 +84,75 @@ async def test_a_worker_with_background_work_turned_off_refuses_to_start(
     assert code == 2
     said = "".join(book.raw["worker"])
     assert "SYNCWARDEN_SCHEDULER__ENABLED=false" in said and "Traceback" not in said
+
+
+async def test_a_worker_whose_port_is_taken_ends_before_any_job_begins(
+    tenant: SandboxTenant, migrated_engine: object, database_url: str, tmp_path: Path
+) -> None:
+    """Listening comes first: a second worker started on the first one's port stops at once,
+    without cutting short scheduled runs it would otherwise have begun."""
+    book = LogBook()
+    group = tenant.seed.group_ids["Calendar Sync"]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = replica_environment(tenant, database_url, port=port, GRAPH__SYNC_GROUP_ID=group)
+        worker = await Replica.start("worker", env, book, cwd=tmp_path, command="worker")
+        try:
+            async with asyncio.timeout(60):  # it ends by itself, at once
+                code = await worker.service.process.wait()
+                await worker.reader
+        finally:
+            await worker.kill()
+    assert code != 0
+    assert "address already in use" in "".join(book.raw["worker"])
+    assert not book.where("background.started") and not book.where("job.done")
+    assert not [line for line in book.lines if line.get("level") == "error"], book.tail()
+
+
+DIGEST = "credentials.weekly_digest"  # calendar-bound: due at start while no run is on record
+
+
+@pytest.mark.skipif(
+    POSTGRES_ENV not in os.environ,
+    reason=f"workers share one PostgreSQL database; set {POSTGRES_ENV} to run this test",
+)
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_two_workers_on_one_database_run_a_scheduled_job_once(
+    tenant: SandboxTenant, migrated_engine: AsyncEngine, database_url: str, tmp_path: Path
+) -> None:
+    """Scaled out to two workers, both find the weekly digest due the moment they start; it runs
+    on one of them, the other skips it, and neither trips over the other."""
+    book = LogBook()
+    group = tenant.seed.group_ids["Calendar Sync"]
+    workers: list[Replica] = []
+    try:
+        for name in ("w1", "w2"):
+            env = replica_environment(tenant, database_url, GRAPH__SYNC_GROUP_ID=group)
+            workers.append(await Replica.start(name, env, book, cwd=tmp_path, command="worker"))
+
+        def digest_settled() -> bool:
+            return {line.replica for line in book.where(None, job=DIGEST)} >= {"w1", "w2"} and len(
+                book.where("job.done", job=DIGEST) + book.where("job.skipped", job=DIGEST)
+            ) >= 2
+
+        await book.wait_until(digest_settled, "both workers reached the weekly digest")
+        for worker in workers:
+            assert await worker.terminate() == 0
+    finally:
+        for worker in workers:
+            with contextlib.suppress(Exception):
+                await worker.kill()
+    done = book.where("job.done", job=DIGEST)
+    skipped = book.where("job.skipped", job=DIGEST)
+    assert len(done) == 1 and len(skipped) == 1, [line.fields for line in done + skipped]
+    assert done[0].replica != skipped[0].replica
+    assert await last_run(migrated_engine, DIGEST) is not None
+    # The digest's message has no IT channel to go to here; that give-up is the one error.
+    errors = [
+        line.fields
+        for line in book.lines
+        if line.get("level") in ("error", "critical") and line.event != "outbox.gave_up"
+    ]
+    assert errors == [], book.tail()
