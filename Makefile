@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 NODE_STAMP := node_modules/.installed-stamp
 
-.PHONY: run test lint typecheck pytest migrate install clean card-previews lock
+.PHONY: run test lint typecheck pytest migrate install clean card-previews lock bench
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "Syncwarden needs Python 3.11 or newer on PATH (python3.11, python3.12, ...)." >&2; exit 1; }
@@ -67,6 +67,11 @@ card-previews: $(STAMP) $(NODE_STAMP)
 
 migrate: $(STAMP)
 	$(BIN)/syncwarden migrate
+
+# The benchmarks against the sandbox tenant (bench/README.md): numbers printed, nothing asserted.
+bench: $(STAMP)
+	$(BIN)/python -m bench.scan_bench
+	$(BIN)/python -m bench.sync_bench
 
 clean:
 	rm -rf $(VENV) node_modules var .mypy_cache .ruff_cache .pytest_cache .hypothesis

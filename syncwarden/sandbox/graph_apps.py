@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 from syncwarden.sandbox.context import Context
 from syncwarden.sandbox.graph_core import (
@@ -27,8 +28,11 @@ from syncwarden.sandbox.state import (
     SERVICE_PRINCIPAL_PROPERTIES,
     USER_DEFAULT,
     USER_PROPERTIES,
+    Application,
+    ServicePrincipal,
 )
 
+_Owned = TypeVar("_Owned", Application, ServicePrincipal)
 OWNER_ROLES = tuple(sorted(set(READ_APPS) | set(READ_DIRECTORY_USERS)))
 # Owners are users or service principals; $select may name properties of either.
 OWNER_PROPERTIES = tuple(sorted(set(USER_PROPERTIES) | set(SERVICE_PRINCIPAL_PROPERTIES)))
@@ -153,10 +157,7 @@ class AppsFront:
         key = req.params["app"]
 
         def owners() -> list[str] | None:
-            app = next(
-                (a for a in self.ctx.state.applications.values() if a.id.lower() == key.lower()),
-                None,
-            )
+            app = _by_id(self.ctx.state.applications, key)
             return None if app is None else app.owners
 
         return self._owners(req, owners, key)
@@ -165,14 +166,16 @@ class AppsFront:
         key = req.params["sp"]
 
         def owners() -> list[str] | None:
-            sp = next(
-                (
-                    s
-                    for s in self.ctx.state.service_principals.values()
-                    if s.id.lower() == key.lower()
-                ),
-                None,
-            )
+            sp = _by_id(self.ctx.state.service_principals, key)
             return None if sp is None else sp.owners
 
         return self._owners(req, owners, key)
+
+
+def _by_id(objects: Mapping[str, _Owned], key: str) -> _Owned | None:
+    """The object with id ``key``, compared without case as Graph does; the exact key first, so
+    a scan's thousand owner lookups do not each walk every app."""
+    found = objects.get(key)
+    if found is not None:
+        return found
+    return next((o for o in objects.values() if o.id.lower() == key.lower()), None)

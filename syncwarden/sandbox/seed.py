@@ -33,6 +33,8 @@ DEFAULT_SEED = Path(__file__).with_name("seeds") / "default.json"
 GRAPH_RESOURCE = "https://graph.microsoft.com"
 EXCHANGE_RESOURCE = "https://outlook.office365.com"
 BOTFRAMEWORK_RESOURCE = "https://api.botframework.com"
+# The share of generated app registrations that have owners.
+GENERATED_APPS_WITH_OWNERS = 0.8
 
 
 @dataclass
@@ -201,8 +203,15 @@ def add_application(
 
 
 def generate_apps(state: TenantState, count: int, now: dt.datetime) -> None:
-    """Extra registrations for scale tests; deterministic so page boundaries are repeatable."""
+    """Extra registrations for scale tests; deterministic so page boundaries are repeatable.
+
+    Most of them have one to three owners drawn from the seed's people, as registrations in a
+    real tenant do; the owners come from a generator of their own, so the apps and credentials
+    are the same as before owners were added.
+    """
     rng = random.Random(count)  # noqa: S311 - test data, not security
+    owner_rng = random.Random(f"owners:{count}")  # noqa: S311 - test data, not security
+    people = sorted(state.users)
     for index in range(count):
         name = f"Generated App {index:05d}"
         app_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
@@ -220,10 +229,16 @@ def generate_apps(state: TenantState, count: int, now: dt.datetime) -> None:
             )
         if rng.random() < 0.3:
             app.keys.append(_certificate({"endDays": rng.randint(-30, 720)}, app_id, now, 0))
+        if people and owner_rng.random() < GENERATED_APPS_WITH_OWNERS:
+            app.owners = owner_rng.sample(people, min(len(people), owner_rng.randint(1, 3)))
         state.applications[app.id] = app
         sp_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
         state.service_principals[sp_id] = ServicePrincipal(
-            id=sp_id, appId=app_id, displayName=name, tenant_id=state.tenant_id
+            id=sp_id,
+            appId=app_id,
+            displayName=name,
+            tenant_id=state.tenant_id,
+            owners=list(app.owners),
         )
 
 

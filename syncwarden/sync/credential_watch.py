@@ -5,6 +5,13 @@ requests (999 per page, only the fields needed), applies :mod:`sync.credential_r
 each finding once: the alert history in the database is keyed by credential and threshold, so
 reruns, restarts and two replicas scanning at once never repeat an alert. A credential that was
 alerted and has since been removed is reported as resolved, once.
+
+Owners are named in each alert. They are read only for the apps about to be alerted, once per
+app however many of its credentials alert, in ``$batch`` calls of 20 (5,000 apps cost about 50
+requests on a first scan instead of one per alert), all before the scan's one transaction. An
+owner list that cannot be read (after the client's retries of throttled lookups) does not hold
+its alert back: the alert goes out saying so and pointing at the app's Owners page, because the
+expiry is the news; waiting for the next scan to name the owners would delay it by hours.
 """
 
 from __future__ import annotations
@@ -21,12 +28,28 @@ from syncwarden.connectors.graph.applications import (
     CredentialKind,
     GraphApplications,
     OwnerKind,
+    Owners,
 )
-from syncwarden.core.db import Base, UtcDateTime, utc_now, write_transaction
+from syncwarden.core.db import (
+    Base,
+    UtcDateTime,
+    insert_ignoring_duplicates,
+    utc_now,
+    write_transaction,
+)
+from syncwarden.core.logging import get_logger
 from syncwarden.core.settings import AlertSettings
 from syncwarden.sync.credential_rules import EXPIRED, CredentialFinding, Severity, evaluate
 from syncwarden.workflows.ports import Channel, Notification, NotificationKind
 from syncwarden.workflows.unit_of_work import UnitsOfWork
+
+log = get_logger(__name__)
+# Said of an app whose owners were not looked up before the transaction (a finding that became
+# new between the unlocked read and the locked one): no Graph call is made with rows locked.
+NOT_LOOKED_UP = Owners(unreadable="they were not looked up in this scan")
+OwnersByApp = dict[tuple[OwnerKind, str], Owners]
+# Rows per INSERT: ten columns each keeps a statement far below PostgreSQL's 32,767 parameters.
+ROWS_PER_INSERT = 500
 
 ROTATION_CHECKLIST = (
     "1. Create a new {kind} on the app registration (keep the old one for now).\n"
@@ -84,28 +107,37 @@ class CredentialWatch:
     async def scan(self) -> ScanReport:
         """Alert what crossed a threshold, repeat what a snooze held back, resolve what is gone.
 
-        The alerts are worded (owners read from Graph) before the transaction, so no Graph call
-        holds the alert rows locked; each alert row and its message then commit together.
+        The alerts are worded (owners read from Graph, in bulk) before the transaction, so no
+        Graph call holds the alert rows locked; then every alert row and every message of the
+        scan commit together, in one transaction: all of them or, on any failure, none.
         """
         now = self._clock()
         apps = await self._watched_apps()
         findings = evaluate(apps, now=now, thresholds=self._settings.credential_thresholds_days)
         present = {(app.object_id, cred.key_id) for app in apps for cred in app.credentials}
         by_key = {finding.key: finding for finding in findings}
-        wordy = await self._needing_words(by_key, now)
-        drafts = {key: await self._alert(by_key[key], now) for key in wordy}
-        new: list[CredentialFinding] = []
+        due = [by_key[key] for key in await self._needing_words(by_key, now)]
+        owners = await self._owners_of(due)
+        drafts = {finding.key: self._alert(finding, owners) for finding in due}
         resolved: list[CredentialAlert] = []
         async with self._units() as work:
             keys = list(by_key)
             query = select(CredentialAlert.key).where(CredentialAlert.key.in_(keys))
             known = set((await work.session.scalars(query)).all()) if keys else set()
-            for finding in findings:
-                if finding.key not in known:
-                    new.append(finding)
-                    work.session.add(_record(finding))
-                    alert = drafts.get(finding.key) or await self._alert(finding, now)
-                    work.to_channel(Channel.IT, alert, key=f"credential:{finding.key}")
+            new = [finding for finding in findings if finding.key not in known]
+            # A few statements for all the new rows, not one each; a row another scan committed
+            # meanwhile is skipped (and its message: the outbox keeps one message per key).
+            rows = [_record(finding, now) for finding in new]
+            for start in range(0, len(rows), ROWS_PER_INSERT):
+                await insert_ignoring_duplicates(
+                    work.session,
+                    CredentialAlert,
+                    rows[start : start + ROWS_PER_INSERT],
+                    unique="key",
+                )
+            for finding in new:
+                alert = drafts.get(finding.key) or self._alert(finding, owners)
+                work.to_channel(Channel.IT, alert, key=f"credential:{finding.key}")
             open_alerts = (
                 await work.session.scalars(
                     select(CredentialAlert)
@@ -120,9 +152,9 @@ class CredentialWatch:
                 elif row.snoozed_until is not None and row.snoozed_until <= now:
                     row.snoozed_until = None  # the snooze is over: say it again
                     row.reminders += 1
-                    due = by_key.get(row.key)
-                    if due is not None:
-                        alert = drafts.get(row.key) or await self._alert(due, now)
+                    reminded = by_key.get(row.key)
+                    if reminded is not None:
+                        alert = drafts.get(row.key) or self._alert(reminded, owners)
                         work.to_channel(
                             Channel.IT, alert, key=f"credential:{row.key}:reminder:{row.reminders}"
                         )
@@ -159,6 +191,26 @@ class CredentialWatch:
             if key not in stored or (snoozed is not None and snoozed <= now):
                 due.append(key)
         return due
+
+    async def _owners_of(self, findings: Sequence[CredentialFinding]) -> OwnersByApp:
+        """Owners of every app these findings are about, each app read once, in bulk."""
+        wanted: dict[OwnerKind, list[str]] = {}
+        for finding in findings:
+            wanted.setdefault(finding.app.owner_kind, []).append(finding.app.object_id)
+        found: OwnersByApp = {}
+        for kind, object_ids in wanted.items():
+            read = await self._applications.owners_of_many(kind, object_ids)
+            found.update({(kind, object_id): owners for object_id, owners in read.items()})
+        unreadable = {app: owners for app, owners in found.items() if owners.unreadable}
+        if unreadable:
+            (kind, object_id), first = next(iter(unreadable.items()))
+            log.warning(
+                "credential_watch.owners_unreadable",
+                apps=len(unreadable),
+                first_app=f"{kind.value}/{object_id}",
+                reason=first.unreadable,
+            )
+        return found
 
     async def expiring(
         self, *, within_days: float, own_only: bool = False
@@ -230,7 +282,7 @@ class CredentialWatch:
         wanted = {a.lower() for a in self._settings.watch_app_ids} | set(self._own)
         return app.app_id.lower() in wanted
 
-    async def _alert(self, finding: CredentialFinding, now: datetime) -> Notification:
+    def _alert(self, finding: CredentialFinding, owners: OwnersByApp) -> Notification:
         app, credential = finding.app, finding.credential
         kind = "client secret" if credential.kind is CredentialKind.SECRET else "certificate"
         days = int(finding.days_left)
@@ -241,7 +293,6 @@ class CredentialWatch:
             headline = (
                 f"The {kind} of **{app.display_name}** expires in {max(days, 0)} days ({when})"
             )
-        owners = await self._applications.owners(app.owner_kind, app.object_id)
         identity = (
             credential.hint + "…" if credential.hint else f"thumbprint {credential.thumbprint}"
         )
@@ -250,7 +301,7 @@ class CredentialWatch:
             f"App: {app.display_name} (app id {app.app_id}) · "
             f"credential '{credential.display_name or '-'}' ({identity}) · "
             f"key id {credential.key_id}",
-            f"Owners: {', '.join(owners) if owners else 'none recorded'}",
+            _owners_line(owners.get((app.owner_kind, app.object_id), NOT_LOOKED_UP)),
         ]
         if finding.severity is Severity.ROTATING:
             lines.append(
@@ -270,17 +321,32 @@ class CredentialWatch:
         return Notification(NotificationKind.CREDENTIAL_ALERT, None, "\n\n".join(lines), details)
 
 
-def _record(finding: CredentialFinding) -> CredentialAlert:
-    return CredentialAlert(
-        key=finding.key,
-        owner_kind=finding.app.owner_kind.value,
-        object_id=finding.app.object_id,
-        key_id=finding.credential.key_id,
-        app_name=finding.app.display_name,
-        threshold=finding.threshold,
-        severity=finding.severity.value,
-        end_at=finding.credential.end,
+def _owners_line(owners: Owners) -> str:
+    named = ", ".join(owners.names)
+    if owners.unreadable is None:
+        return f"Owners: {named or 'none recorded'}"
+    if named:
+        return f"Owners: {named} (not all: {owners.unreadable})"
+    return (
+        f"Owners: could not be read this time ({owners.unreadable}); "
+        "see the app's Owners page in Entra"
     )
+
+
+def _record(finding: CredentialFinding, now: datetime) -> dict[str, object]:
+    """An alert row's columns, for the scan's one insert of all its new rows."""
+    return {
+        "key": finding.key,
+        "owner_kind": finding.app.owner_kind.value,
+        "object_id": finding.app.object_id,
+        "key_id": finding.credential.key_id,
+        "app_name": finding.app.display_name,
+        "threshold": finding.threshold,
+        "severity": finding.severity.value,
+        "end_at": finding.credential.end,
+        "sent_at": now,
+        "reminders": 0,
+    }
 
 
 def _one_per_credential(alerts: Sequence[CredentialAlert]) -> list[CredentialAlert]:

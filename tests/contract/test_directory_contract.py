@@ -447,6 +447,80 @@ async def test_application_owners_are_directory_objects(graph: httpx.AsyncClient
     assert all(set(o) == {"@odata.type", "id", "mail"} for o in picked.json()["value"])
 
 
+async def test_owner_lookups_batched_twenty_at_a_time_each_answer_for_themselves(
+    graph: httpx.AsyncClient, tenant: SandboxTenant
+) -> None:
+    """Up to 20 ``GET /applications/{id}/owners`` (or ``/servicePrincipals/{id}/owners``) go in
+    one ``$batch``; the batch is answered 200 and each request has its own response, matched by
+    ``id``, with its own status: the owners as directoryObjects, or the lookup's own error (an
+    unknown app: 404 ``Request_ResourceNotFound``) while the others succeed.
+
+    Sources: https://learn.microsoft.com/graph/json-batching ("Microsoft Graph supports batching
+    up to 20 requests"; "If the batch request is parseable, the status code is 200"; each
+    response "has a status property"; responses may come in any order, correlated by id),
+    https://learn.microsoft.com/graph/api/application-list-owners and
+    https://learn.microsoft.com/graph/api/serviceprincipal-list-owners.
+    """
+    apps = [f"/applications/{app.id}/owners" for app in tenant.state.applications.values()]
+    sps = [f"/servicePrincipals/{sp.id}/owners" for sp in tenant.state.service_principals.values()]
+    urls = [*(apps + sps)[:19], "/applications/00000000-0000-4000-8000-000000000000/owners"]
+    response = await graph.post(
+        "/$batch",
+        json={"requests": [{"id": str(n), "method": "GET", "url": u} for n, u in enumerate(urls)]},
+    )
+    assert response.status_code == 200
+    answers = {a["id"]: a for a in response.json()["responses"]}
+    assert sorted(answers, key=int) == [str(n) for n in range(20)]
+    assert [answers[str(n)]["status"] for n in range(19)] == [200] * 19
+    owners = [o for n in range(19) for o in answers[str(n)]["body"]["value"]]
+    assert owners and all(o["@odata.type"] == "#microsoft.graph.user" for o in owners)
+    missing = answers["19"]
+    assert missing["status"] == 404
+    assert missing["body"]["error"]["code"] == "Request_ResourceNotFound"
+
+
+async def test_a_throttled_lookup_in_a_batch_is_its_own_429_with_its_own_retry_after(
+    graph: httpx.AsyncClient, tenant: SandboxTenant
+) -> None:
+    """Requests in a batch are throttled one by one: a throttled one is answered 429 with a
+    ``Retry-After`` among its own response headers, inside a batch answered 200, and the others
+    are answered as usual. The client retries only the failed ones, after the longest
+    ``Retry-After``.
+
+    Source: https://learn.microsoft.com/graph/throttling#throttling-and-batching ("Requests in a
+    batch are evaluated individually against throttling limits ... The batch itself succeeds
+    with a status code of 200 (OK) ... retry each failed request from the batch using the value
+    provided in the retry-after response header from the JSON content"). Earlier versions of
+    that page said the batch itself fails with 424; a ``$batch`` call that fails as a whole
+    leaves every lookup in it unread, and the credential alerts still go out saying so
+    (tests/integration/test_credential_owners.py).
+    """
+    ids = [app.id for app in tenant.state.applications.values()][:3]
+    tenant.add_fault(
+        f"/applications/{ids[1]}/owners",
+        status=429,
+        code="TooManyRequests",
+        message="Too many requests.",
+        retry_after="7",
+    )
+    response = await graph.post(
+        "/$batch",
+        json={
+            "requests": [
+                {"id": str(n), "method": "GET", "url": f"/applications/{app}/owners"}
+                for n, app in enumerate(ids)
+            ]
+        },
+    )
+    assert response.status_code == 200
+    answers = {a["id"]: a for a in response.json()["responses"]}
+    assert (answers["0"]["status"], answers["2"]["status"]) == (200, 200)
+    throttled = answers["1"]
+    assert throttled["status"] == 429
+    assert {k.lower(): v for k, v in throttled["headers"].items()}["retry-after"] == "7"
+    assert throttled["body"]["error"]["code"] == "TooManyRequests"
+
+
 async def test_service_principals_carry_saml_signing_certificates(
     graph: httpx.AsyncClient,
 ) -> None:

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
+import pytest
+from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from syncwarden.core.db import session_factory
 from syncwarden.core.settings import AlertSettings
 from syncwarden.m365 import Microsoft365
 from syncwarden.sandbox.server import SandboxTenant
-from syncwarden.sync.credential_watch import CredentialWatch
+from syncwarden.sync.credential_watch import CredentialAlert, CredentialWatch
+from syncwarden.workflows.outbox import OutboxMessage
 from syncwarden.workflows.ports import NotificationKind
+from syncwarden.workflows.unit_of_work import UnitsOfWork
 from tests.support.notifier import RecordingNotifier, recording_units
 
 
@@ -85,14 +90,95 @@ async def test_two_thousand_apps_take_a_handful_of_requests(
 ) -> None:
     tenant.add_generated_apps(2000)
     tenant.clear_requests()
-    report = await watch(m365, migrated_engine, RecordingNotifier()).scan()
-    listing = [
-        r for r in tenant.requests if r.path.endswith(("/applications", "/servicePrincipals"))
-    ]
-    owners = [r for r in tenant.requests if r.path.endswith("/owners")]
-    assert report.apps > 2000
+    notifier = RecordingNotifier()
+    report = await watch(m365, migrated_engine, notifier).scan()
+    sent = [r for r in tenant.requests if not r.in_batch]
+    listing = [r for r in sent if r.path.endswith(("/applications", "/servicePrincipals"))]
+    batches = [r for r in sent if r.path == "/$batch"]
+    lookups = sorted(r.path for r in tenant.requests if r.path.endswith("/owners"))
+    alerted = await alerted_apps(migrated_engine)
+    assert report.apps > 2000 and report.alerted > len(alerted) > 100
     assert len(listing) <= 6, f"{len(listing)} listing requests"
-    assert len(owners) == report.alerted, "owners are looked up only for the apps alerted about"
+    assert lookups == sorted(f"/{kind}/{object_id}/owners" for kind, object_id in alerted), (
+        "owners are read once for each app alerted about, and for no other"
+    )
+    assert all(r.in_batch for r in tenant.requests if r.path.endswith("/owners"))
+    per_kind = Counter(kind for kind, _ in alerted).values()
+    assert len(batches) == sum(-(-count // 20) for count in per_kind), "20 lookups to a call"
+    assert len(sent) == len(listing) + len(batches)
+    owners_of = {
+        app.displayName: [tenant.state.users[o].displayName for o in app.owners]
+        for app in tenant.state.applications.values()
+    }
+    for alert in notifier.to("channel:it", NotificationKind.CREDENTIAL_ALERT):
+        name = alert.text.split("**")[1]
+        expected = ", ".join(owners_of[name]) or "none recorded"
+        assert f"\n\nOwners: {expected}\n\n" in alert.text, "each alert names its own app's owners"
+
+
+async def alerted_apps(engine: AsyncEngine) -> set[tuple[str, str]]:
+    async with session_factory(engine)() as session:
+        rows = await session.execute(
+            select(CredentialAlert.owner_kind, CredentialAlert.object_id).distinct()
+        )
+        return {(kind, object_id) for kind, object_id in rows.all()}
+
+
+async def stored(engine: AsyncEngine) -> tuple[int, int]:
+    """(credential alert rows, outbox rows)."""
+    async with session_factory(engine)() as session:
+        alerts = await session.scalar(select(func.count()).select_from(CredentialAlert))
+        messages = await session.scalar(select(func.count()).select_from(OutboxMessage))
+    return alerts or 0, messages or 0
+
+
+async def test_a_scan_commits_all_its_alerts_and_messages_at_once(
+    m365: Microsoft365, tenant: SandboxTenant, migrated_engine: AsyncEngine
+) -> None:
+    tenant.add_generated_apps(500)
+    commits: list[object] = []
+    watcher = CredentialWatch(
+        m365.applications,
+        UnitsOfWork(session_factory(migrated_engine)),  # queued only: no delivery commits
+        AlertSettings(watch_all_apps=True),
+    )
+    listen = (migrated_engine.sync_engine, "commit", commits.append)
+    event.listen(*listen)
+    try:
+        report = await watcher.scan()
+    finally:
+        event.remove(*listen)
+    assert report.alerted > 50
+    assert len(commits) == 1, "one transaction for every alert row and message of the scan"
+    assert await stored(migrated_engine) == (report.alerted, report.alerted)
+
+
+async def test_a_failure_mid_write_leaves_nothing_and_the_next_scans_send_each_alert_once(
+    m365: Microsoft365, tenant: SandboxTenant, migrated_engine: AsyncEngine
+) -> None:
+    notifier = RecordingNotifier()
+
+    def outbox_write_fails(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO OUTBOX"):
+            raise RuntimeError("the database went away mid-write")
+
+    listen = (migrated_engine.sync_engine, "before_cursor_execute", outbox_write_fails)
+    event.listen(*listen)
+    try:
+        with pytest.raises(Exception, match="went away mid-write"):
+            await watch(m365, migrated_engine, notifier).scan()
+    finally:
+        event.remove(*listen)
+    assert await stored(migrated_engine) == (0, 0), "no alert row without its message"
+    assert notifier.sent == []
+    first = await watch(m365, migrated_engine, notifier).scan()
+    assert first.alerted == len(notifier.sent) > 5
+    assert await stored(migrated_engine) == (first.alerted, first.alerted)
+    tenant.clear_requests()
+    again = await watch(m365, migrated_engine, notifier).scan()
+    assert again.alerted == 0 and len(notifier.sent) == first.alerted
+    assert await stored(migrated_engine) == (first.alerted, first.alerted), "a repeat adds nothing"
+    assert not [r for r in tenant.requests if r.path.endswith("/owners")], "nor looks up owners"
 
 
 async def test_weekly_digest_lists_what_expires_within_sixty_days(

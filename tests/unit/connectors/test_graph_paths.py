@@ -9,6 +9,7 @@ The last tests send quoted segments to the sandbox tenant, which must route them
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -204,6 +205,42 @@ def test_batch_items_and_bind_urls_carry_ids_as_segments(value: str) -> None:
         assert [unquote(part) for part in parts[3:]] in (["events"], ["events", value])
     bind = httpx.URL(client.directory_object_url(value))
     assert [unquote(part) for part in _segments(bind)] == ["directoryObjects", value]
+
+
+class _BatchRecorder:
+    """A Graph stand-in answering each ``$batch`` item 200 with no owners, keeping the items."""
+
+    def __init__(self) -> None:
+        self.items: list[dict[str, Any]] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        items = json.loads(request.content)["requests"]
+        self.items.extend(items)
+        answers = [{"id": i["id"], "status": 200, "body": {"value": []}} for i in items]
+        return httpx.Response(200, json={"responses": answers})
+
+
+@given(value=ids)
+async def test_bulk_owner_lookups_carry_each_id_as_one_segment(value: str) -> None:
+    recorder = _BatchRecorder()
+    client = GraphClient(
+        httpx.AsyncClient(transport=httpx.MockTransport(recorder)),
+        _Tokens(),
+        base_url=BASE,
+        scope="https://graph.example.test/.default",
+        limiter=ConcurrencyLimiter(global_limit=4),
+    )
+    found = await GraphApplications(client).owners_of_many(OwnerKind.APPLICATION, [value, "x"])
+    urls = [item["url"] for item in recorder.items]
+    if not addressable(value):
+        assert found[value].unreadable and urls == ["/applications/x/owners"], (
+            "an id no segment can carry is unreadable, and not sent"
+        )
+        return
+    assert found[value].unreadable is None
+    parts = urls[0].split("/")
+    assert parts[:2] == ["", "applications"] and parts[3:] == ["owners"]
+    assert unquote(parts[2]) == value
 
 
 # ------------------------------------------------------------------ against the sandbox
