@@ -128,9 +128,8 @@ def test_the_valve_holds_a_mass_removal_but_never_a_single_one() -> None:
 
 ids = st.sampled_from([f"id-{n}" for n in range(8)])
 addresses = st.sampled_from(["a@example.edu", "B@example.edu", "c@example.edu", ""])
-people = st.builds(
-    EnrolledPerson, ids, st.text(max_size=5), st.sampled_from(["p1", "p2"]), addresses
-)
+profiles = st.sampled_from(["p1", "p2"])
+people = st.builds(EnrolledPerson, ids, st.text(max_size=5), profiles, addresses)
 directory_people = st.builds(
     DirectoryPerson,
     ids,
