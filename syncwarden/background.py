@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
@@ -31,6 +32,8 @@ from syncwarden.workflow_wiring import Workflows
 from syncwarden.workflows.outbox_dispatch import OutboxDispatcher
 
 log = get_logger(__name__)
+# On stop, scheduled runs under way get this long before they are interrupted.
+JOB_STOP_GRACE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,7 @@ class BackgroundWork:
         self._engine = engine
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._running_jobs: set[asyncio.Task[Any]] = set()
         self._scheduler = AsyncIOScheduler(timezone=settings.scheduler.timezone)
 
     async def start(self) -> None:
@@ -154,7 +158,12 @@ class BackgroundWork:
                 trigger = CronTrigger(timezone=self._settings.scheduler.timezone, **job.cron)
                 overdue = await self._missed(job, trigger)
                 self._scheduler.add_job(
-                    logged_job(job, self._engine, timezone=self._settings.scheduler.timezone),
+                    logged_job(
+                        job,
+                        self._engine,
+                        timezone=self._settings.scheduler.timezone,
+                        running=self._running_jobs,
+                    ),
                     trigger,
                     id=job.id,
                     name=job.id,
@@ -164,7 +173,7 @@ class BackgroundWork:
                 )
                 continue
             self._scheduler.add_job(
-                logged_job(job, self._engine),
+                logged_job(job, self._engine, running=self._running_jobs),
                 "interval",
                 minutes=job.every_minutes,
                 id=job.id,
@@ -201,9 +210,21 @@ class BackgroundWork:
             self._scheduler.modify_job(job_id, next_run_time=datetime.now(UTC))
 
     async def stop(self) -> None:
+        """Stop taking work; give scheduled runs under way a few seconds, then interrupt them.
+
+        Every job is resumable (a sync run's people are leased, a step is claimed), so an
+        interrupted run is finished by the next one, here or on another process.
+        """
         self._stop.set()
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
+        if self._running_jobs:
+            _, unfinished = await asyncio.wait(
+                set(self._running_jobs), timeout=JOB_STOP_GRACE_SECONDS
+            )
+            for task in unfinished:
+                task.cancel()
+            await asyncio.gather(*unfinished, return_exceptions=True)
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(task, timeout=30)
@@ -216,10 +237,18 @@ def _first_run(job: Job) -> dict[str, datetime]:
 
 
 def logged_job(
-    job: Job, engine: AsyncEngine | None, *, timezone: str = "UTC"
+    job: Job,
+    engine: AsyncEngine | None,
+    *,
+    timezone: str = "UTC",
+    running: set[asyncio.Task[Any]] | None = None,
 ) -> Callable[[], Awaitable[None]]:
     """The job as the scheduler runs it: on one replica if it is a singleton, its outcome logged,
     an unexpected failure logged with its traceback and counted.
+
+    While it runs, its task is in ``running`` (so a stopping process can wait for it or
+    interrupt it). An interruption is an expected part of stopping, logged as such: left to the
+    scheduler it would be reported as the job failing, with a traceback.
 
     A calendar-bound job also runs once per due time across replicas: the lock only keeps two
     runs apart, so a replica whose trigger fires after another replica's run has finished (both
@@ -229,6 +258,9 @@ def logged_job(
     trigger = CronTrigger(timezone=timezone, **job.cron) if job.cron is not None else None
 
     async def run() -> None:
+        task = asyncio.current_task()
+        if running is not None and task is not None:
+            running.add(task)
         try:
             async with singleton_lock(engine if job.singleton else None, job.id) as held:
                 if not held:
@@ -248,9 +280,14 @@ def logged_job(
             count_job_run(job.id, failed=False)
             if result is not None:
                 log.info("job.done", job=job.id, result=result)
+        except asyncio.CancelledError:
+            log.info("job.interrupted", job=job.id, reason="the process is stopping")
         except Exception as error:  # a failed run is retried at the next trigger
             count_job_run(job.id, failed=True)
             report_unexpected(log, "job.failed", error, where="job", job=job.id)
+        finally:
+            if running is not None and task is not None:
+                running.discard(task)
 
     return run
 

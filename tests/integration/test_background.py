@@ -9,6 +9,7 @@ import pytest
 from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
+from structlog.testing import capture_logs
 
 from syncwarden.background import (
     WEEKLY_DIGEST,
@@ -168,3 +169,41 @@ async def test_a_weekly_job_missed_while_down_runs_at_start_and_one_done_waits(
         assert upcoming is not None and upcoming > now + timedelta(hours=1)
     finally:
         await m365.aclose()
+
+
+async def test_a_stop_interrupts_a_scheduled_run_under_way_without_reporting_it_as_failed(
+    migrated_engine: AsyncEngine,
+    tenant: SandboxTenant,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A run that does not end by itself is interrupted a few seconds into the stop; the
+    scheduler, left to find the cancelled run, would log it as a job raising an exception."""
+    monkeypatch.setattr("syncwarden.background.JOB_STOP_GRACE_SECONDS", 0.05)
+    settings = sandbox_settings(
+        tenant, graph={"sync_group_id": tenant.seed.group_ids["Calendar Sync (Graph)"]}
+    )
+    m365 = build_microsoft365(settings)
+    workflows = build_workflows(settings, session_factory(migrated_engine), m365)
+    assert workflows is not None
+    inside = asyncio.Event()
+
+    async def never_ends() -> None:
+        inside.set()
+        await asyncio.Event().wait()
+
+    hanging = Job("test.hangs", 60, never_ends, run_at_start=True, singleton=False)
+    monkeypatch.setattr("syncwarden.background.declared_jobs", lambda *_: [hanging])
+    try:
+        background = BackgroundWork(settings, workflows, engine=migrated_engine)
+        with capture_logs() as logs:
+            await background.start()
+            async with asyncio.timeout(30):
+                await inside.wait()
+                await background.stop()  # without the interruption: waits on the run for ever
+    finally:
+        await m365.aclose()
+    assert {"event": "job.interrupted", "job": "test.hangs"}.items() <= next(
+        line for line in logs if line.get("event") == "job.interrupted"
+    ).items()
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.records
