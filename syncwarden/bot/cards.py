@@ -2,9 +2,10 @@
 
 Buttons are ``Action.Execute`` (the Universal Actions model: the click comes back to us as an
 ``adaptiveCard/action`` invoke and we answer with the updated card) with an ``Action.Submit``
-fallback for clients that predate it. Every action carries the ticket reference and the card's
-version, so a stale or repeated click is recognised; who may click is decided on the server from
-the clicker's identity, never from anything in the card.
+fallback for clients that predate it. Every action on a ticket carries the ticket reference and
+the card's version, so a stale or repeated click is recognised; a list's Next button carries the
+list's filter and where its page ended. Who may click is decided on the server from the
+clicker's identity, never from anything in the card.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from syncwarden.bot.list_filters import tickets_filter_text, users_filter_text
 from syncwarden.connectors.scheduling.ports import Profile
 from syncwarden.workflows.model import TicketStatus
+from syncwarden.workflows.paging import Page, TicketScope, TicketsFilter, UsersFilter
 from syncwarden.workflows.ports import TicketView
 from syncwarden.workflows.service import EnrollmentView
 
@@ -36,6 +39,8 @@ class Verb:
     SUBMIT_REQUEST = "submit_request"
     ACKNOWLEDGE = "credential_acknowledge"
     SNOOZE = "credential_snooze"
+    USERS_PAGE = "users_page"
+    TICKETS_PAGE = "tickets_page"
 
 
 def _card(body: list[Card], actions: list[Card] | None = None, **extra: Any) -> Card:
@@ -292,11 +297,29 @@ def request_sent_card(view: TicketView, *, now: datetime) -> Card:
     return _card(body)
 
 
-MAX_USERS_ROWS = 50
+USERS_HINT = (
+    "Narrow the list: **users failing**, **users paused**, **users ok**, "
+    "**users error:permission**, **users name:ann** (the start of a name or address)."
+)
+TICKETS_HINT = (
+    "Other tickets: **tickets all**, **tickets failed**, **tickets completed**, "
+    "**tickets awaiting**, **tickets name:ann** (the start of a name or UPN)."
+)
 
 
-def users_card(rows: Sequence[EnrollmentView], *, now: datetime) -> Card:
-    """The users-to-sync registry as a table: name, address, sync on/off, last sync, status."""
+def _hint(text: str) -> Card:
+    return _text(text, isSubtle=True, size="Small", spacing="Medium")
+
+
+def users_card(
+    page: Page[EnrollmentView], *, now: datetime, wanted: UsersFilter | None = None, first: int = 1
+) -> Card:
+    """One page of the users-to-sync registry as a table: name, address, sync on/off, last
+    sync, status; with a Next button while there are more. ``first`` is the number of the
+    page's first row, for the title."""
+    wanted = wanted or UsersFilter()
+    filters = users_filter_text(wanted)
+    rows = page.rows
     header = _row(["Name", "Address", "Sync", "Last sync", "Status"], bold=True)
     lines = [
         _row(
@@ -308,11 +331,11 @@ def users_card(rows: Sequence[EnrollmentView], *, now: datetime) -> Card:
                 _sync_status(row),
             ]
         )
-        for row in rows[:MAX_USERS_ROWS]
+        for row in rows
     ]
-    body: list[Card] = [_title(f"Calendar sync users ({len(rows)})")]
+    body: list[Card] = [_title(_list_title("Calendar sync users", filters, page, first))]
     if not rows:
-        body.append(_text("Nobody is enrolled yet."))
+        body.append(_text(_no_users(filters, first)))
     else:
         body.append(
             {
@@ -322,9 +345,88 @@ def users_card(rows: Sequence[EnrollmentView], *, now: datetime) -> Card:
                 "rows": [header, *lines],
             }
         )
-    if len(rows) > MAX_USERS_ROWS:
-        body.append(_text(f"…and {len(rows) - MAX_USERS_ROWS} more."))
-    return _card(body)
+    body.append(_hint(USERS_HINT))
+    return _card(body, _next_page(Verb.USERS_PAGE, filters, page, first))
+
+
+def _no_users(filters: str, first: int) -> str:
+    if first > 1:
+        return "No more people on the list."  # those after the last page went since
+    return "Nobody matches." if filters else "Nobody is enrolled yet."
+
+
+def tickets_card(
+    page: Page[TicketView], *, now: datetime, wanted: TicketsFilter | None = None, first: int = 1
+) -> Card:
+    """One page of tickets, newest first: number, person, kind, status and age; with a Next
+    button while there are more."""
+    wanted = wanted or TicketsFilter()
+    filters = tickets_filter_text(wanted)
+    header = _row(["Ticket", "Person", "Kind", "Status", "Age"], bold=True)
+    lines = [
+        _row(
+            [
+                view.ref,
+                view.subject.name,
+                view.kind,
+                _ticket_status(view),
+                age_text(view.created_at, now),
+            ]
+        )
+        for view in page.rows
+    ]
+    body: list[Card] = [_title(_list_title(tickets_heading(wanted), _named(wanted), page, first))]
+    if not page.rows:
+        body.append(_text("No more tickets."))
+    else:
+        body.append(
+            {
+                "type": "Table",
+                "firstRowAsHeaders": True,
+                "columns": [{"width": w} for w in (2, 3, 2, 3, 2)],
+                "rows": [header, *lines],
+            }
+        )
+    body.append(_hint(TICKETS_HINT))
+    return _card(body, _next_page(Verb.TICKETS_PAGE, filters, page, first))
+
+
+def tickets_heading(wanted: TicketsFilter) -> str:
+    """ "Open tickets", "All tickets", "Failed tickets", …"""
+    if wanted.scope is TicketScope.ALL:
+        return "All tickets"
+    if wanted.scope is TicketScope.OPEN:
+        return "Open tickets"
+    return f"{TicketStatus(wanted.scope).label.capitalize()} tickets"
+
+
+def _named(wanted: TicketsFilter) -> str:
+    """The name part of the filter (the heading says the status)."""
+    return tickets_filter_text(TicketsFilter(scope=TicketScope.OPEN, name=wanted.name))
+
+
+def _ticket_status(view: TicketView) -> str:
+    label = TicketStatus(view.status).label
+    return f"{label}: {view.waiting_step}" if view.waiting_step else label
+
+
+def _list_title(heading: str, filters: str, page: Page[Any], first: int) -> str:
+    """The heading, the filter, and the count when this page is the whole list, else which
+    rows these are ("rows 26 to 50"): neither needs a COUNT over the whole table."""
+    named = f"{heading} · {filters}" if filters else heading
+    if first == 1 and page.after is None:
+        return f"{named} ({len(page.rows)})"
+    last = first + len(page.rows) - 1
+    return f"{named}: rows {first} to {last}" if page.rows else named
+
+
+def _next_page(verb: str, filters: str, page: Page[Any], first: int) -> list[Card] | None:
+    """The Next button: the filter as text and the cursor where this page ended. The server
+    reads both as untrusted input and checks again who clicked."""
+    if page.after is None:
+        return None
+    data = {"filters": filters, "after": page.after.token(), "first": first + len(page.rows)}
+    return [_execute(verb, "Next page", data)]
 
 
 def _sync_status(row: EnrollmentView) -> str:

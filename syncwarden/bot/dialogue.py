@@ -32,13 +32,22 @@ from syncwarden.bot.intents import (
     shown_ticket_ref,
     valid_ticket_ref,
 )
+from syncwarden.bot.list_filters import parse_tickets_filter, parse_users_filter
 from syncwarden.bot.turn_limits import TurnLimiter, Verdict
 from syncwarden.core.db import utc_now
 from syncwarden.core.logging import get_logger
 from syncwarden.workflows import wording
 from syncwarden.workflows.access import CANNOT_SEE, Reader, Role, may_read, readable
 from syncwarden.workflows.model import TicketStatus
-from syncwarden.workflows.ports import Person, TicketView
+from syncwarden.workflows.paging import (
+    Page,
+    TicketScope,
+    TicketsCursor,
+    TicketsFilter,
+    UsersCursor,
+    UsersFilter,
+)
+from syncwarden.workflows.ports import Person
 from syncwarden.workflows.roster import Roster
 from syncwarden.workflows.service import ActionOutcome, ActionResult, RequestResult, WorkflowService
 from syncwarden.workflows.text import storable_text
@@ -117,6 +126,8 @@ UNRESOLVED_MENTION = (
     "for example **add someone@example.edu to calendar sync**."
 )
 ADMIN_ONLY = "Sorry, only IT admins can do that. Ask me **help** to see what you can do."
+# The highest row number a Next button may say its page starts at (a list is 10,000s of rows).
+_MAX_FIRST_ROW = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -277,10 +288,29 @@ class DialogueLogic:
             return _unseen(parsed.ticket_typed, await self._reader(incoming.sender))
         return await self._show_ticket(incoming.sender, parsed.ticket_ref)
 
-    async def _on_tickets(self, incoming: Incoming, _parsed: Parsed) -> Reply:
+    async def _on_tickets(self, incoming: Incoming, parsed: Parsed) -> Reply:
+        wanted = parsed.listing if isinstance(parsed.listing, TicketsFilter) else TicketsFilter()
+        return await self._tickets_page(incoming.sender, wanted)
+
+    async def _tickets_page(
+        self,
+        person: Person,
+        wanted: TicketsFilter,
+        after: TicketsCursor | None = None,
+        first: int = 1,
+    ) -> Reply:
+        """A page of tickets as a card. Only IT admins list tickets, and they read every ticket
+        (:mod:`workflows.access`), so asking access leaves the page whole; it is asked anyway,
+        as on every path that shows a ticket."""
         assert self._service is not None
-        reader = await self._reader(incoming.sender)
-        return _ticket_list(readable(await self._service.open_tickets(), reader))
+        page = await self._service.tickets_page(wanted, after)
+        reader = await self._reader(person)
+        shown = Page(tuple(readable(page.rows, reader)), page.after)
+        if not shown.rows and first == 1:
+            which = "" if wanted.scope is TicketScope.ALL else f"{wanted.scope.value} "
+            named = f" for {wanted.name}" if wanted.name else ""
+            return Reply(f"No {which.replace('_', ' ')}tickets{named}.")
+        return Reply(card=cards.tickets_card(shown, now=self._clock(), wanted=wanted, first=first))
 
     async def _on_retry(self, incoming: Incoming, parsed: Parsed) -> Reply:
         assert self._service is not None
@@ -303,9 +333,39 @@ class DialogueLogic:
         assert self._doctor is not None
         return Reply(doctor_text(await self._doctor.run()))
 
-    async def _on_users(self, _incoming: Incoming, _parsed: Parsed) -> Reply:
+    async def _on_users(self, _incoming: Incoming, parsed: Parsed) -> Reply:
+        wanted = parsed.listing if isinstance(parsed.listing, UsersFilter) else UsersFilter()
+        return await self._users_page(wanted)
+
+    async def _users_page(
+        self, wanted: UsersFilter, after: UsersCursor | None = None, first: int = 1
+    ) -> Reply:
         assert self._service is not None
-        return Reply(card=cards.users_card(await self._service.enrollments(), now=self._clock()))
+        page = await self._service.users_page(wanted, after)
+        return Reply(card=cards.users_card(page, now=self._clock(), wanted=wanted, first=first))
+
+    async def _next_page(self, incoming: Incoming, verb: str) -> Reply:
+        """A click on a list's Next button. Who clicked is asked again (the card proves
+        nothing: it may be forwarded, old or forged), and its filter, cursor and row number
+        are read as untrusted text with the same readers as a typed command."""
+        assert self._roster is not None
+        if not await self._roster.is_it_admin(incoming.sender.id):
+            return Reply(ADMIN_ONLY)
+        value = incoming.value
+        first = _int_or_none(value.get("first"))
+        if first is None or not 1 < first <= _MAX_FIRST_ROW:
+            return _unreadable_page(verb)
+        if verb == cards.Verb.USERS_PAGE:
+            users = parse_users_filter(value.get("filters"))
+            after_user = UsersCursor.parse(value.get("after"))
+            if users is None or after_user is None:
+                return _unreadable_page(verb)
+            return await self._users_page(users, after_user, first)
+        tickets = parse_tickets_filter(value.get("filters"))
+        after_ticket = TicketsCursor.parse(value.get("after"))
+        if tickets is None or after_ticket is None:
+            return _unreadable_page(verb)
+        return await self._tickets_page(incoming.sender, tickets, after_ticket, first)
 
     async def _on_pause_or_resume(self, incoming: Incoming, parsed: Parsed) -> Reply:
         assert self._service is not None
@@ -373,6 +433,8 @@ class DialogueLogic:
             return await self._submit_request(incoming)
         if verb in (cards.Verb.ACKNOWLEDGE, cards.Verb.SNOOZE):
             return await self._credential_action(incoming, verb)
+        if verb in (cards.Verb.USERS_PAGE, cards.Verb.TICKETS_PAGE):
+            return await self._next_page(incoming, verb)
         if verb not in _TICKET_VERBS:
             return Reply("That button is not one of mine any more; please ask again.")
         given = value.get("ticket")
@@ -657,15 +719,12 @@ def _action_reply(result: ActionResult) -> Reply:
     return Reply(_sentence(result.message))
 
 
-def _ticket_list(tickets: list[TicketView]) -> Reply:
-    if not tickets:
-        return Reply("No open tickets.")
-    lines = [
-        f"- **{t.ref}** {t.kind} for {t.subject.name}: {TicketStatus(t.status).label}"
-        for t in tickets[:50]
-    ]
-    more = f"\n\n…and {len(tickets) - 50} more." if len(tickets) > 50 else ""
-    return Reply("Open tickets:\n\n" + "\n".join(lines) + more)
+def _unreadable_page(verb: str) -> Reply:
+    command = "users" if verb == cards.Verb.USERS_PAGE else "tickets"
+    return Reply(
+        f"I can't read that Next button (it may come from an older card). "
+        f"Say **{command}** to start the list again."
+    )
 
 
 def _sentence(text: str) -> str:

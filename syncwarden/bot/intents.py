@@ -38,6 +38,8 @@ from functools import lru_cache
 from itertools import pairwise
 from typing import Literal
 
+from syncwarden.bot.list_filters import parse_tickets_filter, parse_users_filter
+from syncwarden.workflows.paging import TicketsFilter, UsersFilter
 from syncwarden.workflows.records import TICKET_NUMBER_OFFSET, TICKET_PREFIX
 
 _TAG = re.compile(r"<[^>]{0,200}>")
@@ -97,6 +99,8 @@ class Parsed:
     ticket_typed: str | None = None
     # The rest of an admin command, e.g. the person after "pause".
     argument: str | None = None
+    # What ``users`` or ``tickets`` is narrowed to ("users failing"); None for the whole list.
+    listing: UsersFilter | TicketsFilter | None = None
 
 
 # --- Vocabulary --------------------------------------------------------------------------------
@@ -336,6 +340,7 @@ _SYNC_NOW = re.compile(
     rf"(?: (?:for|of) (?:everyone|everybody|all|{_PERSON}))?(?: now)?"
 )
 _EVERYONE = {"everyone": "everyone", "everybody": "everyone", "all": "all"}
+_LISTS = frozenset({"users", "tickets"})
 _CHANNEL_VERBS = frozenset({"use", "send", "post", "put", "make", "set", "route"})
 _ALERTS = frozenset({"alerts", "alert", "notifications"})
 _APPROVALS = frozenset({"approvals", "approval"})
@@ -827,6 +832,8 @@ def _admin_command(reading: _Reading, subject_id: str | None, email: str | None)
     for intent, pattern in _ADMIN_PHRASES:
         if pattern.fullmatch(text):
             return Parsed(intent)
+    if words[0] in _LISTS and len(core) > 1:
+        return _narrowed_list(reading.cleaned, reading.tokens, core)
     if words[0] in _CHANNEL_VERBS and {"channel", "here"} & set(words):
         if _APPROVALS & set(words):
             return Parsed(Intent.USE_CHANNEL_FOR_APPROVALS)
@@ -860,6 +867,21 @@ def _core(tokens: list[_Token]) -> list[_Token]:
     if end - start >= 2 and (tokens[end - 2].word, tokens[end - 1].word) == ("thank", "you"):
         end -= 2
     return tokens[start:end]
+
+
+def _narrowed_list(cleaned: str, tokens: list[_Token], core: list[_Token]) -> Parsed | None:
+    """ "users failing", "tickets failed name:ann": a list and its filter, when all that
+    follows the list's name is filter terms (see :mod:`bot.list_filters`), with or without a
+    closing "please"/"thanks" and a "?" or "."; else None, so that "users are complaining"
+    stays a sentence."""
+    closing = next((t.start for t in tokens if t.start >= core[-1].end), len(cleaned))
+    read = parse_users_filter if core[0].word == "users" else parse_tickets_filter
+    for end in dict.fromkeys((len(cleaned), closing)):
+        wanted = read(cleaned[core[0].end : end].rstrip().rstrip("?!."))
+        if wanted is not None:
+            intent = Intent.USERS if core[0].word == "users" else Intent.TICKETS
+            return Parsed(intent, listing=wanted)
+    return None
 
 
 def _pause_or_resume(

@@ -7,17 +7,53 @@ live here too, so every use case loads a ticket the same way.
 
 from __future__ import annotations
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    String,
+    and_,
+    bindparam,
+    literal,
+    or_,
+    select,
+    tuple_,
+)
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import InstrumentedAttribute, selectinload
 
+from syncwarden.core.search_keys import search_key
 from syncwarden.workflows.model import TicketStatus
+from syncwarden.workflows.paging import (
+    PAGE_SIZE,
+    Page,
+    TicketScope,
+    TicketsCursor,
+    TicketsFilter,
+    UsersCursor,
+    UsersFilter,
+    UserState,
+    prefix_range,
+)
 from syncwarden.workflows.ports import TicketView
-from syncwarden.workflows.records import Enrollment, Ticket, canonical_object_id, ticket_id_from_ref
-from syncwarden.workflows.results import EnrollmentView, PersonStatus
+from syncwarden.workflows.records import (
+    ADDRESS_LENGTH,
+    Enrollment,
+    Ticket,
+    canonical_object_id,
+    ticket_id_from_ref,
+    ticket_ref,
+)
+from syncwarden.workflows.results import EnrollmentView, OpenRequest, PersonStatus
 from syncwarden.workflows.views import ticket_view
 
 OPEN_STATUSES = tuple(status.value for status in TicketStatus if status.is_open)
+# "The ticket is open", with the statuses written into the SQL rather than sent as parameters:
+# it is the predicate of the partial index uq_tickets_open_subject, and a planner uses a
+# partial index only when it can prove the query implies the predicate when planning, which it
+# cannot from parameters (SQLite never; PostgreSQL not in a cached generic plan).
+IS_OPEN = Ticket.status.in_(
+    bindparam("open_statuses", OPEN_STATUSES, expanding=True, literal_execute=True)
+)
 
 
 class TicketQueries:
@@ -35,9 +71,7 @@ class TicketQueries:
     async def open_tickets(self) -> list[TicketView]:
         async with self._sessions() as session:
             rows = await session.scalars(
-                with_children(select(Ticket))
-                .where(Ticket.status.in_(OPEN_STATUSES))
-                .order_by(Ticket.created_at)
+                with_children(select(Ticket)).where(IS_OPEN).order_by(Ticket.created_at)
             )
             return [ticket_view(ticket) for ticket in rows.all()]
 
@@ -46,7 +80,7 @@ class TicketQueries:
             ticket = await session.scalar(
                 with_children(select(Ticket)).where(
                     Ticket.subject_id == canonical_object_id(subject_id),
-                    Ticket.status.in_(OPEN_STATUSES),
+                    IS_OPEN,
                 )
             )
             return ticket_view(ticket) if ticket else None
@@ -67,9 +101,33 @@ class TicketQueries:
             return result
 
     async def status_of(self, person_id: str) -> PersonStatus:
-        enrollment = await self.active_enrollment(person_id)
+        """Where one person stands, in one round trip: their active enrollment and their open
+        ticket, each outer-joined to the person, so either, both or neither may be there.
+
+        The open ticket comes without its decisions and steps (the answer names its number
+        and status only), which is what keeps this one query.
+        """
+        subject = canonical_object_id(person_id)
+        person = select(literal(subject, String()).label("subject_id")).subquery("person")
+        open_ticket = and_(Ticket.subject_id == person.c.subject_id, IS_OPEN)
+        enrolled = and_(Enrollment.subject_id == person.c.subject_id, Enrollment.active.is_(True))
+        async with self._sessions() as session:
+            rows = await session.execute(
+                select(Ticket.id, Ticket.kind, Ticket.status, Enrollment)
+                .select_from(person)
+                .outerjoin(Ticket, open_ticket)
+                .outerjoin(Enrollment, enrolled)
+                .order_by(Enrollment.id)
+            )
+            first = rows.first()
+        enrollment = first.Enrollment if first is not None else None
+        ticket = (
+            OpenRequest(ticket_ref(first.id), first.kind, first.status)
+            if first is not None and first.id is not None
+            else None
+        )
         return PersonStatus(
-            open_ticket=await self.open_ticket_of(person_id),
+            open_ticket=ticket,
             enrolled_mailbox=enrollment.mailbox if enrollment else None,
             last_sync_at=enrollment.last_success_at if enrollment else None,
             last_error=enrollment.last_error if enrollment else None,
@@ -78,29 +136,101 @@ class TicketQueries:
 
     async def enrollments_of(self, who: str) -> list[EnrollmentView]:
         """The active enrollments of one person, named by object id, UPN or sync address."""
-        cleaned = who.strip().lower()
+        key = search_key(who, ADDRESS_LENGTH)
         async with self._sessions() as session:
             rows = await session.scalars(
                 select(Enrollment).where(
                     Enrollment.active.is_(True),
                     or_(
-                        Enrollment.subject_id == cleaned,
-                        func.lower(Enrollment.subject_upn) == cleaned,
-                        func.lower(Enrollment.mailbox) == cleaned,
+                        Enrollment.subject_id == canonical_object_id(who),
+                        Enrollment.upn_key == key,
+                        Enrollment.mailbox_key == key,
                     ),
                 )
             )
             return [enrollment_view(row) for row in rows.all()]
 
     async def enrollments(self) -> list[EnrollmentView]:
-        """Everyone enrolled (active), by name: the registry IT looks at."""
+        """Everyone enrolled (active), by name. Every row: the bot pages with users_page."""
         async with self._sessions() as session:
             rows = await session.scalars(
                 select(Enrollment)
                 .where(Enrollment.active.is_(True))
-                .order_by(Enrollment.subject_name)
+                .order_by(Enrollment.name_key, Enrollment.id)
             )
             return [enrollment_view(row) for row in rows.all()]
+
+    async def users_page(
+        self, wanted: UsersFilter, after: UsersCursor | None = None, *, size: int = PAGE_SIZE
+    ) -> Page[EnrollmentView]:
+        """One page of the enrolled people ``wanted`` describes, by name, after ``after``."""
+        query = select(Enrollment).where(Enrollment.active.is_(True))
+        if wanted.state is UserState.PAUSED:
+            query = query.where(Enrollment.paused.is_(True))
+        elif wanted.state is UserState.FAILING:
+            query = query.where(Enrollment.last_error.is_not(None))
+        elif wanted.state is UserState.OK:
+            query = query.where(Enrollment.paused.is_(False), Enrollment.last_error.is_(None))
+        if wanted.error_kind is not None:
+            query = query.where(Enrollment.last_error_kind == wanted.error_kind)
+        if wanted.name is not None:
+            prefix = search_key(wanted.name, ADDRESS_LENGTH)
+            query = query.where(
+                or_(
+                    _starts_with(Enrollment.name_key, prefix),
+                    _starts_with(Enrollment.upn_key, prefix),
+                    _starts_with(Enrollment.mailbox_key, prefix),
+                )
+            )
+        if after is not None:
+            query = query.where(
+                tuple_(Enrollment.name_key, Enrollment.id) > tuple_(after.name_key, after.id)
+            )
+        async with self._sessions() as session:
+            rows = (
+                await session.scalars(
+                    query.order_by(Enrollment.name_key, Enrollment.id).limit(size + 1)
+                )
+            ).all()
+        shown = rows[:size]
+        more = len(rows) > size
+        cursor = UsersCursor(shown[-1].name_key, shown[-1].id) if more else None
+        return Page(tuple(enrollment_view(row) for row in shown), cursor)
+
+    async def tickets_page(
+        self, wanted: TicketsFilter, after: TicketsCursor | None = None, *, size: int = PAGE_SIZE
+    ) -> Page[TicketView]:
+        """One page of the tickets ``wanted`` describes, newest first, after ``after``.
+
+        Newest first is by row id: ids are handed out in the order tickets are created, and the
+        primary key is already the index that reads them in that order.
+        """
+        query = with_children(select(Ticket))
+        if wanted.scope is TicketScope.OPEN:
+            query = query.where(IS_OPEN)
+        elif wanted.scope is not TicketScope.ALL:
+            query = query.where(Ticket.status == wanted.scope.value)
+        if wanted.name is not None:
+            prefix = search_key(wanted.name, ADDRESS_LENGTH)
+            query = query.where(
+                or_(_starts_with(Ticket.name_key, prefix), _starts_with(Ticket.upn_key, prefix))
+            )
+        if after is not None:
+            query = query.where(Ticket.id < after.id)
+        async with self._sessions() as session:
+            rows = (await session.scalars(query.order_by(Ticket.id.desc()).limit(size + 1))).all()
+            shown = rows[:size]
+            views = tuple(ticket_view(ticket) for ticket in shown)
+        cursor = TicketsCursor(shown[-1].id) if len(rows) > size else None
+        return Page(views, cursor)
+
+
+def _starts_with(column: InstrumentedAttribute[str], prefix: str) -> ColumnElement[bool]:
+    """``column`` starts with ``prefix``, as a range its btree index reads (see prefix_range)."""
+    low, high = prefix_range(prefix)
+    if high is None:
+        return column >= low
+    return and_(column >= low, column < high)
 
 
 def with_children(query: Select[Ticket]) -> Select[Ticket]:

@@ -8,6 +8,7 @@ and is answered with the ticket that won.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -22,12 +23,17 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
+from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
+from sqlalchemy.types import TypeEngine
 
 from syncwarden.core.db import Base, UtcDateTime, utc_now
+from syncwarden.core.search_keys import search_key
 from syncwarden.workflows.model import TicketKind, TicketStatus
 
 TICKET_PREFIX = "SW-"
+NAME_LENGTH = 256
+ADDRESS_LENGTH = 320
 TICKET_NUMBER_OFFSET = 1000
 _OPEN_STATUSES_SQL = ", ".join(f"'{status.value}'" for status in TicketStatus if status.is_open)
 _OPEN_TICKET = text(f"status IN ({_OPEN_STATUSES_SQL})")
@@ -44,18 +50,47 @@ def canonical_object_id(object_id: str) -> str:
     return object_id.strip().lower()
 
 
+def _search_key_column(length: int) -> TypeEngine[str]:
+    """A search key column: code-point order on PostgreSQL (SQLite's default already is)."""
+    return String(length).with_variant(String(length, collation="C"), "postgresql")
+
+
+def _key_of(source: str, longest: int) -> Callable[[DefaultExecutionContext], str]:
+    """The column default that fills a search key from its source on any INSERT, the ORM's or
+    a bulk one through Core (the ORM validators below keep it right on later changes)."""
+
+    def key(context: DefaultExecutionContext) -> str:
+        parameters: dict[str, Any] = context.get_current_parameters()  # type: ignore[no-untyped-call]
+        return search_key(parameters.get(source) or "", longest)
+
+    return key
+
+
 class Ticket(Base):
     __tablename__ = "tickets"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     kind: Mapped[str] = mapped_column(String(16))
-    status: Mapped[str] = mapped_column(String(32), index=True)
+    status: Mapped[str] = mapped_column(String(32))
     version: Mapped[int] = mapped_column(Integer, default=1)
 
     subject_id: Mapped[str] = mapped_column(String(64))
     subject_upn: Mapped[str] = mapped_column(String(320))
     subject_name: Mapped[str] = mapped_column(String(256))
     subject_mail: Mapped[str] = mapped_column(String(320))
+    # Search keys of the subject's name and UPN (see search_key), for IT's ticket list.
+    name_key: Mapped[str] = mapped_column(
+        _search_key_column(NAME_LENGTH),
+        server_default="",
+        default=_key_of("subject_name", NAME_LENGTH),
+        index=True,
+    )
+    upn_key: Mapped[str] = mapped_column(
+        _search_key_column(ADDRESS_LENGTH),
+        server_default="",
+        default=_key_of("subject_upn", ADDRESS_LENGTH),
+        index=True,
+    )
 
     requester_id: Mapped[str] = mapped_column(String(64))
     requester_upn: Mapped[str] = mapped_column(String(320))
@@ -84,6 +119,9 @@ class Ticket(Base):
     )
 
     __table_args__ = (
+        # Tickets by status, newest first within one: the tickets list filtered by a status
+        # reads its page in order; the status counts and clocks read their status's range.
+        Index("ix_tickets_status_id", "status", "id"),
         Index(
             "uq_tickets_open_subject",
             "subject_id",
@@ -97,10 +135,18 @@ class Ticket(Base):
     def _canonical_id(self, _key: str, value: str) -> str:
         return canonical_object_id(value)
 
+    @validates("subject_name", "subject_upn")
+    def _keep_search_keys(self, key: str, value: str) -> str:
+        if key == "subject_name":
+            self.name_key = search_key(value, NAME_LENGTH)
+        else:
+            self.upn_key = search_key(value, ADDRESS_LENGTH)
+        return value
+
     @property
     def ref(self) -> str:
         """The id people use: ``SW-1042``."""
-        return f"{TICKET_PREFIX}{TICKET_NUMBER_OFFSET + self.id}"
+        return ticket_ref(self.id)
 
     @property
     def ticket_kind(self) -> TicketKind:
@@ -109,6 +155,11 @@ class Ticket(Base):
     @property
     def ticket_status(self) -> TicketStatus:
         return TicketStatus(self.status)
+
+
+def ticket_ref(ticket_id: int) -> str:
+    """The number people use for the ticket with row id ``ticket_id``: ``SW-1042``."""
+    return f"{TICKET_PREFIX}{TICKET_NUMBER_OFFSET + ticket_id}"
 
 
 def ticket_id_from_ref(ref: str) -> int | None:
@@ -199,10 +250,38 @@ class Enrollment(Base):
     last_error_kind: Mapped[str | None] = mapped_column(String(32))
     # What the last successful sync did, in words ("2 created, 1 updated, …"), for people.
     last_sync_summary: Mapped[str | None] = mapped_column(String(200))
+    # Search keys (see search_key): the users list sorts by name and finds by any of the three.
+    name_key: Mapped[str] = mapped_column(
+        _search_key_column(NAME_LENGTH),
+        server_default="",
+        default=_key_of("subject_name", NAME_LENGTH),
+    )
+    upn_key: Mapped[str] = mapped_column(
+        _search_key_column(ADDRESS_LENGTH),
+        server_default="",
+        default=_key_of("subject_upn", ADDRESS_LENGTH),
+        index=True,
+    )
+    mailbox_key: Mapped[str] = mapped_column(
+        _search_key_column(ADDRESS_LENGTH),
+        server_default="",
+        default=_key_of("mailbox", ADDRESS_LENGTH),
+        index=True,
+    )
 
     @validates("subject_id")
     def _canonical_id(self, _key: str, value: str) -> str:
         return canonical_object_id(value)
+
+    @validates("subject_name", "subject_upn", "mailbox")
+    def _keep_search_keys(self, key: str, value: str) -> str:
+        if key == "subject_name":
+            self.name_key = search_key(value, NAME_LENGTH)
+        elif key == "subject_upn":
+            self.upn_key = search_key(value, ADDRESS_LENGTH)
+        else:
+            self.mailbox_key = search_key(value, ADDRESS_LENGTH)
+        return value
 
     __table_args__ = (
         Index(
@@ -213,4 +292,10 @@ class Enrollment(Base):
             sqlite_where=_ACTIVE,
             postgresql_where=_ACTIVE,
         ),
+        # The users list, a page at a time in name order: all, paused or not, by error kind.
+        # Each leads with what the filter fixes and ends with the page order, so a page is one
+        # index range read in order, whatever the filter.
+        Index("ix_enrollments_list_by_name", "active", "name_key", "id"),
+        Index("ix_enrollments_list_by_pause", "active", "paused", "name_key", "id"),
+        Index("ix_enrollments_list_by_error", "active", "last_error_kind", "name_key", "id"),
     )

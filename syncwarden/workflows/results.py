@@ -37,8 +37,17 @@ class EnrollmentForm:
 
 
 @dataclass(frozen=True)
+class OpenRequest:
+    """A person's open ticket as their status names it: its number, kind and status."""
+
+    ref: str
+    kind: str
+    status: str
+
+
+@dataclass(frozen=True)
 class PersonStatus:
-    open_ticket: TicketView | None
+    open_ticket: OpenRequest | None
     enrolled_mailbox: str | None
     last_sync_at: datetime | None
     last_error: str | None

@@ -19,6 +19,13 @@ from syncwarden.core.db import utc_now
 from syncwarden.core.settings import ApprovalSettings, ProvisioningSettings
 from syncwarden.workflows.approval_clock import ApprovalClock
 from syncwarden.workflows.commands import TicketCommands
+from syncwarden.workflows.paging import (
+    Page,
+    TicketsCursor,
+    TicketsFilter,
+    UsersCursor,
+    UsersFilter,
+)
 from syncwarden.workflows.pausing import SyncPausing
 from syncwarden.workflows.ports import Person, TicketView
 from syncwarden.workflows.queries import TicketQueries
@@ -28,6 +35,7 @@ from syncwarden.workflows.results import (
     ActionResult,
     EnrollmentForm,
     EnrollmentView,
+    OpenRequest,
     PersonStatus,
     RequestProblem,
     RequestResult,
@@ -41,6 +49,7 @@ __all__ = [
     "ActionResult",
     "EnrollmentForm",
     "EnrollmentView",
+    "OpenRequest",
     "PersonStatus",
     "RequestProblem",
     "RequestResult",
@@ -176,3 +185,13 @@ class WorkflowService:
 
     async def enrollments_of(self, who: str) -> list[EnrollmentView]:
         return await self._queries.enrollments_of(who)
+
+    async def users_page(
+        self, wanted: UsersFilter, after: UsersCursor | None = None
+    ) -> Page[EnrollmentView]:
+        return await self._queries.users_page(wanted, after)
+
+    async def tickets_page(
+        self, wanted: TicketsFilter, after: TicketsCursor | None = None
+    ) -> Page[TicketView]:
+        return await self._queries.tickets_page(wanted, after)

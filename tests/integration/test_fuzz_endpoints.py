@@ -208,6 +208,8 @@ _COMMANDS = (
     "change my sync address to {text}",
     "tickets",
     "users",
+    "users {text}",
+    "tickets {text}",
     "<at>Syncwarden</at> ticket {ref}",
 )
 
@@ -537,6 +539,8 @@ async def test_generated_activities_never_break_a_request(
                 "submit_request",
                 "credential_acknowledge",
                 "credential_snooze",
+                "users_page",
+                "tickets_page",
             ]
         ),
         junk,
@@ -553,6 +557,9 @@ async def test_generated_activities_never_break_a_request(
                 "justification",
                 "alert",
                 "verb",
+                "filters",
+                "after",
+                "first",
             ]
         ),
         junk,

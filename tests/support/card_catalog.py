@@ -8,11 +8,33 @@ from typing import Any
 
 from syncwarden.bot import cards
 from syncwarden.connectors.scheduling.ports import Profile
+from syncwarden.workflows.model import TicketStatus
+from syncwarden.workflows.paging import (
+    Page,
+    TicketsCursor,
+    TicketsFilter,
+    UsersCursor,
+    UsersFilter,
+    UserState,
+)
 from syncwarden.workflows.ports import DecisionView
 from syncwarden.workflows.service import EnrollmentView
 from tests.support.tickets import sample_ticket
 
 NOW = dt.datetime(2026, 11, 21, 15, 0, tzinfo=dt.UTC)
+
+
+def _enrolled(number: int) -> EnrollmentView:
+    return EnrollmentView(
+        f"u-{number}",
+        f"Person {number}",
+        f"person.{number}@example.edu",
+        f"person.{number}@example.edu",
+        False,
+        NOW,
+        "Syncwarden's app is missing a Microsoft Graph application permission",
+        last_error_kind="permission",
+    )
 
 
 def catalog() -> dict[str, dict[str, Any]]:
@@ -84,33 +106,52 @@ def catalog() -> dict[str, dict[str, Any]]:
             errors={"profile": "Several profiles match; choose one.", "mailbox": "Not yours"},
         ),
         "users: two people": cards.users_card(
-            [
-                EnrollmentView(
-                    "u-1",
-                    "Ada Byron",
-                    "ada@example.edu",
-                    "ada@example.edu",
-                    False,
-                    NOW,
-                    None,
-                    last_sync_summary=(
-                        "2 created, 0 updated, 0 deleted, 0 re-created, 5 busy blocks"
+            Page(
+                (
+                    EnrollmentView(
+                        "u-1",
+                        "Ada Byron",
+                        "ada@example.edu",
+                        "ada@example.edu",
+                        False,
+                        NOW,
+                        None,
+                        last_sync_summary=(
+                            "2 created, 0 updated, 0 deleted, 0 re-created, 5 busy blocks"
+                        ),
                     ),
-                ),
-                EnrollmentView(
-                    "u-2",
-                    "Alan Turing",
-                    "alan@example.edu",
-                    "alan@example.edu",
-                    True,
-                    None,
-                    "Exchange refuses the mailbox (ErrorAccessDenied)",
-                    last_error_kind="not_in_scope",
-                ),
-            ],
+                    EnrollmentView(
+                        "u-2",
+                        "Alan Turing",
+                        "alan@example.edu",
+                        "alan@example.edu",
+                        True,
+                        None,
+                        "Exchange refuses the mailbox (ErrorAccessDenied)",
+                        last_error_kind="not_in_scope",
+                    ),
+                )
+            ),
             now=NOW,
         ),
-        "users: nobody": cards.users_card([], now=NOW),
+        "users: nobody": cards.users_card(Page(()), now=NOW),
+        "users: failing, a page with more": cards.users_card(
+            Page(tuple(_enrolled(n) for n in range(25)), UsersCursor("person 24", 1024)),
+            now=NOW,
+            wanted=UsersFilter(UserState.FAILING, "permission", "Ann Lee"),
+            first=26,
+        ),
+        "users: nobody matches": cards.users_card(
+            Page(()), now=NOW, wanted=UsersFilter(UserState.PAUSED)
+        ),
+        "tickets: open, the whole list": cards.tickets_card(
+            Page((waiting, on_behalf, failed)), now=NOW
+        ),
+        "tickets: failed, a page with more": cards.tickets_card(
+            Page(tuple(failed for _ in range(25)), TicketsCursor(42)),
+            now=NOW,
+            wanted=TicketsFilter(TicketStatus.FAILED, "ann"),
+        ),
         "credential alert": cards.credential_alert_card(
             "The client secret of **Payroll Feed** expires in 7 days (Sat 29 Nov 2026)\n\n"
             "App: Payroll Feed (app id 1111) · credential 'payroll' (abc…) · key id k-1\n\n"

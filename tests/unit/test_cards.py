@@ -108,3 +108,34 @@ def test_the_users_table_shows_what_each_sync_did_and_why_one_failed() -> None:
     text = json.dumps(catalog()["users: two people"])
     assert "ok: 2 created, 0 updated, 0 deleted, 0 re-created, 5 busy blocks" in text
     assert "problem (not_in_scope): Exchange refuses the mailbox" in text
+
+
+def test_a_list_page_with_more_has_a_next_button_carrying_its_filter_and_cursor() -> None:
+    users = catalog()["users: failing, a page with more"]
+    [following] = actions(users)
+    assert following["data"] == {
+        "verb": Verb.USERS_PAGE,
+        "filters": 'failing error:permission name:"Ann Lee"',
+        "after": "1024.person 24",
+        "first": 51,
+    }
+    assert following["fallback"]["data"] == following["data"]
+    assert users["body"][0]["text"] == (
+        'Calendar sync users · failing error:permission name:"Ann Lee": rows 26 to 50'
+    )
+    [tickets] = actions(catalog()["tickets: failed, a page with more"])
+    assert tickets["data"] == {
+        "verb": Verb.TICKETS_PAGE,
+        "filters": "failed name:ann",
+        "after": "42",
+        "first": 26,
+    }
+
+
+def test_a_whole_list_says_how_many_and_has_no_next_button() -> None:
+    whole = catalog()["tickets: open, the whole list"]
+    assert actions(whole) == [] and whole["body"][0]["text"] == "Open tickets (3)"
+    assert actions(catalog()["users: two people"]) == []
+    assert catalog()["users: nobody matches"]["body"][0]["text"] == (
+        "Calendar sync users · paused (0)"
+    )
