@@ -142,3 +142,83 @@ class TaggedCalendar(Protocol):
     ) -> list[dict[str, Any]]: ...
 
     async def delete_event(self, mailbox: str, event_id: str) -> bool: ...
+
+
+class Removal(StrEnum):
+    """Why users delta says a user is gone: ``changed`` can still be restored, ``deleted`` not."""
+
+    SOFT = "soft"
+    HARD = "hard"
+
+
+@dataclass(frozen=True)
+class UserChange:
+    """One user as a directory delta round reported it.
+
+    ``removed`` is set for a deleted user, and then nothing else is known. Otherwise a field is
+    None when the round did not carry it (not selected, never set, or unchanged under
+    ``return=minimal``). ``primary_smtp`` is the single ``SMTP:`` proxy address, else ``mail``.
+    """
+
+    id: str
+    removed: Removal | None = None
+    account_enabled: bool | None = None
+    user_principal_name: str | None = None
+    mail: str | None = None
+    primary_smtp: str | None = None
+    display_name: str | None = None
+    proxy_addresses: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class UserDeltaRound:
+    """A whole users/delta round: changes merged by id (last seen wins), the link to store."""
+
+    changes: tuple[UserChange, ...]
+    delta_link: str
+    requests: int
+
+
+@dataclass(frozen=True)
+class MembershipDeltaRound:
+    """A whole membership delta round for one group.
+
+    On a first round ``added`` is the current membership. ``uncertain`` holds ids reported both
+    added and removed in the same round (pages come in no set order): read the member list to
+    settle them. ``group_removed`` is True when the group itself was deleted.
+    """
+
+    added: frozenset[str]
+    removed: frozenset[str]
+    uncertain: frozenset[str]
+    delta_link: str
+    requests: int
+    group_removed: bool = False
+
+
+@dataclass(frozen=True)
+class Manager:
+    id: str
+    display_name: str | None
+    mail: str | None
+    user_principal_name: str | None
+    is_user: bool
+
+
+class DirectoryChanges(Protocol):
+    """Reading what changed in the directory cheaply, for the access reconciler.
+
+    Every method that takes a stored link raises ``DeltaRestartRequiredError`` (a
+    ``DeltaExpiredError``) when the service no longer knows it: the caller drops the link and
+    starts a full round.
+    """
+
+    async def user_changes(self, delta_link: str | None) -> UserDeltaRound: ...
+
+    async def member_changes(
+        self, group_id: str, delta_link: str | None
+    ) -> MembershipDeltaRound: ...
+
+    async def member_ids(self, group_id: str) -> frozenset[str]: ...
+
+    async def manager_of(self, user_id: str) -> Manager | None: ...

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from cryptography import x509
 
+from syncwarden.sandbox import directory_admin
 from syncwarden.sandbox.knobs import FaultRule
-from syncwarden.sandbox.state import iso
+from syncwarden.sandbox.state import DirectoryDeltaSettings, iso
 
 if TYPE_CHECKING:
     from syncwarden.sandbox.server import SandboxTenant
@@ -56,6 +58,15 @@ class AdminApi:
             web.delete(f"{p}/groups/{{group}}/members/{{member}}", self.remove_member),
             web.post(f"{p}/users", self.add_user),
             web.delete(f"{p}/users/{{user}}", self.remove_user),
+            web.post(f"{p}/users/{{user}}/disable", self.disable_user),
+            web.post(f"{p}/users/{{user}}/enable", self.enable_user),
+            web.post(f"{p}/users/{{user}}/soft-delete", self.soft_delete_user),
+            web.post(f"{p}/deleted-users/{{user}}/restore", self.restore_user),
+            web.put(f"{p}/users/{{user}}/primary-address", self.primary_address),
+            web.put(f"{p}/users/{{user}}/manager", self.set_manager),
+            web.get(f"{p}/directory-delta", self.get_directory_delta),
+            web.patch(f"{p}/directory-delta", self.patch_directory_delta),
+            web.post(f"{p}/directory-delta/expire", self.expire_directory_delta),
             web.put(f"{p}/access-policies/{{app}}", self.put_policy),
             web.post(f"{p}/access-policies/{{app}}/propagate", self.propagate),
             web.post(f"{p}/delta/expire", self.expire_delta),
@@ -157,8 +168,75 @@ class AdminApi:
         return web.json_response(user.to_graph(), status=201)
 
     async def remove_user(self, request: web.Request) -> web.Response:
-        self.t.remove_user(request.match_info["user"])
+        """Delete for good (a soft-deleted user too); an unknown user is left as it was."""
+        try:
+            directory_admin.hard_delete(self.t.state, request.match_info["user"])
+        except KeyError:
+            self.t.remove_user(request.match_info["user"])
         return web.Response(status=204)
+
+    def _user_change(self, change: Callable[[], Any]) -> web.Response:
+        try:
+            change()
+        except KeyError as exc:
+            raise web.HTTPNotFound(text=f"unknown {exc}") from exc
+        except ValueError as exc:
+            raise web.HTTPConflict(text=str(exc)) from exc
+        return web.Response(status=204)
+
+    async def disable_user(self, request: web.Request) -> web.Response:
+        user = request.match_info["user"]
+        return self._user_change(lambda: directory_admin.set_enabled(self.t.state, user, False))
+
+    async def enable_user(self, request: web.Request) -> web.Response:
+        user = request.match_info["user"]
+        return self._user_change(lambda: directory_admin.set_enabled(self.t.state, user, True))
+
+    async def soft_delete_user(self, request: web.Request) -> web.Response:
+        user = request.match_info["user"]
+        return self._user_change(lambda: directory_admin.soft_delete(self.t.state, user))
+
+    async def restore_user(self, request: web.Request) -> web.Response:
+        user = request.match_info["user"]
+        return self._user_change(lambda: directory_admin.restore(self.t.state, user))
+
+    async def primary_address(self, request: web.Request) -> web.Response:
+        body = await self._json(request)
+        user = request.match_info["user"]
+        address = str(body.get("address") or "")
+        return self._user_change(
+            lambda: directory_admin.change_primary_address(self.t.state, user, address)
+        )
+
+    async def set_manager(self, request: web.Request) -> web.Response:
+        body = await self._json(request)
+        user = request.match_info["user"]
+        manager = body.get("manager")
+        return self._user_change(
+            lambda: directory_admin.set_manager(
+                self.t.state, user, None if manager is None else str(manager)
+            )
+        )
+
+    async def get_directory_delta(self, request: web.Request) -> web.Response:
+        return web.json_response(asdict(self.t.state.directory_delta))
+
+    async def patch_directory_delta(self, request: web.Request) -> web.Response:
+        body = await self._json(request)
+        try:
+            settings = DirectoryDeltaSettings(**{**asdict(self.t.state.directory_delta), **body})
+        except TypeError as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from exc
+        if settings.expiry not in ("bad_request", "gone", "resync_required"):
+            raise web.HTTPBadRequest(text=f"unknown expiry {settings.expiry!r}")
+        self.t.state.directory_delta = settings
+        return web.json_response(asdict(settings))
+
+    async def expire_directory_delta(self, request: web.Request) -> web.Response:
+        tokens = self.t.state.directory_delta_tokens
+        expired = len(tokens)
+        tokens.clear()
+        return web.json_response({"expired": expired})
 
     async def put_policy(self, request: web.Request) -> web.Response:
         body = await self._json(request)

@@ -21,6 +21,7 @@ from syncwarden.sandbox.graph_core import (
     ok,
     paged,
 )
+from syncwarden.sandbox.graph_delta import DirectoryDelta
 from syncwarden.sandbox.graph_directory import (
     DirectoryRules,
     advanced_enabled,
@@ -72,8 +73,12 @@ class GroupsFront:
         self.ctx = ctx
 
     def routes(self) -> list[Route]:
+        delta = DirectoryDelta(self.ctx)
         return [
             Route("GET", "/groups", self.list_groups, READ_GROUPS),
+            # Before /groups/{group}, which would otherwise take "delta" for a group id.
+            Route("GET", "/groups/delta", delta.groups, READ_GROUPS),
+            Route("GET", "/groups/microsoft.graph.delta", delta.groups, READ_GROUPS),
             Route("GET", "/groups/{group}", self.get_group, READ_GROUPS),
             Route("PATCH", "/groups/{group}", self.patch_group, WRITE_MEMBERS),
             Route("GET", "/groups/{group}/members", self.members, READ_GROUPS),

@@ -114,6 +114,14 @@ def load_seed(
         state.users[user.id] = user
         info.user_ids[user.userPrincipalName] = user.id
 
+    for entry in raw.get("users", []):
+        if entry.get("manager"):
+            managed = state.users[info.user_ids[entry["userPrincipalName"]]]
+            manager = state.user(entry["manager"])
+            if manager is None:
+                raise ValueError(f"seed user {managed.userPrincipalName!r} has an unknown manager")
+            managed.manager_id = manager.id
+
     def member_id(ref: str) -> str:
         found = state.user(ref)
         if found is not None:

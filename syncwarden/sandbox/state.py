@@ -12,7 +12,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from syncwarden.sandbox.odata import JsonDict
 
@@ -125,6 +125,8 @@ class User:
     # A Teams licence: without one, Teams (and its Graph teamwork API) knows nothing of them.
     has_teams: bool = True
     created: dt.datetime = field(default_factory=utcnow)
+    # The ``manager`` navigation property: the manager's object id, or None when nobody is set.
+    manager_id: str | None = None
 
     def to_graph(self) -> JsonDict:
         return {
@@ -339,6 +341,42 @@ class AccessPolicy:
     propagated: set[str] | None = None
 
 
+@dataclass
+class DeletedUser:
+    """A soft-deleted user in ``/directory/deletedItems``, restorable for 30 days.
+
+    ``groups`` keeps the groups the user belonged to: a restored user is "also restored to any
+    groups they were a member of" (user-delete page), and group delta goes on counting them as
+    members until they are deleted for good (delta-query-groups page).
+    """
+
+    user: User
+    deleted: dt.datetime
+    groups: list[str] = field(default_factory=list)
+
+
+DeltaExpiry = Literal["bad_request", "gone", "resync_required"]
+
+
+@dataclass
+class DirectoryDeltaSettings:
+    """How the sandbox answers ``users/delta`` and ``groups/delta``; tests change these.
+
+    Page sizes are the server's choice in Graph (``$top`` is ignored on directory delta), so
+    they are settings here. ``expiry`` picks one of the documented answers to a token that is
+    no longer known: 400 ``syncStateNotFound`` (the Microsoft 365 Developer blog, July 2020),
+    410 Gone with a ``Location`` header (delta-query-overview, "Synchronization reset") or 400
+    ``resyncRequired`` (Graph's error code list). ``report_deleted_members`` False reproduces
+    the reported bug where a permanently deleted member never shows as removed in group delta
+    (microsoft-graph-docs#14708).
+    """
+
+    page_size: int = 200
+    member_page_size: int = 100
+    expiry: DeltaExpiry = "bad_request"
+    report_deleted_members: bool = True
+
+
 EventListener = Callable[[str, str, str], None]
 
 
@@ -359,6 +397,11 @@ class TenantState:
     # The Teams app catalog by catalog id, and each person's personal-scope installations.
     teams_apps: dict[str, TeamsApp] = field(default_factory=dict)
     teams_installations: dict[str, list[TeamsAppInstallation]] = field(default_factory=dict)
+    # Soft-deleted users by id; a hard delete removes them from here too.
+    deleted_users: dict[str, DeletedUser] = field(default_factory=dict)
+    directory_delta: DirectoryDeltaSettings = field(default_factory=DirectoryDeltaSettings)
+    # Server-side state behind directory delta tokens (owned by ``graph_delta``).
+    directory_delta_tokens: dict[str, Any] = field(default_factory=dict)
     change_seq: int = 0
     change_log: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
     listeners: list[EventListener] = field(default_factory=list)
