@@ -85,7 +85,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         Intent.TICKETS,
         "tickets",
-        "Open tickets",
+        "Open tickets, a page at a time; or all, failed, completed, … and name:<start>",
         Audience.IT_ADMINS,
         menu=(Scope.PERSONAL, Scope.TEAM),
     ),
@@ -100,7 +100,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         Intent.USERS,
         "users",
-        "Everyone enrolled, with their last sync",
+        "Everyone enrolled, a page at a time; or failing, paused, ok, error:<kind>, name:<start>",
         Audience.IT_ADMINS,
         menu=(Scope.PERSONAL,),
     ),
