@@ -67,6 +67,12 @@ def declared_jobs(settings: Settings, workflows: Workflows) -> list[Job]:
             run_at_start=True,
         ),
         Job(
+            "access.reconcile",
+            24 * 60,
+            lambda: _described(workflows.reconciler.run()),
+            cron=DAILY_RECONCILIATION,
+        ),
+        Job(
             "credentials.weekly_digest",
             7 * 24 * 60,
             workflows.credentials.digest,
@@ -109,6 +115,9 @@ async def _described(result: Awaitable[object]) -> str:
 
 
 REQUESTED_POLL_SECONDS = 10.0
+# Early every morning in the scheduler's time zone, before IT's day: drift found overnight
+# (leavers disabled in the evening, members added by hand) is in the channel when they arrive.
+DAILY_RECONCILIATION: Mapping[str, int | str] = {"hour": 6, "minute": 30}
 # Monday morning in the scheduler's time zone, when IT plans its week.
 WEEKLY_DIGEST: Mapping[str, int | str] = {"day_of_week": "mon", "hour": 8, "minute": 0}
 

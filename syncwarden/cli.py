@@ -42,6 +42,7 @@ from syncwarden.sandbox_process import SandboxStartError
 if TYPE_CHECKING:  # the server module loads the Agents SDK: only commands that serve import it
     from syncwarden.server import Role
 from syncwarden.sync.engine import SyncReport
+from syncwarden.sync.reconcile import ReconcileReport
 from syncwarden.workflows.audit import export_audit
 
 EXIT_UNAVAILABLE = 1
@@ -601,6 +602,68 @@ def secrets_scan() -> None:
         raise typer.Exit(EXIT_UNAVAILABLE) from None
     except DATABASE_FAILURES as error:
         _database_unreachable(settings, error)
+
+
+@app.command()
+def reconcile(
+    full: Annotated[
+        bool,
+        typer.Option(help="Ignore stored delta links: read the group and the directory in full."),
+    ] = False,
+) -> None:
+    """Compare the sync group, enrollments, scheduling mappings and directory now, and print
+    every difference.
+
+    New differences are also told to the IT channel (through the outbox), as the daily run does.
+    Nothing is changed. Exits 0 when nothing differs, 1 when something does.
+    """
+    from syncwarden.m365 import build_microsoft365
+    from syncwarden.workflow_wiring import build_reconciler
+    from syncwarden.workflows.unit_of_work import UnitsOfWork
+
+    settings = _load()
+    configure_logging(settings)
+    if not settings.graph.sync_group_id:
+        typer.echo(
+            "Set SYNCWARDEN_GRAPH__SYNC_GROUP_ID: reconciliation compares that group.", err=True
+        )
+        raise typer.Exit(EXIT_CONFIGURATION)
+
+    async def run() -> ReconcileReport:
+        from syncwarden.connectors.scheduling.builtin import BuiltinScheduling
+
+        engine = create_engine(settings.database.url.get_secret_value())
+        m365 = build_microsoft365(settings)
+        try:
+            await upgrade_to_head(engine)
+            sessions = session_factory(engine)
+            mappings = BuiltinScheduling(sessions, writes_mappings=False)
+            reconciler = build_reconciler(settings, UnitsOfWork(sessions), m365, mappings)
+            return await reconciler.run(full=full)
+        finally:
+            await m365.aclose()
+            await engine.dispose()
+
+    try:
+        report = asyncio.run(run())
+    except ConnectorError as error:
+        typer.echo(f"Microsoft 365 refused or failed the reconciliation: {error}", err=True)
+        raise typer.Exit(EXIT_UNAVAILABLE) from None
+    except DATABASE_FAILURES as error:
+        _database_unreachable(settings, error)
+    news = {finding.key for finding in report.news}
+    for finding in report.findings:
+        facts = ", ".join(f"{name} {value}" for name, value in finding.facts)
+        marks = " (new)" if finding.key in news else ""
+        marks += " (ignored)" if finding.key in report.ignored else ""
+        fixes = " or ".join(fix.value for fix in finding.fixes)
+        who = finding.name or finding.subject_id
+        typer.echo(
+            f"{finding.kind.value}: {who} [{finding.subject_id}]{marks}: {facts}; fix: {fixes}"
+        )
+    typer.echo(str(report))
+    if report.findings:
+        raise typer.Exit(1)
 
 
 def _flatten(data: dict[str, object], prefix: str = "") -> list[str]:

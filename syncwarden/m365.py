@@ -26,6 +26,7 @@ from syncwarden.connectors.graph.applications import GraphApplications
 from syncwarden.connectors.graph.calendar import GraphCalendar
 from syncwarden.connectors.graph.client import GraphClient
 from syncwarden.connectors.graph.directory import GraphDirectory
+from syncwarden.connectors.graph.directory_changes import GraphDirectoryChanges
 from syncwarden.connectors.graph.subscriptions import GraphSubscriptions
 from syncwarden.connectors.graph.teamwork import GraphTeamwork
 from syncwarden.connectors.groups import SyncGroupMembership
@@ -51,6 +52,8 @@ class Microsoft365:
     exchange: ExchangeAdminClient
     sync_group: SyncGroupMembership | None
     cached_directory: CachedDirectory
+    # Delta reads of users and the sync group's members, for access reconciliation.
+    directory_changes: GraphDirectoryChanges
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -111,4 +114,5 @@ def build_microsoft365(
             max_entries=settings.limits.directory_cache_entries,
             clock=monotonic,
         ),
+        directory_changes=GraphDirectoryChanges(graph),
     )

@@ -30,6 +30,7 @@ from syncwarden.m365 import Microsoft365
 from syncwarden.sync.alerts import SyncAlerts
 from syncwarden.sync.credential_watch import CredentialWatch
 from syncwarden.sync.engine import SyncEngine
+from syncwarden.sync.reconcile import MappingSource, Reconciler
 from syncwarden.sync.subscriptions import MailboxSubscriptions
 from syncwarden.sync.worker import SyncWorker
 from syncwarden.workflows.handlers import ProvisioningHandlers
@@ -69,6 +70,7 @@ class Workflows:
     roster: Roster
     credentials: CredentialWatch
     sync: CalendarSync
+    reconciler: Reconciler
 
 
 def build_workflows(
@@ -110,7 +112,21 @@ def build_workflows(
     )
     credentials = build_credential_watch(settings, units, m365)
     sync = build_calendar_sync(settings, units, m365)
-    return Workflows(service, runner, outbox, scheduling, roster, credentials, sync)
+    reconciler = build_reconciler(settings, units, m365, scheduling)
+    return Workflows(service, runner, outbox, scheduling, roster, credentials, sync, reconciler)
+
+
+def build_reconciler(
+    settings: Settings, units: UnitsOfWork, m365: Microsoft365, mappings: MappingSource
+) -> Reconciler:
+    """Access reconciliation of the sync group against enrollments, mappings and directory."""
+    return Reconciler(
+        units,
+        m365.directory_changes,
+        m365.directory,
+        mappings,
+        group_id=settings.graph.sync_group_id or "",
+    )
 
 
 def _awaitable(call: Callable[[], None] | None) -> Callable[[], Awaitable[None]]:

@@ -9,11 +9,14 @@ costs two Graph requests. A first run, a link Graph no longer knows, or ``full=T
 group's members in full (ground truth: group delta alone is not trusted to report leavers) and
 the whole users round.
 
-This module finds and records; it changes nothing outside. Fixes are tickets, filed elsewhere.
+The news (new differences, or ones whose facts changed since IT last saw them) is queued for
+the IT channel in the same commit as the findings, so a crash can neither lose it nor tell it
+twice. This module finds, records and tells; it changes nothing outside. Fixes are tickets.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +24,7 @@ from datetime import datetime
 from typing import Generic, Protocol, TypeVar
 
 from sqlalchemy import delete, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from syncwarden.connectors.errors import DeltaExpiredError, NotFoundError
 from syncwarden.connectors.ports import (
@@ -30,7 +33,7 @@ from syncwarden.connectors.ports import (
     UserChange,
 )
 from syncwarden.connectors.scheduling.ports import Mapping
-from syncwarden.core.db import utc_now, write_transaction
+from syncwarden.core.db import utc_now
 from syncwarden.core.logging import get_logger
 from syncwarden.sync.drift import (
     AccountState,
@@ -47,7 +50,9 @@ from syncwarden.sync.reconcile_records import (
     MirroredPerson,
     ReconcileLink,
 )
+from syncwarden.workflows.ports import Channel, Notification, NotificationKind
 from syncwarden.workflows.records import Enrollment
+from syncwarden.workflows.unit_of_work import UnitsOfWork
 
 log = get_logger(__name__)
 USERS_LINK = "users"
@@ -98,7 +103,7 @@ class _Round(Generic[T]):
 class Reconciler:
     def __init__(
         self,
-        sessions: async_sessionmaker[AsyncSession],
+        units: UnitsOfWork,
         changes: DirectoryChanges,
         people: PersonLookup,
         mappings: MappingSource,
@@ -106,7 +111,8 @@ class Reconciler:
         group_id: str,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
-        self._sessions = sessions
+        self._units = units
+        self._sessions = units.sessions
         self._changes = changes
         self._people = people
         self._mappings = mappings
@@ -251,7 +257,8 @@ class Reconciler:
         now = self._clock()
         news: list[Finding] = []
         ignored: set[str] = set()
-        async with write_transaction(self._sessions) as session:
+        async with self._units() as work:
+            session = work.session
             await _store_members(session, self._group_id, members)
             await _store_people(session, directory, now)
             for name, link in links.items():
@@ -288,6 +295,8 @@ class Reconciler:
                 row.last_seen_at = now
             for gone in stored.values():
                 gone.resolved_at = now
+            if news:
+                work.to_channel(Channel.IT, drift_news(news, len(findings)), key=_news_key(news))
         return news, frozenset(ignored), len(stored)
 
 
@@ -338,6 +347,43 @@ async def _store_people(
             row.updated_at = now
     if stored:  # people no longer of interest are not mirrored
         await session.execute(delete(MirroredPerson).where(MirroredPerson.id.in_(list(stored))))
+
+
+WHAT_IT_MEANS = {
+    DriftKind.UNENROLLED_MEMBER: "in the sync group but not enrolled (added by hand?)",
+    DriftKind.MISSING_MEMBER: "enrolled but not in the sync group (removed by hand?)",
+    DriftKind.MAPPING_MISSING: "enrolled, but the scheduling mapping is gone or points elsewhere",
+    DriftKind.LEAVER: "account disabled or deleted",
+    DriftKind.MOVER: "primary address changed",
+}
+NEWS_LINES = 10
+
+
+def drift_news(news: Sequence[Finding], open_count: int) -> Notification:
+    """What IT reads: the new differences by kind, the first few by name."""
+    counts = Counter(finding.kind for finding in news)
+    lines = [
+        f"**Access drift: {len(news)} new difference{'s' if len(news) != 1 else ''}** "
+        f"({open_count} open in all)",
+        "",
+    ]
+    for finding in news[:NEWS_LINES]:
+        who = finding.name or finding.subject_id
+        lines.append(f"- {who}: {WHAT_IT_MEANS[finding.kind]}")
+    if len(news) > NEWS_LINES:
+        lines.append(f"- and {len(news) - NEWS_LINES} more")
+    lines += ["", "See them all with `syncwarden reconcile`."]
+    kinds = ",".join(f"{kind.value}={count}" for kind, count in sorted(counts.items()))
+    return Notification(NotificationKind.DRIFT_REPORT, None, "\n".join(lines), {"kinds": kinds})
+
+
+def _news_key(news: Sequence[Finding]) -> str:
+    """One message per set of news: the same news recorded again (it cannot be, but a retried
+    commit could try) is the same message."""
+    digest = hashlib.sha256(
+        "\n".join(sorted(f"{f.key}:{f.fingerprint}" for f in news)).encode()
+    ).hexdigest()
+    return f"drift:{digest[:32]}"
 
 
 def _mapping(mapping: Mapping) -> SchedulingMapping:

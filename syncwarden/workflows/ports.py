@@ -72,6 +72,7 @@ class NotificationKind(StrEnum):
     SYNC_ALERT = "sync_alert"
     SYNC_RECOVERED = "sync_recovered"
     DELIVERY_FAILED = "delivery_failed"
+    DRIFT_REPORT = "drift_report"
 
 
 class Channel(StrEnum):

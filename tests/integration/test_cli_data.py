@@ -137,3 +137,34 @@ async def test_secrets_scan_posts_each_alert_once(tmp_path: Path, tenant: Sandbo
     assert "new alerts" in first.stdout and " 0 new alerts" not in first.stdout
     second = await scan()
     assert ", 0 new alerts" in second.stdout
+
+
+async def test_reconcile_prints_each_difference_and_exits_one_while_any_remains(
+    tmp_path: Path, tenant: SandboxTenant
+) -> None:
+    """Nobody is enrolled in the new database: everyone in the group was added by hand."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/sw.db"
+    env = {
+        "SYNCWARDEN_DATABASE__URL": url,
+        "SYNCWARDEN_GRAPH__TENANT_ID": tenant.tenant_id,
+        "SYNCWARDEN_GRAPH__CLIENT_ID": tenant.seed.app_ids["Syncwarden"],
+        "SYNCWARDEN_GRAPH__CLIENT_SECRET": tenant.seed.secret_for("Syncwarden"),
+        "SYNCWARDEN_GRAPH__LOGIN_URL": tenant.base_url,
+        "SYNCWARDEN_GRAPH__BASE_URL": f"{tenant.base_url}/v1.0",
+        "SYNCWARDEN_GRAPH__CA_BUNDLE": str(tenant.ca_path),
+        "SYNCWARDEN_GRAPH__SYNC_GROUP_ID": tenant.seed.group_ids["Calendar Sync (Graph)"],
+    }
+
+    async def reconcile() -> subprocess.CompletedProcess[str]:
+        return await asyncio.to_thread(run, "reconcile", cwd=tmp_path, **env)
+
+    first = await reconcile()
+    assert first.returncode == 1, first.stderr
+    kai = tenant.seed.user_ids["kai.nakamura-ellis@example.edu"]
+    assert f"unenrolled_member: Kai Nakamura-Ellis [{kai}] (new)" in first.stdout
+    assert "fix: adopt or remove_from_group" in first.stdout
+    second = await reconcile()
+    assert "(new)" not in second.stdout and "0 new" in second.stdout
+    missing_group = {**env, "SYNCWARDEN_GRAPH__SYNC_GROUP_ID": ""}
+    refused = await asyncio.to_thread(run, "reconcile", cwd=tmp_path, **missing_group)
+    assert refused.returncode == 2 and "SYNC_GROUP_ID" in refused.stderr

@@ -19,7 +19,9 @@ from syncwarden.sandbox.server import SandboxTenant
 from syncwarden.sync.drift import DriftKind
 from syncwarden.sync.reconcile import Reconciler
 from syncwarden.sync.reconcile_records import DriftRecord
+from syncwarden.workflows.outbox import OutboxMessage
 from syncwarden.workflows.records import Enrollment
+from syncwarden.workflows.unit_of_work import UnitsOfWork
 from tests.support.enrollments import enroll
 
 GROUP = "bc490a5b-597c-4082-babe-7ef541eb3972"  # Calendar Sync (Graph): Kai, and a nested group
@@ -51,7 +53,11 @@ async def world(migrated_engine: AsyncEngine, tenant: SandboxTenant, m365: Micro
         await scheduling.upsert_profile(Profile(profile, upn, upn))
         await scheduling.upsert_mapping(profile, upn)
     reconciler = Reconciler(
-        sessions, GraphDirectoryChanges(m365.graph), m365.directory, scheduling, group_id=GROUP
+        UnitsOfWork(sessions),
+        GraphDirectoryChanges(m365.graph),
+        m365.directory,
+        scheduling,
+        group_id=GROUP,
     )
     return World(sessions, tenant, reconciler)
 
@@ -156,3 +162,12 @@ async def test_an_expired_link_starts_a_full_round_that_still_finds_a_deletion(
     async with world.sessions() as session:
         stored = (await session.scalars(select(DriftRecord.kind))).all()
     assert "leaver" in stored
+
+
+async def test_news_is_told_to_it_once_in_the_commit_that_records_it(world: World) -> None:
+    await world.reconciler.run()
+    await world.reconciler.run()  # nothing new: nothing more to say
+    async with world.sessions() as session:
+        told = (await session.scalars(select(OutboxMessage))).all()
+    assert [(row.target, row.recipient) for row in told] == [("channel", "it")]
+    assert "Avery Quinlan: enrolled but not in the sync group" in told[0].payload["text"]
