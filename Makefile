@@ -71,6 +71,7 @@ migrate: $(STAMP)
 # The benchmarks against the sandbox tenant (bench/README.md): numbers printed, nothing asserted.
 bench: $(STAMP)
 	$(BIN)/python -m bench.scan_bench
+	$(BIN)/python -m bench.reconcile_bench
 	$(BIN)/python -m bench.sync_bench
 
 clean:
