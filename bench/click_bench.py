@@ -258,6 +258,10 @@ class Connector:
 # --- the database -------------------------------------------------------------------------------
 
 
+class UnreachableError(Exception):
+    """The database server the benchmark was pointed at does not answer."""
+
+
 @asynccontextmanager
 async def fresh_database(backend: str, scratch: Path, postgres: str) -> Any:
     """A new, empty database's URL; a PostgreSQL one is dropped afterwards."""
@@ -269,7 +273,10 @@ async def fresh_database(backend: str, scratch: Path, postgres: str) -> Any:
     admin_dsn = server.set(drivername="postgresql", database="postgres").render_as_string(
         hide_password=False
     )
-    admin = await asyncpg.connect(admin_dsn)
+    try:
+        admin = await asyncpg.connect(admin_dsn, timeout=10)
+    except (OSError, asyncpg.PostgresError) as error:
+        raise UnreachableError(f"PostgreSQL at {server.host}:{server.port}: {error}") from error
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
         await admin.execute(f'CREATE DATABASE "{name}"')
@@ -621,7 +628,10 @@ async def run(options: Options) -> None:
             for backend in options.backends:
                 place = scratch / backend
                 place.mkdir()
-                results[backend] = await bench_backend(backend, options, place, connector, echo)
+                try:
+                    results[backend] = await bench_backend(backend, options, place, connector, echo)
+                except UnreachableError as error:
+                    print(f"[{backend}] skipped: {error}", file=sys.stderr)
     print(f"\nClick benchmark, {datetime.now(UTC):%Y-%m-%d}, {os.cpu_count()} CPUs", end="")
     print(f", {time.perf_counter() - started:.0f} s in all\n")
     for backend, rows in results.items():

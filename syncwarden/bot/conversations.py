@@ -7,9 +7,9 @@ object id, and the IT and approvals channels by the role an admin gave them (one
 both).
 
 A turn's reference is nearly always the one already stored, so it is read first and written only
-when the turn would change it (or its last refresh is :data:`REFRESH_AFTER` old): a write is a
-transaction that takes SQLite's one write lock (and a row lock and a WAL flush on PostgreSQL),
-and on every turn that was a write queue in front of every decision.
+when the turn would change it (or its last refresh is :data:`REFRESH_AFTER` old). A write is a
+transaction that takes SQLite's one write lock (a row lock and a WAL flush on PostgreSQL); made
+on every turn, it put every `help` in the same queue as every decision.
 """
 
 from __future__ import annotations
