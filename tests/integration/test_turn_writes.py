@@ -1,8 +1,9 @@
 """What a turn writes, counted through the HTTP surface on SQLite and PostgreSQL.
 
 Issue 15 (item 1): a turn from a conversation already known writes nothing unless it changes
-something, and an approve click commits its decision, its audit trail and its news in one
-transaction. Statements are counted, never timed (``bench/click_bench.py`` times turns).
+something, and an approve click reads its ticket with one statement and commits its decision,
+its audit trail and its news in one transaction. Statements are counted, never timed
+(``bench/click_bench.py`` times turns).
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ async def test_an_approve_click_writes_in_one_transaction(
 
     assert decided.card is not None and "Approved" in str(decided.card)
     [decision] = seen.writing_transactions
+    reads = [s for s in decision.statements if s.lstrip().upper().startswith("SELECT")]
+    assert len(reads) == 1, "the ticket, its decisions and its steps in one statement"
     tables = {_table(statement) for statement in decision.writes}
     assert {"tickets", "ticket_decisions", "audit_events", "steps", "outbox"} <= tables
     assert sum(w.startswith("INSERT INTO outbox") for w in decision.writes) == 1, "one statement"
