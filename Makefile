@@ -76,3 +76,8 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) node_modules var .mypy_cache .ruff_cache .pytest_cache .hypothesis
+
+# Benchmarks print numbers beside a reference measured in the same run (bench/README.md).
+.PHONY: bench
+bench: $(STAMP)
+	$(BIN)/python -m bench.click_bench

@@ -5,16 +5,22 @@ captured earlier (from any activity there, or the app's installation event). Eve
 activity refreshes the reference of its conversation; a person's 1:1 chat is found by their Entra
 object id, and the IT and approvals channels by the role an admin gave them (one channel may be
 both).
+
+A turn's reference is nearly always the one already stored, so it is read first and written only
+when the turn would change it (or its last refresh is :data:`REFRESH_AFTER` old). A write is a
+transaction that takes SQLite's one write lock (a row lock and a WAL flush on PostgreSQL); made
+on every turn, it put every `help` in the same queue as every decision.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Boolean, String, func, select, update
+from sqlalchemy import Boolean, Row, String, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
@@ -117,6 +123,41 @@ def _refreshed(
     }
 
 
+# An unchanged reference is still written this long after its last write, so ``updated_at`` keeps
+# saying which conversations are in use (``for_user`` and ``latest`` take the newest) to the hour.
+REFRESH_AFTER = timedelta(hours=1)
+# Built once: SQLAlchemy caches a statement's SQL, but building the statement object itself costs
+# more than running this lookup, on every turn.
+_STORED = select(
+    ConversationRecord.service_url,
+    ConversationRecord.tenant_id,
+    ConversationRecord.bot_id,
+    ConversationRecord.user_aad_id,
+    ConversationRecord.user_mri,
+    ConversationRecord.installed,
+    ConversationRecord.blocked,
+    ConversationRecord.updated_at,
+).where(ConversationRecord.conversation_id == bindparam("conversation_id"))
+_StoredRow = Row[str, str | None, str, str | None, str | None, bool, bool, datetime]
+
+
+def _would_refresh(stored: _StoredRow | None, values: dict[str, Any], now: datetime) -> bool:
+    """Whether the upsert of ``values`` would change the stored row (see :func:`_refreshed`):
+    a new conversation, another service URL or bot id, a tenant or person id the row lacks or
+    holds otherwise, an uninstalled or blocked conversation, or a refresh an hour old."""
+    if stored is None:
+        return True
+    named = ("tenant_id", "user_aad_id", "user_mri")  # kept when the turn does not name them
+    return (
+        stored.service_url != values["service_url"]
+        or stored.bot_id != values["bot_id"]
+        or any(values[name] is not None and getattr(stored, name) != values[name] for name in named)
+        or not stored.installed
+        or stored.blocked
+        or now - stored.updated_at >= REFRESH_AFTER
+    )
+
+
 # The longest value each text column holds (PostgreSQL refuses a longer one; SQLite would not).
 _LENGTHS = {
     column.name: column.type.length
@@ -143,22 +184,32 @@ def _unstorable(ref: ConversationRef) -> str | None:
 
 
 class ConversationStore:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
         self._sessions = sessions
+        self._clock = clock
 
     async def remember(self, ref: ConversationRef) -> None:
         """Insert or refresh a reference; the service URL can move, so the newest one wins.
 
-        One statement, an upsert (``INSERT … ON CONFLICT DO UPDATE``): two activities arriving
-        together for a new chat both store its reference, and a read-then-insert would let both
-        insert (a row lock cannot lock a row that is not there yet) and fail one turn.
+        The stored row is read first, without a lock, and nothing is written when the turn
+        would not change it (:func:`_would_refresh`). Otherwise one statement, an upsert
+        (``INSERT … ON CONFLICT DO UPDATE``): two activities arriving together for a new chat
+        both store its reference, and a read-then-insert would let both insert (a row lock
+        cannot lock a row that is not there yet) and fail one turn. A change made between the
+        read and the upsert (another replica marking the chat blocked) is no different from one
+        made just after an upsert: the next turn that finds it sets it right.
         """
         problem = _unstorable(ref)
         if problem is not None:
             # Teams never sends such ids; a forged activity's are not kept (the turn goes on).
             log.warning("conversation.not_stored", reason=problem)
             return
-        now = utc_now()
+        now = self._clock()
         values = {
             "conversation_id": ref.conversation_id,
             "kind": ref.kind.value,
@@ -171,6 +222,12 @@ class ConversationStore:
             "blocked": False,
             "updated_at": now,
         }
+        async with self._sessions() as session:
+            stored = (
+                await session.execute(_STORED, {"conversation_id": ref.conversation_id})
+            ).first()
+        if not _would_refresh(stored, values, now):
+            return
         key = [ConversationRecord.conversation_id]
         async with write_transaction(self._sessions) as session:
             dialect = session.get_bind().dialect.name

@@ -8,8 +8,12 @@ unless asked and our tables rely on foreign keys for integrity.
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,10 +21,11 @@ from typing import Any
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from sqlalchemy import DateTime, MetaData, TypeDecorator, event, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import URL, Connection, Dialect, make_url
+from sqlalchemy.engine import URL, Connection, Dialect, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.sql import Executable
 
 from syncwarden.core.tracing import tracer
 
@@ -136,10 +141,11 @@ async def write_transaction(
     """A session in a transaction meant to read-then-write; commits on success.
 
     On SQLite the transaction starts with the write lock held (``BEGIN IMMEDIATE``), so two such
-    transactions queue instead of both reading and then failing to write. On PostgreSQL, lock the
-    rows you read with ``with_for_update()``.
+    transactions queue instead of both reading and then failing to write; the writers of one
+    process queue first on an asyncio lock (:func:`_sqlite_writers_queue`). On PostgreSQL, lock
+    the rows you read with ``with_for_update()``.
     """
-    async with sessions() as session:
+    async with _sqlite_writers_queue(sessions), sessions() as session:
         await session.connection(execution_options={SQLITE_IMMEDIATE_OPTION: True})
         try:
             yield session
@@ -147,6 +153,54 @@ async def write_transaction(
         except BaseException:
             await session.rollback()
             raise
+
+
+# How long a writer waits for the others of its process before it goes to SQLite's own queue: the
+# connection's busy timeout (see _configure_sqlite_connection), after which SQLite gives up too.
+_SQLITE_QUEUE_SECONDS = 30.0
+_sqlite_writers: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, weakref.WeakKeyDictionary[Engine, asyncio.Lock]
+] = weakref.WeakKeyDictionary()
+_holding_sqlite_writer: ContextVar[bool] = ContextVar("syncwarden_sqlite_writer", default=False)
+
+
+@asynccontextmanager
+async def _sqlite_writers_queue(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[None]:
+    """On SQLite, one write transaction of this process at a time, the others waiting in order.
+
+    SQLite has one write lock, and a writer that finds it taken polls for it, sleeping longer
+    between tries the longer it waits (up to 100 ms a try): under a burst of clicks, a decision
+    could wait seconds for a lock free most of that time, and not in its turn. Queued here,
+    each writer starts the moment the one before it commits, in the order they came; other
+    processes on the same file still meet SQLite's lock as before.
+
+    Never in the way of what worked before: a write transaction opened inside another one of the
+    same task passes (SQLite decides, as it did), and a writer that waited the whole busy timeout
+    here goes on to SQLite's queue.
+    """
+    bind = sessions.kw.get("bind")
+    engine = bind.sync_engine if isinstance(bind, AsyncEngine) else None
+    if engine is None or engine.dialect.name != "sqlite" or _holding_sqlite_writer.get():
+        yield
+        return
+    per_engine = _sqlite_writers.setdefault(asyncio.get_running_loop(), weakref.WeakKeyDictionary())
+    lock = per_engine.setdefault(engine, asyncio.Lock())
+    try:
+        async with asyncio.timeout(_SQLITE_QUEUE_SECONDS):
+            await lock.acquire()
+    except TimeoutError:
+        queued = False
+    else:
+        queued = True
+    if not queued:
+        yield
+        return
+    holding = _holding_sqlite_writer.set(True)
+    try:
+        yield
+    finally:
+        _holding_sqlite_writer.reset(holding)
+        lock.release()
 
 
 async def insert_ignoring_duplicates(
@@ -160,17 +214,22 @@ async def insert_ignoring_duplicates(
     """
     if not rows:
         return
-    dialect = session.get_bind().dialect.name
+    statement = _insert_ignoring(session.get_bind().dialect.name, table.__tablename__, unique)
+    await session.execute(statement, rows)
+
+
+@functools.cache
+def _insert_ignoring(dialect: str, table: str, unique: str) -> Executable:
+    """One fixed statement per table, the rows given as its parameters: built once per process
+    and compiled once (SQLAlchemy cannot cache a multi-row ``.values(rows)`` clause of JSON
+    values, so that was compiled again on every call), on the table rather than its ORM class,
+    which would send plain rows through the ORM's bulk-insert machinery."""
+    target = Base.metadata.tables[table]
     if dialect == "postgresql":
-        await session.execute(
-            postgresql.insert(table).values(rows).on_conflict_do_nothing(index_elements=[unique])
-        )
-    elif dialect == "sqlite":
-        await session.execute(
-            sqlite.insert(table).values(rows).on_conflict_do_nothing(index_elements=[unique])
-        )
-    else:
-        raise NotImplementedError(f"no insert-or-ignore for the {dialect} database")
+        return postgresql.insert(target).on_conflict_do_nothing(index_elements=[unique])
+    if dialect == "sqlite":
+        return sqlite.insert(target).on_conflict_do_nothing(index_elements=[unique])
+    raise NotImplementedError(f"no insert-or-ignore for the {dialect} database")
 
 
 async def ping(engine: AsyncEngine) -> None:

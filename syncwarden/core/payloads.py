@@ -19,7 +19,11 @@ def json_too_deep(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
     """Whether ``body`` opens more than ``limit`` arrays or objects inside each other.
 
     Brackets inside strings do not count; malformed JSON is left for the parser to refuse.
+    A body with no more opening brackets than ``limit`` in all (every Teams activity) cannot be
+    nested deeper, so it is let through after two counts in C, not a loop in Python per byte.
     """
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
     depth = 0
     in_string = False
     escaped = False

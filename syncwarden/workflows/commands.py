@@ -3,6 +3,9 @@
 Each command is one unit of work: the ticket row is locked, the actor is authorised by object id
 (:mod:`workflows.policy`), the ticket moves through the transition table and the news of it is
 queued in the same commit.
+
+A click on a card is one of these, so the ticket is read with one statement built once
+(:func:`_locked_ticket`) rather than one for the ticket and one more per collection.
 """
 
 from __future__ import annotations
@@ -10,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import joinedload
 
 from syncwarden.core.settings import ProvisioningSettings
 from syncwarden.workflows.announcements import refresh_card
@@ -19,7 +23,6 @@ from syncwarden.workflows.audit import record_audit
 from syncwarden.workflows.model import IllegalTransitionError, TicketEvent, TicketKind, TicketStatus
 from syncwarden.workflows.policy import approval_refusal, cancel_refusal
 from syncwarden.workflows.ports import Person
-from syncwarden.workflows.queries import locked_ticket
 from syncwarden.workflows.records import Decision, Enrollment, Ticket, ticket_id_from_ref
 from syncwarden.workflows.results import ActionOutcome, ActionResult
 from syncwarden.workflows.roster import Roster
@@ -30,6 +33,23 @@ from syncwarden.workflows.unit_of_work import UnitsOfWork
 from syncwarden.workflows.views import ticket_view
 
 Refusal = Callable[[Ticket], str | None]
+
+# The ticket with its decisions and steps (a handful of rows, joined), its row locked until the
+# transaction ends ("FOR UPDATE OF tickets": PostgreSQL locks no row on the nullable side of an
+# outer join). Built once: building a statement costs more than SQLAlchemy's cached compile.
+_LOCKED_TICKET = (
+    select(Ticket)
+    .options(joinedload(Ticket.decisions), joinedload(Ticket.steps))
+    .where(Ticket.id == bindparam("ticket_id"))
+    .with_for_update(of=Ticket)
+)
+
+
+async def _locked_ticket(session: AsyncSession, ticket_id: int) -> Ticket | None:
+    """What ``queries.locked_ticket`` loads, in one round trip instead of three."""
+    result = await session.execute(_LOCKED_TICKET, {"ticket_id": ticket_id})
+    ticket: Ticket | None = result.unique().scalar_one_or_none()
+    return ticket
 
 
 def _not_a_ref(ref: str) -> ActionResult:
@@ -68,7 +88,7 @@ class TicketCommands:
             return _not_a_ref(ref)
         allowed = await self._roster.approvers()
         async with self._units() as work:
-            ticket = await locked_ticket(work.session, ticket_id)
+            ticket = await _locked_ticket(work.session, ticket_id)
             if ticket is None:
                 return ActionResult(ActionOutcome.NOT_FOUND, f"there is no ticket {ref}")
             view = ticket_view(ticket)
@@ -167,7 +187,7 @@ class TicketCommands:
         if ticket_id is None:
             return _not_a_ref(ref)
         async with self._units() as work:
-            ticket = await locked_ticket(work.session, ticket_id)
+            ticket = await _locked_ticket(work.session, ticket_id)
             if ticket is None:
                 return ActionResult(ActionOutcome.NOT_FOUND, f"there is no ticket {ref}")
             refusal = may(ticket)

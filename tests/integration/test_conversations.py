@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from syncwarden.bot.conversations import (
+    REFRESH_AFTER,
     ChannelRole,
     ConversationKind,
     ConversationRecord,
@@ -15,6 +18,7 @@ from syncwarden.bot.conversations import (
     ConversationStore,
 )
 from syncwarden.core.db import session_factory
+from tests.support.statements import recorded_statements
 
 ADA = "0A0A0A0A-0000-4000-8000-00000000000A"
 
@@ -160,3 +164,59 @@ async def test_remembering_keeps_the_role_and_refreshes_the_time(
     async with sessions() as session:
         again = await session.get(ConversationRecord, "19:it@thread.tacv2")
         assert again is not None and again.updated_at >= stamped
+
+
+async def test_a_turn_that_would_change_nothing_writes_nothing(
+    migrated_engine: AsyncEngine,
+) -> None:
+    """Nearly every turn comes from a conversation whose reference is stored as it is: reading
+    it is enough, and no turn queues behind another's write for nothing."""
+    sessions = session_factory(migrated_engine)
+    store = ConversationStore(sessions)
+    await store.remember(personal("a:3"))
+    unnamed = replace(personal("a:3"), tenant_id=None, user_aad_id=None, user_mri=None)
+    with recorded_statements(migrated_engine) as seen:
+        await store.remember(personal("a:3"))
+        await store.remember(unnamed)  # a turn that names no tenant or person keeps them
+    assert seen.writes == []
+    assert len(seen.transactions) == 2, "one read each"
+
+    with recorded_statements(migrated_engine) as seen:
+        await store.remember(personal("a:3", service_url="https://smba.example/amer/"))
+        await store.remember(replace(personal("a:3"), bot_id="28:other-bot"))
+        await store.remember(replace(personal("a:3"), tenant_id="tenant-2"))
+        await store.remember(replace(personal("a:3"), user_mri="29:ada"))
+    assert len(seen.writes) == 4, "each turn changed the reference"
+    async with sessions() as session:
+        row = await session.get(ConversationRecord, "a:3")
+    assert row is not None
+    assert (row.service_url, row.bot_id, row.tenant_id, row.user_mri) == (
+        "https://smba.example/emea/",
+        "28:bot",
+        "tenant-1",
+        "29:ada",
+    ), "the last turn's reference"
+
+
+async def test_an_unchanged_reference_is_still_refreshed_hourly(
+    migrated_engine: AsyncEngine,
+) -> None:
+    """``updated_at`` keeps telling which conversations are in use (the newest is the one
+    ``for_user`` and ``latest`` choose), to the hour."""
+    sessions = session_factory(migrated_engine)
+    now = [datetime(2026, 12, 2, 9, 0, tzinfo=UTC)]
+    store = ConversationStore(sessions, clock=lambda: now[0])
+
+    async def stamped() -> datetime:
+        async with sessions() as session:
+            row = await session.get(ConversationRecord, "a:4")
+            assert row is not None
+            return row.updated_at
+
+    await store.remember(personal("a:4"))
+    now[0] += REFRESH_AFTER - timedelta(minutes=1)
+    await store.remember(personal("a:4"))
+    assert await stamped() == datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
+    now[0] += timedelta(minutes=1)
+    await store.remember(personal("a:4"))
+    assert await stamped() == now[0]

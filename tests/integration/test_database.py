@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -14,7 +15,7 @@ from sqlalchemy import inspect, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from syncwarden.core.db import create_engine, session_factory
+from syncwarden.core.db import create_engine, session_factory, write_transaction
 from syncwarden.migrate import alembic_config, head_revision, migration_status, upgrade_to_head
 from syncwarden.schema import metadata
 from syncwarden.workflows.audit import AuditEvent, record_audit
@@ -164,3 +165,38 @@ async def test_object_ids_already_stored_are_lower_cased(engine: AsyncEngine) ->
         await connection.run_sync(_migrate, "upgrade", "0015")
         stored = await connection.scalar(text("SELECT subject_id FROM enrollments"))
     assert stored == "ab-cd"
+
+
+async def test_writers_of_one_process_commit_in_the_order_they_came(
+    migrated_engine: AsyncEngine,
+) -> None:
+    """SQLite has one write lock: a burst of write transactions (clicks deciding tickets) queues
+    in the process and is served in arrival order, each as soon as the one before commits,
+    instead of polling SQLite's lock, which served them in no order and seconds late.
+    (PostgreSQL writers of different rows do not wait for each other at all.)"""
+    if migrated_engine.dialect.name != "sqlite":
+        pytest.skip("only SQLite has one write lock for the whole database")
+    sessions = session_factory(migrated_engine)
+    first_holds = asyncio.Event()
+    release_first = asyncio.Event()
+    committed: list[int] = []
+
+    async def write(number: int) -> None:
+        async with write_transaction(sessions) as session:
+            record_audit(session, actor=f"writer-{number}", action="test.write", ticket_ref=None)
+            if number == 0:
+                first_holds.set()
+                await release_first.wait()
+            await session.flush()
+            committed.append(number)
+
+    first = asyncio.create_task(write(0))
+    await first_holds.wait()
+    waiting = []
+    for number in range(1, 9):
+        waiting.append(asyncio.create_task(write(number)))
+        for _ in range(5):  # let it reach its place in the queue before the next one comes
+            await asyncio.sleep(0)
+    release_first.set()
+    await asyncio.gather(first, *waiting)
+    assert committed == list(range(9))
