@@ -68,16 +68,13 @@ card-previews: $(STAMP) $(NODE_STAMP)
 migrate: $(STAMP)
 	$(BIN)/syncwarden migrate
 
-# The benchmarks against the sandbox tenant (bench/README.md): numbers printed, nothing asserted.
+# The benchmarks (bench/README.md): numbers printed beside a reference measured in the same run,
+# nothing asserted.
 bench: $(STAMP)
+	$(BIN)/python -m bench.click_bench
 	$(BIN)/python -m bench.scan_bench
 	$(BIN)/python -m bench.reconcile_bench
 	$(BIN)/python -m bench.sync_bench
 
 clean:
 	rm -rf $(VENV) node_modules var .mypy_cache .ruff_cache .pytest_cache .hypothesis
-
-# Benchmarks print numbers beside a reference measured in the same run (bench/README.md).
-.PHONY: bench
-bench: $(STAMP)
-	$(BIN)/python -m bench.click_bench
