@@ -793,8 +793,10 @@ class Ledger:
     deliveries: list[Delivery]
     killed: set[int]
     queued: list[Queued]
+    # Messages one service process may have in flight at once (the outbox's delivery slots).
+    in_flight: int = 1
     copies: dict[str, list[Delivery]] = field(default_factory=lambda: defaultdict(list))
-    last_send_of: dict[int, int] = field(default_factory=dict)
+    sends_of: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
 
     def __post_init__(self) -> None:
         chats = {m.user_id.lower(): m.chat for m in (*self.cast.requesters, *self.cast.approvers)}
@@ -811,7 +813,7 @@ class Ledger:
         for delivery in self.deliveries:
             if delivery.kind == "send":
                 self.copies[self.identify(delivery)].append(delivery)
-                self.last_send_of[delivery.generation] = delivery.seq
+                self.sends_of[delivery.generation].append(delivery.seq)
 
     def identify(self, delivery: Delivery) -> str:
         """The key of the outbox row ``delivery`` delivered, or ``unmatched:...``."""
@@ -864,18 +866,30 @@ class Ledger:
 
     def unexplained_repeats(self) -> dict[str, list[Delivery]]:
         """Repeats outside the crash window. Only a kill between a send reaching Teams and the
-        outbox recording it repeats a message (once per kill: one dispatcher sends one message
-        at a time), so every copy but the last must be the last send of a killed process."""
+        outbox recording it repeats a message, and a process has at most ``in_flight`` messages
+        under way at once, so every copy but the last must be one of the last ``in_flight``
+        sends of a killed process."""
         odd: dict[str, list[Delivery]] = {}
         for key, sent in self.repeats().items():
             for copy in sent[:-1]:
-                last_of_a_killed = copy.generation in self.killed and (
-                    self.last_send_of[copy.generation] == copy.seq
-                )
-                if not last_of_a_killed:
+                if copy.seq not in self.in_flight_at_kill(copy.generation):
                     odd[key] = sent
                     break
         return odd
+
+    def in_flight_at_kill(self, generation: int) -> set[int]:
+        """The sends a kill of ``generation`` may have caught unrecorded (none if not killed)."""
+        if generation not in self.killed:
+            return set()
+        return set(self.sends_of[generation][-self.in_flight :])
+
+    def repeats_per_kill(self) -> int:
+        """The most repeated copies any one kill explains (each is at most ``in_flight``)."""
+        caught: Counter[int] = Counter()
+        for sent in self.repeats().values():
+            for copy in sent[:-1]:
+                caught[copy.generation] += 1
+        return max(caught.values(), default=0)
 
     def unmatched(self) -> list[str]:
         return sorted(key for key in self.copies if key.startswith("unmatched:"))
