@@ -170,7 +170,8 @@ class SyncWorker:
                 outcome, kind = run_outcome(report)
                 count_sync_run(outcome, failure_kind=kind)
                 try:
-                    await self._release(enrollment_id)
+                    if not report.lease_released:  # a committed run gave it back already
+                        await self._release(enrollment_id)
                 except Exception as error:  # the lease runs out by itself
                     report_unexpected(
                         log,
