@@ -72,6 +72,7 @@ from syncwarden.sync.plan import (
     plan_changes,
     source_fingerprint,
 )
+from syncwarden.sync.quiet import QuietRun, QuietWrites
 from syncwarden.sync.records import BusyBlockRecord, EventLink, SyncState
 from syncwarden.workflows.records import Enrollment
 
@@ -107,7 +108,8 @@ class SyncReport:
     recovered_from: FailureKind | None = None
     error: str | None = None
     error_kind: FailureKind | None = None
-    # The run's commit also released the worker's lease; the worker need not release it again.
+    # The run's commit released the worker's lease, or the quiet write it was left to will:
+    # the worker need not release it.
     lease_released: bool = False
 
     @property
@@ -197,6 +199,7 @@ class SyncEngine:
         options: SyncOptions | None = None,
         *,
         lease_owner: str | None = None,
+        quiet: QuietWrites | None = None,
     ) -> SyncReport:
         """One run for one person; with ``lease_owner``, it commits only while that lease holds.
 
@@ -204,7 +207,8 @@ class SyncEngine:
         must not write its links over the other's: its Outlook writes carry transaction ids, so
         whoever commits next adopts them instead of duplicating them. The run's commit gives the
         lease back in the same transaction (``report.lease_released``), which saves the worker a
-        transaction of its own per person.
+        transaction of its own per person. With ``quiet`` (the worker's, under the same lease),
+        a run with nothing to do leaves its writes there, to be written with others'.
         """
         options = options or SyncOptions()
         snapshot = await self._load(enrollment_id)
@@ -216,7 +220,7 @@ class SyncEngine:
             return report
         started = self._clock()
         try:
-            await self._run(snapshot, options, report, started, lease_owner)
+            await self._run(snapshot, options, report, started, (lease_owner, quiet))
         except LeaseLostError:
             report.ok = False
             report.skipped = "another worker took this person over; nothing was committed"
@@ -250,8 +254,9 @@ class SyncEngine:
         options: SyncOptions,
         report: SyncReport,
         started: datetime,
-        lease_owner: str | None,
+        lease: tuple[str | None, QuietWrites | None],
     ) -> None:
+        lease_owner, quiet = lease
         round_ = await self._pull(snapshot, options, started, report)
         window = round_.window
         appointments = await self._source.list_appointments(snapshot.profile_id, window)
@@ -264,7 +269,20 @@ class SyncEngine:
             mailbox=snapshot.mailbox,
         )
         if _nothing_to_do(snapshot, options, round_, fingerprint):
-            await self._commit_quiet(snapshot, round_.result.delta_link, report, lease_owner)
+            report.busy_blocks = snapshot.busy_blocks
+            if quiet is not None and lease_owner is not None:
+                quiet.add(
+                    QuietRun(
+                        snapshot.enrollment_id,
+                        round_.result.delta_link,
+                        report.requests,
+                        _summary(report),
+                        self._clock(),
+                    )
+                )
+                report.lease_released = True  # by the quiet write, with the others'
+            else:
+                await self._commit_quiet(snapshot, round_.result.delta_link, report, lease_owner)
             return
         snapshot = replace(snapshot, links=await self._links(snapshot.enrollment_id))
         linked = {link.event_id for link in snapshot.links}
@@ -737,7 +755,6 @@ class SyncEngine:
         """
         now = self._clock()
         enrollment_id = snapshot.enrollment_id
-        report.busy_blocks = snapshot.busy_blocks
         counts = {"created": 0, "updated": 0, "deleted": 0, "requests": report.requests}
         state: dict[str, Any] = {
             name: value for name, value in counts.items() if snapshot.counts.get(name) != value

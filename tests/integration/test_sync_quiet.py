@@ -24,11 +24,14 @@ from syncwarden.connectors.scheduling.ports import Window
 from syncwarden.core.db import write_transaction
 from syncwarden.core.settings import SyncSettings
 from syncwarden.sync.engine import SyncEngine
+from syncwarden.sync.quiet import QuietWrites
 from syncwarden.sync.records import BusyBlockRecord, SyncState
 from syncwarden.sync.worker import SyncWorker
 from syncwarden.workflows.records import Enrollment
 from tests.support.outlook import add_own_event
 from tests.support.sync_world import AVERY, World, world
+
+ROWAN = "rowan.ibarra@example.edu"
 
 __all__ = ["world"]  # the fixture, imported for pytest
 
@@ -278,26 +281,131 @@ async def test_anything_left_for_the_next_run_keeps_it_from_being_quiet(world: W
     assert await fingerprint_of(world, enrollment) is not None
 
 
-async def test_a_worker_pass_over_quiet_people_writes_once_per_person(
+async def quiet_worker_world(world: World) -> tuple[SyncWorker, list[int]]:
+    """Three people (two profiles on Avery's mailbox, one on Rowan's) synced and settled by a
+    worker on the test's clock, and asked for again."""
+    people = [
+        await world.enroll(AVERY, "P-1"),
+        await world.enroll(AVERY, "P-2"),
+        await world.enroll(ROWAN, "P-3"),
+    ]
+    for number, profile in enumerate(("P-1", "P-2", "P-3")):
+        await world.source.upsert(profile, [world.appointment(10 * number + 1, days=number + 1)])
+    worker = SyncWorker(world.sessions, world.engine, SyncSettings(), clock=world.clock)
+    await worker.request(people)
+    assert all(report.ok and report.created == 1 for report in await worker.run_requested())
+    # Avery's two enrollments share a mailbox: each sees the other's event once, as busy time.
+    await worker.request(people)
+    assert all(report.ok and report.writes == 0 for report in await worker.run_requested())
+    await worker.request(people)
+    return worker, people
+
+
+async def stored_links(world: World, people: list[int]) -> dict[int, str | None]:
+    async with world.sessions() as session:
+        rows = await session.execute(
+            select(SyncState.enrollment_id, SyncState.delta_link).where(
+                SyncState.enrollment_id.in_(people)
+            )
+        )
+        return {enrollment: link for enrollment, link in rows}
+
+
+async def test_a_worker_writes_its_quiet_people_together(
     world: World, migrated_engine: AsyncEngine
 ) -> None:
-    """The quiet run's commit gives the lease back too: no release transaction of its own."""
-    enrollment = await settled(world)
-    worker = SyncWorker(world.sessions, world.engine, SyncSettings())
-    await worker.request([enrollment])
-    await worker.run_requested()
-    await worker.request([enrollment])
+    """A quiet run's writes (new link, lease release, stamps) wait for the others' and go in
+    one executemany per table, not in a transaction per person."""
+    worker, people = await quiet_worker_world(world)
+    before = await stored_links(world, people)
+    world.clock.advance(timedelta(minutes=5))
 
     with recorded(migrated_engine) as seen:
-        [report] = await worker.run_requested()
+        reports = await worker.run_requested()
 
-    assert report.ok and report.writes == 0 and report.lease_released
-    state_writes = [w for w in seen.writes() if w == ("UPDATE", "sync_states")]
-    assert len(state_writes) == 2, seen.writes()  # the claim, then the run's commit
+    assert all(r.ok and r.writes == 0 and r.lease_released for r in reports), reports
     assert not seen.planned()
+    quiet_writes = [s for s in seen if s.startswith("UPDATE sync_states") and "delta_link" in s]
+    assert len(quiet_writes) == 1, seen.writes()
+    assert seen.writes().count(("UPDATE", "enrollments")) == 1, seen.writes()
+    after = await stored_links(world, people)
+    assert all(after[person] not in (None, before[person]) for person in people)
+    async with world.sessions() as session:
+        states = (
+            await session.scalars(select(SyncState).where(SyncState.enrollment_id.in_(people)))
+        ).all()
+        stamps = (
+            await session.scalars(
+                select(Enrollment.last_success_at).where(Enrollment.id.in_(people))
+            )
+        ).all()
+    assert all(state.lease_owner is None and state.lease_expires_at is None for state in states)
+    assert set(stamps) == {world.clock.now}
+
+
+async def test_a_failed_quiet_write_loses_nothing(
+    world: World, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The runs stand; the leases run out by themselves and the stored links still work."""
+    worker, people = await quiet_worker_world(world)
+    before = await stored_links(world, people)
+
+    async def refused(self: QuietWrites) -> None:
+        raise RuntimeError("the database went away")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(QuietWrites, "write", refused)
+        reports = await worker.run_requested()
+
+    assert all(report.ok for report in reports)
+    assert await stored_links(world, people) == before
+    world.clock.advance(timedelta(seconds=SyncSettings().lease_seconds + 1))
+    await worker.request(people)
+    again = await worker.run_requested()
+    assert sorted(r.enrollment_id for r in again if r.ok and r.writes == 0) == sorted(people)
+    assert all(
+        link != before[person] for person, link in (await stored_links(world, people)).items()
+    )
+
+
+@pytest.mark.parametrize("taken_over", [False, True])
+async def test_a_quiet_write_touches_only_people_whose_lease_is_still_ours(
+    world: World, taken_over: bool
+) -> None:
+    enrollment = await settled(world)
+    async with write_transaction(world.sessions) as session:
+        await session.execute(
+            update(SyncState)
+            .where(SyncState.enrollment_id == enrollment)
+            .values(lease_owner="worker-a")
+        )
+    before = await stored_links(world, [enrollment])
+    writes = QuietWrites(world.sessions, "worker-a")
+    world.clock.advance(timedelta(minutes=5))
+    report = await world.engine.sync(enrollment, lease_owner="worker-a", quiet=writes)
+    assert report.ok and report.lease_released and len(writes) == 1
+    if taken_over:  # the lease ran out and another worker took the person
+        async with write_transaction(world.sessions) as session:
+            await session.execute(
+                update(SyncState)
+                .where(SyncState.enrollment_id == enrollment)
+                .values(lease_owner="worker-b")
+            )
+
+    await writes.write()
+
     async with world.sessions() as session:
         state = await session.get(SyncState, enrollment)
-    assert state is not None and state.lease_owner is None and state.lease_expires_at is None
+        row = await session.get(Enrollment, enrollment)
+    assert state is not None and row is not None
+    if taken_over:
+        assert state.lease_owner == "worker-b"
+        assert await stored_links(world, [enrollment]) == before
+        assert row.last_success_at != world.clock.now
+    else:
+        assert state.lease_owner is None
+        assert await stored_links(world, [enrollment]) != before
+        assert row.last_success_at == world.clock.now
 
 
 def _wide(world: World) -> Window:
