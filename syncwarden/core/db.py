@@ -232,6 +232,36 @@ def _insert_ignoring(dialect: str, table: str, unique: str) -> Executable:
     raise NotImplementedError(f"no insert-or-ignore for the {dialect} database")
 
 
+async def upsert_rows(
+    session: AsyncSession,
+    table: type[Base],
+    rows: list[dict[str, Any]],
+    *,
+    key: tuple[str, ...],
+    columns: tuple[str, ...],
+) -> None:
+    """Insert rows, or overwrite ``columns`` of the row already stored under the same ``key``.
+
+    One statement, sent as an executemany of one cached ``INSERT ... ON CONFLICT DO UPDATE``,
+    where ``session.merge`` costs a SELECT and an INSERT or UPDATE per row plus an ORM object
+    each. Every row must hold the same keys. Column defaults apply to inserts only: pass a
+    value for any column (such as a timestamp) that an update must change too.
+    """
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        statement: Any = postgresql.insert(table)
+    elif dialect == "sqlite":
+        statement = sqlite.insert(table)
+    else:
+        raise NotImplementedError(f"no upsert for the {dialect} database")
+    statement = statement.on_conflict_do_update(
+        index_elements=list(key), set_={name: statement.excluded[name] for name in columns}
+    )
+    await session.execute(statement, rows)
+
+
 async def ping(engine: AsyncEngine) -> None:
     """Round-trip to the database; raises when it cannot be reached."""
     async with engine.connect() as connection:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, get_args
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -125,10 +125,24 @@ class ExchangeSettings(BaseModel):
     timeout_seconds: float = Field(default=60.0, gt=0)
 
 
+# Connections a process needs beside its sync runs: bot turns, the step runner, the outbox,
+# scheduled jobs and /metrics (what the whole pool was sized for before the sync had a share).
+POOL_HEADROOM = 5
+
+
 class DatabaseSettings(BaseModel):
     url: SecretStr = SecretStr(DEFAULT_DATABASE_URL)
     echo: bool = False
+    # PostgreSQL connections kept open per process. Unset, it is the sync concurrency plus
+    # POOL_HEADROOM (see Settings); SQLAlchemy opens up to 10 more under a burst and closes them
+    # again, which is what a pool smaller than the sync concurrency does on every pass.
     pool_size: int = Field(default=5, ge=1)
+
+
+def pool_size_for(sync_concurrency: int) -> int:
+    """A pool that holds every sync run at once (each holds at most one connection at a time)
+    with room left for everything else the process does."""
+    return sync_concurrency + POOL_HEADROOM
 
 
 class SchedulerSettings(BaseModel):
@@ -275,6 +289,15 @@ class Settings(BaseSettings):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
+
+    @model_validator(mode="after")
+    def _pool_fits_the_sync(self) -> Settings:
+        """Size the pool from the sync concurrency unless ``DATABASE__POOL_SIZE`` says otherwise."""
+        if "pool_size" not in self.database.model_fields_set:
+            self.database = self.database.model_copy(
+                update={"pool_size": pool_size_for(self.sync.concurrency)}
+            )
+        return self
 
     @property
     def is_production(self) -> bool:

@@ -57,9 +57,29 @@ def same_content(payload: dict[str, Any], event: dict[str, Any]) -> bool:
         return True
     return (
         event.get("subject") == payload.get("subject")
-        and graph_instant(event.get("start")) == graph_instant(payload.get("start"))
-        and graph_instant(event.get("end")) == graph_instant(payload.get("end"))
+        and _same_instant(event.get("start"), payload.get("start"))
+        and _same_instant(event.get("end"), payload.get("end"))
     )
+
+
+def _same_instant(echoed: Any, sent: Any) -> bool:
+    """Whether Graph's ``dateTimeTimeZone`` is the one we sent.
+
+    Graph echoes a time as sent, in the same zone, with a seven-digit fraction added
+    (``09:00:00`` comes back as ``09:00:00.0000000``); that case, nearly every create, is
+    told by comparing text, and anything else by parsing both (every create is checked).
+    """
+    if isinstance(echoed, dict) and isinstance(sent, dict):
+        text, mine = echoed.get("dateTime"), sent.get("dateTime")
+        if (
+            isinstance(text, str)
+            and isinstance(mine, str)
+            and echoed.get("timeZone") == sent.get("timeZone")
+            and text.startswith(mine)
+            and text[len(mine) :].rstrip("0") in ("", ".")
+        ):
+            return True
+    return graph_instant(echoed) == graph_instant(sent)
 
 
 async def adopt(calendar: GraphCalendar, mailbox: str, adoptions: list[Adoption]) -> AdoptionRound:

@@ -19,18 +19,27 @@ Order within a run, and why:
    brought to the wanted content. Updates and deletes are idempotent by nature.
 5. Commit links, busy blocks, counts and the new delta link together, only after the writes.
    A crash before this commit repeats the round from the old link: harmless, by step 4.
+
+A quiet person costs one delta round and one source read: when the round saw nothing and the
+source read hashes to the fingerprint the last fully carried-out run stored (with the window,
+the mapping and the payload shape; see :func:`sync.plan.source_fingerprint`), the plan would be
+empty, so links and busy blocks are not loaded and only the new delta link and the run's stamps
+are written. A forced or restarted (full) round, an error or anything left over on the last
+run (a failed or deferred write, an event to put right) clears or bypasses the fingerprint.
+A run cut off after Outlook writes cannot pass for quiet: its writes show in the next round.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import CursorResult, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import InstrumentedAttribute
 
 from syncwarden.connectors.errors import (
     AccessDeniedError,
@@ -44,9 +53,9 @@ from syncwarden.connectors.graph.calendar import (
     delete_request,
     update_request,
 )
-from syncwarden.connectors.graph.client import BatchRequest, BatchResult
-from syncwarden.connectors.scheduling.ports import AppointmentSource, Window
-from syncwarden.core.db import utc_now, write_transaction
+from syncwarden.connectors.graph.client import BatchRequest, BatchResult, DeltaResult
+from syncwarden.connectors.scheduling.ports import Appointment, AppointmentSource, Window
+from syncwarden.core.db import upsert_rows, utc_now, write_transaction
 from syncwarden.core.logging import get_logger
 from syncwarden.core.settings import SyncSettings
 from syncwarden.sync.adoption import Adoption, adopt, same_content
@@ -61,7 +70,9 @@ from syncwarden.sync.plan import (
     deletion_share,
     desired_events,
     plan_changes,
+    source_fingerprint,
 )
+from syncwarden.sync.quiet import QuietRun, QuietWrites
 from syncwarden.sync.records import BusyBlockRecord, EventLink, SyncState
 from syncwarden.workflows.records import Enrollment
 
@@ -97,6 +108,9 @@ class SyncReport:
     recovered_from: FailureKind | None = None
     error: str | None = None
     error_kind: FailureKind | None = None
+    # The run's commit released the worker's lease, or the quiet write it was left to will:
+    # the worker need not release it.
+    lease_released: bool = False
 
     @property
     def writes(self) -> int:
@@ -105,24 +119,42 @@ class SyncReport:
 
 @dataclass(frozen=True)
 class _Snapshot:
+    """The person's enrollment and sync state; their links only once a run needs a plan."""
+
     enrollment_id: int
     person: str
     mailbox: str
     profile_id: str
     active: bool
     paused: bool
+    last_error: str | None
     delta_link: str | None
     delta_started_at: datetime | None
     delta_window: Window | None
     source_count: int
-    links: list[LinkView]
+    consecutive_failures: int
+    busy_blocks: int
+    fingerprint: str | None
+    # The last run's created/updated/deleted/requests, as the state row holds them.
+    counts: Mapping[str, int] = field(default_factory=dict)
+    links: Sequence[LinkView] = ()
+
+
+@dataclass(frozen=True)
+class _Round:
+    """One delta round as Graph answered it, before anything is read into it."""
+
+    result: DeltaResult
+    full: bool
+    window: Window
 
 
 @dataclass
 class _Written:
     """What the writes achieved, to be committed."""
 
-    links: dict[str, EventLink | None]
+    # By source id: the link as it now stands, or None where the event was deleted.
+    links: dict[str, LinkView | None]
     missing: set[str]
     # Changed by someone else between our write and the catch-up round: rewrite next run.
     stale: set[str] = field(default_factory=set)
@@ -167,12 +199,16 @@ class SyncEngine:
         options: SyncOptions | None = None,
         *,
         lease_owner: str | None = None,
+        quiet: QuietWrites | None = None,
     ) -> SyncReport:
         """One run for one person; with ``lease_owner``, it commits only while that lease holds.
 
         A worker that lost its lease (it ran past the expiry and another took the person over)
         must not write its links over the other's: its Outlook writes carry transaction ids, so
-        whoever commits next adopts them instead of duplicating them.
+        whoever commits next adopts them instead of duplicating them. The run's commit gives the
+        lease back in the same transaction (``report.lease_released``), which saves the worker a
+        transaction of its own per person. With ``quiet`` (the worker's, under the same lease),
+        a run with nothing to do leaves its writes there, to be written with others'.
         """
         options = options or SyncOptions()
         snapshot = await self._load(enrollment_id)
@@ -184,7 +220,7 @@ class SyncEngine:
             return report
         started = self._clock()
         try:
-            await self._run(snapshot, options, report, started, lease_owner)
+            await self._run(snapshot, options, report, started, (lease_owner, quiet))
         except LeaseLostError:
             report.ok = False
             report.skipped = "another worker took this person over; nothing was committed"
@@ -218,12 +254,74 @@ class SyncEngine:
         options: SyncOptions,
         report: SyncReport,
         started: datetime,
-        lease_owner: str | None,
+        lease: tuple[str | None, QuietWrites | None],
     ) -> None:
-        outlook, delta_link, full = await self._pull(snapshot, options, started, report)
-        window = outlook.view.window
-        assert window is not None
+        lease_owner, quiet = lease
+        round_ = await self._pull(snapshot, options, started, report)
+        window = round_.window
         appointments = await self._source.list_appointments(snapshot.profile_id, window)
+        self._check_empty_read(appointments, snapshot, options)
+        fingerprint = source_fingerprint(
+            appointments,
+            window,
+            subject_template=self._settings.subject_template,
+            profile_id=snapshot.profile_id,
+            mailbox=snapshot.mailbox,
+        )
+        if _nothing_to_do(snapshot, options, round_, fingerprint):
+            report.busy_blocks = snapshot.busy_blocks
+            if quiet is not None and lease_owner is not None:
+                quiet.add(
+                    QuietRun(
+                        snapshot.enrollment_id,
+                        round_.result.delta_link,
+                        report.requests,
+                        _summary(report),
+                        self._clock(),
+                    )
+                )
+                report.lease_released = True  # by the quiet write, with the others'
+            else:
+                await self._commit_quiet(snapshot, round_.result.delta_link, report, lease_owner)
+            return
+        snapshot = replace(snapshot, links=await self._links(snapshot.enrollment_id))
+        linked = {link.event_id for link in snapshot.links}
+        outlook = read_delta(round_.result.items, linked, full=round_.full, window=window)
+        wanted = desired_events(appointments, window, self._settings.subject_template)
+        plan = plan_changes(wanted, snapshot.links, outlook.view, window)
+        await self._confirm_gone(snapshot, plan, window, report)
+        self._check_deletions(plan, snapshot, options)
+        plan.cap_creations(self._settings.max_creations_per_run)
+        written = await self._write(snapshot, plan, report)
+        delta_link = round_.result.delta_link
+        next_link: str | None = delta_link
+        if report.writes:
+            outlook, next_link = await self._catch_up(
+                snapshot, written, outlook, delta_link, report
+            )
+        # Only a run that left Outlook as planned vouches for its inputs; anything left for
+        # the next run (a failed or deferred write, an event to put right, no link to resume
+        # from) must not let that run pass for quiet.
+        settled = (
+            next_link is not None
+            and report.failed_writes == 0
+            and not plan.deferred
+            and not (written.missing or written.removed or written.stale)
+        )
+        await self._commit(
+            snapshot,
+            plan,
+            written,
+            outlook,
+            (next_link, round_.full),
+            report,
+            (started, lease_owner),
+            (len(wanted), fingerprint if settled else None),
+        )
+
+    def _check_empty_read(
+        self, appointments: Sequence[Appointment], snapshot: _Snapshot, options: SyncOptions
+    ) -> None:
         if (
             not appointments
             and snapshot.source_count >= self._settings.empty_read_minimum
@@ -233,37 +331,15 @@ class SyncEngine:
                 f"the scheduling system returned no appointments for {snapshot.person}, where it "
                 f"returned {snapshot.source_count} before; nothing was deleted"
             )
-        wanted = desired_events(appointments, window, self._settings.subject_template)
-        plan = plan_changes(wanted, snapshot.links, outlook.view, window)
-        await self._confirm_gone(snapshot, plan, window, report)
-        self._check_deletions(plan, snapshot, options)
-        plan.cap_creations(self._settings.max_creations_per_run)
-        written = await self._write(snapshot, plan, report)
-        next_link: str | None = delta_link
-        if report.writes:
-            outlook, next_link = await self._catch_up(
-                snapshot, written, outlook, delta_link, report
-            )
-        await self._commit(
-            snapshot,
-            plan,
-            written,
-            outlook,
-            (next_link, full),
-            report,
-            (started, lease_owner),
-            len(wanted),
-        )
 
     async def _pull(
         self, snapshot: _Snapshot, options: SyncOptions, started: datetime, report: SyncReport
-    ) -> tuple[OutlookRead, str, bool]:
+    ) -> _Round:
         """One delta round; the window of the read is the window of the whole run.
 
         A stored round keeps its window until it is restarted: the clock moves on, the round's
         window does not, and Graph reports anything that changes outside it as removed.
         """
-        linked = {link.event_id for link in snapshot.links}
         stale = snapshot.delta_started_at is None or (
             self._clock() - snapshot.delta_started_at
             > timedelta(hours=self._settings.delta_restart_hours)
@@ -275,8 +351,7 @@ class SyncEngine:
                     snapshot.mailbox, delta_link=snapshot.delta_link
                 )
                 report.requests += result.requests
-                read = read_delta(result.items, linked, full=False, window=stored)
-                return read, result.delta_link, False
+                return _Round(result, False, stored)
             except DeltaExpiredError:
                 log.info("sync.delta_expired", enrollment=snapshot.enrollment_id)
         window = Window(
@@ -286,7 +361,7 @@ class SyncEngine:
         result = await self._calendar.delta(snapshot.mailbox, start=window.start, end=window.end)
         report.requests += result.requests
         report.full_resync = True
-        return read_delta(result.items, linked, full=True, window=window), result.delta_link, True
+        return _Round(result, True, window)
 
     async def _confirm_gone(
         self, snapshot: _Snapshot, plan: Plan, window: Window, report: SyncReport
@@ -477,8 +552,7 @@ class SyncEngine:
         desired, link = action.desired, action.link
         assert desired is not None
         appointment = desired.appointment
-        written.links[appointment.id] = EventLink(
-            enrollment_id=snapshot.enrollment_id,
+        written.links[appointment.id] = LinkView(
             source_id=appointment.id,
             event_id=str(body.get("id") or (link.event_id if link else "")),
             content_hash=desired.content_hash,
@@ -535,28 +609,36 @@ class SyncEngine:
         delta: tuple[str | None, bool],
         report: SyncReport,
         run: tuple[datetime, str | None],
-        source_count: int,
+        source: tuple[int, str | None],
     ) -> None:
         now = self._clock()
         delta_link, full = delta
         started, lease_owner = run
+        source_count, fingerprint = source
+        enrollment_id = snapshot.enrollment_id
         async with write_transaction(self._sessions) as session:
             # The state row first, locked: a lease taken over by another worker stops the commit.
-            state = await self._state(session, snapshot.enrollment_id)
-            if lease_owner is not None and state.lease_owner != lease_owner:
-                raise LeaseLostError(snapshot.enrollment_id)
-            for link in plan.forget:
-                await session.execute(
-                    delete(EventLink).where(
-                        EventLink.enrollment_id == snapshot.enrollment_id,
-                        EventLink.source_id == link.source_id,
-                    )
-                )
-            for source_id, new in written.links.items():
-                if new is not None:
-                    await session.merge(new)
-                elif existing := await session.get(EventLink, (snapshot.enrollment_id, source_id)):
-                    await session.delete(existing)
+            state = await self._state(session, enrollment_id)
+            if lease_owner is not None:
+                if state.lease_owner != lease_owner:
+                    raise LeaseLostError(enrollment_id)
+                state.lease_owner = state.lease_expires_at = None
+            gone = [link.source_id for link in plan.forget]
+            gone += [source_id for source_id, new in written.links.items() if new is None]
+            await _delete_in(
+                session, EventLink.source_id, gone, EventLink.enrollment_id == enrollment_id
+            )
+            await upsert_rows(
+                session,
+                EventLink,
+                [
+                    _link_row(enrollment_id, new, now)
+                    for new in written.links.values()
+                    if new is not None
+                ],
+                key=("enrollment_id", "source_id"),
+                columns=_LINK_COLUMNS,
+            )
             # Marks that make the next run put these right: re-create, or rewrite.
             for source_ids, marks in (
                 (written.missing, {"change_key": MISSING}),
@@ -583,6 +665,7 @@ class SyncEngine:
                 assert window is not None
                 state.delta_window_start, state.delta_window_end = window.start, window.end
             state.source_count = source_count
+            state.source_fingerprint = fingerprint
             _count(state, report)
             was_failing = state.consecutive_failures > 0
             state.consecutive_failures = (
@@ -606,6 +689,7 @@ class SyncEngine:
             report.recovered = was_failing and report.ok
             if report.recovered and enrollment is not None and previous_kind:
                 report.recovered_from = _kind(previous_kind)
+        report.lease_released = lease_owner is not None
         if self._source.accepts_busy:
             await self._source.write_busy(snapshot.profile_id, list(outlook.busy.values()))
 
@@ -623,36 +707,84 @@ class SyncEngine:
                 delete(BusyBlockRecord).where(BusyBlockRecord.enrollment_id == enrollment_id)
             )
         else:
-            gone = outlook.not_busy | ours | set(outlook.busy)
-            if gone:
-                await session.execute(
-                    delete(BusyBlockRecord).where(
-                        BusyBlockRecord.enrollment_id == enrollment_id,
-                        BusyBlockRecord.event_id.in_(gone),
-                    )
-                )
-        for event_id, block in outlook.busy.items():
-            if event_id in ours:
-                continue
-            session.add(
-                BusyBlockRecord(
-                    enrollment_id=enrollment_id,
-                    event_id=event_id,
-                    start_at=block.start,
-                    end_at=block.end,
-                    show_as=block.show_as,
-                )
+            await _delete_in(
+                session,
+                BusyBlockRecord.event_id,
+                outlook.not_busy | ours | set(outlook.busy),
+                BusyBlockRecord.enrollment_id == enrollment_id,
             )
-        await session.flush()
-        rows = await session.scalars(
-            select(BusyBlockRecord.event_id).where(BusyBlockRecord.enrollment_id == enrollment_id)
+        await upsert_rows(
+            session,
+            BusyBlockRecord,
+            [
+                {
+                    "enrollment_id": enrollment_id,
+                    "event_id": event_id,
+                    "start_at": block.start,
+                    "end_at": block.end,
+                    "show_as": block.show_as,
+                }
+                for event_id, block in outlook.busy.items()
+                if event_id not in ours
+            ],
+            key=("enrollment_id", "event_id"),
+            columns=("start_at", "end_at", "show_as"),
         )
-        return len(rows.all())
+        count = await session.scalar(
+            select(func.count())
+            .select_from(BusyBlockRecord)
+            .where(BusyBlockRecord.enrollment_id == enrollment_id)
+        )
+        return int(count or 0)
+
+    async def _commit_quiet(
+        self,
+        snapshot: _Snapshot,
+        delta_link: str,
+        report: SyncReport,
+        lease_owner: str | None,
+    ) -> None:
+        """What a run with nothing to do writes: the round's new link and the run's stamps.
+
+        Graph does not say whether an empty round hands out the link it was given or a new one
+        (each ``$deltatoken`` is an opaque snapshot of the round); a new one is stored, since
+        the old one may expire sooner, and an unchanged one is not written again. The stamps
+        (last run, last success, summary) are what ``status`` shows the person, so they move
+        on, and the worker's lease is given back in the same UPDATE. The state row is written
+        only where something in it changes; links and busy blocks are not touched.
+        """
+        now = self._clock()
+        enrollment_id = snapshot.enrollment_id
+        counts = {"created": 0, "updated": 0, "deleted": 0, "requests": report.requests}
+        state: dict[str, Any] = {
+            name: value for name, value in counts.items() if snapshot.counts.get(name) != value
+        }
+        if delta_link != snapshot.delta_link:
+            state["delta_link"] = delta_link
+        claimed = update(SyncState).where(SyncState.enrollment_id == enrollment_id)
+        if lease_owner is not None:
+            claimed = claimed.where(SyncState.lease_owner == lease_owner)
+            state["lease_owner"] = state["lease_expires_at"] = None
+        async with write_transaction(self._sessions) as session:
+            if state:
+                result = await session.execute(
+                    claimed.values(**state), execution_options=_NO_ORM_SYNC
+                )
+                if not cast(CursorResult[Any], result).rowcount:
+                    raise LeaseLostError(enrollment_id)  # or the row is gone: nothing to stamp
+            await session.execute(
+                update(Enrollment)
+                .where(Enrollment.id == enrollment_id)
+                .values(last_run_at=now, last_success_at=now, last_sync_summary=_summary(report)),
+                execution_options=_NO_ORM_SYNC,
+            )
+        report.lease_released = lease_owner is not None
 
     async def _record_failure(self, snapshot: _Snapshot, report: SyncReport) -> None:
         async with write_transaction(self._sessions) as session:
             state = await self._state(session, snapshot.enrollment_id)
             state.consecutive_failures += 1
+            state.source_fingerprint = None  # the next run is a full one
             enrollment = await session.get(Enrollment, snapshot.enrollment_id)
             if enrollment is not None:
                 enrollment.last_run_at = self._clock()
@@ -662,40 +794,79 @@ class SyncEngine:
     # -- loading ---------------------------------------------------------------------------
 
     async def _load(self, enrollment_id: int) -> _Snapshot | None:
+        """The enrollment and its sync state in one statement, as plain values."""
         async with self._sessions() as session:
-            enrollment = await session.get(Enrollment, enrollment_id)
-            if enrollment is None:
-                return None
-            state = await session.get(SyncState, enrollment_id)
-            links = (
-                await session.scalars(
-                    select(EventLink).where(EventLink.enrollment_id == enrollment_id)
-                )
-            ).all()
-            return _Snapshot(
-                enrollment_id=enrollment.id,
-                person=enrollment.subject_upn,
-                mailbox=enrollment.subject_id,
-                profile_id=enrollment.profile_id,
-                active=enrollment.active,
-                paused=enrollment.paused,
-                delta_link=state.delta_link if state else None,
-                delta_started_at=state.delta_started_at if state else None,
-                delta_window=_window_of(state),
-                source_count=state.source_count if state else 0,
-                links=[
-                    LinkView(
-                        link.source_id,
-                        link.event_id,
-                        link.content_hash,
-                        link.change_key,
-                        link.generation,
-                        link.starts_at,
-                        link.ends_at,
+            row = (
+                await session.execute(
+                    select(
+                        Enrollment.subject_upn,
+                        Enrollment.subject_id,
+                        Enrollment.profile_id,
+                        Enrollment.active,
+                        Enrollment.paused,
+                        Enrollment.last_error,
+                        SyncState.delta_link,
+                        SyncState.delta_started_at,
+                        SyncState.delta_window_start,
+                        SyncState.delta_window_end,
+                        SyncState.source_count,
+                        SyncState.consecutive_failures,
+                        SyncState.busy_blocks,
+                        SyncState.source_fingerprint,
+                        SyncState.created,
+                        SyncState.updated,
+                        SyncState.deleted,
+                        SyncState.requests,
                     )
-                    for link in links
-                ],
+                    .outerjoin(SyncState, SyncState.enrollment_id == Enrollment.id)
+                    .where(Enrollment.id == enrollment_id)
+                )
+            ).one_or_none()
+        if row is None:
+            return None
+        window_start, window_end = row.delta_window_start, row.delta_window_end
+        return _Snapshot(
+            enrollment_id=enrollment_id,
+            person=row.subject_upn,
+            mailbox=row.subject_id,
+            profile_id=row.profile_id,
+            active=row.active,
+            paused=row.paused,
+            last_error=row.last_error,
+            delta_link=row.delta_link,
+            delta_started_at=row.delta_started_at,
+            delta_window=(
+                Window(window_start, window_end)
+                if window_start is not None and window_end is not None
+                else None
+            ),
+            source_count=row.source_count or 0,
+            consecutive_failures=row.consecutive_failures or 0,
+            busy_blocks=row.busy_blocks or 0,
+            fingerprint=row.source_fingerprint,
+            counts={
+                "created": row.created,
+                "updated": row.updated,
+                "deleted": row.deleted,
+                "requests": row.requests,
+            },
+        )
+
+    async def _links(self, enrollment_id: int) -> list[LinkView]:
+        """The person's event links, read as plain values (no ORM objects to build and track)."""
+        async with self._sessions() as session:
+            rows = await session.execute(
+                select(
+                    EventLink.source_id,
+                    EventLink.event_id,
+                    EventLink.content_hash,
+                    EventLink.change_key,
+                    EventLink.generation,
+                    EventLink.starts_at,
+                    EventLink.ends_at,
+                ).where(EventLink.enrollment_id == enrollment_id)
             )
+            return [LinkView(*row) for row in rows]
 
     async def _state(self, session: AsyncSession, enrollment_id: int) -> SyncState:
         state = await session.get(SyncState, enrollment_id, with_for_update=True)
@@ -705,17 +876,79 @@ class SyncEngine:
         return state
 
 
+# Columns a link's upsert overwrites: all but the key.
+_LINK_COLUMNS = (
+    "event_id",
+    "content_hash",
+    "change_key",
+    "generation",
+    "starts_at",
+    "ends_at",
+    "updated_at",
+)
+# Plain UPDATEs: nothing loaded in the session to bring in line with them.
+_NO_ORM_SYNC = {"synchronize_session": False}
+# Keys per DELETE ... IN: well inside SQLite's and asyncpg's limits on bound parameters.
+_DELETE_CHUNK = 1000
+
+
+def _nothing_to_do(
+    snapshot: _Snapshot, options: SyncOptions, round_: _Round, fingerprint: str
+) -> bool:
+    """Whether this run's plan is known to be empty without loading links to make it.
+
+    The last run must have settled everything (a stored fingerprint, no error since), this
+    round must continue the stored one and have seen no change at all (our events, the
+    person's own ones, anything reported removed), and the source with the window, mapping
+    and payload shape must hash as it did then. A forced run or a run allowed to delete
+    always plans.
+    """
+    return (
+        not options.full
+        and not options.allow_deletions
+        and not round_.full
+        and not round_.result.items
+        and snapshot.consecutive_failures == 0
+        and snapshot.last_error is None
+        and snapshot.fingerprint is not None
+        and snapshot.fingerprint == fingerprint
+    )
+
+
+def _link_row(enrollment_id: int, link: LinkView, now: datetime) -> dict[str, Any]:
+    return {
+        "enrollment_id": enrollment_id,
+        "source_id": link.source_id,
+        "event_id": link.event_id,
+        "content_hash": link.content_hash,
+        "change_key": link.change_key,
+        "generation": link.generation,
+        "starts_at": link.starts_at,
+        "ends_at": link.ends_at,
+        "updated_at": now,
+    }
+
+
+async def _delete_in(
+    session: AsyncSession,
+    column: InstrumentedAttribute[str],
+    keys: Iterable[str],
+    owner: Any,
+) -> None:
+    """Delete the person's rows (``owner``) whose ``column`` is one of ``keys``, in bulk."""
+    keys = list(keys)
+    for first in range(0, len(keys), _DELETE_CHUNK):
+        await session.execute(
+            delete(column.class_).where(owner, column.in_(keys[first : first + _DELETE_CHUNK])),
+            execution_options=_NO_ORM_SYNC,
+        )
+
+
 def _kind(value: str) -> FailureKind | None:
     try:
         return FailureKind(value)
     except ValueError:
         return None
-
-
-def _window_of(state: SyncState | None) -> Window | None:
-    if state is None or state.delta_window_start is None or state.delta_window_end is None:
-        return None
-    return Window(state.delta_window_start, state.delta_window_end)
 
 
 def _summary(report: SyncReport) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -30,11 +31,17 @@ class SubjectTemplateError(ValueError):
 
 
 def render_subject(template: str, appointment: Appointment) -> str:
-    problem = subject_template_problem(template)
+    problem = _template_problem(template)
     if problem:
         raise SubjectTemplateError(problem)
     text = template.format(subject=appointment.subject, location=appointment.location or "")
     return " ".join(text.split())[:255] or DEFAULT_SUBJECT_TEMPLATE
+
+
+@lru_cache(maxsize=16)
+def _template_problem(template: str) -> str | None:
+    """The template is checked once, not once per appointment (a sync renders thousands)."""
+    return subject_template_problem(template)
 
 
 def local_dates(appointment: Appointment) -> tuple[date, date]:

@@ -12,16 +12,21 @@ deletes anything.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import attrgetter
 from typing import Any
 
 from syncwarden.connectors.scheduling.ports import Appointment, Window
-from syncwarden.sync.event_payload import content_hash, event_payload
+from syncwarden.sync.event_payload import PAYLOAD_VERSION, content_hash, event_payload
 
 # A link whose Outlook event is known to be gone (a PATCH answered 404) carries this change key.
 MISSING = "!missing"
+# Bump when what the plan reads from the source changes, so no stored fingerprint matches.
+FINGERPRINT_VERSION = "1"
 # A link whose event a delta round reported under ``@removed``. Graph uses ``@removed`` both for
 # a deletion and for a change that took the event outside the round's window, so this one is
 # only a suspicion: the engine reads the event before it re-creates anything.
@@ -182,3 +187,41 @@ def plan_changes(
 
 def deletion_share(plan: Plan, links: Sequence[LinkView]) -> float:
     return len(plan.deletes) / len(links) if links else 0.0
+
+
+def source_fingerprint(
+    appointments: Sequence[Appointment],
+    window: Window,
+    *,
+    subject_template: str,
+    profile_id: str,
+    mailbox: str,
+) -> str:
+    """Everything the plan takes from outside our links, in one hash: the source's read, the
+    window it was read for, the mapping and how payloads are shaped.
+
+    Equal to the hash stored by a run that left Outlook exactly as planned, and with a delta
+    round that saw nothing, it proves the plan would be empty, so the engine can skip it (and
+    the links it would load). Only what the plan uses goes in: ``updated_at`` does not (a feed
+    that restamps every read would never look unchanged), and no location is the same as an
+    empty one, as in the payload. Sorted by id, stably, so a source that returns rows in another
+    order still matches, while repeats of one id keep their order (the last copy wins in
+    :func:`desired_events`). JSON keeps fields apart whatever text they hold.
+    """
+    rows = [
+        (
+            a.id,
+            a.subject,
+            a.start.timestamp(),
+            a.end.timestamp(),
+            a.time_zone,
+            a.all_day,
+            a.location or "",
+            a.cancelled,
+        )
+        for a in sorted(appointments, key=attrgetter("id"))
+    ]
+    head: list[str | float] = [FINGERPRINT_VERSION, PAYLOAD_VERSION, profile_id, mailbox]
+    head += [subject_template, window.start.timestamp(), window.end.timestamp()]
+    text = json.dumps([head, rows], ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()

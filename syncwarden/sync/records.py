@@ -35,6 +35,10 @@ class SyncState(Base):
     delta_window_start: Mapped[datetime | None] = mapped_column(UtcDateTime)
     delta_window_end: Mapped[datetime | None] = mapped_column(UtcDateTime)
     source_count: Mapped[int] = mapped_column(Integer, default=0)
+    # The source read and plan inputs of the last run that left Outlook exactly as planned
+    # (plan.source_fingerprint); None after any run that left something for the next one. A
+    # run that matches it and whose delta round saw nothing has nothing to do.
+    source_fingerprint: Mapped[str | None] = mapped_column(String(64))
     created: Mapped[int] = mapped_column(Integer, default=0)
     updated: Mapped[int] = mapped_column(Integer, default=0)
     deleted: Mapped[int] = mapped_column(Integer, default=0)

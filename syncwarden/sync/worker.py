@@ -28,12 +28,16 @@ from syncwarden.core.settings import SyncSettings
 from syncwarden.core.tasks import running_alongside
 from syncwarden.sync.engine import SyncEngine, SyncOptions, SyncReport
 from syncwarden.sync.errors import FailureKind
+from syncwarden.sync.quiet import QuietWrites
 from syncwarden.sync.records import SyncState
 from syncwarden.workflows.model import TicketStatus
 from syncwarden.workflows.records import Enrollment, Ticket, canonical_object_id
 
 log = get_logger(__name__)
 CLAIM_BATCH = 50
+# Quiet runs written per transaction (and the rest when a claimed batch is done): a lease is
+# given back at most this many quiet people later than its own run ended.
+QUIET_WRITE_EVERY = 16
 
 
 def run_outcome(report: SyncReport) -> tuple[str, str | None]:
@@ -152,13 +156,21 @@ class SyncWorker:
         self, claimed: list[int], options: SyncOptions | None
     ) -> list[SyncReport]:
         gate = asyncio.Semaphore(self._settings.concurrency)
+        # Quiet runs' writes, a transaction per group of people (see sync.quiet).
+        quiet = QuietWrites(self._sessions, self.owner)
 
         async def one(enrollment_id: int) -> SyncReport:
+            report = await run(enrollment_id)
+            if len(quiet) >= QUIET_WRITE_EVERY:
+                await self._write_quiet(quiet)
+            return report
+
+        async def run(enrollment_id: int) -> SyncReport:
             async with gate:
                 try:
                     async with self._lease_kept(enrollment_id):
                         report = await self._engine.sync(
-                            enrollment_id, options, lease_owner=self.owner
+                            enrollment_id, options, lease_owner=self.owner, quiet=quiet
                         )
                 except Exception as error:  # one person's failure must not stop the others
                     report_unexpected(
@@ -170,7 +182,8 @@ class SyncWorker:
                 outcome, kind = run_outcome(report)
                 count_sync_run(outcome, failure_kind=kind)
                 try:
-                    await self._release(enrollment_id)
+                    if not report.lease_released:  # a committed run gave it back already
+                        await self._release(enrollment_id)
                 except Exception as error:  # the lease runs out by itself
                     report_unexpected(
                         log,
@@ -190,7 +203,15 @@ class SyncWorker:
                         )
                 return report
 
-        return list(await asyncio.gather(*(one(i) for i in claimed)))
+        reports = list(await asyncio.gather(*(one(i) for i in claimed)))
+        await self._write_quiet(quiet)
+        return reports
+
+    async def _write_quiet(self, quiet: QuietWrites) -> None:
+        try:
+            await quiet.write()
+        except Exception as error:  # the leases run out by themselves; the old links still work
+            report_unexpected(log, "sync.quiet_write_failed", error, where="sync.quiet")
 
     async def _claim(self, *, requested_only: bool) -> list[int]:
         now = self._clock()

@@ -25,6 +25,7 @@ from syncwarden.sandbox.server import SandboxTenant
 from syncwarden.sync.credential_watch import CredentialAlert
 from syncwarden.sync.engine import SyncEngine, SyncOptions, SyncReport
 from syncwarden.sync.errors import FailureKind
+from syncwarden.sync.quiet import QuietWrites
 from syncwarden.sync.records import SyncState
 from syncwarden.sync.worker import SyncWorker
 from syncwarden.web import create_app
@@ -270,6 +271,7 @@ class ScriptedEngine(SyncEngine):
         options: SyncOptions | None = None,
         *,
         lease_owner: str | None = None,
+        quiet: QuietWrites | None = None,
     ) -> SyncReport:
         match self.script.get(enrollment_id):
             case "throttled":
@@ -282,7 +284,7 @@ class ScriptedEngine(SyncEngine):
                 return SyncReport(enrollment_id, "p", skipped="paused")
             case "taken over":
                 return SyncReport(enrollment_id, "p", ok=False, skipped="another worker took it")
-        return await super().sync(enrollment_id, options, lease_owner=lease_owner)
+        return await super().sync(enrollment_id, options, lease_owner=lease_owner, quiet=quiet)
 
 
 def sync_runs(text: str) -> dict[str, float]:

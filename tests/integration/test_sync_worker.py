@@ -272,6 +272,11 @@ async def test_a_long_run_keeps_its_lease_and_one_that_lost_it_commits_nothing(
 
     gate.clear()
     entered.clear()
+    # Something to write, so the run commits (a quiet run's lease is checked by the quiet
+    # write it joins; test_sync_quiet covers that one).
+    await BuiltinAppointments(sessions).upsert(
+        "P-1", [Appointment("A-1", "Client, moved", start, start + timedelta(minutes=50))]
+    )
     slow = SyncWorker(sessions, engine, settings, owner="worker-a", renew_every=3600)
     await slow.request([enrollment])
     running = asyncio.create_task(slow.run_requested())

@@ -12,11 +12,13 @@ from pydantic import SecretStr
 
 from syncwarden.connectors.clouds import resolve_endpoints
 from syncwarden.core.settings import (
+    POOL_HEADROOM,
     Cloud,
     ExchangeSettings,
     GraphSettings,
     Mode,
     Settings,
+    SyncSettings,
     database_url_problem,
     find_problems,
     is_placeholder,
@@ -394,3 +396,16 @@ def test_a_sync_source_without_what_it_needs_is_a_problem_in_every_mode(mode: Mo
         }
     )
     assert find_problems(fine) == []
+
+
+def test_the_pool_holds_every_sync_run_and_an_explicit_size_wins(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Unset, the PostgreSQL pool is the sync concurrency plus headroom; a smaller pool would
+    open and close overflow connections for the sync on every pass."""
+    assert load_settings().database.pool_size == SyncSettings().concurrency + POOL_HEADROOM
+    assert load_settings(sync={"concurrency": 30}).database.pool_size == 30 + POOL_HEADROOM
+    monkeypatch.setenv("SYNCWARDEN_SYNC__CONCURRENCY", "12")
+    assert load_settings().database.pool_size == 12 + POOL_HEADROOM
+    monkeypatch.setenv("SYNCWARDEN_DATABASE__POOL_SIZE", "4")
+    assert load_settings().database.pool_size == 4

@@ -1,15 +1,26 @@
-"""The sync planner's rules, on plain data: every appointment and every link lands in one place."""
+"""The sync planner's rules, on plain data: every appointment and every link lands in one place,
+and the fingerprint that lets a quiet run skip planning sees everything planning reads."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from syncwarden.connectors.scheduling.ports import Appointment, Window
 from syncwarden.sync.event_payload import content_hash, event_payload
-from syncwarden.sync.plan import MISSING, LinkView, OutlookView, desired_events, plan_changes
+from syncwarden.sync.plan import (
+    MISSING,
+    LinkView,
+    OutlookView,
+    desired_events,
+    plan_changes,
+    source_fingerprint,
+)
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 WINDOW = Window(NOW - timedelta(days=14), NOW + timedelta(days=120))
@@ -102,3 +113,75 @@ def test_every_appointment_and_link_is_accounted_for_once(
         link.source_id for link in links if link.source_id not in wanted
     )
     assert all(link.ends_at > WINDOW.start for link in plan.deletes)
+
+
+def fingerprint(items: list[Appointment], **changes: Any) -> str:
+    inputs: dict[str, Any] = {
+        "window": WINDOW,
+        "subject_template": "{subject}",
+        "profile_id": "P-1",
+        "mailbox": "m-1",
+    }
+    inputs.update(changes)
+    window = inputs.pop("window")
+    return source_fingerprint(items, window, **inputs)
+
+
+CHANGES_THE_PLAN_SEES: list[tuple[str, dict[str, Any]]] = [
+    ("subject", {"subject": "Client 1, renamed"}),
+    ("start", {"start": NOW + timedelta(days=1, minutes=5)}),
+    ("end", {"end": NOW + timedelta(days=1, hours=2)}),
+    ("zone", {"time_zone": "Europe/London"}),
+    ("all day", {"all_day": True}),
+    ("location", {"location": "Room 4"}),
+    ("cancelled", {"cancelled": True}),
+    ("id", {"id": "A-1b"}),
+]
+
+
+@pytest.mark.parametrize(
+    ("what", "change"), CHANGES_THE_PLAN_SEES, ids=[c[0] for c in CHANGES_THE_PLAN_SEES]
+)
+def test_the_source_fingerprint_changes_with_anything_the_plan_reads(
+    what: str, change: dict[str, Any]
+) -> None:
+    items = [appointment(1, 1), appointment(2, 2)]
+    changed = [replace(items[0], **change), items[1]]
+    assert fingerprint(changed) != fingerprint(items), what
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"window": Window(WINDOW.start, WINDOW.end + timedelta(days=1))},
+        {"subject_template": "Booked"},
+        {"profile_id": "P-2"},
+        {"mailbox": "m-2"},
+    ],
+)
+def test_the_source_fingerprint_changes_with_the_window_mapping_and_payload_shape(
+    change: dict[str, Any],
+) -> None:
+    items = [appointment(1, 1)]
+    assert fingerprint(items, **change) != fingerprint(items)
+
+
+def test_an_appointment_added_or_dropped_changes_the_fingerprint() -> None:
+    items = [appointment(1, 1), appointment(2, 2)]
+    assert fingerprint(items[:1]) != fingerprint(items) != fingerprint([])
+
+
+@given(st.permutations(list(range(8))), st.integers(0, 10_000))
+def test_the_fingerprint_ignores_read_order_and_update_stamps(
+    order: list[int], seconds: int
+) -> None:
+    items = [appointment(n, n) for n in range(8)]
+    shuffled = [replace(items[i], updated_at=NOW + timedelta(seconds=seconds)) for i in order]
+    assert fingerprint(shuffled) == fingerprint(items)
+
+
+def test_text_cannot_move_between_fields_unseen() -> None:
+    """A subject that ends with what looks like the next field is still another read."""
+    plain = Appointment("A-1", "Client", NOW, NOW + timedelta(hours=1), time_zone="UTC")
+    shifted = replace(plain, subject='Client","UTC', time_zone="")
+    assert fingerprint([plain]) != fingerprint([shifted])

@@ -2,7 +2,7 @@
 the sync group's members, and the drift it found (issue 16).
 
 Revision ID: 0020
-Revises: 0016
+Revises: 0017
 Create Date: 2026-12-02
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0020"
-down_revision: str | None = "0016"
+down_revision: str | None = "0017"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
