@@ -115,18 +115,22 @@ def test_import_of_a_missing_file_is_explained(tmp_path: Path) -> None:
     assert "cannot read" in result.stderr
 
 
-async def test_secrets_scan_posts_each_alert_once(tmp_path: Path, tenant: SandboxTenant) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path}/sw.db"
-    env = {
-        "SYNCWARDEN_DATABASE__URL": url,
+def tenant_env(tmp_path: Path, tenant: SandboxTenant, **extra: str) -> dict[str, str]:
+    """A CLI process's settings: a database of its own and the test's sandbox tenant."""
+    return {
+        "SYNCWARDEN_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/sw.db",
         "SYNCWARDEN_GRAPH__TENANT_ID": tenant.tenant_id,
         "SYNCWARDEN_GRAPH__CLIENT_ID": tenant.seed.app_ids["Syncwarden"],
         "SYNCWARDEN_GRAPH__CLIENT_SECRET": tenant.seed.secret_for("Syncwarden"),
         "SYNCWARDEN_GRAPH__LOGIN_URL": tenant.base_url,
         "SYNCWARDEN_GRAPH__BASE_URL": f"{tenant.base_url}/v1.0",
         "SYNCWARDEN_GRAPH__CA_BUNDLE": str(tenant.ca_path),
-        "SYNCWARDEN_ALERTS__WATCH_ALL_APPS": "true",
+        **extra,
     }
+
+
+async def test_secrets_scan_posts_each_alert_once(tmp_path: Path, tenant: SandboxTenant) -> None:
+    env = tenant_env(tmp_path, tenant, SYNCWARDEN_ALERTS__WATCH_ALL_APPS="true")
 
     async def scan() -> subprocess.CompletedProcess[str]:
         # The sandbox answers from this event loop, so the CLI runs in a thread meanwhile.
@@ -143,17 +147,8 @@ async def test_reconcile_prints_each_difference_and_exits_one_while_any_remains(
     tmp_path: Path, tenant: SandboxTenant
 ) -> None:
     """Nobody is enrolled in the new database: everyone in the group was added by hand."""
-    url = f"sqlite+aiosqlite:///{tmp_path}/sw.db"
-    env = {
-        "SYNCWARDEN_DATABASE__URL": url,
-        "SYNCWARDEN_GRAPH__TENANT_ID": tenant.tenant_id,
-        "SYNCWARDEN_GRAPH__CLIENT_ID": tenant.seed.app_ids["Syncwarden"],
-        "SYNCWARDEN_GRAPH__CLIENT_SECRET": tenant.seed.secret_for("Syncwarden"),
-        "SYNCWARDEN_GRAPH__LOGIN_URL": tenant.base_url,
-        "SYNCWARDEN_GRAPH__BASE_URL": f"{tenant.base_url}/v1.0",
-        "SYNCWARDEN_GRAPH__CA_BUNDLE": str(tenant.ca_path),
-        "SYNCWARDEN_GRAPH__SYNC_GROUP_ID": tenant.seed.group_ids["Calendar Sync (Graph)"],
-    }
+    group = tenant.seed.group_ids["Calendar Sync (Graph)"]
+    env = tenant_env(tmp_path, tenant, SYNCWARDEN_GRAPH__SYNC_GROUP_ID=group)
 
     async def reconcile() -> subprocess.CompletedProcess[str]:
         return await asyncio.to_thread(run, "reconcile", cwd=tmp_path, **env)

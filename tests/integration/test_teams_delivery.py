@@ -26,6 +26,7 @@ from syncwarden.core.db import session_factory, utc_now, write_transaction
 from syncwarden.workflows.outbox import OutboxMessage, OutboxNotifier
 from syncwarden.workflows.outbox_dispatch import OutboxDispatcher
 from syncwarden.workflows.ports import Channel, Notification, NotificationKind
+from tests.support.monotonic import SleepingClock
 from tests.support.recorder import ConnectorRecorder
 from tests.support.tickets import sample_ticket
 
@@ -363,22 +364,7 @@ async def test_with_no_approvals_channel_the_channel_copy_is_skipped_and_it_is_n
     assert [(row.key, row.state) for row in rows] == [("k", "sent")], "nobody told of it"
 
 
-class FakeMonotonic:
-    """A monotonic clock that moves only when the limiter waits."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.waits: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        self.now += seconds
-
-
-def one_send_per_half_minute(clock: FakeMonotonic) -> ConversationRateLimiter:
+def one_send_per_half_minute(clock: SleepingClock) -> ConversationRateLimiter:
     return ConversationRateLimiter(((1, 30.0),), clock=clock, sleep=clock.sleep)
 
 
@@ -388,7 +374,7 @@ async def test_a_conversation_out_of_room_postpones_its_message_and_others_still
     """Nothing of the message was sent, so putting it aside costs nothing: the row is due again
     when the conversation has room, with no attempt spent, and no delivery slept meanwhile."""
     sessions = session_factory(migrated_engine)
-    clock = FakeMonotonic()
+    clock = SleepingClock()
     async with httpx.AsyncClient() as http:
         delivery = TeamsDelivery(
             http,
@@ -421,7 +407,7 @@ async def test_a_delivery_that_has_begun_waits_for_room_rather_than_start_again(
     updated in the same conversation. Postponing now would post the card again on the retry,
     so the delivery waits for room instead."""
     sessions = session_factory(migrated_engine)
-    clock = FakeMonotonic()
+    clock = SleepingClock()
 
     class DecisionMeanwhile(CardPostStore):
         async def add(self, post: PostedCard) -> None:
@@ -448,7 +434,7 @@ async def test_sends_beyond_the_apps_fifty_a_second_wait_for_the_next_second(
     migrated_engine: AsyncEngine, recorder: ConnectorRecorder, setup: Setup
 ) -> None:
     sessions = session_factory(migrated_engine)
-    clock = FakeMonotonic()
+    clock = SleepingClock()
     app = ConversationRateLimiter(TEAMS_APP_WINDOWS, clock=clock, sleep=clock.sleep)
     async with httpx.AsyncClient() as http:
         delivery = TeamsDelivery(

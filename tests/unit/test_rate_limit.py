@@ -3,23 +3,11 @@
 from __future__ import annotations
 
 from syncwarden.bot.rate_limit import TEAMS_APP_WINDOWS, ConversationRateLimiter
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.waits: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        self.now += seconds
+from tests.support.monotonic import SleepingClock
 
 
 async def sends(
-    limiter: ConversationRateLimiter, clock: Clock, count: int, conversation: str = "c1"
+    limiter: ConversationRateLimiter, clock: SleepingClock, count: int, conversation: str = "c1"
 ) -> list[float]:
     times = []
     for _ in range(count):
@@ -29,7 +17,7 @@ async def sends(
 
 
 async def test_seven_per_second_then_eight_per_two_seconds() -> None:
-    clock = Clock()
+    clock = SleepingClock()
     limiter = ConversationRateLimiter(clock=clock, sleep=clock.sleep)
     times = await sends(limiter, clock, 16)
     assert times[:7] == [1000.0] * 7, "seven go out at once"
@@ -40,14 +28,14 @@ async def test_seven_per_second_then_eight_per_two_seconds() -> None:
 
 
 async def test_sixty_per_thirty_seconds() -> None:
-    clock = Clock()
+    clock = SleepingClock()
     limiter = ConversationRateLimiter(clock=clock, sleep=clock.sleep)
     times = await sends(limiter, clock, 61)
     assert times[60] - times[0] >= 30.0
 
 
 async def test_conversations_are_independent() -> None:
-    clock = Clock()
+    clock = SleepingClock()
     limiter = ConversationRateLimiter(clock=clock, sleep=clock.sleep)
     await sends(limiter, clock, 8, "c1")
     start = clock.now
@@ -56,7 +44,7 @@ async def test_conversations_are_independent() -> None:
 
 
 async def test_take_leaves_a_long_wait_to_the_caller_and_counts_nothing() -> None:
-    clock = Clock()
+    clock = SleepingClock()
     limiter = ConversationRateLimiter(clock=clock, sleep=clock.sleep)
     await sends(limiter, clock, 60)  # the 60-in-30-seconds window is now full
     wait = await limiter.take("c1", max_wait=1.0)
@@ -66,7 +54,7 @@ async def test_take_leaves_a_long_wait_to_the_caller_and_counts_nothing() -> Non
 
 
 async def test_the_app_wide_window_allows_fifty_a_second_across_conversations() -> None:
-    clock = Clock()
+    clock = SleepingClock()
     limiter = ConversationRateLimiter(TEAMS_APP_WINDOWS, clock=clock, sleep=clock.sleep)
     times = await sends(limiter, clock, 120, "app")
     assert times[:50] == [1000.0] * 50
