@@ -1,12 +1,14 @@
-"""Access reconciliation at scale: a first run, a steady run, and a run after 1% of people changed.
+"""Access reconciliation at scale: a first run, a steady run, a run after 1% of people left, and
+the run that removes them once their grace period is over.
 
     .venv/bin/python -m bench.reconcile_bench [--people 10000] [--latency-ms 50]
 
 Builds that many enrolled people in the sandbox tenant (all members of the sync group, each with
 an active scheduling mapping to their mailbox, so nothing differs), adds the latency to every
-Graph request and runs the production reconciler (real msal token, real HTTPS, SQLite) three
-times: the first run reads the group and the directory in full, the steady run finds nothing
-changed, and the last run follows 1% of the people being disabled in the directory. Beside them,
+Graph request and runs the production reconciler as the service wires it (real msal token, real
+HTTPS, SQLite) four times: the first run reads the group and the directory in full, the steady
+run finds nothing changed, the third follows 1% of the people being disabled in the directory,
+and the last runs once their grace period is over and opens their removal tickets. Beside them,
 the reference measured in the same run: one bare users/delta request and one bare group
 membership delta request from the stored links (what a steady run cannot do with less). Prints
 Graph requests and wall time. Numbers only; nothing is asserted.
@@ -23,6 +25,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -30,7 +33,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from syncwarden.connectors.graph.directory_changes import LOW_PRIORITY
-from syncwarden.connectors.scheduling.builtin import BuiltinScheduling, MappingRecord, ProfileRecord
+from syncwarden.connectors.scheduling.builtin import MappingRecord, ProfileRecord
 from syncwarden.core.db import create_engine, session_factory, write_transaction
 from syncwarden.core.logging import configure_logging
 from syncwarden.core.settings import Settings
@@ -39,10 +42,9 @@ from syncwarden.migrate import upgrade_to_head
 from syncwarden.sandbox import directory_admin
 from syncwarden.sandbox.server import SandboxTenant
 from syncwarden.sandbox.testing import running_sandbox
-from syncwarden.sync.reconcile import Reconciler
-from syncwarden.sync.reconcile_records import ReconcileLink
+from syncwarden.sync.reconcile_records import DriftRecord, ReconcileLink
+from syncwarden.workflow_wiring import build_workflows
 from syncwarden.workflows.records import Enrollment
-from syncwarden.workflows.unit_of_work import UnitsOfWork
 from tests.support.m365 import sandbox_settings
 
 SYNC_GROUP = "Calendar Sync (Graph)"
@@ -77,13 +79,9 @@ async def run(tenant: SandboxTenant, scratch: Path, people: int, latency_ms: flo
     settings = sandbox_settings(tenant, graph={"sync_group_id": group})
     m365 = build_microsoft365(settings)
     await m365.tokens.get_token(m365.endpoints.graph_scope)  # the token is not the run's cost
-    reconciler = Reconciler(
-        UnitsOfWork(sessions),
-        m365.directory_changes,
-        m365.directory,
-        BuiltinScheduling(sessions, writes_mappings=False),
-        group_id=group,
-    )
+    workflows = build_workflows(settings, sessions, m365)
+    assert workflows is not None
+    reconciler = workflows.reconciler  # as the service wires it: leavers' removals included
     tenant.set_knobs(latency_ms=latency_ms)
 
     async def measure(name: str, work: Callable[[], Awaitable[int | None]]) -> Measured:
@@ -106,14 +104,24 @@ async def run(tenant: SandboxTenant, scratch: Path, people: int, latency_ms: flo
     for person in ids[: max(1, people // 100)]:
         directory_admin.set_enabled(tenant.state, person, False)
     changed = await measure(f"after {max(1, people // 100)} people were disabled", reconcile)
+    await past_grace(sessions)
+
+    async def leavers_removed() -> int:
+        report = await reconciler.run()
+        opened.extend(report.opened)
+        return len(report.findings)
+
+    opened: list[str] = []
+    removals = await measure("the grace period over: a removal ticket per leaver", leavers_removed)
     print(
         f"{people} enrolled people in the sync group, {latency_ms:g} ms latency per Graph request, "
         "sandbox in this process, SQLite"
     )
     print("| run | wall time | Graph requests | differences found |")
     print("| --- | --- | --- | --- |")
-    for measured in (bare, first, steady, changed):
+    for measured in (bare, first, steady, changed, removals):
         print(measured.row())
+    print(f"removal tickets opened by the last run: {len(opened)} (carried out by the runner)")
     met = "met" if steady.requests <= GOAL_STEADY_REQUESTS else "NOT met"
     print(f"goal: steady run <= {GOAL_STEADY_REQUESTS} Graph requests: {met}")
     await m365.aclose()
@@ -151,6 +159,13 @@ async def seed(
         await session.execute(insert(ProfileRecord), profiles)
         await session.execute(insert(MappingRecord), mappings)
     return ids
+
+
+async def past_grace(sessions: async_sessionmaker[AsyncSession]) -> None:
+    """The leavers were first seen longer ago than the grace period."""
+    async with write_transaction(sessions) as session:
+        for row in (await session.scalars(select(DriftRecord))).all():
+            row.first_seen_at -= timedelta(days=30)
 
 
 async def stored_links(sessions: async_sessionmaker[AsyncSession]) -> dict[str, str]:

@@ -54,11 +54,39 @@ class Job:
 
 
 def declared_jobs(settings: Settings, workflows: Workflows) -> list[Job]:
+    scim = (
+        # Unassignments Entra ID sent while the person had a ticket open, carried out once it
+        # is done (Entra ID sends each change once).
+        [
+            Job(
+                "scim.catch_up",
+                settings.access.check_minutes,
+                workflows.unassigned_catch_up.run,
+            )
+        ]
+        if settings.scim.enabled
+        else []
+    )
     return [
+        *scim,
         Job(
             "approvals.check_pending",
             settings.scheduler.approval_check_minutes,
             workflows.service.check_pending,
+        ),
+        # Time-bound access: reminders before the end, a removal ticket at the end (stamped on
+        # the enrollment in the same commit, so a second run or replica does neither twice).
+        Job(
+            "access.expiry",
+            settings.access.check_minutes,
+            lambda: _described(workflows.service.check_access_expiry()),
+        ),
+        # Access reviews: start one when due, remind and ask the fallback reviewers, close it
+        # (undecided people follow the default), open removals still owed.
+        Job(
+            "access.reviews",
+            settings.access.check_minutes,
+            workflows.service.reviews.run_due,
         ),
         Job(
             "credentials.scan",

@@ -7,9 +7,10 @@ Every command loads settings the same way the service does, so ``config check`` 
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -38,12 +39,18 @@ from syncwarden.core.settings import (
 )
 from syncwarden.migrate import upgrade_to_head
 from syncwarden.sandbox_process import SandboxStartError
+from syncwarden.scim_cli import build_scim_app
 
 if TYPE_CHECKING:  # the server module loads the Agents SDK: only commands that serve import it
     from syncwarden.server import Role
+    from syncwarden.workflows.review_lifecycle import AccessReviews
 from syncwarden.sync.engine import SyncReport
 from syncwarden.sync.reconcile import ReconcileReport
 from syncwarden.workflows.audit import export_audit
+from syncwarden.workflows.ports import Person
+from syncwarden.workflows.repairs import Fix
+from syncwarden.workflows.system_actors import SYSTEM_PREFIX
+from syncwarden.workflows.unit_of_work import UnitsOfWork
 
 EXIT_UNAVAILABLE = 1
 EXIT_CONFIGURATION = 2
@@ -67,6 +74,11 @@ secrets_app = typer.Typer(
     help="App secrets and certificates that are about to expire.", no_args_is_help=True
 )
 app.add_typer(secrets_app, name="secrets")
+review_app = typer.Typer(
+    help="Access reviews: does each enrolled person still need calendar sync?",
+    no_args_is_help=True,
+)
+app.add_typer(review_app, name="review")
 
 
 class ExportFormat(StrEnum):
@@ -126,6 +138,9 @@ def _database_unreachable(settings: Settings, error: BaseException) -> NoReturn:
     )
     typer.echo("Check that the server is running and SYNCWARDEN_DATABASE__URL is right.", err=True)
     raise typer.Exit(EXIT_UNAVAILABLE)
+
+
+app.add_typer(build_scim_app(_load, _database_unreachable), name="scim")
 
 
 @app.command()
@@ -435,7 +450,6 @@ def sync_now(
     from syncwarden.m365 import build_microsoft365
     from syncwarden.sync.engine import SyncOptions
     from syncwarden.workflow_wiring import build_calendar_sync
-    from syncwarden.workflows.unit_of_work import UnitsOfWork
 
     if bool(person) == everyone:
         raise typer.BadParameter("give either --person or --all", param_hint="--person/--all")
@@ -574,7 +588,6 @@ def secrets_scan() -> None:
     """
     from syncwarden.m365 import build_microsoft365
     from syncwarden.workflow_wiring import build_credential_watch
-    from syncwarden.workflows.unit_of_work import UnitsOfWork
 
     settings = _load()
     configure_logging(settings)
@@ -610,16 +623,34 @@ def reconcile(
         bool,
         typer.Option(help="Ignore stored delta links: read the group and the directory in full."),
     ] = False,
+    fix: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Carry out a fix as a ticket: FINDING=FIX for one finding (its key, as listed) "
+            "or KIND=FIX for every finding of a kind, e.g. unenrolled_member=adopt. Repeatable.",
+        ),
+    ] = None,
+    ignore: Annotated[
+        list[str] | None,
+        typer.Option(help="Keep a finding (its key) off IT's cards until it changes. Repeatable."),
+    ] = None,
+    allow_mass_removal: Annotated[
+        bool,
+        typer.Option(
+            help="Go ahead with leavers' removals even when there are more than "
+            "SYNCWARDEN_RECONCILE__MAX_REMOVAL_SHARE of the enrollments at once.",
+        ),
+    ] = False,
 ) -> None:
-    """Compare the sync group, enrollments, scheduling mappings and directory now, and print
-    every difference.
+    """Compare the sync group, enrollments, scheduling mappings and directory now, print every
+    difference, and carry out the fixes asked for.
 
-    New differences are also told to the IT channel (through the outbox), as the daily run does.
-    Nothing is changed. Exits 0 when nothing differs, 1 when something does.
+    New differences are told to the IT channel (through the outbox) and leavers past their grace
+    period and movers get their tickets, as in the daily run. The tickets are carried out by the
+    running service. Exits 0 when nothing differs, 1 when something does.
     """
     from syncwarden.m365 import build_microsoft365
-    from syncwarden.workflow_wiring import build_reconciler
-    from syncwarden.workflows.unit_of_work import UnitsOfWork
+    from syncwarden.workflow_wiring import build_workflows
 
     settings = _load()
     configure_logging(settings)
@@ -628,24 +659,44 @@ def reconcile(
             "Set SYNCWARDEN_GRAPH__SYNC_GROUP_ID: reconciliation compares that group.", err=True
         )
         raise typer.Exit(EXIT_CONFIGURATION)
+    chosen = _fixes_asked(fix or [])
+    actor = Person(f"{SYSTEM_PREFIX}cli:{getpass.getuser()}", f"{getpass.getuser()} (command line)")
 
-    async def run() -> ReconcileReport:
-        from syncwarden.connectors.scheduling.builtin import BuiltinScheduling
-
+    async def run() -> tuple[ReconcileReport, list[str]]:
         engine = create_engine(settings.database.url.get_secret_value())
         m365 = build_microsoft365(settings)
         try:
             await upgrade_to_head(engine)
-            sessions = session_factory(engine)
-            mappings = BuiltinScheduling(sessions, writes_mappings=False)
-            reconciler = build_reconciler(settings, UnitsOfWork(sessions), m365, mappings)
-            return await reconciler.run(full=full)
+            workflows = build_workflows(settings, session_factory(engine), m365)
+            assert workflows is not None  # the sync group is set (checked above)
+            try:
+                report = await workflows.reconciler.run(
+                    full=full, allow_mass_removal=allow_mass_removal
+                )
+            finally:
+                for close in workflows.sync.closers:
+                    await close()
+            desk = workflows.drift
+            done: list[str] = []
+            for finding in report.findings:
+                how = chosen.get(finding.key) or chosen.get(finding.kind.value)
+                if how:
+                    done.append(await desk.fix(finding.key, how, actor))
+            # A finding named by its key but not among this run's (resolved meanwhile, or its
+            # person's ticket is under way) still gets an answer: the desk says which.
+            listed = {finding.key for finding in report.findings}
+            for key, how in chosen.items():
+                if ":" in key and key not in listed:
+                    done.append(await desk.fix(key, how, actor))
+            for key in ignore or []:
+                done.append(await desk.ignore(key, "", actor))
+            return report, done
         finally:
             await m365.aclose()
             await engine.dispose()
 
     try:
-        report = asyncio.run(run())
+        report, done = asyncio.run(run())
     except ConnectorError as error:
         typer.echo(f"Microsoft 365 refused or failed the reconciliation: {error}", err=True)
         raise typer.Exit(EXIT_UNAVAILABLE) from None
@@ -658,12 +709,123 @@ def reconcile(
         marks += " (ignored)" if finding.key in report.ignored else ""
         fixes = " or ".join(fix.value for fix in finding.fixes)
         who = finding.name or finding.subject_id
+        typer.echo(f"{finding.key}: {who}{marks}: {facts}; fix: {fixes}")
+    for line in done:
+        typer.echo(line)
+    if report.opened:
+        typer.echo("Opened by reconciliation: " + ", ".join(report.opened))
+    if report.held:
         typer.echo(
-            f"{finding.kind.value}: {who} [{finding.subject_id}]{marks}: {facts}; fix: {fixes}"
+            f"The valve held {len(report.held)} leavers' removals (more than "
+            f"{settings.reconcile.max_removal_share:.0%} of the enrollments at once): check the "
+            "directory, then run again with --allow-mass-removal if they really left."
         )
     typer.echo(str(report))
     if report.findings:
         raise typer.Exit(1)
+
+
+def _on_reviews(what: Callable[[AccessReviews], Awaitable[str]]) -> str:
+    """Run ``what`` on the access reviews wired as the service wires them (messages go to the
+    outbox, which the running service delivers)."""
+    from syncwarden.m365 import build_microsoft365
+    from syncwarden.workflow_wiring import build_workflows
+
+    settings = _load()
+    configure_logging(settings)
+    if not settings.graph.sync_group_id:
+        typer.echo(
+            "Set SYNCWARDEN_GRAPH__SYNC_GROUP_ID: reviews are of that group's access.", err=True
+        )
+        raise typer.Exit(EXIT_CONFIGURATION)
+
+    async def run() -> str:
+        engine = create_engine(settings.database.url.get_secret_value())
+        m365 = build_microsoft365(settings)
+        try:
+            await upgrade_to_head(engine)
+            workflows = build_workflows(settings, session_factory(engine), m365)
+            assert workflows is not None  # the sync group is set
+            return await what(workflows.service.reviews)
+        finally:
+            await m365.aclose()
+            await engine.dispose()
+
+    try:
+        return asyncio.run(run())
+    except ConnectorError as error:
+        typer.echo(f"Microsoft 365 refused or failed the review: {error}", err=True)
+        raise typer.Exit(EXIT_UNAVAILABLE) from None
+    except DATABASE_FAILURES as error:
+        _database_unreachable(settings, error)
+
+
+# The actor the audit trail names for reviews started or closed from the command line.
+CLI_ACTOR_ID = "syncwarden:cli"
+
+
+@review_app.command("start")
+def review_start() -> None:
+    """Start an access review of everyone enrolled now (whatever REVIEWS__EVERY_MONTHS says).
+
+    The reviewers get their cards in Teams; exits 1 when a review is already open."""
+    from syncwarden.workflows.ports import Person
+
+    started: list[bool] = []
+
+    async def start(reviews: AccessReviews) -> str:
+        result = await reviews.start(Person(CLI_ACTOR_ID, "IT (command line)", CLI_ACTOR_ID))
+        started.append(not isinstance(result, str))
+        return str(result)
+
+    typer.echo(_on_reviews(start))
+    if not started[0]:
+        raise typer.Exit(1)
+
+
+@review_app.command("status")
+def review_status() -> None:
+    """Every access review, newest first: people, kept, removed, undecided."""
+
+    async def status(reviews: AccessReviews) -> str:
+        found = await reviews.summaries()
+        return "\n".join(str(summary) for summary in found) or "No access review yet."
+
+    typer.echo(_on_reviews(status))
+
+
+@review_app.command("close")
+def review_close(
+    review: Annotated[str, typer.Argument(help="The review, e.g. AR-3.")],
+) -> None:
+    """Close a review now: undecided people follow REVIEWS__DEFAULT_DECISION."""
+    from syncwarden.workflows.review_records import review_id_from_ref
+
+    review_id = review_id_from_ref(review)
+    if review_id is None:
+        typer.echo(f"{review!r} is not a review name; they look like AR-3.", err=True)
+        raise typer.Exit(EXIT_CONFIGURATION)
+
+    async def close(reviews: AccessReviews) -> str:
+        return str(await reviews.close(review_id))
+
+    typer.echo(_on_reviews(close))
+
+
+def _fixes_asked(asked: Sequence[str]) -> dict[str, str]:
+    """``--fix`` values as {finding key or kind: fix}; a malformed one stops with a message."""
+    chosen: dict[str, str] = {}
+    for entry in asked:
+        target, _, how = entry.rpartition("=")
+        if not target.strip() or how.strip() not in {fix.value for fix in Fix}:
+            typer.echo(
+                f"--fix {entry!r}: expected FINDING=FIX or KIND=FIX, FIX one of "
+                + ", ".join(fix.value for fix in Fix),
+                err=True,
+            )
+            raise typer.Exit(EXIT_CONFIGURATION)
+        chosen[target.strip()] = how.strip()
+    return chosen
 
 
 def _flatten(data: dict[str, object], prefix: str = "") -> list[str]:

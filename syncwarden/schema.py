@@ -12,12 +12,18 @@ from syncwarden.connectors.scheduling import (  # noqa: F401  (scheduling_*, ics
     ics_source,
 )
 from syncwarden.core.db import Base
+from syncwarden.scim import records as scim_records  # noqa: F401  (scim_users, scim_tokens)
 from syncwarden.sync import (
     credential_watch,  # noqa: F401  (registers credential_alerts)
     reconcile_records,  # noqa: F401  (reconciliation mirror, drift)
 )
 from syncwarden.sync import records as sync_records  # noqa: F401  (registers sync_* tables)
 from syncwarden.sync import subscriptions as sync_subscriptions  # noqa: F401  (sync_subscriptions)
-from syncwarden.workflows import audit, outbox, records  # noqa: F401  (registers their tables)
+from syncwarden.workflows import (  # noqa: F401  (registers their tables)
+    audit,
+    outbox,
+    records,
+    review_records,
+)
 
 metadata = Base.metadata

@@ -13,17 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import httpx
 from aiohttp import web
 from aiohttp.streams import StreamReader
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from syncwarden import __version__
 from syncwarden.background import BackgroundWork
@@ -48,6 +49,9 @@ from syncwarden.workflow_wiring import (
     build_teams_delivery,
     build_workflows,
 )
+
+if TYPE_CHECKING:  # imported when SCIM is enabled (see scim_endpoint)
+    from syncwarden.scim.endpoint import ScimEndpoint
 
 log = get_logger(__name__)
 
@@ -111,6 +115,7 @@ async def serve(
             settings.database.url.get_secret_value(),
             echo=settings.database.echo,
             pool_size=settings.database.pool_size,
+            max_overflow=settings.database.max_overflow,
         )
         stack.push_async_callback(engine.dispose)
         status = await upgrade_to_head(engine)
@@ -152,13 +157,42 @@ async def serve(
             credentials=workflows.credentials if workflows else None,
             doctor=Doctor(settings, engine, sessions, m365, BotTokens(settings)),
             sync=workflows.sync.worker if workflows else None,
+            drift=workflows.drift if workflows else None,
             limits=TurnLimiter.from_settings(settings.limits),
         )
         subscriptions = workflows.sync.subscriptions if workflows else None
+        scim = scim_endpoint(settings, sessions, workflows)
         await _serve_http(
-            settings, engine, dialogue, stop, subscriptions, role, background=background
+            settings, engine, dialogue, stop, subscriptions, role, background=background, scim=scim
         )
     log.info("syncwarden.stopped")
+
+
+def scim_endpoint(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], workflows: Workflows | None
+) -> ScimEndpoint | None:
+    """Entra ID's provisioning door, when enabled; it needs the workflow to open tickets.
+
+    Imported only then: the SCIM libraries' models take about a second and a half of CPU to
+    import, which every start (and every restart after a crash) would pay for nothing.
+    """
+    if not settings.scim.enabled:
+        return None
+    if workflows is None:
+        log.warning(
+            "scim.unavailable",
+            hint="SCIM needs Microsoft 365 and the sync group (SYNCWARDEN_GRAPH__*)",
+        )
+        return None
+    from syncwarden.scim.endpoint import ScimEndpoint
+
+    return ScimEndpoint(
+        settings.scim,
+        sessions,
+        workflows.provisioning,
+        https_only=settings.is_production,
+        public_host=settings.bot.public_host,
+    )
 
 
 async def _report_microsoft365(m365: Microsoft365) -> None:
@@ -211,17 +245,24 @@ async def _serve_http(
     role: Role,
     *,
     background: BackgroundWork | None,
+    scim: ScimEndpoint | None = None,
 ) -> None:
     """Listen, then start the background work: a process that cannot take its port (another
     one has it) ends before any job has begun, instead of cutting its first runs short."""
     stop_event = stop or asyncio.Event()
     app = create_app(
-        settings, engine, dialogue, subscriptions, teams_endpoints=role is not Role.WORKER
+        settings,
+        engine,
+        dialogue,
+        subscriptions,
+        teams_endpoints=role is not Role.WORKER,
+        scim=scim,
     )
     async with listening(settings, app) as listener:
         _install_signal_handlers(stop_event)
         if background is not None:
             await background.start()
+        _freeze_start_up_objects()
         log.info(
             "syncwarden.started",
             version=__version__,
@@ -390,6 +431,16 @@ class GuardedRequestHandler(web.RequestHandler):
         self._limits.head_timed_out()
         log.info("http.head_timeout", seconds=self._limits.header_timeout, peer=self.peername)
         self.force_close()
+
+
+def _freeze_start_up_objects() -> None:
+    """Keep what start-up built (modules, mappers, models, settings) out of later garbage
+    collections: it lives as long as the process, yet every full collection walked all of it,
+    a pause felt by whichever Teams turns were waiting (``gc.freeze``,
+    https://docs.python.org/3/library/gc.html#gc.freeze). In the click benchmark at 50
+    concurrent approvers this took about a tenth off the p99 and the CPU per click."""
+    gc.collect()
+    gc.freeze()
 
 
 def _install_signal_handlers(stop_event: asyncio.Event) -> None:

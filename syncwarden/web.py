@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
@@ -59,6 +59,9 @@ from syncwarden.workflows.model import TicketStatus
 from syncwarden.workflows.outbox import OutboxMessage
 from syncwarden.workflows.records import Enrollment, Step, Ticket
 from syncwarden.workflows.steps import StepName, StepState
+
+if TYPE_CHECKING:  # imported when SCIM is enabled (syncwarden.server.scim_endpoint)
+    from syncwarden.scim.endpoint import ScimEndpoint
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -422,12 +425,13 @@ def create_app(
     notifications: MailboxSubscriptions | None = None,
     *,
     teams_endpoints: bool = True,
+    scim: ScimEndpoint | None = None,
 ) -> web.Application:
     """Assemble the aiohttp application; nothing here touches the network until it is served.
 
     Without ``teams_endpoints`` (a worker) only the operational routes are served: Teams and
     Graph are pointed at the web processes, and a worker that answered them would be a second,
-    unintended way in.
+    unintended way in. ``scim`` (when enabled) adds Entra ID's provisioning door at /scim/v2.
     """
     metrics = HttpMetrics(engine)
     app = web.Application(
@@ -450,6 +454,8 @@ def create_app(
     if notifications is not None:
         app[NOTIFICATIONS] = notifications
     app.router.add_post(GRAPH_NOTIFICATIONS_PATH, _graph_notifications)
+    if scim is not None:
+        scim.add_routes(app)
     with warnings.catch_warnings():
         # The Agents SDK reads its configuration from a plain string key on the app.
         warnings.simplefilter("ignore", web.NotAppKeyWarning)

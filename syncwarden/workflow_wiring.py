@@ -25,10 +25,19 @@ from syncwarden.connectors.scheduling.ics_source import IcsFeedSource
 from syncwarden.connectors.scheduling.ports import AppointmentSource
 from syncwarden.connectors.scheduling.sql_source import SqlSource
 from syncwarden.connectors.tokens import MsalTokenProvider
-from syncwarden.core.settings import GraphSettings, SchedulingAdapter, Settings, SyncSource
+from syncwarden.core.db import utc_now
+from syncwarden.core.settings import (
+    GraphSettings,
+    SchedulingAdapter,
+    ScimDecision,
+    Settings,
+    SyncSource,
+)
 from syncwarden.m365 import Microsoft365
+from syncwarden.scim.catch_up import UnassignedCatchUp
 from syncwarden.sync.alerts import SyncAlerts
 from syncwarden.sync.credential_watch import CredentialWatch
+from syncwarden.sync.drift_desk import DriftDesk
 from syncwarden.sync.engine import SyncEngine
 from syncwarden.sync.reconcile import MappingSource, Reconciler
 from syncwarden.sync.subscriptions import MailboxSubscriptions
@@ -37,6 +46,8 @@ from syncwarden.workflows.handlers import ProvisioningHandlers
 from syncwarden.workflows.instructions import InstructionsTemplate
 from syncwarden.workflows.outbox import OutboxNotifier
 from syncwarden.workflows.outbox_dispatch import OutboxDispatcher
+from syncwarden.workflows.provisioning import ProvisioningIntake
+from syncwarden.workflows.repairs import AccessRepairs
 from syncwarden.workflows.roster import Roster
 from syncwarden.workflows.runner import StepRunner
 from syncwarden.workflows.service import WorkflowService
@@ -71,6 +82,9 @@ class Workflows:
     credentials: CredentialWatch
     sync: CalendarSync
     reconciler: Reconciler
+    drift: DriftDesk
+    provisioning: ProvisioningIntake
+    unassigned_catch_up: UnassignedCatchUp
 
 
 def build_workflows(
@@ -109,23 +123,63 @@ def build_workflows(
         approvals=settings.approvals,
         provisioning=settings.provisioning,
         on_steps_queued=runner.wake,
+        access=settings.access,
+        reviews=settings.reviews,
+        managers=m365.directory_changes,
+        fresh_directory=m365.directory,
     )
     credentials = build_credential_watch(settings, units, m365)
     sync = build_calendar_sync(settings, units, m365)
-    reconciler = build_reconciler(settings, units, m365, scheduling)
-    return Workflows(service, runner, outbox, scheduling, roster, credentials, sync, reconciler)
+    reconciler = build_reconciler(settings, units, m365, scheduling, service.repairs)
+    drift = DriftDesk(
+        units,
+        service.repairs,
+        roster,
+        reconciler=reconciler,
+        shown=settings.reconcile.card_findings,
+    )
+    provisioning = ProvisioningIntake(
+        units,
+        directory=m365.directory,  # what the identity provider asks is read fresh
+        scheduling=scheduling,
+        approvals=settings.approvals,
+        provisioning=settings.provisioning,
+        assignment_decides=settings.scim.decision is ScimDecision.ENROLL,
+        clock=utc_now,
+        on_steps_queued=runner.wake,
+    )
+    return Workflows(
+        service,
+        runner,
+        outbox,
+        scheduling,
+        roster,
+        credentials,
+        sync,
+        reconciler,
+        drift,
+        provisioning,
+        UnassignedCatchUp(sessions, provisioning),
+    )
 
 
 def build_reconciler(
-    settings: Settings, units: UnitsOfWork, m365: Microsoft365, mappings: MappingSource
+    settings: Settings,
+    units: UnitsOfWork,
+    m365: Microsoft365,
+    mappings: MappingSource,
+    repairs: AccessRepairs,
 ) -> Reconciler:
-    """Access reconciliation of the sync group against enrollments, mappings and directory."""
+    """Access reconciliation of the sync group against enrollments, mappings and directory,
+    with the fixes policy makes by itself (leavers, movers) carried out as tickets."""
     return Reconciler(
         units,
         m365.directory_changes,
         m365.directory,
         mappings,
         group_id=settings.graph.sync_group_id or "",
+        repairs=repairs,
+        settings=settings.reconcile,
     )
 
 

@@ -11,14 +11,17 @@ clicker's identity, never from anything in the card.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from syncwarden.bot.list_filters import tickets_filter_text, users_filter_text
 from syncwarden.connectors.scheduling.ports import Profile
+from syncwarden.workflows import wording
+from syncwarden.workflows.drift_digest import DriftDigest, DriftItem
 from syncwarden.workflows.model import TicketStatus
 from syncwarden.workflows.paging import Page, TicketScope, TicketsFilter, UsersFilter
 from syncwarden.workflows.ports import TicketView
+from syncwarden.workflows.repairs import FIX_LABELS, Fix
 from syncwarden.workflows.service import EnrollmentView
 
 CARD_VERSION = "1.5"
@@ -41,6 +44,8 @@ class Verb:
     SNOOZE = "credential_snooze"
     USERS_PAGE = "users_page"
     TICKETS_PAGE = "tickets_page"
+    DRIFT_FIX = "drift_fix"
+    DRIFT_IGNORE = "drift_ignore"
 
 
 def _card(body: list[Card], actions: list[Card] | None = None, **extra: Any) -> Card:
@@ -106,6 +111,8 @@ def _ticket_facts(view: TicketView, now: datetime) -> list[tuple[str, str]]:
     ]
     if view.previous_mailbox:
         facts.insert(2, ("Replaces", view.previous_mailbox))
+    if view.access_until:
+        facts.append(("Until", wording.last_day(view.access_until)))
     if view.status == TicketStatus.AWAITING_APPROVAL:
         facts.append(("Waiting", age_text(view.created_at, now)))
     return facts
@@ -115,6 +122,7 @@ _KIND_TITLES = {
     "enroll": "Calendar sync request",
     "change": "Calendar sync change",
     "remove": "Calendar sync removal",
+    "extend": "Calendar sync extension",
 }
 
 
@@ -230,10 +238,14 @@ def request_card(
     justification: str = "",
     errors: Mapping[str, str] | None = None,
     subject_id: str | None = None,
+    until: str = "",
+    latest: date | None = None,
 ) -> Card:
     """What a person fills in to ask for calendar sync; ``errors`` are shown next to the fields.
 
     ``subject_id`` is set when IT asks on someone's behalf; the server checks again who may.
+    ``latest`` is the policy's last possible day for time-bound access (None: no limit, and the
+    "until" field may stay empty for access with no end).
     """
     errors = errors or {}
     body: list[Card] = [
@@ -280,10 +292,24 @@ def request_card(
             "value": justification,
         }
     )
+    body.append(until_input(until, latest, label="Until (last day"))
+    if errors.get("until"):
+        body.append(_text(errors["until"], color="Attention"))
     if errors.get("subject"):
         body.append(_text(errors["subject"], color="Attention"))
     data = {"subject": subject_id} if subject_id else {}
     return _card(body, [_execute(Verb.SUBMIT_REQUEST, "Send request", data)])
+
+
+def until_input(value: str, latest: date | None, *, label: str) -> Card:
+    """The date field of time-bound access; the server checks the date again."""
+    field: Card = {"type": "Input.Date", "id": "until", "value": value}
+    if latest is None:
+        field["label"] = f"{label}; optional)"
+    else:
+        field["label"] = f"{label}; at most {latest.strftime('%d %b %Y')})"
+        field["max"] = latest.isoformat()
+    return field
 
 
 def request_sent_card(view: TicketView, *, now: datetime) -> Card:
@@ -303,7 +329,8 @@ USERS_HINT = (
 )
 TICKETS_HINT = (
     "Other tickets: **tickets all**, **tickets failed**, **tickets completed**, "
-    "**tickets awaiting**, **tickets name:ann** (the start of a name or UPN)."
+    "**tickets awaiting**, **tickets error:permission**, **tickets name:ann** (the start of a "
+    "name or UPN)."
 )
 
 
@@ -401,8 +428,10 @@ def tickets_heading(wanted: TicketsFilter) -> str:
 
 
 def _named(wanted: TicketsFilter) -> str:
-    """The name part of the filter (the heading says the status)."""
-    return tickets_filter_text(TicketsFilter(scope=TicketScope.OPEN, name=wanted.name))
+    """The filter but its status (the heading says the status): error kind and name."""
+    return tickets_filter_text(
+        TicketsFilter(scope=TicketScope.OPEN, name=wanted.name, error_kind=wanted.error_kind)
+    )
 
 
 def _ticket_status(view: TicketView) -> str:
@@ -459,3 +488,75 @@ def credential_alert_card(text: str, alert_key: str | None, *, outcome: str | No
             _execute(Verb.SNOOZE, "Snooze 1 day", data),
         ]
     return _card(body, actions)
+
+
+DRIFT_KIND_LABELS = {
+    "unenrolled_member": "In the group, not enrolled",
+    "missing_member": "Enrolled, not in the group",
+    "mapping_missing": "Scheduling mapping missing",
+    "leaver": "Left (account disabled or deleted)",
+    "mover": "Moved (new primary address)",
+    "mailbox_gone": "Mailbox gone",
+}
+
+
+def drift_card(digest: DriftDigest, *, title: str | None = None) -> Card:
+    """Reconciliation's report for the IT channel: the open differences by kind, the first
+    new ones each with its fixes and Ignore, and what the run did by itself."""
+    new = len(digest.items) + digest.more
+    heading = title or (
+        f"Access drift: {new} new difference{'s' if new != 1 else ''}"
+        if new
+        else "Access drift: what reconciliation did"
+    )
+    body: list[Card] = [
+        _title(heading),
+        _text(f"{digest.open_count} open in all", isSubtle=True, spacing="None"),
+        _facts([(DRIFT_KIND_LABELS.get(kind, kind), str(count)) for kind, count in digest.counts]),
+    ]
+    for item in digest.items:
+        body.append(_drift_item(item))
+    if digest.more:
+        body.append(
+            _hint(f"And {digest.more} more: `syncwarden reconcile` lists and fixes them all.")
+        )
+    if digest.opened:
+        body.append(
+            _text("Opened by reconciliation: " + ", ".join(digest.opened), spacing="Medium")
+        )
+    if digest.held_reason:
+        body.append(_text(digest.held_reason, color="Attention", weight="Bolder", spacing="Medium"))
+    return _card(body)
+
+
+def _drift_item(item: DriftItem) -> Card:
+    facts = " · ".join(f"{name.replace('_', ' ')}: {value}" for name, value in item.facts)
+    buttons = [
+        _execute(
+            Verb.DRIFT_FIX,
+            _fix_label(fix),
+            {"finding": item.key, "fix": fix, "seen": item.fingerprint},
+            style="positive" if position == 0 else None,
+        )
+        for position, fix in enumerate(item.fixes)
+    ]
+    buttons.append(
+        _execute(Verb.DRIFT_IGNORE, "Ignore", {"finding": item.key, "seen": item.fingerprint})
+    )
+    return {
+        "type": "Container",
+        "separator": True,
+        "spacing": "Medium",
+        "items": [
+            _text(f"**{item.name}**: {item.meaning}"),
+            _text(facts, isSubtle=True, size="Small", spacing="None"),
+            {"type": "ActionSet", "actions": buttons},
+        ],
+    }
+
+
+def _fix_label(fix: str) -> str:
+    try:
+        return FIX_LABELS[Fix(fix)]
+    except ValueError:
+        return fix.replace("_", " ").capitalize()

@@ -85,7 +85,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         Intent.TICKETS,
         "tickets",
-        "Open tickets, a page at a time; or all, failed, completed, … and name:<start>",
+        "Open tickets, a page at a time; or all, failed, completed, …, error:<kind>, name:<start>",
         Audience.IT_ADMINS,
         menu=(Scope.PERSONAL, Scope.TEAM),
     ),
@@ -130,6 +130,18 @@ COMMANDS: tuple[Command, ...] = (
         Intent.SECRETS,
         "secrets",
         "Check app secrets and certificates now",
+        Audience.IT_ADMINS,
+    ),
+    Command(
+        Intent.REVIEW_START,
+        "start access review",
+        "Ask the reviewers now whether each enrolled person still needs calendar sync",
+        Audience.IT_ADMINS,
+    ),
+    Command(
+        Intent.RECONCILE,
+        "reconcile",
+        "Compare the sync group, enrollments and directory now; fix or ignore each difference",
         Audience.IT_ADMINS,
     ),
     Command(

@@ -14,6 +14,7 @@ on every turn, it put every `help` in the same queue as every decision.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -32,6 +33,7 @@ from syncwarden.core.db import (
     Base,
     UtcDateTime,
     insert_ignoring_duplicates,
+    outside_transaction,
     utc_now,
     write_transaction,
 )
@@ -126,6 +128,16 @@ def _refreshed(
 # An unchanged reference is still written this long after its last write, so ``updated_at`` keeps
 # saying which conversations are in use (``for_user`` and ``latest`` take the newest) to the hour.
 REFRESH_AFTER = timedelta(hours=1)
+# A reference this process stored, or found stored as it is, this recently is taken as still
+# stored without reading the row: that read was the last database statement of a turn that
+# changes nothing else (every message and click from a known chat). What another replica changes
+# meanwhile (a chat marked blocked or uninstalled after a failed send) this process sets right
+# on the first turn after the minute, as it would have on a turn just before that change. Its
+# own changes it forgets at once; an installation always reads.
+CONFIRMED_FOR = timedelta(minutes=1)
+# References confirmed at most at once, the oldest forgotten first: a process serving many
+# people reads a little more, never holds more than this.
+CONFIRMED_LIMIT = 10_000
 # Built once: SQLAlchemy caches a statement's SQL, but building the statement object itself costs
 # more than running this lookup, on every turn.
 _STORED = select(
@@ -192,8 +204,20 @@ class ConversationStore:
     ) -> None:
         self._sessions = sessions
         self._clock = clock
+        # conversation id -> (what was confirmed, when); insertion order is age (see CONFIRMED_FOR).
+        self._confirmed: OrderedDict[str, tuple[ConversationRef, datetime]] = OrderedDict()
 
-    async def remember(self, ref: ConversationRef) -> None:
+    def _recently_confirmed(self, ref: ConversationRef, now: datetime) -> bool:
+        confirmed = self._confirmed.get(ref.conversation_id)
+        return confirmed is not None and confirmed[0] == ref and now - confirmed[1] < CONFIRMED_FOR
+
+    def _confirm(self, ref: ConversationRef, now: datetime) -> None:
+        self._confirmed.pop(ref.conversation_id, None)
+        self._confirmed[ref.conversation_id] = (ref, now)
+        while len(self._confirmed) > CONFIRMED_LIMIT:
+            self._confirmed.popitem(last=False)
+
+    async def remember(self, ref: ConversationRef, *, installed: bool = False) -> None:
         """Insert or refresh a reference; the service URL can move, so the newest one wins.
 
         The stored row is read first, without a lock, and nothing is written when the turn
@@ -203,6 +227,9 @@ class ConversationStore:
         cannot lock a row that is not there yet) and fail one turn. A change made between the
         read and the upsert (another replica marking the chat blocked) is no different from one
         made just after an upsert: the next turn that finds it sets it right.
+
+        A reference confirmed in the last :data:`CONFIRMED_FOR` is not read again, unless
+        ``installed`` (the app was just added there, maybe again after its removal).
         """
         problem = _unstorable(ref)
         if problem is not None:
@@ -210,6 +237,8 @@ class ConversationStore:
             log.warning("conversation.not_stored", reason=problem)
             return
         now = self._clock()
+        if not installed and self._recently_confirmed(ref, now):
+            return
         values = {
             "conversation_id": ref.conversation_id,
             "kind": ref.kind.value,
@@ -223,10 +252,12 @@ class ConversationStore:
             "updated_at": now,
         }
         async with self._sessions() as session:
+            await outside_transaction(session)
             stored = (
                 await session.execute(_STORED, {"conversation_id": ref.conversation_id})
             ).first()
         if not _would_refresh(stored, values, now):
+            self._confirm(ref, now)
             return
         key = [ConversationRecord.conversation_id]
         async with write_transaction(self._sessions) as session:
@@ -244,6 +275,7 @@ class ConversationStore:
             else:
                 raise NotImplementedError(f"no upsert for the {dialect} database")
             await session.execute(upsert)
+        self._confirm(ref, now)
 
     async def for_user(self, aad_object_id: str) -> ConversationRef | None:
         async with self._sessions() as session:
@@ -327,6 +359,7 @@ class ConversationStore:
 
     async def forget(self, conversation_id: str) -> None:
         """The app was uninstalled there: keep the row for history, stop writing to it."""
+        self._confirmed.pop(conversation_id, None)
         async with write_transaction(self._sessions) as session:
             await session.execute(
                 update(ConversationRecord)
@@ -336,6 +369,7 @@ class ConversationStore:
 
     async def mark_blocked(self, conversation_id: str) -> None:
         """The person blocked the bot (403 ``MessageWritesBlocked``): stop until they write."""
+        self._confirmed.pop(conversation_id, None)
         async with write_transaction(self._sessions) as session:
             await session.execute(
                 update(ConversationRecord)

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from syncwarden.bot import cards
+from syncwarden.bot import cards, review_cards
+from syncwarden.bot.access_actions import AccessActions
 from syncwarden.bot.commands import BY_INTENT, help_text, is_it_only
 from syncwarden.bot.conversations import (
     ChannelRole,
@@ -32,12 +33,20 @@ from syncwarden.bot.intents import (
     shown_ticket_ref,
     valid_ticket_ref,
 )
-from syncwarden.bot.list_filters import parse_tickets_filter, parse_users_filter
+from syncwarden.bot.list_filters import (
+    TICKET_ERROR_KINDS,
+    USER_ERROR_KINDS,
+    parse_tickets_filter,
+    parse_users_filter,
+    unknown_error_kind,
+)
 from syncwarden.bot.turn_limits import TurnLimiter, Verdict
 from syncwarden.core.db import utc_now
 from syncwarden.core.logging import get_logger
 from syncwarden.workflows import wording
 from syncwarden.workflows.access import CANNOT_SEE, Reader, Role, may_read, readable
+from syncwarden.workflows.access_terms import latest_day, parse_day
+from syncwarden.workflows.drift_digest import DriftDigest
 from syncwarden.workflows.model import TicketStatus
 from syncwarden.workflows.paging import (
     Page,
@@ -48,8 +57,10 @@ from syncwarden.workflows.paging import (
     UsersFilter,
 )
 from syncwarden.workflows.ports import Person
+from syncwarden.workflows.results import RequestProblem
 from syncwarden.workflows.roster import Roster
 from syncwarden.workflows.service import ActionOutcome, ActionResult, RequestResult, WorkflowService
+from syncwarden.workflows.system_actors import is_system
 from syncwarden.workflows.text import storable_text
 
 log = get_logger(__name__)
@@ -69,6 +80,16 @@ class ScanSummary(Protocol):
 
     @property
     def resolved(self) -> int: ...
+
+
+class DriftFixer(Protocol):
+    """IT's answers to access drift, and a run on demand (the sync room implements it)."""
+
+    async def fix(self, key: str, fix: str, actor: Person) -> str: ...
+
+    async def ignore(self, key: str, fingerprint: str, actor: Person) -> str: ...
+
+    async def run_now(self) -> DriftDigest: ...
 
 
 class CredentialScanner(Protocol):
@@ -164,6 +185,7 @@ class DialogueLogic:
         credentials: CredentialScanner | None = None,
         doctor: SelfCheck | None = None,
         sync: SyncTrigger | None = None,
+        drift: DriftFixer | None = None,
         clock: Callable[[], datetime] = utc_now,
         limits: TurnLimiter | None = None,
     ) -> None:
@@ -175,12 +197,14 @@ class DialogueLogic:
         self._credentials = credentials
         self._doctor = doctor
         self._sync = sync
+        self._drift = drift
         self._clock = clock
         self._limits = limits
         self._handlers = self._dispatch_table()
 
-    async def remember(self, incoming: Incoming) -> None:
+    async def remember(self, incoming: Incoming, *, installed: bool = False) -> None:
         """Keep the conversation reference fresh: it is how we can write there later.
+        ``installed``: the turn is the app being added there (see ConversationStore.remember).
 
         Not for a turn the limits will refuse: its conversation was refreshed by the turns that
         used up the allowance moments ago, and a flood must not become a flood of writes.
@@ -189,7 +213,7 @@ class DialogueLogic:
             incoming.sender.id, incoming.conversation.conversation_id
         ):
             return
-        await self._conversations.remember(incoming.conversation)
+        await self._conversations.remember(incoming.conversation, installed=installed)
 
     async def forget(self, conversation_id: str) -> None:
         await self._conversations.forget(conversation_id)
@@ -201,7 +225,7 @@ class DialogueLogic:
             return [Reply(refused.message)] if refused.tell else []
         # Not through remember(): this turn has just taken its tokens, maybe the last ones.
         await self._conversations.remember(incoming.conversation)
-        if not _plausible(incoming.sender.id, 256):
+        if not _a_person(incoming.sender.id):
             return [Reply(UNKNOWN_SENDER)]
         if incoming.value.get("verb"):
             # An Action.Submit fallback from an old client: the same as the card action.
@@ -246,6 +270,7 @@ class DialogueLogic:
                 incoming, ChannelRole.APPROVALS
             ),
             Intent.USERS: self._on_users,
+            Intent.REVIEW_START: self._on_review_start,
             Intent.PAUSE: self._on_pause_or_resume,
             Intent.RESUME: self._on_pause_or_resume,
         }
@@ -257,6 +282,8 @@ class DialogueLogic:
             )
         if self._doctor is not None:
             table[Intent.DOCTOR] = self._on_doctor
+        if self._drift is not None:
+            table[Intent.RECONCILE] = self._on_reconcile
         return table
 
     async def _help(self, person: Person) -> Reply:
@@ -303,13 +330,17 @@ class DialogueLogic:
         (:mod:`workflows.access`), so asking access leaves the page whole; it is asked anyway,
         as on every path that shows a ticket."""
         assert self._service is not None
+        unknown = unknown_error_kind(wanted.error_kind, TICKET_ERROR_KINDS, "tickets")
+        if unknown is not None:
+            return Reply(unknown)
         page = await self._service.tickets_page(wanted, after)
         reader = await self._reader(person)
         shown = Page(tuple(readable(page.rows, reader)), page.after)
         if not shown.rows and first == 1:
             which = "" if wanted.scope is TicketScope.ALL else f"{wanted.scope.value} "
+            kind = f" with error:{wanted.error_kind}" if wanted.error_kind else ""
             named = f" for {wanted.name}" if wanted.name else ""
-            return Reply(f"No {which.replace('_', ' ')}tickets{named}.")
+            return Reply(f"No {which.replace('_', ' ')}tickets{kind}{named}.")
         return Reply(card=cards.tickets_card(shown, now=self._clock(), wanted=wanted, first=first))
 
     async def _on_retry(self, incoming: Incoming, parsed: Parsed) -> Reply:
@@ -329,6 +360,27 @@ class DialogueLogic:
             f"{report.resolved} resolved."
         )
 
+    async def _on_reconcile(self, _incoming: Incoming, _parsed: Parsed) -> Reply:
+        assert self._drift is not None
+        digest = await self._drift.run_now()
+        if not digest.open_count and not digest.opened and not digest.held:
+            return Reply("Reconciled: the sync group, enrollments and directory agree.")
+        return Reply(card=cards.drift_card(digest, title="Access drift: open differences"))
+
+    async def _drift_action(self, incoming: Incoming, verb: str) -> Reply:
+        """Fix or Ignore on a drift card. The card names only the finding; who may act, and
+        what the finding is now, are decided by the drift desk from the database."""
+        if self._drift is None:
+            return Reply(NOT_CONFIGURED)
+        key = _card_text(incoming.value.get("finding"))
+        seen = _card_text(incoming.value.get("seen")) or ""
+        if not key or not _plausible(key, 200):
+            return Reply("That card does not name a difference; run **reconcile** for a new one.")
+        if verb == cards.Verb.DRIFT_IGNORE:
+            return Reply(await self._drift.ignore(key, seen, incoming.sender))
+        fix = _card_text(incoming.value.get("fix")) or ""
+        return Reply(await self._drift.fix(key, fix, incoming.sender))
+
     async def _on_doctor(self, _incoming: Incoming, _parsed: Parsed) -> Reply:
         assert self._doctor is not None
         return Reply(doctor_text(await self._doctor.run()))
@@ -341,6 +393,9 @@ class DialogueLogic:
         self, wanted: UsersFilter, after: UsersCursor | None = None, first: int = 1
     ) -> Reply:
         assert self._service is not None
+        unknown = unknown_error_kind(wanted.error_kind, USER_ERROR_KINDS, "users")
+        if unknown is not None:
+            return Reply(unknown)
         page = await self._service.users_page(wanted, after)
         return Reply(card=cards.users_card(page, now=self._clock(), wanted=wanted, first=first))
 
@@ -366,6 +421,17 @@ class DialogueLogic:
         if tickets is None or after_ticket is None:
             return _unreadable_page(verb)
         return await self._tickets_page(incoming.sender, tickets, after_ticket, first)
+
+    async def _on_review_start(self, incoming: Incoming, _parsed: Parsed) -> Reply:
+        """IT starts an access review now (the dispatch already checked they are IT)."""
+        assert self._service is not None
+        started = await self._service.reviews.start(incoming.sender)
+        if isinstance(started, str):
+            return Reply(f"{started}.")
+        return Reply(
+            f"Started access review **{started.ref}** of {started.people} people; the reviewers "
+            f"have been asked. It closes on {started.closes_at:%d %b %Y} UTC."
+        )
 
     async def _on_pause_or_resume(self, incoming: Incoming, parsed: Parsed) -> Reply:
         assert self._service is not None
@@ -427,7 +493,7 @@ class DialogueLogic:
         verb = str(value.get("verb", ""))
         if self._service is None or self._roster is None:
             return Reply(NOT_CONFIGURED)
-        if not _plausible(incoming.sender.id, 256):
+        if not _a_person(incoming.sender.id):
             return Reply(UNKNOWN_SENDER)
         if verb == cards.Verb.SUBMIT_REQUEST:
             return await self._submit_request(incoming)
@@ -435,6 +501,13 @@ class DialogueLogic:
             return await self._credential_action(incoming, verb)
         if verb in (cards.Verb.USERS_PAGE, cards.Verb.TICKETS_PAGE):
             return await self._next_page(incoming, verb)
+        if verb in review_cards.VERBS:
+            text, card = await AccessActions(self._service, self._clock).handle(
+                incoming.sender, verb, value
+            )
+            return Reply(text, card=card)
+        if verb in (cards.Verb.DRIFT_FIX, cards.Verb.DRIFT_IGNORE):
+            return await self._drift_action(incoming, verb)
         if verb not in _TICKET_VERBS:
             return Reply("That button is not one of mine any more; please ask again.")
         given = value.get("ticket")
@@ -545,6 +618,7 @@ class DialogueLogic:
                 primary=form.primary,
                 profiles=list(form.profiles),
                 subject_id=form.subject.id if form.subject.id != incoming.sender.id else None,
+                latest=latest_day(self._clock(), self._service.access.max_days),
             )
         )
 
@@ -556,13 +630,18 @@ class DialogueLogic:
         if len(named) < len(given) or any(name and not _plausible(name, 320) for name in named):
             return Reply(UNREADABLE_FORM)
         subject = named[0] or None
-        result = await self._service.request_enrollment(
-            incoming.sender,
-            subject=subject,
-            mailbox=named[1] or None,
-            profile_id=named[2] or None,
-            justification=_free_text(value.get("justification"), 500),
-        )
+        until = parse_day(value.get("until"))
+        if isinstance(until, RequestProblem):
+            result = RequestResult(problems=(until,))
+        else:
+            result = await self._service.request_enrollment(
+                incoming.sender,
+                subject=subject,
+                mailbox=named[1] or None,
+                profile_id=named[2] or None,
+                justification=_free_text(value.get("justification"), 500),
+                until=until,
+            )
         if result.ok or result.ticket is not None:
             reply = _request_reply(result, "request")
             if result.created and result.ticket is not None:
@@ -587,6 +666,8 @@ class DialogueLogic:
                 justification=_free_text(value.get("justification"), 500),
                 errors=errors,
                 subject_id=subject,
+                until=_card_text(value.get("until")) or "",
+                latest=latest_day(self._clock(), self._service.access.max_days),
             )
         )
 
@@ -657,8 +738,13 @@ class DialogueLogic:
                 synced += f" ({status.last_sync_summary})"
             synced += "." if synced else ""
             problem = f" Last problem: {status.last_error}" if status.last_error else ""
+            ends = (
+                f" It ends after **{wording.last_day(status.access_until)}**."
+                if status.access_until
+                else ""
+            )
             return Reply(
-                f"Your calendar syncs into **{status.enrolled_mailbox}**.{synced}{problem}"
+                f"Your calendar syncs into **{status.enrolled_mailbox}**.{ends}{synced}{problem}"
             )
         return Reply(
             "You are not enrolled in calendar sync. Say **add me to calendar sync** to ask."
@@ -730,6 +816,12 @@ def _unreadable_page(verb: str) -> Reply:
 def _sentence(text: str) -> str:
     text = text.strip()
     return (text[:1].upper() + text[1:]).rstrip(".") + "." if text else text
+
+
+def _a_person(sender_id: str) -> bool:
+    """Whether a sender id can be a person's: plausible, and never one of the names the service
+    files its own tickets under (those skip the checks made of people)."""
+    return _plausible(sender_id, 256) and not is_system(sender_id)
 
 
 def _plausible(identifier: str, longest: int) -> bool:

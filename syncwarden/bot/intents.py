@@ -73,6 +73,8 @@ class Intent(StrEnum):
     USE_CHANNEL_FOR_APPROVALS = "use_channel_for_approvals"
     DOCTOR = "doctor"
     SECRETS = "secrets"
+    REVIEW_START = "review_start"
+    RECONCILE = "reconcile"
     UNKNOWN = "unknown"
 
 
@@ -312,6 +314,10 @@ _ADMIN_PHRASES: tuple[tuple[Intent, re.Pattern[str]], ...] = tuple(
             r"(?:list|show)(?: me)?(?: all)?(?: the)? (?:open |pending |waiting )?requests",
         ),
         (
+            Intent.REVIEW_START,
+            r"(?:start|begin|run|open) (?:an |the |a )?(?:new )?access review(?: now)?",
+        ),
+        (
             Intent.DOCTOR,
             r"(?:(?:run|start|do) )?(?:the |a )?"
             r"(?:doctor|diagnostics|health check|healthcheck|self check|self test)",
@@ -329,6 +335,11 @@ _ADMIN_PHRASES: tuple[tuple[Intent, re.Pattern[str]], ...] = tuple(
         (
             Intent.SECRETS,
             r"which (?:app )?(?:secrets|credentials|certificates) (?:are )?(?:expiring|expired)",
+        ),
+        (
+            Intent.RECONCILE,
+            r"(?:(?:run|start|do) )?(?:a |an |the )?(?:access )?reconcil(?:e|iation)(?: now)?"
+            r"|(?:(?:check|show|find|any) )?(?:the )?(?:access )?drift",
         ),
     )
 )
@@ -826,7 +837,13 @@ def _admin_command(reading: _Reading, subject_id: str | None, email: str | None)
     """An admin command said as the whole message, or None."""
     core = _core(reading.tokens)
     words = [token.word for token in core]
-    if not words or _NEGATORS & set(words):
+    if not words:
+        return None
+    if _NEGATORS & set(words):
+        # A list's filter terms are read whole, and in them "not" is a word of an error kind
+        # (``users error:not_in_scope``), not a negation.
+        if words[0] in _LISTS and len(core) > 1:
+            return _narrowed_list(reading.cleaned, reading.tokens, core)
         return None
     text = " ".join(words)
     for intent, pattern in _ADMIN_PHRASES:

@@ -1,21 +1,24 @@
 """The words after ``users`` and ``tickets`` that narrow IT's lists, read and written back.
 
 ``users failing``, ``users paused name:ann``, ``users error:permission``, ``tickets failed``,
-``tickets all name:"ann lee"``: terms in any order, each kind at most once, case ignored
-except in a name. A name is one word or a quoted phrase, and matches the start of the person's
-name, UPN or sync address (an index reads a prefix; a substring would need PostgreSQL's
-pg_trgm, which we may not assume).
+``tickets all name:"ann lee"``, ``tickets error:no_mailbox``: terms in any order, each kind at
+most once, case ignored except in a name. A name is one word or a quoted phrase, and matches the
+start of the person's name, UPN or sync address (an index reads a prefix; a substring would need
+PostgreSQL's pg_trgm, which we may not assume).
 
 The same text travels on the card's Next button, and :func:`users_filter_text` /
 :func:`tickets_filter_text` write a filter back in the canonical form that the readers read
 as that very filter, so a click is checked by the same reader as the typed command. The readers
-are pure and never raise: text that is not a filter gives None.
+are pure and never raise: text that is not a filter gives None. An error kind is read as any
+word that could be one; whether it is a kind we know is the dialogue's question
+(:func:`unknown_error_kind`), so that the answer can name the kinds rather than not understand.
 """
 
 from __future__ import annotations
 
 import re
 
+from syncwarden.connectors.errors import FailureKind
 from syncwarden.core.search_keys import search_key
 from syncwarden.workflows.model import TicketStatus
 from syncwarden.workflows.paging import TicketScope, TicketsFilter, UsersFilter, UserState
@@ -71,6 +74,9 @@ _SCOPE_WORDS: dict[TicketScope | TicketStatus, str] = {
     TicketStatus.FAILED: "failed",
 }
 _USER_STATE_WORDS = {state: state.value for state in UserState}
+# The kinds each list can hold: a ticket never stops at the sync's safety valve.
+USER_ERROR_KINDS = tuple(FailureKind)
+TICKET_ERROR_KINDS = tuple(kind for kind in FailureKind if kind is not FailureKind.SAFETY_VALVE)
 
 
 def parse_users_filter(text: object) -> UsersFilter | None:
@@ -102,18 +108,21 @@ def parse_tickets_filter(text: object) -> TicketsFilter | None:
     if terms is None:
         return None
     scope: TicketScope | TicketStatus | None = None
+    error_kind: str | None = None
     name: str | None = None
     for key, value in terms:
         word = value.lower()
         if key in ("", "status") and word in _TICKET_SCOPES and scope is None:
             scope = _TICKET_SCOPES[word]
+        elif key in ("error", "kind") and error_kind is None and _ERROR_KIND.fullmatch(word):
+            error_kind = word
         elif key == "name" and name is None:
             name = _name(value)
             if name is None:
                 return None
         else:
             return None
-    return TicketsFilter(scope=scope or TicketScope.OPEN, name=name)
+    return TicketsFilter(scope=scope or TicketScope.OPEN, name=name, error_kind=error_kind)
 
 
 def users_filter_text(wanted: UsersFilter) -> str:
@@ -128,8 +137,27 @@ def users_filter_text(wanted: UsersFilter) -> str:
 
 def tickets_filter_text(wanted: TicketsFilter) -> str:
     """``wanted`` as :func:`parse_tickets_filter` reads it back: "" for the open tickets."""
-    scope = "" if wanted.scope is TicketScope.OPEN else _SCOPE_WORDS[wanted.scope]
-    return " ".join(term for term in (scope, _name_term(wanted.name)) if term)
+    terms = [
+        "" if wanted.scope is TicketScope.OPEN else _SCOPE_WORDS[wanted.scope],
+        f"error:{wanted.error_kind}" if wanted.error_kind else "",
+        _name_term(wanted.name),
+    ]
+    return " ".join(term for term in terms if term)
+
+
+def unknown_error_kind(
+    kind: str | None, known: tuple[FailureKind, ...], example: str
+) -> str | None:
+    """What to answer when ``kind`` is none of the ``known`` kinds (None when it is one, or no
+    kind was asked for): the kinds there are, and the list's command ``example`` with one. A
+    mistyped kind would otherwise list nothing, which reads as "no such failures"."""
+    if kind is None or kind in known:
+        return None
+    kinds = ", ".join(known)
+    return (
+        f"There is no error kind '{kind}'. The kinds are: {kinds}. "
+        f"For example: **{example} error:{FailureKind.PERMISSION}**"
+    )
 
 
 def _terms(text: object) -> list[tuple[str, str]] | None:

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from syncwarden.bot import cards
+from syncwarden.bot import cards, review_cards
 from syncwarden.bot.card_posts import CardPostStore, PostedCard
 from syncwarden.bot.conversations import (
     ChannelRole,
@@ -47,6 +47,7 @@ from syncwarden.connectors.errors import ConnectorError
 from syncwarden.connectors.graph.error_mapping import parse_retry_after
 from syncwarden.core.db import utc_now
 from syncwarden.core.logging import get_logger
+from syncwarden.workflows.drift_digest import DIGEST_DETAIL, DriftDigest
 from syncwarden.workflows.ports import (
     Channel,
     DeliveryDeferredError,
@@ -142,6 +143,10 @@ class TeamsDelivery:
                 ref, notification, lambda view: cards.approver_card(view, now=now), "approver"
             )
             return
+        card = review_cards.notification_card(notification)
+        if card is not None:
+            await self._send(ref, _card_activity(card))
+            return
         await self._send(
             ref, {"type": "message", "text": notification.text, "textFormat": "markdown"}
         )
@@ -202,9 +207,12 @@ class TeamsDelivery:
         now = self._clock()
         if notification.ticket is None:
             alert = notification.details.get("alert")
+            digest = _digest(notification)
             if notification.kind is NotificationKind.CREDENTIAL_ALERT and alert:
                 card = cards.credential_alert_card(notification.text, alert)
                 await self._send(ref, _card_activity(card))
+            elif digest is not None:
+                await self._send(ref, _card_activity(cards.drift_card(digest)))
             else:
                 text = {"type": "message", "text": notification.text, "textFormat": "markdown"}
                 await self._send(ref, text)
@@ -405,3 +413,16 @@ def _card_activity(card: cards.Card) -> dict[str, Any]:
 
 def _activity_url(service_url: str, conversation_id: str, activity_id: str) -> str:
     return f"{service_url.rstrip('/')}/v3/conversations/{conversation_id}/activities/{activity_id}"
+
+
+def _digest(notification: Notification) -> DriftDigest | None:
+    """The drift digest a drift report carries; None (the text is sent) for anything else, or
+    for a digest that cannot be read, which is logged."""
+    text = notification.details.get(DIGEST_DETAIL)
+    if notification.kind is not NotificationKind.DRIFT_REPORT or not text:
+        return None
+    try:
+        return DriftDigest.from_json(text)
+    except ValueError as error:
+        log.warning("teams.drift_digest_unreadable", error=str(error))
+        return None

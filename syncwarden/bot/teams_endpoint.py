@@ -47,7 +47,9 @@ from microsoft_agents.hosting.core import (
     ActivityHandler,
     AgentAuthConfiguration,
     ChannelServiceAdapter,
+    RestChannelServiceClientFactory,
     TurnContext,
+    UserTokenClient,
 )
 from microsoft_agents.hosting.core.authorization import (
     AuthTypes,
@@ -138,12 +140,79 @@ class SyncwardenAgent(ActivityHandler):
 
     async def on_installation_update_add(self, turn_context: TurnContextProtocol[Any]) -> None:
         if self._dialogue is not None:
-            await self._dialogue.remember(_incoming(turn_context.activity))
+            await self._dialogue.remember(_incoming(turn_context.activity), installed=True)
         await _send(turn_context, HELP_TEXT)
 
     async def on_installation_update_remove(self, turn_context: TurnContextProtocol[Any]) -> None:
         if self._dialogue is not None:
             await self._dialogue.forget(turn_context.activity.conversation.id)
+
+
+class UserTokensUnusedError(RuntimeError):
+    """Syncwarden signs nobody in: no OAuth connection, no user tokens."""
+
+
+class _NoUserTokens(UserTokenClient):
+    """The user token client of every turn: Syncwarden never asks for a user's token (no
+    sign-in card, no SSO), so any use of it is a programming error said plainly. Every method
+    is replaced, so the parent's HTTP session is never made."""
+
+    def __init__(self) -> None:  # no super().__init__: that opens an aiohttp session
+        pass
+
+    def _unused(self) -> UserTokensUnusedError:
+        return UserTokensUnusedError("Syncwarden does not sign users in; no user tokens exist")
+
+    @property
+    def agent_sign_in(self) -> Any:
+        raise self._unused()
+
+    @property
+    def user_token(self) -> Any:
+        raise self._unused()
+
+    async def get_user_token(self, *args: Any, **kwargs: Any) -> Any:
+        raise self._unused()
+
+    async def get_sign_in_resource(self, *args: Any, **kwargs: Any) -> Any:
+        raise self._unused()
+
+    async def sign_out_user(self, *args: Any, **kwargs: Any) -> None:
+        raise self._unused()
+
+    async def get_token_status(self, *args: Any, **kwargs: Any) -> Any:
+        raise self._unused()
+
+    async def get_aad_tokens(self, *args: Any, **kwargs: Any) -> Any:
+        raise self._unused()
+
+    async def exchange_token(self, *args: Any, **kwargs: Any) -> Any:
+        raise self._unused()
+
+    async def get_token_or_sign_in_resource(self, *args: Any, **kwargs: Any) -> Any:
+        raise self._unused()
+
+    async def close(self) -> None:
+        return None
+
+
+NO_USER_TOKENS = _NoUserTokens()
+
+
+class ConnectorOnlyClients(RestChannelServiceClientFactory):
+    """The SDK's client factory without the user token client it builds for every turn.
+
+    That client is for OAuth sign-in, which Syncwarden does not use, yet building it costs each
+    turn a token lookup for the token service (a call to the login service when the cached
+    token has expired, in the turn's own time), an aiohttp session opened and closed, and a
+    package-metadata read for its User-Agent: about a tenth of an approve click's CPU. Replies
+    still get the SDK's connector client, built as before.
+    """
+
+    async def create_user_token_client(
+        self, context: TurnContext, claims_identity: ClaimsIdentity, use_anonymous: bool = False
+    ) -> UserTokenClient:
+        return NO_USER_TOKENS
 
 
 class ReplyRefusedError(Exception):
@@ -577,10 +646,10 @@ def add_bot_routes(
 ) -> None:
     """Mount ``POST /api/messages`` on the application, wired to the SDK adapter and our agent."""
     config = auth_configuration(settings)
+    connections = MsalConnectionManager(connections_configurations={_SERVICE_CONNECTION: config})
     adapter = CloudAdapter(
-        connection_manager=MsalConnectionManager(
-            connections_configurations={_SERVICE_CONNECTION: config}
-        )
+        connection_manager=connections,
+        channel_service_client_factory=ConnectorOnlyClients(connections),
     )
     adapter.on_turn_error = _on_turn_error
     agent = SyncwardenAgent(dialogue)

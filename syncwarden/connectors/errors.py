@@ -6,11 +6,17 @@ phrase decides, and only there: "already a member" (with ``Request_BadRequest``)
 ``ErrorAccessDenied``, which is "Access to OData is disabled" for a mailbox outside the access
 policy and anything else for a missing permission. Each error keeps the request id Microsoft
 returned and the request it answered, which is what support needs to trace a failure.
+
+:class:`FailureKind` and :func:`failure_kind` sort these errors into the handful of kinds IT acts
+on differently. They sit here, beside the tree, because both the sync (a person's last run) and
+the workflows (a ticket's failed step) record a kind, and the workflows may import only connector
+interfaces; the sync adds its own kind (the safety valve) in ``sync.errors``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from syncwarden.core.errors import SyncwardenError
@@ -147,3 +153,39 @@ class SourceUnavailableError(ConnectorError):
     """
 
     retryable = True
+
+
+class FailureKind(StrEnum):
+    """What IT does about a failure; stored as text (``enrollments.last_error_kind``,
+    ``tickets.failure_kind``, at most 32 characters) and typed after ``error:`` in IT's lists."""
+
+    NOT_IN_SCOPE = "not_in_scope"
+    NO_MAILBOX = "no_mailbox"
+    THROTTLED = "throttled"
+    SOURCE_UNREACHABLE = "source_unreachable"
+    CREDENTIAL = "credential"
+    # The app's token works but lacks an API permission the call needs (Calendars.ReadWrite) or
+    # an Exchange role (Exchange.ManageAsApp, a management role assignment).
+    PERMISSION = "permission"
+    # Only the sync stops itself this way (sync.errors.SafetyValveError).
+    SAFETY_VALVE = "safety_valve"
+    OTHER = "other"
+
+
+def failure_kind(error: BaseException) -> FailureKind:
+    """The kind of a failure talking to the outside world; anything else (a bug, our own
+    database) is ``OTHER``. The two ``ErrorAccessDenied`` kinds were told apart by the connector
+    already (:class:`MailboxAccessDeniedError`, :class:`PermissionMissingError`)."""
+    if isinstance(error, MailboxAccessDeniedError):
+        return FailureKind.NOT_IN_SCOPE
+    if isinstance(error, PermissionMissingError):
+        return FailureKind.PERMISSION
+    if isinstance(error, MailboxNotEnabledError):
+        return FailureKind.NO_MAILBOX
+    if isinstance(error, ThrottledError):
+        return FailureKind.THROTTLED
+    if isinstance(error, SourceUnavailableError):
+        return FailureKind.SOURCE_UNREACHABLE
+    if isinstance(error, CredentialError | AuthenticationError):
+        return FailureKind.CREDENTIAL
+    return FailureKind.OTHER

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import sqlite3
+import time
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from opentelemetry.trace import SpanKind, Status, StatusCode
-from sqlalchemy import DateTime, MetaData, TypeDecorator, event, text
+from sqlalchemy import DateTime, MetaData, TypeDecorator, event, exc, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, Dialect, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -27,6 +29,8 @@ from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.sql import Executable
 
+from syncwarden.core.fair_pool import FairAsyncQueuePool
+from syncwarden.core.sqlite_driver import SERIALIZED, one_trip_connector
 from syncwarden.core.tracing import tracer
 
 # Stable constraint names make Alembic migrations reproducible across SQLite and PostgreSQL.
@@ -62,8 +66,8 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
+        if value is None or value.tzinfo is UTC:  # asyncpg's timestamps are UTC already
+            return value
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
@@ -81,20 +85,80 @@ def is_sqlite(url: str | URL) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def create_engine(url: str, *, echo: bool = False, pool_size: int = 5) -> AsyncEngine:
-    """Build the process's engine; for SQLite, create the folder and turn on WAL + foreign keys."""
+# A pooled server connection that sat unused this long is pinged before it is handed out.
+IDLE_PING_SECONDS = 10.0
+
+
+def create_engine(
+    url: str,
+    *,
+    echo: bool = False,
+    pool_size: int = 5,
+    max_overflow: int = 10,
+    idle_ping_seconds: float = IDLE_PING_SECONDS,
+) -> AsyncEngine:
+    """Build the process's engine; for SQLite, create the folder and turn on WAL + foreign keys.
+
+    Connections are handed out in the order they were asked for (:mod:`core.fair_pool`).
+    ``max_overflow`` is SQLAlchemy's default for the short-lived engines of commands and tests;
+    the service passes its setting (none by default, see ``DatabaseSettings.max_overflow``).
+
+    A PostgreSQL connection is checked before use only when it has been idle for
+    ``idle_ping_seconds`` (:func:`_ping_idle_connections`), not at every checkout as
+    ``pool_pre_ping`` does: asyncpg's ping is three round trips (BEGIN, a query, ROLLBACK), and
+    a Teams turn checks out one or two connections. An SQLite file has no server to lose.
+    """
     parsed = make_url(url)
-    options: dict[str, Any] = {"echo": echo, "pool_pre_ping": True}
+    options: dict[str, Any] = {"echo": echo}
     if is_sqlite(parsed):
         _ensure_sqlite_folder(parsed)
+        if sqlite3.threadsafety == SERIALIZED:  # see core.sqlite_driver: cursors off its thread
+            arguments, connect_options = parsed.get_dialect()().create_connect_args(parsed)
+            options["async_creator"] = one_trip_connector(tuple(arguments), dict(connect_options))
     else:
         options["pool_size"] = pool_size
+        options["max_overflow"] = max_overflow
+    if not _in_memory(parsed):  # an in-memory SQLite database is one connection, never pooled
+        options["poolclass"] = FairAsyncQueuePool
     engine = _create_async_engine(parsed, **options)
     _trace_statements(engine, parsed.get_backend_name())
     if is_sqlite(parsed):
         event.listen(engine.sync_engine, "connect", _configure_sqlite_connection)
         event.listen(engine.sync_engine, "begin", _begin_sqlite_transaction)
+    else:
+        _ping_idle_connections(engine, idle_ping_seconds)
     return engine
+
+
+_LAST_USED = "syncwarden.last_used"
+
+
+def _ping_idle_connections(engine: AsyncEngine, idle_seconds: float) -> None:
+    """Before handing out a connection idle for ``idle_seconds`` or more, ping it; a dead one is
+    replaced by a new connection, as ``pool_pre_ping`` would (the pool retries the checkout
+    when a ``checkout`` listener raises :class:`sqlalchemy.exc.DisconnectionError`).
+
+    A connection in steady use is not pinged: should the server restart under load, the first
+    statement on a dead connection fails, and SQLAlchemy then invalidates the whole pool, so
+    the connections after it are new ones.
+    """
+    dialect = engine.sync_engine.dialect
+
+    def checkin(_dbapi_connection: Any, record: Any) -> None:
+        if record is not None:
+            record.info[_LAST_USED] = time.monotonic()
+
+    def checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        last_used = record.info.get(_LAST_USED)
+        if last_used is None or time.monotonic() - last_used < idle_seconds:
+            return  # new, or used moments ago
+        try:
+            dialect.do_ping(dbapi_connection)
+        except Exception as error:
+            raise exc.DisconnectionError(f"an idle connection was lost: {error}") from error
+
+    event.listen(engine.sync_engine, "checkin", checkin)
+    event.listen(engine.sync_engine, "checkout", checkout)
 
 
 _SPANS = "syncwarden.spans"
@@ -153,6 +217,17 @@ async def write_transaction(
         except BaseException:
             await session.rollback()
             raise
+
+
+async def outside_transaction(session: AsyncSession) -> None:
+    """Run the fresh ``session``'s statements each on its own (autocommit) on PostgreSQL.
+
+    For a lone read whose answer needs no transaction around it: PostgreSQL then runs one
+    round trip instead of three (BEGIN, the read, ROLLBACK). Call it before the session's first
+    statement. SQLite transactions are opened by :func:`_begin_sqlite_transaction` and stay.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
 
 # How long a writer waits for the others of its process before it goes to SQLite's own queue: the
@@ -214,12 +289,12 @@ async def insert_ignoring_duplicates(
     """
     if not rows:
         return
-    statement = _insert_ignoring(session.get_bind().dialect.name, table.__tablename__, unique)
+    statement = insert_ignoring(session.get_bind().dialect.name, table.__tablename__, unique)
     await session.execute(statement, rows)
 
 
 @functools.cache
-def _insert_ignoring(dialect: str, table: str, unique: str) -> Executable:
+def insert_ignoring(dialect: str, table: str, unique: str) -> Executable:
     """One fixed statement per table, the rows given as its parameters: built once per process
     and compiled once (SQLAlchemy cannot cache a multi-row ``.values(rows)`` clause of JSON
     values, so that was compiled again on every call), on the table rather than its ORM class,
@@ -266,6 +341,10 @@ async def ping(engine: AsyncEngine) -> None:
     """Round-trip to the database; raises when it cannot be reached."""
     async with engine.connect() as connection:
         await connection.execute(text("SELECT 1"))
+
+
+def _in_memory(url: URL) -> bool:
+    return is_sqlite(url) and url.database in (None, "", ":memory:")
 
 
 def _ensure_sqlite_folder(url: URL) -> None:

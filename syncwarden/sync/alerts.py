@@ -48,8 +48,8 @@ class SyncAlerts:
         self._clock = clock
 
     async def after_run(self, report: SyncReport) -> None:
-        if report.skipped:
-            return
+        if report.skipped or (report.ok and not report.recovered):
+            return  # nothing to say: no database read for a run that went well as the last one
         async with self._sessions() as session:
             enrollment = await session.get(Enrollment, report.enrollment_id)
             state = await session.get(SyncState, report.enrollment_id)

@@ -20,6 +20,8 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from syncwarden.workflows.repairs import Fix
+
 
 class DriftKind(StrEnum):
     UNENROLLED_MEMBER = "unenrolled_member"  # in the group, not enrolled: added by hand
@@ -27,15 +29,25 @@ class DriftKind(StrEnum):
     MAPPING_MISSING = "mapping_missing"  # enrolled, the scheduling mapping gone or elsewhere
     LEAVER = "leaver"  # the account is disabled or deleted
     MOVER = "mover"  # the enrolled address is no longer the person's primary address
+    MAILBOX_GONE = "mailbox_gone"  # the account is there, its mailbox no longer (the sync says)
 
 
-class Fix(StrEnum):
-    ADOPT = "adopt"  # record an enrollment for a member added by hand
-    REMOVE_FROM_GROUP = "remove_from_group"
-    READD = "readd"  # put an enrolled person back into the group
-    END_ENROLLMENT = "end_enrollment"  # open a removal ticket
-    REMAP = "remap"  # write the scheduling mapping again
-    UPDATE_ADDRESS = "update_address"  # follow a mover to their new primary address
+# What IT may choose for each kind of difference (the first is what the card offers first).
+FIXES: dict[DriftKind, tuple[Fix, ...]] = {
+    DriftKind.UNENROLLED_MEMBER: (Fix.ADOPT, Fix.REMOVE_FROM_GROUP),
+    DriftKind.MISSING_MEMBER: (Fix.READD, Fix.END_ENROLLMENT),
+    DriftKind.MAPPING_MISSING: (Fix.REMAP, Fix.END_ENROLLMENT),
+    DriftKind.LEAVER: (Fix.END_ENROLLMENT,),
+    DriftKind.MOVER: (Fix.UPDATE_ADDRESS,),
+    DriftKind.MAILBOX_GONE: (Fix.END_ENROLLMENT,),
+}
+
+# The differences a ticket's own steps pass through: between adding someone to the group and
+# recording the enrollment they are a member "not enrolled", between ending an enrollment and
+# the group removal the reverse, and so on. For a person with a ticket under way these say
+# nothing yet and wait for the ticket to end. Having left is not one of them: the directory,
+# not the ticket, says so.
+PASSING_WHILE_UNDER_WAY = frozenset(DriftKind) - {DriftKind.LEAVER}
 
 
 class AccountState(StrEnum):
@@ -51,6 +63,13 @@ class EnrolledPerson:
     name: str
     profile_id: str
     mailbox: str
+    # The enrolled address was the person's primary when it was chosen, so it follows the
+    # primary; False for someone who chose one of their aliases, who moves only when that alias
+    # no longer reaches their mailbox.
+    follows_primary: bool = True
+    # The sync's last run found no mailbox to reach (unlicensed, removed, moved on-premises):
+    # the directory's users/delta does not say so, the mailbox calls do.
+    mailbox_missing: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,12 +118,14 @@ def find_drift(
     enrolled: Sequence[EnrolledPerson],
     mappings: Mapping[str, SchedulingMapping],
     directory: Mapping[str, DirectoryPerson],
+    under_way: Collection[str] = frozenset(),
 ) -> list[Finding]:
     """Every difference, in a stable order (kind, then person).
 
     ``members`` are the object ids of the sync group's user members; ``mappings`` are keyed by
-    profile id; ``directory`` by object id. Ids are compared as the directory writes them
-    (lowercase GUIDs), addresses without regard to case.
+    profile id; ``directory`` by object id; ``under_way`` are the people with a ticket open,
+    whose differences of :data:`PASSING_WHILE_UNDER_WAY` are left out. Ids are compared as the
+    directory writes them (lowercase GUIDs), addresses without regard to case.
     """
     member_ids = {member.lower() for member in members}
     enrolled_ids = {person.subject_id.lower() for person in enrolled}
@@ -119,10 +140,16 @@ def find_drift(
                 member,
                 known.name if known else "",
                 (("in_group", "yes"), ("account", known.state.value if known else "unknown")),
-                (Fix.ADOPT, Fix.REMOVE_FROM_GROUP),
+                FIXES[DriftKind.UNENROLLED_MEMBER],
             )
         )
-    return sorted(findings, key=lambda finding: (finding.kind.value, finding.subject_id))
+    busy = {subject.lower() for subject in under_way}
+    settled = [
+        finding
+        for finding in findings
+        if finding.subject_id not in busy or finding.kind not in PASSING_WHILE_UNDER_WAY
+    ]
+    return sorted(settled, key=lambda finding: (finding.kind.value, finding.subject_id))
 
 
 def _findings_for_enrolled(
@@ -140,23 +167,24 @@ def _findings_for_enrolled(
             subject,
             person.name,
             (("account", state.value), ("mailbox", person.mailbox.lower())),
-            (Fix.END_ENROLLMENT,),
+            FIXES[DriftKind.LEAVER],
         )
         return
     assert known is not None  # an enabled account is one the directory knows
     primary = (known.primary_address or "").lower()
-    if primary and primary != person.mailbox.lower():
-        still_theirs = any(a.lower() == person.mailbox.lower() for a in known.addresses)
+    enrolled = person.mailbox.lower()
+    still_theirs = any(a.lower() == enrolled for a in known.addresses)
+    if primary and primary != enrolled and (person.follows_primary or not still_theirs):
         yield Finding(
             DriftKind.MOVER,
             subject,
             person.name,
             (
-                ("old_address", person.mailbox.lower()),
+                ("old_address", enrolled),
                 ("new_address", primary),
                 ("old_address_still_theirs", "yes" if still_theirs else "no"),
             ),
-            (Fix.UPDATE_ADDRESS,),
+            FIXES[DriftKind.MOVER],
         )
     elif _mapping_is_off(person, mappings.get(person.profile_id)):
         mapping = mappings.get(person.profile_id)
@@ -169,7 +197,15 @@ def _findings_for_enrolled(
                 ("mapping", _describe_mapping(mapping)),
                 ("mailbox", person.mailbox.lower()),
             ),
-            (Fix.REMAP, Fix.END_ENROLLMENT),
+            FIXES[DriftKind.MAPPING_MISSING],
+        )
+    if person.mailbox_missing:
+        yield Finding(
+            DriftKind.MAILBOX_GONE,
+            subject,
+            person.name,
+            (("mailbox", person.mailbox.lower()), ("sync", "no mailbox")),
+            FIXES[DriftKind.MAILBOX_GONE],
         )
     if subject not in member_ids:
         yield Finding(
@@ -177,7 +213,7 @@ def _findings_for_enrolled(
             subject,
             person.name,
             (("in_group", "no"), ("mailbox", person.mailbox.lower())),
-            (Fix.READD, Fix.END_ENROLLMENT),
+            FIXES[DriftKind.MISSING_MEMBER],
         )
 
 

@@ -24,7 +24,11 @@ A quiet person costs one delta round and one source read: when the round saw not
 source read hashes to the fingerprint the last fully carried-out run stored (with the window,
 the mapping and the payload shape; see :func:`sync.plan.source_fingerprint`), the plan would be
 empty, so links and busy blocks are not loaded and only the new delta link and the run's stamps
-are written. A forced or restarted (full) round, an error or anything left over on the last
+are written. A source that keeps change markers (:class:`connectors.scheduling.ports.
+ChangeMarkers`, the built-in table does) is not even read then: the marker it gave before the
+settled run's read is stored with the fingerprint (:func:`sync.plan.source_marker`), and the
+same marker now means the same read. Reading 200 appointments to hash them was most of a quiet
+person's CPU. A forced or restarted (full) round, an error or anything left over on the last
 run (a failed or deferred write, an event to put right) clears or bypasses the fingerprint.
 A run cut off after Outlook writes cannot pass for quiet: its writes show in the next round.
 """
@@ -32,7 +36,7 @@ A run cut off after Outlook writes cannot pass for quiet: its writes show in the
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -54,7 +58,12 @@ from syncwarden.connectors.graph.calendar import (
     update_request,
 )
 from syncwarden.connectors.graph.client import BatchRequest, BatchResult, DeltaResult
-from syncwarden.connectors.scheduling.ports import Appointment, AppointmentSource, Window
+from syncwarden.connectors.scheduling.ports import (
+    Appointment,
+    AppointmentSource,
+    ChangeMarkers,
+    Window,
+)
 from syncwarden.core.db import upsert_rows, utc_now, write_transaction
 from syncwarden.core.logging import get_logger
 from syncwarden.core.settings import SyncSettings
@@ -71,9 +80,11 @@ from syncwarden.sync.plan import (
     desired_events,
     plan_changes,
     source_fingerprint,
+    source_marker,
 )
 from syncwarden.sync.quiet import QuietRun, QuietWrites
 from syncwarden.sync.records import BusyBlockRecord, EventLink, SyncState
+from syncwarden.sync.snapshot import Prepared, Snapshot, load_snapshots
 from syncwarden.workflows.records import Enrollment
 
 log = get_logger(__name__)
@@ -115,29 +126,6 @@ class SyncReport:
     @property
     def writes(self) -> int:
         return self.created + self.updated + self.deleted + self.recreated
-
-
-@dataclass(frozen=True)
-class _Snapshot:
-    """The person's enrollment and sync state; their links only once a run needs a plan."""
-
-    enrollment_id: int
-    person: str
-    mailbox: str
-    profile_id: str
-    active: bool
-    paused: bool
-    last_error: str | None
-    delta_link: str | None
-    delta_started_at: datetime | None
-    delta_window: Window | None
-    source_count: int
-    consecutive_failures: int
-    busy_blocks: int
-    fingerprint: str | None
-    # The last run's created/updated/deleted/requests, as the state row holds them.
-    counts: Mapping[str, int] = field(default_factory=dict)
-    links: Sequence[LinkView] = ()
 
 
 @dataclass(frozen=True)
@@ -190,6 +178,7 @@ class SyncEngine:
         self._sessions = sessions
         self._calendar = calendar
         self._source = source
+        self._markers = source if isinstance(source, ChangeMarkers) else None
         self._settings = settings
         self._clock = clock
 
@@ -200,6 +189,7 @@ class SyncEngine:
         *,
         lease_owner: str | None = None,
         quiet: QuietWrites | None = None,
+        prepared: Prepared | None = None,
     ) -> SyncReport:
         """One run for one person; with ``lease_owner``, it commits only while that lease holds.
 
@@ -208,10 +198,14 @@ class SyncEngine:
         whoever commits next adopts them instead of duplicating them. The run's commit gives the
         lease back in the same transaction (``report.lease_released``), which saves the worker a
         transaction of its own per person. With ``quiet`` (the worker's, under the same lease),
-        a run with nothing to do leaves its writes there, to be written with others'.
+        a run with nothing to do leaves its writes there, to be written with others'. With
+        ``prepared`` (:meth:`prepare`, for the worker's batch), the person's snapshot and
+        source marker are taken from there rather than read again.
         """
         options = options or SyncOptions()
-        snapshot = await self._load(enrollment_id)
+        snapshot = prepared.take(enrollment_id) if prepared is not None else None
+        if snapshot is None:
+            snapshot = await self._load(enrollment_id)
         if snapshot is None:
             return SyncReport(enrollment_id, "?", ok=False, skipped="no such enrollment")
         report = SyncReport(enrollment_id, snapshot.person)
@@ -220,7 +214,14 @@ class SyncEngine:
             return report
         started = self._clock()
         try:
-            await self._run(snapshot, options, report, started, (lease_owner, quiet))
+            await self._run(
+                snapshot,
+                options,
+                report,
+                started,
+                (lease_owner, quiet),
+                prepared.markers if prepared is not None else {},
+            )
         except LeaseLostError:
             report.ok = False
             report.skipped = "another worker took this person over; nothing was committed"
@@ -250,15 +251,22 @@ class SyncEngine:
 
     async def _run(
         self,
-        snapshot: _Snapshot,
+        snapshot: Snapshot,
         options: SyncOptions,
         report: SyncReport,
         started: datetime,
         lease: tuple[str | None, QuietWrites | None],
+        markers: Mapping[str, str],
     ) -> None:
-        lease_owner, quiet = lease
+        lease_owner = lease[0]
         round_ = await self._pull(snapshot, options, started, report)
         window = round_.window
+        # Read before the appointments, so that it vouches for no later state than theirs.
+        marker = await self._marker(snapshot, window, markers)
+        quiet_round = _quiet_round(snapshot, options, round_)
+        if quiet_round and marker is not None and marker == snapshot.marker:
+            await self._quiet(snapshot, round_, report, lease, marker)
+            return
         appointments = await self._source.list_appointments(snapshot.profile_id, window)
         self._check_empty_read(appointments, snapshot, options)
         fingerprint = source_fingerprint(
@@ -268,21 +276,8 @@ class SyncEngine:
             profile_id=snapshot.profile_id,
             mailbox=snapshot.mailbox,
         )
-        if _nothing_to_do(snapshot, options, round_, fingerprint):
-            report.busy_blocks = snapshot.busy_blocks
-            if quiet is not None and lease_owner is not None:
-                quiet.add(
-                    QuietRun(
-                        snapshot.enrollment_id,
-                        round_.result.delta_link,
-                        report.requests,
-                        _summary(report),
-                        self._clock(),
-                    )
-                )
-                report.lease_released = True  # by the quiet write, with the others'
-            else:
-                await self._commit_quiet(snapshot, round_.result.delta_link, report, lease_owner)
+        if quiet_round and snapshot.fingerprint == fingerprint:
+            await self._quiet(snapshot, round_, report, lease, marker)
             return
         snapshot = replace(snapshot, links=await self._links(snapshot.enrollment_id))
         linked = {link.event_id for link in snapshot.links}
@@ -316,11 +311,76 @@ class SyncEngine:
             (next_link, round_.full),
             report,
             (started, lease_owner),
-            (len(wanted), fingerprint if settled else None),
+            (len(wanted), fingerprint if settled else None, marker if settled else None),
         )
 
+    async def prepare(self, enrollment_ids: Collection[int]) -> Prepared:
+        """What the runs of a batch need before they start, in two statements for all of them:
+        their snapshots and the source's change markers (see :mod:`sync.snapshot`).
+
+        A source that cannot give its markers now is left to each run, which reports it.
+        """
+        snapshots = await load_snapshots(self._sessions, enrollment_ids)
+        markers: dict[str, str] = {}
+        profiles = {snapshot.profile_id for snapshot in snapshots.values()}
+        if self._markers is not None and profiles:
+            try:
+                markers = await self._markers.change_markers(profiles)
+            except ConnectorError:
+                markers = {}
+        return Prepared(snapshots, markers)
+
+    async def _marker(
+        self, snapshot: Snapshot, window: Window, markers: Mapping[str, str]
+    ) -> str | None:
+        """The source's change marker for the person, with the run's inputs; None without one.
+
+        One read before the run (``markers``) will do, for the profile it was read for.
+        """
+        if self._markers is None:
+            return None
+        token = markers.get(snapshot.profile_id)
+        if token is None:
+            found = await self._markers.change_markers([snapshot.profile_id])
+            token = found[snapshot.profile_id]
+        return source_marker(
+            token,
+            window,
+            subject_template=self._settings.subject_template,
+            profile_id=snapshot.profile_id,
+            mailbox=snapshot.mailbox,
+        )
+
+    async def _quiet(
+        self,
+        snapshot: Snapshot,
+        round_: _Round,
+        report: SyncReport,
+        lease: tuple[str | None, QuietWrites | None],
+        marker: str | None,
+    ) -> None:
+        """Nothing to do: leave the round's link, the marker and the stamps to be written."""
+        lease_owner, quiet = lease
+        report.busy_blocks = snapshot.busy_blocks
+        if quiet is not None and lease_owner is not None:
+            quiet.add(
+                QuietRun(
+                    snapshot.enrollment_id,
+                    round_.result.delta_link,
+                    report.requests,
+                    _summary(report),
+                    self._clock(),
+                    marker,
+                )
+            )
+            report.lease_released = True  # by the quiet write, with the others'
+        else:
+            await self._commit_quiet(
+                snapshot, (round_.result.delta_link, marker), report, lease_owner
+            )
+
     def _check_empty_read(
-        self, appointments: Sequence[Appointment], snapshot: _Snapshot, options: SyncOptions
+        self, appointments: Sequence[Appointment], snapshot: Snapshot, options: SyncOptions
     ) -> None:
         if (
             not appointments
@@ -333,7 +393,7 @@ class SyncEngine:
             )
 
     async def _pull(
-        self, snapshot: _Snapshot, options: SyncOptions, started: datetime, report: SyncReport
+        self, snapshot: Snapshot, options: SyncOptions, started: datetime, report: SyncReport
     ) -> _Round:
         """One delta round; the window of the read is the window of the whole run.
 
@@ -364,7 +424,7 @@ class SyncEngine:
         return _Round(result, True, window)
 
     async def _confirm_gone(
-        self, snapshot: _Snapshot, plan: Plan, window: Window, report: SyncReport
+        self, snapshot: Snapshot, plan: Plan, window: Window, report: SyncReport
     ) -> None:
         """Read the pushed events delta only suspects are gone, before anything is re-created."""
         suspects = plan.unconfirmed(window)
@@ -383,7 +443,7 @@ class SyncEngine:
 
     async def _catch_up(
         self,
-        snapshot: _Snapshot,
+        snapshot: Snapshot,
         written: _Written,
         before: OutlookRead,
         delta_link: str,
@@ -405,7 +465,10 @@ class SyncEngine:
         report.requests += result.requests
         after = read_delta(result.items, set(ours), full=False, window=before.view.window)
         for event_id in after.view.removed:
-            written.removed.add(ours[event_id])
+            source_id = ours[event_id]
+            if source_id in written.links and written.links[source_id] is None:
+                continue  # our own delete of this run, not someone else's
+            written.removed.add(source_id)
         known = {link.source_id: link.change_key for link in snapshot.links}
         known.update({sid: link.change_key for sid, link in written.links.items() if link})
         for event_id, change_key in after.view.change_keys.items():
@@ -417,7 +480,7 @@ class SyncEngine:
         not_busy = (before.not_busy | after.not_busy) - set(after.busy)
         return OutlookRead(before.view, busy, not_busy), result.delta_link
 
-    def _check_deletions(self, plan: Plan, snapshot: _Snapshot, options: SyncOptions) -> None:
+    def _check_deletions(self, plan: Plan, snapshot: Snapshot, options: SyncOptions) -> None:
         if options.allow_deletions or len(plan.deletes) < self._settings.deletion_valve_minimum:
             return
         share = deletion_share(plan, snapshot.links)
@@ -428,7 +491,7 @@ class SyncEngine:
                 f"{self._settings.max_deletion_share:.0%}); nothing was deleted"
             )
 
-    async def _write(self, snapshot: _Snapshot, plan: Plan, report: SyncReport) -> _Written:
+    async def _write(self, snapshot: Snapshot, plan: Plan, report: SyncReport) -> _Written:
         requests: list[BatchRequest] = []
         actions: dict[str, _Action] = {}
         mailbox = snapshot.mailbox
@@ -476,7 +539,7 @@ class SyncEngine:
         return written
 
     def _create(
-        self, key: str, snapshot: _Snapshot, desired: Desired, *, generation: int
+        self, key: str, snapshot: Snapshot, desired: Desired, *, generation: int
     ) -> BatchRequest:
         return create_request(
             key,
@@ -488,7 +551,7 @@ class SyncEngine:
 
     def _absorb(
         self,
-        snapshot: _Snapshot,
+        snapshot: Snapshot,
         action: _Action,
         result: BatchResult,
         written: _Written,
@@ -543,7 +606,7 @@ class SyncEngine:
 
     def _link(
         self,
-        snapshot: _Snapshot,
+        snapshot: Snapshot,
         action: _Action,
         body: dict[str, Any],
         written: _Written,
@@ -570,7 +633,7 @@ class SyncEngine:
 
     async def _adopt(
         self,
-        snapshot: _Snapshot,
+        snapshot: Snapshot,
         adoptions: list[Adoption],
         written: _Written,
         report: SyncReport,
@@ -602,19 +665,19 @@ class SyncEngine:
 
     async def _commit(
         self,
-        snapshot: _Snapshot,
+        snapshot: Snapshot,
         plan: Plan,
         written: _Written,
         outlook: OutlookRead,
         delta: tuple[str | None, bool],
         report: SyncReport,
         run: tuple[datetime, str | None],
-        source: tuple[int, str | None],
+        source: tuple[int, str | None, str | None],
     ) -> None:
         now = self._clock()
         delta_link, full = delta
         started, lease_owner = run
-        source_count, fingerprint = source
+        source_count, fingerprint, marker = source
         enrollment_id = snapshot.enrollment_id
         async with write_transaction(self._sessions) as session:
             # The state row first, locked: a lease taken over by another worker stops the commit.
@@ -666,6 +729,7 @@ class SyncEngine:
                 state.delta_window_start, state.delta_window_end = window.start, window.end
             state.source_count = source_count
             state.source_fingerprint = fingerprint
+            state.source_marker = marker
             _count(state, report)
             was_failing = state.consecutive_failures > 0
             state.consecutive_failures = (
@@ -696,7 +760,7 @@ class SyncEngine:
     async def _store_busy(
         self,
         session: AsyncSession,
-        snapshot: _Snapshot,
+        snapshot: Snapshot,
         outlook: OutlookRead,
         full: bool,
         ours: set[str],
@@ -739,8 +803,8 @@ class SyncEngine:
 
     async def _commit_quiet(
         self,
-        snapshot: _Snapshot,
-        delta_link: str,
+        snapshot: Snapshot,
+        written: tuple[str, str | None],
         report: SyncReport,
         lease_owner: str | None,
     ) -> None:
@@ -750,9 +814,12 @@ class SyncEngine:
         (each ``$deltatoken`` is an opaque snapshot of the round); a new one is stored, since
         the old one may expire sooner, and an unchanged one is not written again. The stamps
         (last run, last success, summary) are what ``status`` shows the person, so they move
-        on, and the worker's lease is given back in the same UPDATE. The state row is written
-        only where something in it changes; links and busy blocks are not touched.
+        on, and the worker's lease is given back in the same UPDATE. A new source marker (the
+        source was read and hashed as before) is stored, so the next run need not read it. The
+        state row is written only where something in it changes; links and busy blocks are not
+        touched.
         """
+        delta_link, marker = written
         now = self._clock()
         enrollment_id = snapshot.enrollment_id
         counts = {"created": 0, "updated": 0, "deleted": 0, "requests": report.requests}
@@ -761,6 +828,8 @@ class SyncEngine:
         }
         if delta_link != snapshot.delta_link:
             state["delta_link"] = delta_link
+        if marker != snapshot.marker:
+            state["source_marker"] = marker
         claimed = update(SyncState).where(SyncState.enrollment_id == enrollment_id)
         if lease_owner is not None:
             claimed = claimed.where(SyncState.lease_owner == lease_owner)
@@ -780,11 +849,11 @@ class SyncEngine:
             )
         report.lease_released = lease_owner is not None
 
-    async def _record_failure(self, snapshot: _Snapshot, report: SyncReport) -> None:
+    async def _record_failure(self, snapshot: Snapshot, report: SyncReport) -> None:
         async with write_transaction(self._sessions) as session:
             state = await self._state(session, snapshot.enrollment_id)
             state.consecutive_failures += 1
-            state.source_fingerprint = None  # the next run is a full one
+            state.source_fingerprint = state.source_marker = None  # the next run is a full one
             enrollment = await session.get(Enrollment, snapshot.enrollment_id)
             if enrollment is not None:
                 enrollment.last_run_at = self._clock()
@@ -793,64 +862,9 @@ class SyncEngine:
 
     # -- loading ---------------------------------------------------------------------------
 
-    async def _load(self, enrollment_id: int) -> _Snapshot | None:
-        """The enrollment and its sync state in one statement, as plain values."""
-        async with self._sessions() as session:
-            row = (
-                await session.execute(
-                    select(
-                        Enrollment.subject_upn,
-                        Enrollment.subject_id,
-                        Enrollment.profile_id,
-                        Enrollment.active,
-                        Enrollment.paused,
-                        Enrollment.last_error,
-                        SyncState.delta_link,
-                        SyncState.delta_started_at,
-                        SyncState.delta_window_start,
-                        SyncState.delta_window_end,
-                        SyncState.source_count,
-                        SyncState.consecutive_failures,
-                        SyncState.busy_blocks,
-                        SyncState.source_fingerprint,
-                        SyncState.created,
-                        SyncState.updated,
-                        SyncState.deleted,
-                        SyncState.requests,
-                    )
-                    .outerjoin(SyncState, SyncState.enrollment_id == Enrollment.id)
-                    .where(Enrollment.id == enrollment_id)
-                )
-            ).one_or_none()
-        if row is None:
-            return None
-        window_start, window_end = row.delta_window_start, row.delta_window_end
-        return _Snapshot(
-            enrollment_id=enrollment_id,
-            person=row.subject_upn,
-            mailbox=row.subject_id,
-            profile_id=row.profile_id,
-            active=row.active,
-            paused=row.paused,
-            last_error=row.last_error,
-            delta_link=row.delta_link,
-            delta_started_at=row.delta_started_at,
-            delta_window=(
-                Window(window_start, window_end)
-                if window_start is not None and window_end is not None
-                else None
-            ),
-            source_count=row.source_count or 0,
-            consecutive_failures=row.consecutive_failures or 0,
-            busy_blocks=row.busy_blocks or 0,
-            fingerprint=row.source_fingerprint,
-            counts={
-                "created": row.created,
-                "updated": row.updated,
-                "deleted": row.deleted,
-                "requests": row.requests,
-            },
-        )
+    async def _load(self, enrollment_id: int) -> Snapshot | None:
+        """The person's snapshot, for a run with no batch read for it (see sync.snapshot)."""
+        return (await load_snapshots(self._sessions, [enrollment_id])).get(enrollment_id)
 
     async def _links(self, enrollment_id: int) -> list[LinkView]:
         """The person's event links, read as plain values (no ORM objects to build and track)."""
@@ -892,16 +906,14 @@ _NO_ORM_SYNC = {"synchronize_session": False}
 _DELETE_CHUNK = 1000
 
 
-def _nothing_to_do(
-    snapshot: _Snapshot, options: SyncOptions, round_: _Round, fingerprint: str
-) -> bool:
-    """Whether this run's plan is known to be empty without loading links to make it.
+def _quiet_round(snapshot: Snapshot, options: SyncOptions, round_: _Round) -> bool:
+    """Whether this run's plan is empty if the source is as the last settled run read it.
 
-    The last run must have settled everything (a stored fingerprint, no error since), this
+    The last run must have settled everything (a stored fingerprint, no error since), and this
     round must continue the stored one and have seen no change at all (our events, the
-    person's own ones, anything reported removed), and the source with the window, mapping
-    and payload shape must hash as it did then. A forced run or a run allowed to delete
-    always plans.
+    person's own ones, anything reported removed). The caller then compares the source, with
+    the window, mapping and payload shape: by its marker, or by hashing a read. A forced run
+    or a run allowed to delete always plans.
     """
     return (
         not options.full
@@ -911,7 +923,6 @@ def _nothing_to_do(
         and snapshot.consecutive_failures == 0
         and snapshot.last_error is None
         and snapshot.fingerprint is not None
-        and snapshot.fingerprint == fingerprint
     )
 
 

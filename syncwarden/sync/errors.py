@@ -1,31 +1,28 @@
-"""Why a person's sync failed, in the handful of kinds IT acts on differently."""
+"""Why a person's sync failed, in the handful of kinds IT acts on differently.
+
+The kinds and the connector errors' share of the sorting are ``connectors.errors``' (tickets
+record them too); what only a sync run can hit, the safety valve, is sorted here. ``FailureKind``
+is imported from here by the sync and its callers as before.
+"""
 
 from __future__ import annotations
 
-from enum import StrEnum
-
 from syncwarden.connectors.errors import (
-    AuthenticationError,
     ConnectorError,
-    CredentialError,
-    MailboxAccessDeniedError,
-    MailboxNotEnabledError,
+    FailureKind,
     PermissionMissingError,
-    SourceUnavailableError,
-    ThrottledError,
+    failure_kind,
 )
 
-
-class FailureKind(StrEnum):
-    NOT_IN_SCOPE = "not_in_scope"
-    NO_MAILBOX = "no_mailbox"
-    THROTTLED = "throttled"
-    SOURCE_UNREACHABLE = "source_unreachable"
-    CREDENTIAL = "credential"
-    # The app's token works but lacks an API permission the call needs (Calendars.ReadWrite).
-    PERMISSION = "permission"
-    SAFETY_VALVE = "safety_valve"
-    OTHER = "other"
+__all__ = [
+    "ADVICE",
+    "FailureKind",
+    "LeaseLostError",
+    "SafetyValveError",
+    "classify",
+    "describe",
+    "missing_permission_text",
+]
 
 
 ADVICE = {
@@ -60,19 +57,7 @@ class SafetyValveError(Exception):
 def classify(error: BaseException) -> FailureKind:
     if isinstance(error, SafetyValveError):
         return FailureKind.SAFETY_VALVE
-    if isinstance(error, MailboxAccessDeniedError):
-        return FailureKind.NOT_IN_SCOPE
-    if isinstance(error, PermissionMissingError):
-        return FailureKind.PERMISSION
-    if isinstance(error, MailboxNotEnabledError):
-        return FailureKind.NO_MAILBOX
-    if isinstance(error, ThrottledError):
-        return FailureKind.THROTTLED
-    if isinstance(error, SourceUnavailableError):
-        return FailureKind.SOURCE_UNREACHABLE
-    if isinstance(error, CredentialError | AuthenticationError):
-        return FailureKind.CREDENTIAL
-    return FailureKind.OTHER
+    return failure_kind(error)
 
 
 def describe(error: BaseException) -> str:

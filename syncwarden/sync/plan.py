@@ -208,6 +208,9 @@ def source_fingerprint(
     order still matches, while repeats of one id keep their order (the last copy wins in
     :func:`desired_events`). JSON keeps fields apart whatever text they hold.
     """
+    head = _context(
+        window, subject_template=subject_template, profile_id=profile_id, mailbox=mailbox
+    )
     rows = [
         (
             a.id,
@@ -221,7 +224,30 @@ def source_fingerprint(
         )
         for a in sorted(appointments, key=attrgetter("id"))
     ]
-    head: list[str | float] = [FINGERPRINT_VERSION, PAYLOAD_VERSION, profile_id, mailbox]
-    head += [subject_template, window.start.timestamp(), window.end.timestamp()]
     text = json.dumps([head, rows], ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def source_marker(
+    marker: str, window: Window, *, subject_template: str, profile_id: str, mailbox: str
+) -> str:
+    """The source's change marker (:class:`connectors.scheduling.ports.ChangeMarkers`) with the
+    rest of what :func:`source_fingerprint` hashes besides the read, in one hash.
+
+    Stored beside the fingerprint of a read made after the marker was read: the same value
+    later says the source still holds what that read returned, and the window, mapping and
+    payload shape are the same, so the fingerprint would match without reading anything.
+    """
+    head = _context(
+        window, subject_template=subject_template, profile_id=profile_id, mailbox=mailbox
+    )
+    text = json.dumps([head, marker], ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _context(
+    window: Window, *, subject_template: str, profile_id: str, mailbox: str
+) -> list[str | float]:
+    head: list[str | float] = [FINGERPRINT_VERSION, PAYLOAD_VERSION, profile_id, mailbox]
+    head += [subject_template, window.start.timestamp(), window.end.timestamp()]
+    return head

@@ -1,10 +1,11 @@
 """Quiet runs written together: one transaction for a group of people with nothing to do.
 
-A quiet run (see :mod:`sync.engine`) writes only the round's new delta link, the release of
-its lease and the stamps ``status`` shows. Written one person at a time, that transaction (a
-pool checkout and its ping, BEGIN, two UPDATEs, COMMIT) cost more CPU than the engine's own
-work for the person; the worker instead collects the runs of a claimed batch here and writes
-them with one executemany per table, every few runs and when the batch is done.
+A quiet run (see :mod:`sync.engine`) writes only the round's new delta link, the source's
+change marker, the release of its lease and the stamps ``status`` shows. Written one person at
+a time, that transaction (a pool checkout and its ping, BEGIN, two UPDATEs, COMMIT) cost more
+CPU than the engine's own work for the person; the worker instead collects the runs of a
+claimed batch here and writes them with one executemany per table, every few runs and when
+the batch is done.
 
 Nothing is lost if the process dies before a write: the stored delta link is still good (the
 round that followed it saw no change, so it reports what the newer one would), the stamps are
@@ -38,6 +39,7 @@ _RELEASE = (
     )
     .values(
         delta_link=bindparam("p_link"),
+        source_marker=bindparam("p_marker"),
         requests=bindparam("p_requests"),
         created=0,
         updated=0,
@@ -72,6 +74,9 @@ class QuietRun:
     requests: int
     summary: str
     at: datetime
+    # The source's change marker this run compared (plan.source_marker); None for a source
+    # without markers, whose runs leave none.
+    source_marker: str | None = None
 
 
 class QuietWrites:
@@ -114,6 +119,7 @@ class QuietWrites:
                         "p_enrollment": run.enrollment_id,
                         "p_owner": self._lease_owner,
                         "p_link": run.delta_link,
+                        "p_marker": run.source_marker,
                         "p_requests": run.requests,
                     }
                     for run in runs

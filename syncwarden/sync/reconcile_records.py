@@ -38,6 +38,8 @@ class MirroredPerson(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     state: Mapped[str] = mapped_column(String(16))
     primary_address: Mapped[str | None] = mapped_column(String(320))
+    # Every SMTP address, lowercase, separated by spaces; "" when not known (see migration 0021).
+    addresses: Mapped[str] = mapped_column(Text, default="", server_default="")
     name: Mapped[str] = mapped_column(String(256), default="")
     upn: Mapped[str | None] = mapped_column(String(320))
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)

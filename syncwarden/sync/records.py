@@ -39,6 +39,9 @@ class SyncState(Base):
     # (plan.source_fingerprint); None after any run that left something for the next one. A
     # run that matches it and whose delta round saw nothing has nothing to do.
     source_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    # The source's change marker read before that run's read (plan.source_marker), kept with
+    # the fingerprint: a run that finds the same marker need not read the source at all.
+    source_marker: Mapped[str | None] = mapped_column(String(64))
     created: Mapped[int] = mapped_column(Integer, default=0)
     updated: Mapped[int] = mapped_column(Integer, default=0)
     deleted: Mapped[int] = mapped_column(Integer, default=0)

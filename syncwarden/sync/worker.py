@@ -15,8 +15,9 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -30,6 +31,7 @@ from syncwarden.sync.engine import SyncEngine, SyncOptions, SyncReport
 from syncwarden.sync.errors import FailureKind
 from syncwarden.sync.quiet import QuietWrites
 from syncwarden.sync.records import SyncState
+from syncwarden.sync.snapshot import Prepared
 from syncwarden.workflows.model import TicketStatus
 from syncwarden.workflows.records import Enrollment, Ticket, canonical_object_id
 
@@ -158,6 +160,8 @@ class SyncWorker:
         gate = asyncio.Semaphore(self._settings.concurrency)
         # Quiet runs' writes, a transaction per group of people (see sync.quiet).
         quiet = QuietWrites(self._sessions, self.owner)
+        # The batch's snapshots and source markers in two statements, not two per person.
+        prepared = await self._prepare(claimed)
 
         async def one(enrollment_id: int) -> SyncReport:
             report = await run(enrollment_id)
@@ -170,7 +174,11 @@ class SyncWorker:
                 try:
                     async with self._lease_kept(enrollment_id):
                         report = await self._engine.sync(
-                            enrollment_id, options, lease_owner=self.owner, quiet=quiet
+                            enrollment_id,
+                            options,
+                            lease_owner=self.owner,
+                            quiet=quiet,
+                            prepared=prepared,
                         )
                 except Exception as error:  # one person's failure must not stop the others
                     report_unexpected(
@@ -213,14 +221,18 @@ class SyncWorker:
         except Exception as error:  # the leases run out by themselves; the old links still work
             report_unexpected(log, "sync.quiet_write_failed", error, where="sync.quiet")
 
+    async def _prepare(self, claimed: list[int]) -> Prepared | None:
+        try:
+            return await self._engine.prepare(claimed)
+        except Exception as error:  # each run reads its own then, as without a batch
+            report_unexpected(log, "sync.prepare_failed", error, where="sync.prepare")
+            return None
+
     async def _claim(self, *, requested_only: bool) -> list[int]:
         now = self._clock()
         async with write_transaction(self._sessions) as session:
             if not requested_only:
-                active = (
-                    await session.scalars(select(Enrollment.id).where(Enrollment.active.is_(True)))
-                ).all()
-                await self._ensure_states(session, list(active))
+                await _add_missing_states(session)
             free = or_(SyncState.lease_expires_at.is_(None), SyncState.lease_expires_at < now)
             due = (
                 SyncState.requested_at.is_not(None)
@@ -231,7 +243,7 @@ class SyncWorker:
                 )
             )
             query = (
-                select(SyncState)
+                select(SyncState.enrollment_id)
                 .join(Enrollment, Enrollment.id == SyncState.enrollment_id)
                 .outerjoin(Ticket, Ticket.id == Enrollment.created_by_ticket)
                 .where(
@@ -247,14 +259,19 @@ class SyncWorker:
                 .limit(CLAIM_BATCH)
                 .with_for_update(skip_locked=True, of=SyncState)
             )
-            states = (await session.scalars(query)).all()
-            lease_until = now + timedelta(seconds=self._settings.lease_seconds)
-            for state in states:
-                state.lease_owner = self.owner
-                state.lease_expires_at = lease_until
-                state.last_run_started_at = now
-                state.requested_at = None
-            return [state.enrollment_id for state in states]
+            claimed = list((await session.scalars(query)).all())
+            if claimed:  # the rows are locked (PostgreSQL) or the database is (SQLite)
+                await session.execute(
+                    update(SyncState)
+                    .where(SyncState.enrollment_id.in_(claimed))
+                    .values(
+                        lease_owner=self.owner,
+                        lease_expires_at=now + timedelta(seconds=self._settings.lease_seconds),
+                        last_run_started_at=now,
+                        requested_at=None,
+                    )
+                )
+            return claimed
 
     @asynccontextmanager
     async def _lease_kept(self, enrollment_id: int) -> AsyncIterator[None]:
@@ -338,6 +355,24 @@ class SyncWorker:
             )
         else:
             await session.execute(sqlite.insert(SyncState).values(rows).on_conflict_do_nothing())
+
+
+async def _add_missing_states(session: AsyncSession) -> None:
+    """A sync state row for every active enrollment without one, in one statement.
+
+    Run before every claim: reading every active id to compare them here cost each batch of
+    a pass a read of the whole enrollment table.
+    """
+    missing = select(Enrollment.id, literal(0)).where(
+        Enrollment.active.is_(True),
+        ~select(SyncState.enrollment_id).where(SyncState.enrollment_id == Enrollment.id).exists(),
+    )
+    columns = ["enrollment_id", "consecutive_failures"]
+    if session.get_bind().dialect.name == "postgresql":
+        statement: Any = postgresql.insert(SyncState).from_select(columns, missing)
+    else:
+        statement = sqlite.insert(SyncState).from_select(columns, missing)
+    await session.execute(statement.on_conflict_do_nothing())
 
 
 def _provisioned() -> ColumnElement[bool]:

@@ -11,6 +11,7 @@ from syncwarden.workflows import wording
 from syncwarden.workflows.model import TicketEvent
 from syncwarden.workflows.ports import Channel, Notification, NotificationKind, Person, TicketView
 from syncwarden.workflows.records import Ticket
+from syncwarden.workflows.system_actors import people_told
 from syncwarden.workflows.unit_of_work import UnitOfWork
 from syncwarden.workflows.views import ticket_view
 
@@ -118,7 +119,7 @@ def announce(
     notification = Notification(kind, view, to_people)
     # Approve, reject, cancel and expire happen once in a ticket's life; a retry may happen again.
     once = event is not TicketEvent.RETRY
-    for person in sorted({view.requester.id, view.subject.id}):
+    for person in people_told(view):
         key = f"{view.ref}:{kind.value}:{person}" if once else f"{view.ref}:retry:{person}"
         work.to_user(person, notification, key=key if once else f"{key}:{view.version}")
     work.to_channel(
@@ -131,7 +132,7 @@ def announce_completed(work: UnitOfWork, view: TicketView) -> None:
     done = Notification(
         NotificationKind.COMPLETED, view, f"{view.ref} is done: {wording.done(view)}"
     )
-    for person in sorted({view.requester.id, view.subject.id}):
+    for person in people_told(view):
         work.to_user(person, done, key=f"{view.ref}:{done.kind.value}:{person}")
     tell_it(work, status_line(view, "completed"))
     refresh_card(work, view)
@@ -145,7 +146,7 @@ def announce_failed(work: UnitOfWork, view: TicketView, step: str, reason: str) 
     tell_it(work, Notification(NotificationKind.FAILED, view, line))
     refresh_card(work, view)
     told = Notification(NotificationKind.FAILED, view, wording.not_finished(view))
-    for person in sorted({view.requester.id, view.subject.id}):
+    for person in people_told(view):
         work.to_user(person, told, key=f"{view.ref}:failed:{person}:{view.version}")
 
 

@@ -14,7 +14,6 @@ from sqlalchemy import select
 
 from syncwarden.core.settings import ApprovalSettings
 from syncwarden.workflows.announcements import ask_for_approval, show_in_approvals_channel
-from syncwarden.workflows.audit import record_audit
 from syncwarden.workflows.model import TicketEvent, TicketStatus
 from syncwarden.workflows.ports import NotificationKind, Person
 from syncwarden.workflows.queries import with_children
@@ -87,8 +86,7 @@ class ApprovalClock:
                     ask_for_approval(
                         work, ticket, fallback or approvers, NotificationKind.APPROVAL_ESCALATED
                     )
-                    record_audit(
-                        work.session,
+                    work.audit(
                         actor="system",
                         action="ticket.escalated",
                         ticket_ref=ticket.ref,
@@ -99,8 +97,7 @@ class ApprovalClock:
                 ):
                     ticket.reminded_at = now
                     ask_for_approval(work, ticket, approvers, NotificationKind.APPROVAL_REMINDER)
-                    record_audit(
-                        work.session,
+                    work.audit(
                         actor="system",
                         action="ticket.reminded",
                         ticket_ref=ticket.ref,

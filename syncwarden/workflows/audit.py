@@ -18,6 +18,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from syncwarden.core.db import Base, UtcDateTime, utc_now
 
+# session.info key: where a unit of work collects the audit rows recorded on its session.
+PENDING_AUDIT_ROWS = "syncwarden.pending_audit_rows"
+
 
 class AuditEvent(Base):
     __tablename__ = "audit_events"
@@ -39,13 +42,47 @@ def record_audit(
     ticket_ref: str | None = None,
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
-) -> AuditEvent:
-    """Add an audit row to the caller's unit of work; it is written when that work commits."""
+) -> AuditEvent | None:
+    """Add an audit row to the caller's unit of work; it is written when that work commits.
+
+    Inside a :class:`workflows.unit_of_work.UnitOfWork` the row joins the work's other audit
+    rows (one ``INSERT`` at the commit, in the order they were recorded); elsewhere it is an
+    ORM object added to ``session``, returned.
+    """
+    pending: list[dict[str, Any]] | None = session.info.get(PENDING_AUDIT_ROWS)
+    if pending is not None:
+        pending.append(
+            audit_values(
+                actor=actor, action=action, ticket_ref=ticket_ref, before=before, after=after
+            )
+        )
+        return None
     event = AuditEvent(
         actor=actor, action=action, ticket_ref=ticket_ref, before=before, after=after
     )
     session.add(event)
     return event
+
+
+def audit_values(
+    *,
+    actor: str,
+    action: str,
+    ticket_ref: str | None = None,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+    occurred_at: datetime | None = None,
+) -> dict[str, Any]:
+    """An audit row as plain values, for an ``INSERT`` of many rows at once (every row holds the
+    same keys; ``occurred_at`` defaults to now, as the mapped column does)."""
+    return {
+        "occurred_at": occurred_at or utc_now(),
+        "actor": actor,
+        "action": action,
+        "ticket_ref": ticket_ref,
+        "before": before,
+        "after": after,
+    }
 
 
 AUDIT_COLUMNS = ("id", "occurred_at", "actor", "action", "ticket_ref", "before", "after")

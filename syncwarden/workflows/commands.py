@@ -11,15 +11,17 @@ A click on a card is one of these, so the ticket is read with one statement buil
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Select, String, Table, bindparam, inspect, literal_column, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload
 
+from syncwarden.core.combined_writes import ROW_VERSION
 from syncwarden.core.settings import ProvisioningSettings
 from syncwarden.workflows.announcements import refresh_card
-from syncwarden.workflows.audit import record_audit
 from syncwarden.workflows.model import IllegalTransitionError, TicketEvent, TicketKind, TicketStatus
 from syncwarden.workflows.policy import approval_refusal, cancel_refusal
 from syncwarden.workflows.ports import Person
@@ -29,7 +31,7 @@ from syncwarden.workflows.roster import Roster
 from syncwarden.workflows.steps import StepState
 from syncwarden.workflows.text import storable_text
 from syncwarden.workflows.transitions import approve_and_start, move
-from syncwarden.workflows.unit_of_work import UnitsOfWork
+from syncwarden.workflows.unit_of_work import RowChangedError, UnitOfWork, UnitsOfWork
 from syncwarden.workflows.views import ticket_view
 
 Refusal = Callable[[Ticket], str | None]
@@ -45,11 +47,41 @@ _LOCKED_TICKET = (
 )
 
 
+# The same, with no lock and with the row's version, for a unit of work that reads unlocked.
+_TICKET_AND_ROW_VERSION: Select[Ticket, str] = (
+    select(Ticket, literal_column(f"{Ticket.__tablename__}.{ROW_VERSION}", String))
+    .options(joinedload(Ticket.decisions), joinedload(Ticket.steps))
+    .where(Ticket.id == bindparam("ticket_id"))
+)
+
+
 async def _locked_ticket(session: AsyncSession, ticket_id: int) -> Ticket | None:
     """What ``queries.locked_ticket`` loads, in one round trip instead of three."""
     result = await session.execute(_LOCKED_TICKET, {"ticket_id": ticket_id})
     ticket: Ticket | None = result.unique().scalar_one_or_none()
     return ticket
+
+
+async def _ticket_to_decide(work: UnitOfWork, ticket_id: int) -> tuple[Ticket | None, str | None]:
+    """The ticket, locked, or, when ``work`` reads unlocked, with the version its row had."""
+    if not work.reads_unlocked:
+        return await _locked_ticket(work.session, ticket_id), None
+    result = await work.session.execute(_TICKET_AND_ROW_VERSION, {"ticket_id": ticket_id})
+    row = result.unique().one_or_none()
+    return (None, None) if row is None else (row[0], row[1])
+
+
+@dataclass(frozen=True)
+class _Decision:
+    """An approver's click as asked, and who the roster allowed to decide when it came."""
+
+    ref: str
+    ticket_id: int
+    approver: Person
+    allowed: frozenset[str]
+    approve: bool
+    comment: str
+    version: int | None
 
 
 def _not_a_ref(ref: str) -> ActionResult:
@@ -87,64 +119,83 @@ class TicketCommands:
         if ticket_id is None:
             return _not_a_ref(ref)
         allowed = await self._roster.approvers()
-        async with self._units() as work:
-            ticket = await _locked_ticket(work.session, ticket_id)
-            if ticket is None:
-                return ActionResult(ActionOutcome.NOT_FOUND, f"there is no ticket {ref}")
-            view = ticket_view(ticket)
-            if ticket.ticket_status is not TicketStatus.AWAITING_APPROVAL:
-                return ActionResult(
-                    ActionOutcome.ALREADY_DECIDED,
-                    f"{ticket.ref} is already {ticket.ticket_status.label}",
-                    view,
-                )
-            eligible = allowed
-            if ticket.escalated_at is not None:
-                eligible = allowed | await self._roster.fallback_approvers()
-            refusal = approval_refusal(ticket, approver, eligible)
-            if refusal:
-                return ActionResult(ActionOutcome.NOT_ALLOWED, refusal, view)
-            if version is not None and version != ticket.version:
-                return ActionResult(
-                    ActionOutcome.STALE,
-                    f"{ticket.ref} changed since this card was sent; here is its current state",
-                    view,
-                )
-            if any(d.approver_id.lower() == approver.id.lower() for d in ticket.decisions):
-                return ActionResult(
-                    ActionOutcome.ALREADY_DECIDED, "you have already decided on this ticket", view
-                )
-            now = self._clock()
-            ticket.decisions.append(
-                Decision(
-                    approver_id=approver.id,
-                    approver_name=approver.name,
-                    approve=approve,
-                    comment=comment.strip(),
-                    decided_at=now,
-                )
-            )
-            approvals = sum(1 for d in ticket.decisions if d.approve)
-            if not approve:
-                move(work, ticket, TicketEvent.REJECT, approver, now=now, comment=comment)
-            elif approvals >= ticket.required_approvals:
-                approve_and_start(
-                    work, ticket, approver, self._provisioning, now=now, comment=comment
-                )
-            else:
-                ticket.version += 1
-                record_audit(
-                    work.session,
-                    actor=approver.upn or approver.id,
-                    action="ticket.approval_recorded",
-                    ticket_ref=ticket.ref,
-                    after={"approvals": approvals, "required": ticket.required_approvals},
-                )
-            await work.session.flush()
-            view = ticket_view(ticket)
-            refresh_card(work, view)
-        if view.status == TicketStatus.PROVISIONING:
+        asked = _Decision(ref, ticket_id, approver, allowed, approve, comment, version)
+        # Twice with no lock held (PostgreSQL; see UnitsOfWork.optimistic), then with the lock: a
+        # change by someone else in between costs a second read, and a third try queues for the
+        # row instead of racing again.
+        for _ in range(2):
+            try:
+                return await self._decide_with(self._units.optimistic(), asked)
+            except RowChangedError:
+                continue
+        return await self._decide_with(self._units(), asked)
+
+    async def _decide_with(self, work: UnitOfWork, asked: _Decision) -> ActionResult:
+        async with work:
+            result = await self._decide_in(work, asked)
+        started = result.ticket is not None and result.ticket.status == TicketStatus.PROVISIONING
+        if result.outcome is ActionOutcome.DONE and started:
             self._on_steps_queued()
+        return result
+
+    async def _decide_in(self, work: UnitOfWork, asked: _Decision) -> ActionResult:
+        ref, ticket_id, approver = asked.ref, asked.ticket_id, asked.approver
+        approve, comment, version = asked.approve, asked.comment, asked.version
+        ticket, row_version = await _ticket_to_decide(work, ticket_id)
+        if ticket is None:
+            return ActionResult(ActionOutcome.NOT_FOUND, f"there is no ticket {ref}")
+        view = ticket_view(ticket)
+        if ticket.ticket_status is not TicketStatus.AWAITING_APPROVAL:
+            return ActionResult(
+                ActionOutcome.ALREADY_DECIDED,
+                f"{ticket.ref} is already {ticket.ticket_status.label}",
+                view,
+            )
+        eligible = asked.allowed
+        if ticket.escalated_at is not None:
+            eligible = asked.allowed | await self._roster.fallback_approvers()
+        refusal = approval_refusal(ticket, approver, eligible)
+        if refusal:
+            return ActionResult(ActionOutcome.NOT_ALLOWED, refusal, view)
+        if version is not None and version != ticket.version:
+            return ActionResult(
+                ActionOutcome.STALE,
+                f"{ticket.ref} changed since this card was sent; here is its current state",
+                view,
+            )
+        if any(d.approver_id.lower() == approver.id.lower() for d in ticket.decisions):
+            return ActionResult(
+                ActionOutcome.ALREADY_DECIDED, "you have already decided on this ticket", view
+            )
+        now = self._clock()
+        # From here the ticket changes in memory only and its rows are written by statement
+        # (_write_decision): the ORM's flush of the ticket and its new decision cost more
+        # than the rest of the click.
+        work.session.expunge(ticket)
+        decision = Decision(
+            approver_id=approver.id,
+            approver_name=approver.name,
+            approve=approve,
+            comment=comment.strip(),
+            decided_at=now,
+        )
+        ticket.decisions.append(decision)
+        approvals = sum(1 for d in ticket.decisions if d.approve)
+        if not approve:
+            move(work, ticket, TicketEvent.REJECT, approver, now=now, comment=comment)
+        elif approvals >= ticket.required_approvals:
+            approve_and_start(work, ticket, approver, self._provisioning, now=now, comment=comment)
+        else:
+            ticket.version += 1
+            work.audit(
+                actor=approver.upn or approver.id,
+                action="ticket.approval_recorded",
+                ticket_ref=ticket.ref,
+                after={"approvals": approvals, "required": ticket.required_approvals},
+            )
+        _write_decision(work, ticket, decision, row_version)
+        view = ticket_view(ticket)
+        refresh_card(work, view)
         verb = "approved" if approve else "rejected"
         return ActionResult(ActionOutcome.DONE, f"{view.ref} {verb}", view)
 
@@ -224,6 +275,41 @@ class TicketCommands:
                 StepState.FAILED.value,
             ):
                 step.state = StepState.CANCELLED.value
+
+
+_TICKETS = cast(Table, Ticket.__table__)
+_DECISIONS = cast(Table, Decision.__table__)
+# What a decision can change on the ticket row (see workflows.lifecycle.change_status).
+_DECIDED_COLUMNS = ("status", "version", "decided_at", "closed_at", "updated_at")
+
+
+def _write_decision(
+    work: UnitOfWork, ticket: Ticket, decision: Decision, row_version: str | None
+) -> None:
+    """Write what :meth:`TicketCommands.decide` changed on the ticket it took out of the session:
+    an ``UPDATE`` of the changed columns and the decision's row, both with the work's commit.
+
+    Like the ORM's flush: only changed columns are set, so a ticket whose ``updated_at`` the
+    decision left alone gets it from the column's ``onupdate``.
+    """
+    state = inspect(ticket)
+    changed = {
+        name: getattr(ticket, name)
+        for name in _DECIDED_COLUMNS
+        if state.attrs[name].history.has_changes()
+    }
+    work.update(_TICKETS, ticket.id, changed, unchanged_since=row_version)
+    work.insert(
+        _DECISIONS,
+        {
+            "ticket_id": ticket.id,
+            "approver_id": decision.approver_id,
+            "approver_name": decision.approver_name,
+            "approve": decision.approve,
+            "comment": decision.comment,
+            "decided_at": decision.decided_at,
+        },
+    )
 
 
 async def _withdraw_enrollment(session: AsyncSession, ticket: Ticket) -> None:

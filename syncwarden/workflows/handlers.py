@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
-from syncwarden.connectors.errors import NotFoundError
+from syncwarden.connectors.errors import MailboxNotEnabledError, NotFoundError
 from syncwarden.connectors.ports import Directory, GroupMembership, TaggedCalendar
 from syncwarden.connectors.scheduling.ports import SchedulingSystem
 from syncwarden.core.db import utc_now
@@ -53,7 +53,13 @@ class ProvisioningHandlers:
             StepName.REMOVE_FROM_GROUP: self.remove_from_group,
             StepName.DEACTIVATE_MAPPING: self.deactivate_mapping,
             StepName.REMOVE_SYNCED_EVENTS: self.remove_synced_events,
+            StepName.EXTEND_ACCESS: self.extend_access,
         }
+
+    async def extend_access(self, context: StepContext) -> StepOutcome:
+        """Nothing to do outside: the new end date is the runner's local effect."""
+        until = context.ticket.access_until
+        return StepOutcome({"until": until.isoformat() if until else None})
 
     async def map_profile(self, context: StepContext) -> StepOutcome:
         ticket = context.ticket
@@ -116,9 +122,24 @@ class ProvisioningHandlers:
         """
         mailbox = context.ticket.subject.id
         now = self._clock()
-        events = await self._calendar.tagged_events(
-            mailbox, now - CLEANUP_PAST, now + CLEANUP_FUTURE
-        )
+        try:
+            events = await self._calendar.tagged_events(
+                mailbox, now - CLEANUP_PAST, now + CLEANUP_FUTURE
+            )
+        except NotFoundError:
+            # A deleted leaver: their mailbox went with the account, and our events with it.
+            return StepOutcome({"removed": 0, "note": "mailbox no longer exists"})
+        except MailboxNotEnabledError:
+            # Unlicensed, inactive or moved on-premises: nothing can reach the events, and the
+            # removal must not fail for it (the sync has stopped pushing already). Should the
+            # mailbox come back, our tagged events come back with it; the note says so.
+            return StepOutcome(
+                {
+                    "removed": 0,
+                    "note": "mailbox unreachable (unlicensed, inactive or on-premises); synced "
+                    "events left in it, if any, return with it",
+                }
+            )
         removed = 0
         for event in events:
             removed += await self._calendar.delete_event(mailbox, event["id"])

@@ -16,6 +16,12 @@ class TicketKind(StrEnum):
     ENROLL = "enroll"
     CHANGE = "change"
     REMOVE = "remove"
+    # Time-bound access: a later end date for an enrollment, decided like a new request.
+    EXTEND = "extend"
+    # Repairs IT chooses on a drift finding: one step each, the enrollment otherwise untouched.
+    READD = "readd"  # put an enrolled person back into the sync group
+    REMAP = "remap"  # write an enrolled person's scheduling mapping again
+    UNGROUP = "ungroup"  # take someone who is not enrolled out of the sync group
 
 
 class TicketStatus(StrEnum):

@@ -79,6 +79,14 @@ async def queue_messages(
     Written in the same commit as the change they announce, a message exists exactly when its
     change does: a crash can neither lose it nor announce a change that was rolled back.
     """
+    await insert_ignoring_duplicates(
+        session, OutboxMessage, outbox_rows(messages, now), unique="key"
+    )
+
+
+def outbox_rows(messages: Sequence[OutgoingMessage], now: datetime) -> list[dict[str, Any]]:
+    """The outbox rows of ``messages``, one per key (the first message of a key wins), to insert
+    ignoring keys already stored (see :func:`queue_messages`)."""
     rows: dict[str, dict[str, Any]] = {}
     for message in messages:
         key = message.key[:255]
@@ -95,7 +103,7 @@ async def queue_messages(
                 "created_at": now,
             },
         )
-    await insert_ignoring_duplicates(session, OutboxMessage, list(rows.values()), unique="key")
+    return list(rows.values())
 
 
 class OutboxNotifier:

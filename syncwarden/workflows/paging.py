@@ -58,11 +58,13 @@ class TicketScope(StrEnum):
 
 @dataclass(frozen=True)
 class TicketsFilter:
-    """Which tickets to list: open ones (the default), all, or one status; ``name`` is a
-    prefix of the subject's name or UPN."""
+    """Which tickets to list: open ones (the default), all, or one status; ``error_kind`` is
+    the kind of the ticket's (last) failure, as for users; ``name`` is a prefix of the
+    subject's name or UPN."""
 
     scope: TicketScope | TicketStatus = TicketScope.OPEN
     name: str | None = None
+    error_kind: str | None = None
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,8 @@ class TicketView:
     decisions: tuple[DecisionView, ...] = ()
     failure_reason: str | None = None
     waiting_step: str | None = None
+    # Time-bound access: when the access asked for ends (enroll and extend tickets).
+    access_until: datetime | None = None
 
 
 class NotificationKind(StrEnum):
@@ -73,6 +75,11 @@ class NotificationKind(StrEnum):
     SYNC_RECOVERED = "sync_recovered"
     DELIVERY_FAILED = "delivery_failed"
     DRIFT_REPORT = "drift_report"
+    ACCESS_ENDING = "access_ending"
+    ACCESS_ENDED = "access_ended"
+    REVIEW_REQUESTED = "review_requested"
+    REVIEW_REMINDER = "review_reminder"
+    REVIEW_CLOSED = "review_closed"
 
 
 class Channel(StrEnum):

@@ -68,13 +68,6 @@ class TicketQueries:
             ticket = await load_ticket(session, ticket_id)
             return ticket_view(ticket) if ticket else None
 
-    async def open_tickets(self) -> list[TicketView]:
-        async with self._sessions() as session:
-            rows = await session.scalars(
-                with_children(select(Ticket)).where(IS_OPEN).order_by(Ticket.created_at)
-            )
-            return [ticket_view(ticket) for ticket in rows.all()]
-
     async def open_ticket_of(self, subject_id: str) -> TicketView | None:
         async with self._sessions() as session:
             ticket = await session.scalar(
@@ -89,6 +82,10 @@ class TicketQueries:
         async with self._sessions() as session:
             ticket = await load_ticket(session, ticket_id)
             return ticket_view(ticket) if ticket else None
+
+    async def enrollment_by_id(self, enrollment_id: int) -> Enrollment | None:
+        async with self._sessions() as session:
+            return await session.get(Enrollment, enrollment_id)
 
     async def active_enrollment(self, subject_id: str) -> Enrollment | None:
         async with self._sessions() as session:
@@ -131,6 +128,7 @@ class TicketQueries:
             enrolled_mailbox=enrollment.mailbox if enrollment else None,
             last_sync_at=enrollment.last_success_at if enrollment else None,
             last_error=enrollment.last_error if enrollment else None,
+            access_until=enrollment.access_until if enrollment else None,
             last_sync_summary=enrollment.last_sync_summary if enrollment else None,
         )
 
@@ -147,16 +145,6 @@ class TicketQueries:
                         Enrollment.mailbox_key == key,
                     ),
                 )
-            )
-            return [enrollment_view(row) for row in rows.all()]
-
-    async def enrollments(self) -> list[EnrollmentView]:
-        """Everyone enrolled (active), by name. Every row: the bot pages with users_page."""
-        async with self._sessions() as session:
-            rows = await session.scalars(
-                select(Enrollment)
-                .where(Enrollment.active.is_(True))
-                .order_by(Enrollment.name_key, Enrollment.id)
             )
             return [enrollment_view(row) for row in rows.all()]
 
@@ -210,6 +198,8 @@ class TicketQueries:
             query = query.where(IS_OPEN)
         elif wanted.scope is not TicketScope.ALL:
             query = query.where(Ticket.status == wanted.scope.value)
+        if wanted.error_kind is not None:
+            query = query.where(Ticket.failure_kind == wanted.error_kind)
         if wanted.name is not None:
             prefix = search_key(wanted.name, ADDRESS_LENGTH)
             query = query.where(

@@ -37,6 +37,7 @@ ADDRESS_LENGTH = 320
 TICKET_NUMBER_OFFSET = 1000
 _OPEN_STATUSES_SQL = ", ".join(f"'{status.value}'" for status in TicketStatus if status.is_open)
 _OPEN_TICKET = text(f"status IN ({_OPEN_STATUSES_SQL})")
+_HAS_FAILURE_KIND = text("failure_kind IS NOT NULL")
 _ACTIVE = text("active")
 
 
@@ -110,6 +111,11 @@ class Ticket(Base):
     reminded_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     escalated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     failure_reason: Mapped[str | None] = mapped_column(Text)
+    # What IT does about the failure (connectors.errors.FailureKind), set with failure_reason
+    # and, like it, kept when IT retries: the last failure stays on record.
+    failure_kind: Mapped[str | None] = mapped_column(String(32))
+    # Time-bound access (enroll and extend tickets): when the access granted ends; None: never.
+    access_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
     decisions: Mapped[list[Decision]] = relationship(
         back_populates="ticket", order_by="Decision.id", cascade="all, delete-orphan"
@@ -122,6 +128,16 @@ class Ticket(Base):
         # Tickets by status, newest first within one: the tickets list filtered by a status
         # reads its page in order; the status counts and clocks read their status's range.
         Index("ix_tickets_status_id", "status", "id"),
+        # Tickets by the kind of their failure (``tickets error:permission``); only those
+        # that failed are in it, a few among many.
+        Index(
+            "ix_tickets_failure_kind",
+            "failure_kind",
+            "status",
+            "id",
+            sqlite_where=_HAS_FAILURE_KIND,
+            postgresql_where=_HAS_FAILURE_KIND,
+        ),
         Index(
             "uq_tickets_open_subject",
             "subject_id",
@@ -250,6 +266,11 @@ class Enrollment(Base):
     last_error_kind: Mapped[str | None] = mapped_column(String(32))
     # What the last successful sync did, in words ("2 created, 1 updated, …"), for people.
     last_sync_summary: Mapped[str | None] = mapped_column(String(200))
+    # Time-bound access: when it ends (None: never), when the holder was told it is ending
+    # (once per end date), and the removal ticket the end opened (once).
+    access_until: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
+    expiry_reminded_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    expiry_ticket_id: Mapped[int | None] = mapped_column(Integer)
     # Search keys (see search_key): the users list sorts by name and finds by any of the three.
     name_key: Mapped[str] = mapped_column(
         _search_key_column(NAME_LENGTH),

@@ -7,14 +7,16 @@ ticket, its audit row and its announcements (the approval cards, IT's status lin
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Awaitable, Callable
+from datetime import date, datetime
 
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from syncwarden.connectors.ports import DirectoryUser
 from syncwarden.connectors.scheduling.ports import Profile
-from syncwarden.core.settings import ApprovalSettings, ProvisioningSettings
+from syncwarden.core.settings import AccessSettings, ApprovalSettings, ProvisioningSettings
+from syncwarden.workflows.access_terms import granted_until
 from syncwarden.workflows.announcements import announce_created, ask_for_approval
 from syncwarden.workflows.audit import record_audit
 from syncwarden.workflows.model import TicketKind, TicketStatus
@@ -29,6 +31,9 @@ from syncwarden.workflows.transitions import approve_and_start
 from syncwarden.workflows.unit_of_work import UnitsOfWork
 from syncwarden.workflows.views import ticket_view
 
+# Stamps a system removal's ticket on the caller's own rows, in the ticket's commit.
+Mark = Callable[[AsyncSession, Enrollment, int], Awaitable[None]]
+
 
 class RequestIntake:
     def __init__(
@@ -42,7 +47,9 @@ class RequestIntake:
         provisioning: ProvisioningSettings,
         clock: Callable[[], datetime],
         on_steps_queued: Callable[[], None],
+        access: AccessSettings | None = None,
     ) -> None:
+        self._access = access or AccessSettings()
         self._units = units
         self._subjects = subjects
         self._queries = queries
@@ -60,8 +67,19 @@ class RequestIntake:
         mailbox: str | None = None,
         profile_id: str | None = None,
         justification: str = "",
+        approval: str | None = None,
+        until: date | None = None,
     ) -> RequestResult:
-        """Validate a request to enroll ``subject`` (default: the requester) and open a ticket."""
+        """Validate a request to enroll ``subject`` (default: the requester) and open a ticket.
+
+        ``approval`` is why no approver is asked, when the caller has decided that (see
+        :meth:`open_ticket`). ``until`` is the last day of time-bound access (see
+        :mod:`workflows.access_terms`)."""
+        access_until, until_problem = granted_until(
+            until, now=self._clock(), max_days=self._access.max_days
+        )
+        if until_problem:
+            return RequestResult(problems=(until_problem,))
         person, problem = await self._subjects.resolve(requester, subject)
         if problem:
             return RequestResult(problems=(problem,))
@@ -82,7 +100,7 @@ class RequestIntake:
         if problems:
             return RequestResult(problems=tuple(problems), profile_candidates=tuple(candidates))
         assert profile is not None
-        return await self._open_ticket(
+        return await self.open_ticket(
             TicketKind.ENROLL,
             requester,
             person,
@@ -90,17 +108,96 @@ class RequestIntake:
             previous_mailbox=None,
             profile=profile,
             justification=justification,
+            approval=approval,
+            access_until=access_until,
+        )
+
+    async def request_extension(
+        self,
+        requester: Person,
+        *,
+        until: date | None,
+        subject: str | None = None,
+        justification: str = "",
+    ) -> RequestResult:
+        """Ask to keep time-bound access until a later last day; decided like a new request."""
+        access_until, until_problem = granted_until(
+            until, now=self._clock(), max_days=self._access.max_days
+        )
+        if until_problem:
+            return RequestResult(problems=(until_problem,))
+        found = await self._enrolled_subject(requester, subject, must_be_enabled=True)
+        if isinstance(found, RequestResult):
+            return found
+        person, enrollment = found
+        if enrollment.access_until is None:
+            message = f"{person.display_name}'s calendar sync has no end date"
+            return RequestResult(problems=(RequestProblem("until", message),))
+        if access_until is None or access_until <= enrollment.access_until:
+            message = "the new last day must be after the current one"
+            return RequestResult(problems=(RequestProblem("until", message),))
+        profile = await self.enrolled_profile(person, enrollment)
+        return await self.open_ticket(
+            TicketKind.EXTEND,
+            requester,
+            person,
+            mailbox=enrollment.mailbox,
+            previous_mailbox=None,
+            profile=profile,
+            justification=justification,
+            access_until=access_until,
+        )
+
+    async def open_system_removal(
+        self,
+        system: Person,
+        enrollment_id: int,
+        *,
+        reason: str,
+        mark: Mark,
+    ) -> RequestResult:
+        """A removal Syncwarden itself opens (access ended, a review said remove): no approval,
+        the steps queued at once, and ``mark(enrollment, ticket_id)`` applied in the same commit
+        so that the caller's "opened once" stamp and the ticket cannot part.
+
+        The person is described from the enrollment, not the directory: someone whose account
+        is gone must still lose access. Returns a result with ``created`` False when the person
+        already has an open ticket (the caller tries again later) or is no longer enrolled."""
+        enrollment = await self._queries.enrollment_by_id(enrollment_id)
+        if enrollment is None or not enrollment.active:
+            return RequestResult(message="not enrolled any more")
+        person = recorded_person(enrollment)
+        open_ticket = await self._queries.open_ticket_of(person.id)
+        if open_ticket:
+            return RequestResult(ticket=open_ticket, message=f"{open_ticket.ref} is still open")
+        profile = await self.enrolled_profile(person, enrollment)
+        return await self.open_ticket(
+            TicketKind.REMOVE,
+            system,
+            person,
+            mailbox=enrollment.mailbox,
+            previous_mailbox=None,
+            profile=profile,
+            justification=reason,
+            approval=reason,
+            on_opened=mark,
+            enrollment_id=enrollment_id,
         )
 
     async def request_removal(
-        self, requester: Person, *, subject: str | None = None, justification: str = ""
+        self,
+        requester: Person,
+        *,
+        subject: str | None = None,
+        justification: str = "",
+        approval: str | None = None,
     ) -> RequestResult:
         found = await self._enrolled_subject(requester, subject, must_be_enabled=False)
         if isinstance(found, RequestResult):
             return found
         person, enrollment = found
-        profile = await self._enrolled_profile(person, enrollment)
-        return await self._open_ticket(
+        profile = await self.enrolled_profile(person, enrollment)
+        return await self.open_ticket(
             TicketKind.REMOVE,
             requester,
             person,
@@ -108,6 +205,7 @@ class RequestIntake:
             previous_mailbox=None,
             profile=profile,
             justification=justification,
+            approval=approval,
         )
 
     async def request_change(
@@ -129,8 +227,8 @@ class RequestIntake:
             return RequestResult(
                 problems=(RequestProblem("mailbox", f"calendar sync already uses {chosen}"),)
             )
-        profile = await self._enrolled_profile(person, enrollment)
-        return await self._open_ticket(
+        profile = await self.enrolled_profile(person, enrollment)
+        return await self.open_ticket(
             TicketKind.CHANGE,
             requester,
             person,
@@ -187,7 +285,7 @@ class RequestIntake:
             return RequestResult(problems=(RequestProblem("subject", message),))
         return person, enrollment
 
-    async def _enrolled_profile(self, person: DirectoryUser, enrollment: Enrollment) -> Profile:
+    async def enrolled_profile(self, person: DirectoryUser, enrollment: Enrollment) -> Profile:
         """The enrollment's profile with its name (the cards show names, never internal ids):
         from the ticket that last set it up, else from the scheduling system."""
         for ticket_id in (enrollment.updated_by_ticket, enrollment.created_by_ticket):
@@ -224,7 +322,7 @@ class RequestIntake:
                 )
         return None
 
-    async def _open_ticket(
+    async def open_ticket(
         self,
         kind: TicketKind,
         requester: Person,
@@ -234,14 +332,29 @@ class RequestIntake:
         previous_mailbox: str | None,
         profile: Profile,
         justification: str,
+        approval: str | None = None,
+        access_until: datetime | None = None,
+        on_opened: Mark | None = None,
+        enrollment_id: int | None = None,
     ) -> RequestResult:
+        """Write a checked request as a ticket, with its audit row and announcements.
+
+        ``approval`` names why no approver is asked: an IT admin's own repair, or a change
+        reconciliation makes by itself (a leaver after the grace period, a mover). Without it
+        the approvers decide, unless policy lets IT's requests on someone's behalf through.
+        ``access_until`` is when time-bound access ends; ``on_opened`` stamps the new ticket
+        on the caller's rows (the enrollment ``enrollment_id``) in the ticket's own commit.
+        """
         on_behalf = requester.id.lower() != person.id.lower()
-        auto_approve = (
-            on_behalf
+        if (
+            approval is None
+            and on_behalf
             and self._approvals.auto_approve_it_on_behalf
             and await self._roster.is_it_admin(requester.id)
-        )
-        approvers = await self._roster.approvers()
+        ):
+            approval = "filed by IT; no approval needed"
+        auto_approve = approval is not None
+        approvers = frozenset() if auto_approve else await self._roster.approvers()
         try:
             async with self._units() as work:
                 now = self._clock()
@@ -262,6 +375,7 @@ class RequestIntake:
                     profile_id=profile.id,
                     profile_name=profile.name,
                     required_approvals=self._approvals.required_approvals,
+                    access_until=access_until,
                     created_at=now,
                     decisions=[],
                     steps=[],
@@ -277,8 +391,13 @@ class RequestIntake:
                         "subject": person.user_principal_name,
                         "mailbox": mailbox,
                         "profile": profile.id,
+                        **({"until": access_until.isoformat()} if access_until else {}),
                     },
                 )
+                if on_opened is not None and enrollment_id is not None:
+                    marked = await work.session.get(Enrollment, enrollment_id, with_for_update=True)
+                    if marked is not None:
+                        await on_opened(work.session, marked, ticket.id)
                 if auto_approve:
                     approve_and_start(
                         work,
@@ -286,7 +405,7 @@ class RequestIntake:
                         requester,
                         self._provisioning,
                         now=now,
-                        comment="filed by IT; no approval needed",
+                        comment=approval or "",
                     )
                 else:
                     ask_for_approval(work, ticket, approvers, NotificationKind.APPROVAL_REQUESTED)
@@ -302,3 +421,15 @@ class RequestIntake:
         if auto_approve:
             self._on_steps_queued()
         return RequestResult(ticket=view, created=True, message=f"{view.ref} created")
+
+
+def recorded_person(enrollment: Enrollment, *, enabled: bool = True) -> DirectoryUser:
+    """The person as their enrollment recorded them, for the tickets that must not depend on
+    the directory (someone whose account is gone must still lose access)."""
+    return DirectoryUser(
+        id=enrollment.subject_id,
+        display_name=enrollment.subject_name,
+        user_principal_name=enrollment.subject_upn,
+        mail=enrollment.mailbox,
+        account_enabled=enabled,
+    )

@@ -52,6 +52,8 @@ class PersonStatus:
     last_sync_at: datetime | None
     last_error: str | None
     last_sync_summary: str | None = None
+    # Time-bound access: when it ends (None: never).
+    access_until: datetime | None = None
 
 
 @dataclass(frozen=True)

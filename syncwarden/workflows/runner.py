@@ -30,6 +30,7 @@ from syncwarden.connectors.errors import (
     ConnectorError,
     MailboxAccessDeniedError,
     PermissionMissingError,
+    failure_kind,
 )
 from syncwarden.core.db import utc_now, write_transaction
 from syncwarden.core.failures import report_unexpected
@@ -38,7 +39,7 @@ from syncwarden.core.settings import ProvisioningSettings
 from syncwarden.workflows.announcements import announce_completed, announce_failed, tell_it
 from syncwarden.workflows.audit import record_audit
 from syncwarden.workflows.lifecycle import apply_event
-from syncwarden.workflows.model import TicketEvent, TicketStatus
+from syncwarden.workflows.model import TicketEvent, TicketKind, TicketStatus
 from syncwarden.workflows.ports import Notification, NotificationKind
 from syncwarden.workflows.records import Enrollment, Step, Ticket, canonical_object_id
 from syncwarden.workflows.steps import StepContext, StepHandler, StepName, StepOutcome, StepState
@@ -250,10 +251,14 @@ class StepRunner:
                 return
             step.state = StepState.FAILED.value
             # The ticket (and its cards) say it plainly; the audit keeps the error as it came.
+            # Both stay when IT retries (a retry that fails again replaces them), so a ticket
+            # that failed once is listed under its kind until it fails differently.
             ticket.failure_reason = (
                 f"{step_label(step.name)}: {plain(message)} "
                 f"({step.attempt} attempt{'s' if step.attempt != 1 else ''})"
             )[:2000]
+            # A handler's bug or our own database out of attempts is OTHER.
+            ticket.failure_kind = failure_kind(error).value
             self._move(session, ticket, TicketEvent.FAIL, f"{step.name}: {message}")
             announce_failed(work, ticket_view(ticket), step.name, message)
 
@@ -295,11 +300,19 @@ class StepRunner:
                         paused=False,
                         created_by_ticket=ticket.id,
                         updated_by_ticket=ticket.id,
+                        access_until=ticket.access_until,
                     )
                 )
             else:
                 enrollment.mailbox = ticket.mailbox
                 enrollment.updated_by_ticket = ticket.id
+                if ticket.kind == TicketKind.ENROLL.value:
+                    enrollment.access_until = ticket.access_until
+        elif step is StepName.EXTEND_ACCESS and enrollment is not None and enrollment.active:
+            # Time-bound access: a new end date, reminded of afresh before it comes.
+            enrollment.access_until = ticket.access_until
+            enrollment.expiry_reminded_at = None
+            enrollment.updated_by_ticket = ticket.id
         elif step is StepName.DEACTIVATE_MAPPING and enrollment is not None:
             enrollment.active = False
             enrollment.updated_by_ticket = ticket.id

@@ -11,14 +11,20 @@ class only wires them and keeps one surface for callers.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime
 
-from syncwarden.connectors.ports import Directory
+from syncwarden.connectors.ports import Directory, DirectoryChanges
 from syncwarden.connectors.scheduling.ports import SchedulingSystem
 from syncwarden.core.db import utc_now
-from syncwarden.core.settings import ApprovalSettings, ProvisioningSettings
+from syncwarden.core.settings import (
+    AccessSettings,
+    ApprovalSettings,
+    ProvisioningSettings,
+    ReviewSettings,
+)
 from syncwarden.workflows.approval_clock import ApprovalClock
 from syncwarden.workflows.commands import TicketCommands
+from syncwarden.workflows.expiry import AccessExpiry, ExpiryPass
 from syncwarden.workflows.paging import (
     Page,
     TicketsCursor,
@@ -29,7 +35,8 @@ from syncwarden.workflows.paging import (
 from syncwarden.workflows.pausing import SyncPausing
 from syncwarden.workflows.ports import Person, TicketView
 from syncwarden.workflows.queries import TicketQueries
-from syncwarden.workflows.requests import RequestIntake
+from syncwarden.workflows.repairs import AccessRepairs, PersonReader
+from syncwarden.workflows.requests import Mark, RequestIntake
 from syncwarden.workflows.results import (
     ActionOutcome,
     ActionResult,
@@ -40,6 +47,9 @@ from syncwarden.workflows.results import (
     RequestProblem,
     RequestResult,
 )
+from syncwarden.workflows.review_decisions import ReviewDecisions
+from syncwarden.workflows.review_lifecycle import AccessReviews
+from syncwarden.workflows.review_removals import ReviewRemovals
 from syncwarden.workflows.roster import Roster
 from syncwarden.workflows.subjects import SubjectFinder
 from syncwarden.workflows.unit_of_work import UnitsOfWork
@@ -69,8 +79,16 @@ class WorkflowService:
         provisioning: ProvisioningSettings,
         clock: Callable[[], datetime] = utc_now,
         on_steps_queued: Callable[[], None] | None = None,
+        access: AccessSettings | None = None,
+        reviews: ReviewSettings | None = None,
+        managers: DirectoryChanges | None = None,
+        fresh_directory: PersonReader | None = None,
     ) -> None:
+        """``reviews`` and ``managers`` (each person's manager, for manager reviews) set up
+        :attr:`reviews` (starting, reminding, closing) and :attr:`review_decisions` (a
+        reviewer's clicks); ``access`` sets the rules of time-bound access."""
         steps_queued = on_steps_queued or (lambda: None)
+        self.access = access or AccessSettings()
         subjects = SubjectFinder(directory, scheduling, roster)
         self._queries = TicketQueries(units.sessions)
         self._intake = RequestIntake(
@@ -82,6 +100,26 @@ class WorkflowService:
             provisioning=provisioning,
             clock=clock,
             on_steps_queued=steps_queued,
+            access=self.access,
+        )
+        self._expiry = AccessExpiry(
+            units,
+            intake=self._intake,
+            access=self.access,
+            clock=clock,
+            on_steps_queued=steps_queued,
+        )
+        review_removals = ReviewRemovals(units, intake=self._intake, on_steps_queued=steps_queued)
+        self.reviews = AccessReviews(
+            units,
+            roster=roster,
+            removals=review_removals,
+            settings=reviews or ReviewSettings(),
+            managers=managers,
+            clock=clock,
+        )
+        self.review_decisions = ReviewDecisions(
+            units, roster=roster, removals=review_removals, clock=clock
         )
         self._commands = TicketCommands(
             units,
@@ -92,6 +130,10 @@ class WorkflowService:
         )
         self._approval_clock = ApprovalClock(units, roster=roster, approvals=approvals, clock=clock)
         self._pausing = SyncPausing(units, subjects=subjects, roster=roster)
+        # Repairs read the person fresh (a mover's new address must not come from a cache).
+        self.repairs = AccessRepairs(
+            self._intake, self._queries, fresh_directory or directory, roster
+        )
 
     # ----------------------------------------------------------------------------- asking
 
@@ -103,6 +145,7 @@ class WorkflowService:
         mailbox: str | None = None,
         profile_id: str | None = None,
         justification: str = "",
+        until: date | None = None,
     ) -> RequestResult:
         return await self._intake.request_enrollment(
             requester,
@@ -110,6 +153,35 @@ class WorkflowService:
             mailbox=mailbox,
             profile_id=profile_id,
             justification=justification,
+            until=until,
+        )
+
+    async def request_extension(
+        self,
+        requester: Person,
+        *,
+        until: date | None,
+        subject: str | None = None,
+        justification: str = "",
+    ) -> RequestResult:
+        return await self._intake.request_extension(
+            requester, until=until, subject=subject, justification=justification
+        )
+
+    async def check_access_expiry(self) -> ExpiryPass:
+        """Remind people whose time-bound access ends soon; open removals for ended access."""
+        return await self._expiry.check()
+
+    async def open_system_removal(
+        self,
+        system: Person,
+        enrollment_id: int,
+        *,
+        reason: str,
+        mark: Mark,
+    ) -> RequestResult:
+        return await self._intake.open_system_removal(
+            system, enrollment_id, reason=reason, mark=mark
         )
 
     async def request_removal(
@@ -174,14 +246,8 @@ class WorkflowService:
     async def get_ticket(self, ref: str) -> TicketView | None:
         return await self._queries.get_ticket(ref)
 
-    async def open_tickets(self) -> list[TicketView]:
-        return await self._queries.open_tickets()
-
     async def status_of(self, person_id: str) -> PersonStatus:
         return await self._queries.status_of(person_id)
-
-    async def enrollments(self) -> list[EnrollmentView]:
-        return await self._queries.enrollments()
 
     async def enrollments_of(self, who: str) -> list[EnrollmentView]:
         return await self._queries.enrollments_of(who)

@@ -22,6 +22,7 @@ class StepName(StrEnum):
     REMOVE_FROM_GROUP = "remove_from_group"
     DEACTIVATE_MAPPING = "deactivate_mapping"
     REMOVE_SYNCED_EVENTS = "remove_synced_events"
+    EXTEND_ACCESS = "extend_access"
 
 
 class StepState(StrEnum):
@@ -47,6 +48,16 @@ def plan(kind: TicketKind, *, remove_synced_events: bool) -> list[StepName]:
         # first of all so that no new events are pushed meanwhile.
         cleanup = [StepName.REMOVE_SYNCED_EVENTS] if remove_synced_events else []
         return [StepName.DEACTIVATE_MAPPING, *cleanup, StepName.REMOVE_FROM_GROUP]
+    if kind is TicketKind.EXTEND:
+        # Nothing changes outside: the runner moves the enrollment's end date in the same
+        # transaction as the step's success.
+        return [StepName.EXTEND_ACCESS]
+    if kind is TicketKind.READD:
+        return [StepName.ADD_TO_GROUP]
+    if kind is TicketKind.REMAP:
+        return [StepName.MAP_PROFILE]
+    if kind is TicketKind.UNGROUP:
+        return [StepName.REMOVE_FROM_GROUP]
     return [StepName.MAP_PROFILE, StepName.SEND_INSTRUCTIONS]
 
 

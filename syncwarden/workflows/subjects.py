@@ -13,6 +13,7 @@ from syncwarden.core.logging import get_logger
 from syncwarden.workflows.ports import Person
 from syncwarden.workflows.results import RequestProblem
 from syncwarden.workflows.roster import Roster
+from syncwarden.workflows.system_actors import is_system
 
 log = get_logger(__name__)
 
@@ -31,7 +32,11 @@ class SubjectFinder:
             requester.id.lower(),
             requester.upn.lower(),
         )
-        if on_behalf and not await self._roster.is_it_admin(requester.id):
+        if (
+            on_behalf
+            and not is_system(requester.id)  # the service's own repairs (see system_actors)
+            and not await self._roster.is_it_admin(requester.id)
+        ):
             return None, RequestProblem(
                 "subject",
                 "only IT admins can ask on someone else's behalf; ask the person to message me",

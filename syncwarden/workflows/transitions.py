@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy import Table
+
 from syncwarden.core.settings import ProvisioningSettings
 from syncwarden.workflows.announcements import announce
-from syncwarden.workflows.lifecycle import apply_event
+from syncwarden.workflows.lifecycle import change_status
 from syncwarden.workflows.model import TicketEvent
 from syncwarden.workflows.ports import Person
 from syncwarden.workflows.records import Step, Ticket
@@ -28,8 +30,13 @@ def move(
     now: datetime,
     comment: str = "",
 ) -> None:
-    """Apply ``event`` (raising if the transition table forbids it) and queue who hears of it."""
-    apply_event(work.session, ticket, event, actor=actor.upn or actor.id, now=now, note=comment)
+    """Apply ``event`` (raising if the transition table forbids it) and queue who hears of it.
+
+    The audit row goes with the work's commit as a plain row (:meth:`UnitOfWork.audit`), not
+    as an ORM object to flush.
+    """
+    _, audit = change_status(ticket, event, actor=actor.upn or actor.id, now=now, note=comment)
+    work.audit(**audit)
     announce(work, ticket, event, actor, comment)
 
 
@@ -42,19 +49,29 @@ def approve_and_start(
     now: datetime,
     comment: str = "",
 ) -> None:
-    """Approved: the steps are queued in the same commit, so the runner finds them or nothing."""
+    """Approved: the steps are queued in the same commit, so the runner finds them or nothing.
+
+    They are written as plain rows in one ``INSERT`` (:meth:`UnitOfWork.insert`), not added to
+    ``ticket.steps``: nothing in the decision reads them back, and the view of a ticket whose
+    steps are all pending is the same without them.
+    """
     move(work, ticket, TicketEvent.APPROVE, actor, now=now, comment=comment)
     names = plan(ticket.ticket_kind, remove_synced_events=provisioning.remove_synced_events)
     for position, name in enumerate(names, start=1):
-        ticket.steps.append(
-            Step(
-                position=position,
-                name=name.value,
-                state=StepState.PENDING.value,
-                attempt=0,
-                next_attempt_at=now,
-                idempotency_key=idempotency_key(ticket.ref, position, name),
-                params={},
-            )
+        work.insert(
+            _STEPS,
+            {
+                "ticket_id": ticket.id,
+                "position": position,
+                "name": name.value,
+                "state": StepState.PENDING.value,
+                "attempt": 0,
+                "next_attempt_at": now,
+                "idempotency_key": idempotency_key(ticket.ref, position, name),
+                "params": {},
+            },
         )
     move(work, ticket, TicketEvent.START, actor, now=now)
+
+
+_STEPS: Table = Step.__table__  # type: ignore[assignment]

@@ -13,14 +13,17 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from syncwarden.core.db import utc_now, write_transaction
+from syncwarden.core.combined_writes import RowsInsert, RowUpdate, Write, run_writes
+from syncwarden.core.db import outside_transaction, utc_now, write_transaction
 from syncwarden.core.failures import report_unexpected
 from syncwarden.core.logging import get_logger
-from syncwarden.workflows.outbox import OutgoingMessage, queue_messages
+from syncwarden.workflows.audit import PENDING_AUDIT_ROWS, AuditEvent, audit_values
+from syncwarden.workflows.outbox import OutboxMessage, OutgoingMessage, outbox_rows
 from syncwarden.workflows.ports import Channel, Notification, TicketView
 
 log = get_logger(__name__)
@@ -32,6 +35,11 @@ async def _nothing() -> None:
     return None
 
 
+class RowChangedError(Exception):
+    """An optimistic unit of work found its guarded row changed since it was read, so it wrote
+    nothing: read again and decide again (see :meth:`UnitsOfWork.optimistic`)."""
+
+
 class UnitOfWork:
     """``async with units() as work:`` then change rows on ``work.session`` and queue messages.
 
@@ -41,12 +49,24 @@ class UnitOfWork:
     """
 
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], clock: Clock, on_queued: OnQueued
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        clock: Clock,
+        on_queued: OnQueued,
+        *,
+        optimistic: bool = False,
     ) -> None:
+        self._sessions = sessions
         self._transaction = write_transaction(sessions)
+        self._optimistic = optimistic
+        self._unlocked = False
         self._clock = clock
         self._on_queued = on_queued
         self._outgoing: list[OutgoingMessage] = []
+        self._rows: dict[tuple[Table, tuple[str, ...]], list[dict[str, Any]]] = {}
+        self._updates: list[RowUpdate] = []
+        # Audit rows in the order recorded, by :meth:`audit` or by ``record_audit`` on the session.
+        self._audits: list[dict[str, Any]] = []
         self._session: AsyncSession | None = None
 
     @property
@@ -56,8 +76,59 @@ class UnitOfWork:
         return self._session
 
     @property
+    def reads_unlocked(self) -> bool:
+        """True when this work holds no transaction and no lock until its one write (PostgreSQL,
+        :meth:`UnitsOfWork.optimistic`): an update must then carry the version its row was read
+        at (``unchanged_since``), and nothing may be written through the session."""
+        return self._unlocked
+
+    @property
     def queued(self) -> int:
         return len(self._outgoing)
+
+    def insert(self, table: Table, row: dict[str, Any]) -> None:
+        """Insert ``row`` into ``table`` just before the commit, without an ORM object.
+
+        Rows of one table (with the same columns) go in one ``INSERT`` of many rows, in the order
+        they were given, after the session's own changes are flushed (so a row may refer to an
+        object added to the session); on PostgreSQL all of the commit's updates, inserts and
+        outbox rows go in one statement (:mod:`core.combined_writes`). Nothing reads them back
+        before the commit: this is for rows the use case only writes (audit events, a
+        decision's steps).
+        """
+        self._rows.setdefault((table, tuple(row)), []).append(row)
+
+    def update(
+        self,
+        table: Table,
+        row_id: int,
+        values: dict[str, Any],
+        *,
+        unchanged_since: str | None = None,
+    ) -> None:
+        """``UPDATE table SET values WHERE id = row_id`` with the commit, beside the inserts
+        (see :meth:`insert`; no write there may depend on another): for a row the use case took
+        out of the session to spare the ORM's flush, and reads no more.
+
+        ``unchanged_since``: the row's version as read, when :attr:`reads_unlocked`; if the row
+        changed since, the commit writes nothing and raises :class:`RowChangedError`.
+        """
+        self._updates.append(RowUpdate(table, row_id, values, unchanged_since))
+
+    def audit(
+        self,
+        *,
+        actor: str,
+        action: str,
+        ticket_ref: str | None = None,
+        before: dict[str, Any] | None = None,
+        after: dict[str, Any] | None = None,
+    ) -> None:
+        """An audit row written with this work's commit (see :meth:`insert`)."""
+        values = audit_values(
+            actor=actor, action=action, ticket_ref=ticket_ref, before=before, after=after
+        )
+        self._audits.append(values)
 
     def to_user(self, user_id: str, notification: Notification, *, key: str) -> None:
         self._outgoing.append(OutgoingMessage.to_user(user_id, notification, key=key))
@@ -80,7 +151,16 @@ class UnitOfWork:
         self._outgoing.append(OutgoingMessage.card_update(ticket, key=key))
 
     async def __aenter__(self) -> Self:
-        self._session = await self._transaction.__aenter__()
+        if self._optimistic:
+            session = self._sessions()  # no connection yet: that comes with the first statement
+            if session.get_bind().dialect.name == "postgresql":
+                await outside_transaction(session)
+                self._session, self._unlocked = session, True
+            else:
+                await session.close()
+        if self._session is None:
+            self._session = await self._transaction.__aenter__()
+        self._session.info[PENDING_AUDIT_ROWS] = self._audits
         return self
 
     async def __aexit__(
@@ -89,20 +169,66 @@ class UnitOfWork:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> bool | None:
-        if exc_type is None and self._outgoing:
+        self.session.info.pop(PENDING_AUDIT_ROWS, None)
+        if self._unlocked:
+            return await self._exit_unlocked(exc_type)
+        if exc_type is None and (self._outgoing or self._rows or self._audits or self._updates):
             try:
-                await queue_messages(self.session, self._outgoing, self._clock())
+                await self._write_rows()
             except BaseException as error:
                 await self._transaction.__aexit__(type(error), error, error.__traceback__)
                 raise
         result = await self._transaction.__aexit__(exc_type, exc, traceback)
         self._session = None
         if exc_type is None and self._outgoing:
-            try:
-                await self._on_queued()
-            except Exception as error:  # committed either way; the dispatcher's poll sends it
-                report_unexpected(log, "outbox.wake_failed", error, where="unit_of_work.wake")
+            await self._wake()
         return result
+
+    async def _exit_unlocked(self, exc_type: type[BaseException] | None) -> bool | None:
+        """Everything queued as one statement, which commits itself; nothing on an exception."""
+        session = self.session
+        try:
+            if exc_type is not None:
+                return None
+            if session.new or session.dirty or session.deleted:
+                # Flushed here, they would be committed on their own, before the guarded write.
+                raise RuntimeError("an optimistic unit of work writes only what it queues")
+            if any(update.unchanged_since is None for update in self._updates):
+                raise RuntimeError("an optimistic unit of work updates only rows it read")
+            if not await run_writes(session, self._queued_writes()):
+                raise RowChangedError
+        finally:
+            await session.close()
+            self._session = None
+        if self._outgoing:
+            await self._wake()
+        return None
+
+    async def _wake(self) -> None:
+        try:
+            await self._on_queued()
+        except Exception as error:  # committed either way; the dispatcher's poll sends it
+            report_unexpected(log, "outbox.wake_failed", error, where="unit_of_work.wake")
+
+    async def _write_rows(self) -> None:
+        """Everything queued, after the session's own changes: one statement on PostgreSQL
+        (see :mod:`core.combined_writes`), one per table elsewhere."""
+        await self.session.flush()
+        await run_writes(self.session, self._queued_writes())
+
+    def _queued_writes(self) -> list[Write]:
+        writes: list[Write] = list(self._updates)
+        writes += [RowsInsert(table, rows) for (table, _columns), rows in self._rows.items()]
+        if self._audits:
+            writes.append(RowsInsert(_AUDIT, self._audits))
+        if self._outgoing:
+            rows = outbox_rows(self._outgoing, self._clock())
+            writes.append(RowsInsert(_OUTBOX, rows, ignore_conflicts_on="key"))
+        return writes
+
+
+_AUDIT: Table = AuditEvent.__table__  # type: ignore[assignment]
+_OUTBOX: Table = OutboxMessage.__table__  # type: ignore[assignment]
 
 
 class UnitsOfWork:
@@ -125,3 +251,15 @@ class UnitsOfWork:
 
     def __call__(self) -> UnitOfWork:
         return UnitOfWork(self.sessions, self._clock, self._on_queued)
+
+    def optimistic(self) -> UnitOfWork:
+        """A unit of work that, on PostgreSQL, reads with no transaction and no lock and writes
+        everything in one statement guarded by the version of the one row it updates.
+
+        Two round trips instead of four (BEGIN, the locked read, the write, COMMIT), and no row
+        lock held while the use case decides. The price: when someone changed that row in
+        between, the commit writes nothing and raises :class:`RowChangedError`, and the caller
+        decides again on what it reads then. On other databases it is the ordinary unit of work,
+        whose reads hold the lock (:attr:`UnitOfWork.reads_unlocked` tells which).
+        """
+        return UnitOfWork(self.sessions, self._clock, self._on_queued, optimistic=True)

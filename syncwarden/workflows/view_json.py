@@ -30,6 +30,7 @@ def ticket_to_json(ticket: TicketView) -> dict[str, Any]:
     data["subject"] = _plain(ticket.subject, _PERSON_FIELDS)
     data["requester"] = _plain(ticket.requester, _PERSON_FIELDS)
     data["created_at"] = ticket.created_at.isoformat()
+    data["access_until"] = ticket.access_until.isoformat() if ticket.access_until else None
     data["decisions"] = [
         {**_plain(d, _DECISION_FIELDS), "decided_at": d.decided_at.isoformat()}
         for d in ticket.decisions
@@ -44,6 +45,9 @@ def ticket_from_json(data: dict[str, Any]) -> TicketView:
             "subject": Person(**data["subject"]),
             "requester": Person(**data["requester"]),
             "created_at": datetime.fromisoformat(data["created_at"]),
+            "access_until": (
+                datetime.fromisoformat(data["access_until"]) if data.get("access_until") else None
+            ),
             "decisions": tuple(
                 DecisionView(**{**d, "decided_at": datetime.fromisoformat(d["decided_at"])})
                 for d in data.get("decisions", [])

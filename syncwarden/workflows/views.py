@@ -31,4 +31,5 @@ def ticket_view(ticket: Ticket) -> TicketView:
         ),
         failure_reason=ticket.failure_reason,
         waiting_step=waiting,
+        access_until=ticket.access_until,
     )

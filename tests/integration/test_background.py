@@ -45,6 +45,8 @@ async def test_background_runner_provisions_approved_tickets(
     assert workflows is not None
     assert [job.id for job in declared_jobs(settings, workflows)] == [
         "approvals.check_pending",
+        "access.expiry",
+        "access.reviews",
         "credentials.scan",
         "access.reconcile",
         "credentials.weekly_digest",
@@ -55,6 +57,11 @@ async def test_background_runner_provisions_approved_tickets(
     ]
     leased = [job.id for job in declared_jobs(settings, workflows) if not job.singleton]
     assert leased == ["sync.run", "sync.requested"], "the rest run on one replica at a time"
+    with_scim = settings.model_copy(
+        update={"scim": settings.scim.model_copy(update={"enabled": True})}
+    )
+    [catch_up] = [job for job in declared_jobs(with_scim, workflows) if job.id.startswith("scim.")]
+    assert (catch_up.id, catch_up.singleton) == ("scim.catch_up", True)
     await workflows.scheduling.upsert_profile(
         Profile("prof-sasha", "Sasha", "sasha.verhoeven@example.edu")
     )

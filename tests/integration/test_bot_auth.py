@@ -405,7 +405,7 @@ async def test_an_activity_from_another_tenant_is_refused(
 class ExplodingDialogue:
     """A dialogue whose every step fails with text that must never reach a person."""
 
-    async def remember(self, incoming: Any) -> None:
+    async def remember(self, incoming: Any, *, installed: bool = False) -> None:
         return None
 
     async def forget(self, conversation_id: str) -> None:

@@ -13,13 +13,16 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from microsoft_agents.hosting.core.authorization import AuthenticationConstants
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from syncwarden.bot.conversations import ConversationStore
 from syncwarden.bot.dialogue import DialogueLogic
+from syncwarden.bot.teams_endpoint import NO_USER_TOKENS, UserTokensUnusedError
 from syncwarden.core.settings import ApprovalSettings, Mode, Settings
 from syncwarden.m365 import Microsoft365
 from syncwarden.sandbox.server import SandboxTenant
@@ -593,3 +596,32 @@ async def test_naming_an_approvals_channel_posts_the_requests_already_waiting(
     assert all("1 request waiting for a decision is posted here now" in a for a in answers)
     posted = h.notifier.to("channel:approvals", NotificationKind.APPROVAL_REQUESTED)[before:]
     assert [p.ref for p in posted] == [waiting.ticket.ref], "once, and only the waiting one"
+
+
+async def test_a_turn_opens_no_session_to_the_user_token_service(
+    client: WebClient, h: Harness, recorder: ConnectorRecorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Syncwarden signs nobody in, so a turn builds no OAuth client: the SDK's default would
+    open an aiohttp session to the token service (and look up a token for it) on every turn."""
+    opened: list[str] = []
+    original = aiohttp.ClientSession.__init__
+
+    def recording(session: aiohttp.ClientSession, *args: Any, **kwargs: Any) -> None:
+        opened.append(str(kwargs.get("base_url", "")))
+        original(session, *args, **kwargs)
+
+    monkeypatch.setattr(aiohttp.ClientSession, "__init__", recording)
+    reply = await say(client, h, "sasha", recorder, "help")
+    assert "add me to calendar sync" in reply["text"]
+    assert opened, "the reply's connector client is still made"
+    assert not [
+        url for url in opened if url.startswith(AuthenticationConstants.AGENTS_SDK_OAUTH_URL)
+    ], opened
+
+
+async def test_the_user_token_client_refuses_every_use_plainly() -> None:
+    with pytest.raises(UserTokensUnusedError, match="does not sign users in"):
+        await NO_USER_TOKENS.get_user_token("29:sasha", "any-connection", "msteams")
+    with pytest.raises(UserTokensUnusedError):
+        NO_USER_TOKENS.user_token  # noqa: B018
+    await NO_USER_TOKENS.close()

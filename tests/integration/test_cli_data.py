@@ -150,16 +150,31 @@ async def test_reconcile_prints_each_difference_and_exits_one_while_any_remains(
     group = tenant.seed.group_ids["Calendar Sync (Graph)"]
     env = tenant_env(tmp_path, tenant, SYNCWARDEN_GRAPH__SYNC_GROUP_ID=group)
 
-    async def reconcile() -> subprocess.CompletedProcess[str]:
-        return await asyncio.to_thread(run, "reconcile", cwd=tmp_path, **env)
+    async def reconcile(*options: str) -> subprocess.CompletedProcess[str]:
+        return await asyncio.to_thread(run, "reconcile", *options, cwd=tmp_path, **env)
 
     first = await reconcile()
     assert first.returncode == 1, first.stderr
     kai = tenant.seed.user_ids["kai.nakamura-ellis@example.edu"]
-    assert f"unenrolled_member: Kai Nakamura-Ellis [{kai}] (new)" in first.stdout
+    assert f"unenrolled_member:{kai}: Kai Nakamura-Ellis (new)" in first.stdout
     assert "fix: adopt or remove_from_group" in first.stdout
     second = await reconcile()
     assert "(new)" not in second.stdout and "0 new" in second.stdout
+    malformed = await reconcile("--fix", "unenrolled_member=welcome")
+    assert malformed.returncode == 2
+    assert "expected FINDING=FIX or KIND=FIX" in malformed.stderr
+    no_profile = await reconcile("--fix", "unenrolled_member=adopt")
+    assert "Adopt for Kai Nakamura-Ellis was not done: no scheduling profile" in no_profile.stdout
+    profiles = tmp_path / "profiles.csv"
+    profiles.write_text("id,name,email\nP-KAI,Kai Nakamura-Ellis,kai.nakamura-ellis@example.edu\n")
+    imported = await asyncio.to_thread(
+        run, "import", "profiles", str(profiles), cwd=tmp_path, **env
+    )
+    assert imported.returncode == 0, imported.stderr
+    adopted = await reconcile("--fix", "unenrolled_member=adopt")
+    assert "opened: Adopt for Kai Nakamura-Ellis" in adopted.stdout, adopted.stdout
+    again = await reconcile("--fix", f"unenrolled_member:{kai}=adopt")
+    assert "is already open for Kai Nakamura-Ellis" in again.stdout, again.stdout
     missing_group = {**env, "SYNCWARDEN_GRAPH__SYNC_GROUP_ID": ""}
     refused = await asyncio.to_thread(run, "reconcile", cwd=tmp_path, **missing_group)
     assert refused.returncode == 2 and "SYNC_GROUP_ID" in refused.stderr

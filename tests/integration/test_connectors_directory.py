@@ -316,3 +316,19 @@ async def test_mailbox_presence(m365: Microsoft365, tenant: SandboxTenant) -> No
     assert await m365.directory.has_mailbox(outside_policy), (
         "403 from the access policy still means a mailbox"
     )
+
+
+async def test_removing_someone_exchange_cannot_resolve_is_not_a_member_but_a_lost_group_fails(
+    m365: Microsoft365,
+) -> None:
+    """Harper has no mailbox and no address: Exchange answers ``Couldn't find object`` for her
+    (ManagementObjectNotFoundException naming the member), and someone who is no recipient is
+    in no group, so the removal has nothing to do. Naming a group that is not there still fails:
+    that is a wrong setting, not a finished removal."""
+    assert not await m365.exchange.remove_group_member(
+        SYNC_GROUP_ADDRESS, "harper.osei@example.edu"
+    )
+    with pytest.raises(NotFoundError):
+        await m365.exchange.remove_group_member(
+            "no-such-group@example.edu", "sasha.verhoeven@example.edu"
+        )

@@ -10,6 +10,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from syncwarden.bot.conversations import (
+    CONFIRMED_FOR,
+    CONFIRMED_LIMIT,
     REFRESH_AFTER,
     ChannelRole,
     ConversationKind,
@@ -176,7 +178,7 @@ async def test_a_turn_that_would_change_nothing_writes_nothing(
     await store.remember(personal("a:3"))
     unnamed = replace(personal("a:3"), tenant_id=None, user_aad_id=None, user_mri=None)
     with recorded_statements(migrated_engine) as seen:
-        await store.remember(personal("a:3"))
+        await ConversationStore(sessions).remember(personal("a:3"))  # another process
         await store.remember(unnamed)  # a turn that names no tenant or person keeps them
     assert seen.writes == []
     assert len(seen.transactions) == 2, "one read each"
@@ -220,3 +222,56 @@ async def test_an_unchanged_reference_is_still_refreshed_hourly(
     now[0] += timedelta(minutes=1)
     await store.remember(personal("a:4"))
     assert await stamped() == now[0]
+
+
+async def test_a_reference_confirmed_a_moment_ago_is_not_read_again(
+    migrated_engine: AsyncEngine,
+) -> None:
+    """The turns of a conversation in use cost no statement for its reference; after a minute,
+    or once this process changed the row itself, it is read again."""
+    sessions = session_factory(migrated_engine)
+    now = [datetime(2026, 12, 3, 9, 0, tzinfo=UTC)]
+    store = ConversationStore(sessions, clock=lambda: now[0])
+    await store.remember(personal("a:5"))
+    with recorded_statements(migrated_engine) as seen:
+        await store.remember(personal("a:5"))
+        now[0] += CONFIRMED_FOR - timedelta(seconds=1)
+        await store.remember(personal("a:5"))
+    assert seen.transactions == [], "confirmed a moment ago: nothing read"
+
+    with recorded_statements(migrated_engine) as seen:
+        await store.remember(personal("a:5", service_url="https://smba.example/amer/"))
+    assert len(seen.writes) == 1, "another reference is read and written at once"
+
+    now[0] += CONFIRMED_FOR
+    with recorded_statements(migrated_engine) as seen:
+        await store.remember(personal("a:5", service_url="https://smba.example/amer/"))
+    assert len(seen.transactions) == 1 and seen.writes == [], "a minute on: read again"
+
+    await store.mark_blocked("a:5")
+    await store.remember(personal("a:5", service_url="https://smba.example/amer/"))
+    unblocked = await store.for_user(ADA)
+    assert unblocked is not None and not unblocked.blocked, "its own change is not trusted away"
+
+
+async def test_an_installation_reads_the_reference_even_when_just_confirmed(
+    migrated_engine: AsyncEngine,
+) -> None:
+    """Another replica may have marked the chat uninstalled a moment ago; the app being added
+    again must store it as installed."""
+    sessions = session_factory(migrated_engine)
+    store = ConversationStore(sessions)
+    await store.remember(personal("a:6"))
+    await ConversationStore(sessions).forget("a:6")  # the other replica
+    await store.remember(personal("a:6"))
+    assert await store.for_user(ADA) is None, "within the minute, this process trusts itself"
+    await store.remember(personal("a:6"), installed=True)
+    assert await store.for_user(ADA) is not None
+
+
+async def test_the_confirmed_references_held_are_bounded(migrated_engine: AsyncEngine) -> None:
+    store = ConversationStore(session_factory(migrated_engine))
+    for number in range(CONFIRMED_LIMIT + 3):
+        store._confirm(personal(f"a:{number}"), datetime(2026, 12, 3, tzinfo=UTC))
+    assert len(store._confirmed) == CONFIRMED_LIMIT
+    assert "a:0" not in store._confirmed and f"a:{CONFIRMED_LIMIT + 2}" in store._confirmed

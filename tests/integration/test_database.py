@@ -167,6 +167,41 @@ async def test_object_ids_already_stored_are_lower_cased(engine: AsyncEngine) ->
     assert stored == "ab-cd"
 
 
+async def test_tickets_that_failed_before_their_kind_was_kept_have_none(
+    engine: AsyncEngine,
+) -> None:
+    """Migration 0025 adds ``tickets.failure_kind`` and guesses no kind for the tickets that
+    failed before it (their reason is words for people); a downgrade keeps the tickets."""
+
+    def ticket_columns(connection: Connection) -> tuple[set[str], set[str]]:
+        inspector = inspect(connection)
+        columns = {column["name"] for column in inspector.get_columns("tickets")}
+        indexes = {str(index["name"]) for index in inspector.get_indexes("tickets")}
+        return columns, indexes
+
+    async with engine.begin() as connection:
+        await connection.run_sync(_migrate, "upgrade", "0023")
+        await connection.execute(
+            text(
+                "INSERT INTO tickets (kind, status, version, subject_id, subject_upn, "
+                "subject_name, subject_mail, requester_id, requester_upn, requester_name, "
+                "justification, mailbox, required_approvals, created_at, updated_at, "
+                "failure_reason) VALUES ('enroll', 'failed', 3, 'a', 'a@example.edu', 'A', "
+                "'a@example.edu', 'a', 'a@example.edu', 'A', '', 'a@example.edu', 1, "
+                "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 'adding them to the sync group: …')"
+            )
+        )
+        await connection.run_sync(_migrate, "upgrade", "0025")
+        columns, indexes = await connection.run_sync(ticket_columns)
+        assert "failure_kind" in columns and "ix_tickets_failure_kind" in indexes
+        kept = await connection.execute(text("SELECT status, failure_kind FROM tickets"))
+        assert [tuple(row) for row in kept] == [("failed", None)]
+        await connection.run_sync(_migrate, "downgrade", "0023")
+        columns, indexes = await connection.run_sync(ticket_columns)
+        assert "failure_kind" not in columns and "ix_tickets_failure_kind" not in indexes
+        assert await connection.scalar(text("SELECT count(*) FROM tickets")) == 1
+
+
 async def test_writers_of_one_process_commit_in_the_order_they_came(
     migrated_engine: AsyncEngine,
 ) -> None:
@@ -200,3 +235,37 @@ async def test_writers_of_one_process_commit_in_the_order_they_came(
     release_first.set()
     await asyncio.gather(first, *waiting)
     assert committed == list(range(9))
+
+
+async def _drop_server_connections(engine: AsyncEngine) -> None:
+    """On PostgreSQL, end every other session on the engine's database, as a server restart
+    would; an SQLite file has no server connection to lose."""
+    if engine.dialect.name != "postgresql":
+        return
+    async with engine.connect() as connection:
+        await connection.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        )
+
+
+async def test_a_connection_lost_while_idle_is_replaced_before_use(database_url: str) -> None:
+    """Connections are pinged only after sitting idle (every checkout, with a threshold of 0):
+    one the server dropped meanwhile is replaced, and the statement runs as if nothing
+    happened."""
+    engine = create_engine(database_url, idle_ping_seconds=0.0)
+    try:
+        async with engine.connect() as first, engine.connect() as second:
+            await first.execute(text("SELECT 1"))
+            await second.execute(text("SELECT 1"))
+        await _drop_server_connections(engine)  # uses one pooled connection, drops the other
+        async with engine.connect() as first, engine.connect() as second:
+            answers = [
+                (await first.execute(text("SELECT 1"))).scalar_one(),
+                (await second.execute(text("SELECT 2"))).scalar_one(),
+            ]
+        assert answers == [1, 2]
+    finally:
+        await engine.dispose()

@@ -9,6 +9,7 @@ the person who clicked is an IT admin.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,8 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from syncwarden.core.db import session_factory
 from syncwarden.sandbox.server import SandboxTenant
+from syncwarden.workflows.model import TicketStatus
+from tests.support.enrollments import enroll
 from tests.support.lists import seed_enrollments, seed_tickets
 from tests.support.teams_surface import Post, TeamsSurface, answered, teams_surface
+from tests.support.workflow import PEOPLE
 
 ADMIN_ONLY = "Sorry, only IT admins can do that. Ask me **help** to see what you can do."
 UNREADABLE = "I can't read that Next button (it may come from an older card)."
@@ -198,3 +202,75 @@ async def test_a_next_click_on_a_list_that_shrank_says_so(
     assert late.headline == "Calendar sync users"
     assert "No more people on the list." in json.dumps(late.card)
     assert "actions" not in (late.card or {})
+
+
+EXCHANGE = "https://outlook.office365.com"
+EXCHANGE_ROLE = "Exchange.ManageAsApp"
+
+
+def ticket_ref(reply: Post) -> str:
+    """The ticket number an answer to a request names ("Your removal is **SW-1001**")."""
+    found = re.search(r"\*\*(SW-\d+)\*\*", reply.text)
+    assert found is not None, reply.text
+    return found.group(1)
+
+
+async def test_it_lists_failed_tickets_by_the_kind_of_their_failure(
+    migrated_engine: AsyncEngine, tenant: SandboxTenant
+) -> None:
+    """One ticket fails because Syncwarden's app lost its Exchange role, one because its
+    secret was then removed (no token at all); each ``error:`` filter lists its own, and the
+    Next button keeps the filter."""
+    async with teams_surface(
+        migrated_engine,
+        tenant,
+        approvals={"auto_approve_it_on_behalf": True},
+        provisioning={"remove_synced_events": True},
+    ) as teams:
+        sessions = session_factory(migrated_engine)
+        for key in ("harper", "sasha"):
+            await teams.say(key, "hello")  # they have a chat with the bot, to be told
+        # Exchange stops taking Syncwarden's group changes: Sasha's enrollment fails.
+        app_id = tenant.seed.app_ids["Syncwarden"]
+        tenant.revoke_role(app_id, EXCHANGE, EXCHANGE_ROLE)
+        teams.m365.tokens.invalidate(teams.m365.endpoints.exchange_scope)
+        [form] = await teams.say("dana", f"add {PEOPLE['sasha']} to calendar sync")
+        sent = await teams.click("dana", "submit_request", form.action_data("submit_request"))
+        sasha = answered(sent).headline.rsplit("· ", 1)[-1]
+        await teams.settle()
+        # Then the app's secret is removed once Harper's removal is asked for: its steps get no
+        # token to clean her calendar.
+        await enroll(sessions, tenant, PEOPLE["harper"], "prof-harper")
+        harper = ticket_ref(
+            await teams.answer("dana", f"remove {PEOPLE['harper']} from calendar sync")
+        )
+        application = tenant.state.application_for(app_id)
+        assert application is not None
+        application.passwords.clear()
+        teams.m365.tokens.invalidate(teams.m365.endpoints.graph_scope)
+        await teams.settle()
+        failed = await teams.answer("dana", "tickets failed")
+        assert sorted(table_column(failed, 0)) == sorted([harper, sasha])
+
+        credential = await teams.answer("dana", "tickets error:credential")
+        assert credential.headline == "Open tickets · error:credential (1)"
+        assert table_column(credential, 0) == [harper]
+        permission = await teams.answer("dana", "tickets failed kind:permission")
+        assert permission.headline == "Failed tickets · error:permission (1)"
+        assert table_column(permission, 0) == [sasha]
+        nothing = await teams.answer("dana", "tickets error:throttled")
+        assert nothing.text == "No open tickets with error:throttled."
+        bogus = await teams.answer("dana", "tickets error:bogus")
+        assert bogus.text.startswith("There is no error kind 'bogus'. The kinds are: "), bogus
+        assert "permission" in bogus.text and "no_mailbox" in bogus.text
+
+        seeded = await seed_tickets(sessions, range(2000))
+        pages = await every_page(teams, "tickets error:permission", "tickets_page")
+        expected = [
+            f"SW-{1000 + t.id}"
+            for t in sorted(seeded, key=lambda t: -t.id)
+            if t.failure_kind == "permission" and TicketStatus(t.status).is_open
+        ]
+        assert len(pages) > 1 and len(expected) > 25
+        assert [ref for page in pages for ref in table_column(page, 0)] == [*expected, sasha]
+        assert all(" · error:permission" in page.headline for page in pages)

@@ -185,6 +185,18 @@ TICKET_FILTERS: dict[str, tuple[TicketsFilter, Callable[[SeededTicket], bool]]] 
         TicketsFilter(TicketStatus.COMPLETED, "ann-marie.lee"),
         lambda t: t.status == "completed" and t.upn.startswith("ann-marie.lee"),
     ),
+    "error kind (open: failed, and retried under way)": (
+        TicketsFilter(error_kind="permission"),
+        lambda t: t.failure_kind == "permission" and TicketStatus(t.status).is_open,
+    ),
+    "error kind and status": (
+        TicketsFilter(TicketStatus.FAILED, error_kind="no_mailbox"),
+        lambda t: t.failure_kind == "no_mailbox" and t.status == "failed",
+    ),
+    "error kind and name": (
+        TicketsFilter(TicketScope.ALL, "emile", error_kind="not_in_scope"),
+        lambda t: t.failure_kind == "not_in_scope" and t.name.startswith("Émile"),
+    ),
 }
 
 

@@ -27,6 +27,7 @@ from syncwarden.sync.engine import SyncEngine, SyncOptions, SyncReport
 from syncwarden.sync.errors import FailureKind
 from syncwarden.sync.quiet import QuietWrites
 from syncwarden.sync.records import SyncState
+from syncwarden.sync.snapshot import Prepared
 from syncwarden.sync.worker import SyncWorker
 from syncwarden.web import create_app
 from syncwarden.workflows.outbox import OutboxMessage
@@ -272,6 +273,7 @@ class ScriptedEngine(SyncEngine):
         *,
         lease_owner: str | None = None,
         quiet: QuietWrites | None = None,
+        prepared: Prepared | None = None,
     ) -> SyncReport:
         match self.script.get(enrollment_id):
             case "throttled":
@@ -284,7 +286,9 @@ class ScriptedEngine(SyncEngine):
                 return SyncReport(enrollment_id, "p", skipped="paused")
             case "taken over":
                 return SyncReport(enrollment_id, "p", ok=False, skipped="another worker took it")
-        return await super().sync(enrollment_id, options, lease_owner=lease_owner, quiet=quiet)
+        return await super().sync(
+            enrollment_id, options, lease_owner=lease_owner, quiet=quiet, prepared=prepared
+        )
 
 
 def sync_runs(text: str) -> dict[str, float]:

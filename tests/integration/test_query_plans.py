@@ -313,6 +313,9 @@ TICKETS = (
     "tickets manual",
     "tickets all name:émile",
     "tickets completed name:bea.okafor",
+    "tickets error:permission",
+    "tickets failed error:no_mailbox",
+    "tickets all error:not_in_scope name:émile",
 )
 
 

@@ -22,7 +22,7 @@ from syncwarden.sync.reconcile_records import DriftRecord
 from syncwarden.workflows.outbox import OutboxMessage
 from syncwarden.workflows.records import Enrollment
 from syncwarden.workflows.unit_of_work import UnitsOfWork
-from tests.support.enrollments import enroll
+from tests.support.enrollments import close_ticket, enroll, ticket_under_way
 
 GROUP = "bc490a5b-597c-4082-babe-7ef541eb3972"  # Calendar Sync (Graph): Kai, and a nested group
 KAI = "kai.nakamura-ellis@example.edu"
@@ -171,3 +171,53 @@ async def test_news_is_told_to_it_once_in_the_commit_that_records_it(world: Worl
         told = (await session.scalars(select(OutboxMessage))).all()
     assert [(row.target, row.recipient) for row in told] == [("channel", "it")]
     assert "Avery Quinlan: enrolled but not in the sync group" in told[0].payload["text"]
+
+
+async def test_a_person_whose_ticket_is_under_way_is_left_to_the_ticket(world: World) -> None:
+    """Between a ticket's group add and its enrollment the person is a member "not enrolled";
+    that is the ticket at work, not drift, and IT is not asked to fix it."""
+    await world.reconciler.run()
+    ticket = await ticket_under_way(world.sessions, world.tenant, SASHA)
+    admin.add_member_by_hand(world.tenant.state, GROUP, world.id_of(SASHA))  # the ticket's add
+    report = await world.reconciler.run()
+    assert (DriftKind.UNENROLLED_MEMBER, SASHA) not in world.kinds(report.findings)
+    assert report.news == ()
+    assert report.under_way == 1
+    assert "1 people with a ticket under way" in str(report)
+
+    await enroll(world.sessions, world.tenant, SASHA, "P-sasha")  # the ticket ends well
+    await close_ticket(world.sessions, ticket, "completed")
+    report = await world.reconciler.run()
+    assert {kind for kind, upn in world.kinds(report.findings) if upn == SASHA} == {
+        DriftKind.MAPPING_MISSING  # the fixture's scheduling knows no P-sasha: still checked
+    }
+
+
+async def test_a_finding_recorded_before_the_ticket_stays_open_until_the_ticket_ends(
+    world: World,
+) -> None:
+    await world.reconciler.run()
+    admin.add_member_by_hand(world.tenant.state, GROUP, world.id_of(SASHA))
+    first = await world.reconciler.run()
+    assert world.kinds(first.news) == {(DriftKind.UNENROLLED_MEMBER, SASHA)}
+    ticket = await ticket_under_way(world.sessions, world.tenant, SASHA)  # IT chose Adopt
+
+    during = await world.reconciler.run()
+    assert during.resolved == 0, "the ticket decides, not this run"
+    async with world.sessions() as session:
+        record = await session.get(DriftRecord, f"unenrolled_member:{world.id_of(SASHA)}")
+    assert record is not None and record.resolved_at is None
+
+    # A failed ticket is still open (IT may retry it) and already told; cancelled, it is over.
+    await close_ticket(world.sessions, ticket, "cancelled")
+    after = await world.reconciler.run()
+    assert (DriftKind.UNENROLLED_MEMBER, SASHA) in world.kinds(after.findings)
+    assert after.news == (), "the same difference, already told"
+
+
+async def test_a_leaver_is_reported_even_with_a_ticket_open(world: World) -> None:
+    await world.reconciler.run()
+    await ticket_under_way(world.sessions, world.tenant, KAI, status="awaiting_approval")
+    admin.set_enabled(world.tenant.state, world.id_of(KAI), False)
+    report = await world.reconciler.run()
+    assert (DriftKind.LEAVER, KAI) in world.kinds(report.news)

@@ -450,3 +450,25 @@ async def test_sends_beyond_the_apps_fifty_a_second_wait_for_the_next_second(
             await delivery.to_channel(Channel.IT if n % 2 else Channel.APPROVALS, note, key=str(n))
     assert len(recorder.requests) == 51
     assert clock.waits == [1.0], "the 51st request waited for the window to move on"
+
+
+async def test_an_ending_reminder_and_a_review_invitation_arrive_as_cards(
+    setup: Setup, recorder: ConnectorRecorder
+) -> None:
+    ending = Notification(
+        NotificationKind.ACCESS_ENDING,
+        None,
+        "Your calendar sync ends after **30 Jun 2027**.",
+        {"until": "2027-07-01T00:00:00+00:00", "name": "Ada", "latest": "2027-11-21"},
+    )
+    await setup.outbox.to_user(ADA_AAD, ending, key="ending")
+    invite = Notification(
+        NotificationKind.REVIEW_REQUESTED, None, "Access review AR-1: 3 people", {"review": "AR-1"}
+    )
+    await setup.outbox.to_user(CASEY_AAD, invite, key="invite")
+    assert await setup.dispatcher.dispatch_due() == 2
+    by_verb = {card["actions"][0]["verb"]: card for card in cards_in(recorder)}
+    extend = by_verb["access_extend"]
+    [until] = [element for element in extend["body"] if element.get("id") == "until"]
+    assert until["type"] == "Input.Date" and until["max"] == "2027-11-21"
+    assert by_verb["review_page"]["actions"][0]["data"]["review"] == "AR-1"

@@ -377,7 +377,8 @@ async def seed(engine: AsyncEngine, tenant: SandboxTenant, connector_url: str) -
     sessions = session_factory(engine)
     tenant.add_group_member(tenant.seed.group_ids[SYNC_GROUP], PEOPLE["blake"])
     enrollments = {
-        key: (await enroll(sessions, tenant, upn, f"P-{key}"))[0] for key, upn in PEOPLE.items()
+        key: (await enroll(sessions, tenant, upn, f"P-{key}", at_primary=True))[0]
+        for key, upn in PEOPLE.items()
     }
     appointments = {
         key: [await add_appointment(sessions, key, day) for day in (1, 2)] for key in PEOPLE

@@ -120,3 +120,20 @@ async def test_a_repeated_key_in_a_later_unit_keeps_that_units_change(h: Harness
         work.to_channel(Channel.IT, note, key="same")
         work.to_channel(Channel.IT, note, key="new")
     assert await outbox_keys(h) == ["new", "same"]
+
+
+async def test_audit_rows_of_a_unit_commit_in_the_order_they_were_recorded(h: Harness) -> None:
+    """Audit rows recorded on a unit's session and through the unit itself are written together
+    when it commits, in one statement and in the order they were recorded (the export's order),
+    and both wait for the commit."""
+    units = UnitsOfWork(h.sessions, clock=h.clock)
+    async with units() as work:
+        record_audit(work.session, actor="test", action="first")
+        work.audit(actor="test", action="second")
+        record_audit(work.session, actor="test", action="third")
+        async with h.sessions() as elsewhere:
+            seen = (await elsewhere.scalars(select(AuditEvent.action))).all()
+        assert seen == []
+    async with h.sessions() as session:
+        actions = (await session.scalars(select(AuditEvent.action).order_by(AuditEvent.id))).all()
+    assert actions == ["first", "second", "third"]

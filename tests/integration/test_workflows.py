@@ -17,8 +17,9 @@ from syncwarden.sandbox.server import SandboxTenant
 from syncwarden.workflows.audit import AuditEvent
 from syncwarden.workflows.model import TicketStatus
 from syncwarden.workflows.ports import NotificationKind, Person
-from syncwarden.workflows.records import Enrollment
+from syncwarden.workflows.records import Enrollment, Ticket, ticket_id_from_ref
 from syncwarden.workflows.service import ActionOutcome
+from syncwarden.workflows.steps import StepContext, StepName, StepOutcome
 from tests.support.m365 import SYNCWARDEN_APP
 from tests.support.workflow import Harness, workflow_harness
 
@@ -391,6 +392,46 @@ async def test_a_missing_exchange_role_fails_the_ticket_with_the_role_named(h: H
     done = await h.service.get_ticket(ticket.ref)
     assert done is not None and done.status == TicketStatus.COMPLETED
     assert h.in_sync_group("sasha")
+
+
+async def failure_kind_of(h: Harness, ref: str) -> str | None:
+    async with h.sessions() as session:
+        return await session.scalar(
+            select(Ticket.failure_kind).where(Ticket.id == ticket_id_from_ref(ref))
+        )
+
+
+async def test_a_failed_ticket_records_the_kind_of_its_failure_and_keeps_it_on_retry(
+    h: Harness,
+) -> None:
+    """The kind IT lists failed tickets by (``tickets error:permission``) is recorded beside
+    the reason, and like the reason it stays when IT retries: the last failure stays on
+    record, also once the retry has finished the ticket."""
+    app_id = h.tenant.seed.app_ids["Syncwarden"]
+    h.tenant.exchange.remove_role(app_id, "Security Group Creation and Membership")
+    h.tenant.exchange.assign_role(app_id, "Recipient Management")
+    ref = await enroll(h, "sasha")
+    failed = await h.service.get_ticket(ref)
+    assert failed is not None and failed.status == TicketStatus.FAILED
+    assert await failure_kind_of(h, ref) == "permission"
+    h.tenant.exchange.assign_role(app_id, "Security Group Creation and Membership")
+    assert (await h.service.retry(ref, h.person("dana"))).ok
+    assert await failure_kind_of(h, ref) == "permission"
+    await h.runner.run_until_idle()
+    done = await h.service.get_ticket(ref)
+    assert done is not None and done.status == TicketStatus.COMPLETED
+    assert await failure_kind_of(h, ref) == "permission"
+
+
+async def test_a_step_that_crashes_fails_its_ticket_with_the_kind_other(h: Harness) -> None:
+    async def crash(context: StepContext) -> StepOutcome:
+        raise RuntimeError(f"a bug in the {context.step} handler")
+
+    h.handlers[StepName.SEND_INSTRUCTIONS] = crash
+    ref = await enroll(h, "sasha")
+    failed = await h.service.get_ticket(ref)
+    assert failed is not None and failed.status == TicketStatus.FAILED
+    assert await failure_kind_of(h, ref) == "other"
 
 
 async def test_every_change_is_audited(h: Harness) -> None:

@@ -6,8 +6,9 @@ import dataclasses
 import datetime as dt
 from typing import Any
 
-from syncwarden.bot import cards
+from syncwarden.bot import cards, review_cards
 from syncwarden.connectors.scheduling.ports import Profile
+from syncwarden.workflows.drift_digest import DriftDigest, DriftItem
 from syncwarden.workflows.model import TicketStatus
 from syncwarden.workflows.paging import (
     Page,
@@ -18,6 +19,7 @@ from syncwarden.workflows.paging import (
     UserState,
 )
 from syncwarden.workflows.ports import DecisionView
+from syncwarden.workflows.review_views import ReviewDecision, ReviewPage, ReviewRow
 from syncwarden.workflows.service import EnrollmentView
 from tests.support.tickets import sample_ticket
 
@@ -152,6 +154,45 @@ def catalog() -> dict[str, dict[str, Any]]:
             now=NOW,
             wanted=TicketsFilter(TicketStatus.FAILED, "ann"),
         ),
+        "drift report": cards.drift_card(
+            DriftDigest(
+                open_count=9,
+                counts=(("leaver", 1), ("missing_member", 2), ("unenrolled_member", 6)),
+                items=(
+                    DriftItem(
+                        "unenrolled_member:u-7",
+                        "f1",
+                        "unenrolled_member",
+                        "Rowan Ibarra",
+                        "in the sync group but not enrolled (added by hand?)",
+                        (("in_group", "yes"), ("account", "enabled")),
+                        ("adopt", "remove_from_group"),
+                    ),
+                    DriftItem(
+                        "missing_member:u-2",
+                        "f2",
+                        "missing_member",
+                        "Avery Quinlan",
+                        "enrolled but not in the sync group (removed by hand?)",
+                        (("in_group", "no"), ("mailbox", "avery.quinlan@example.edu")),
+                        ("readd", "end_enrollment"),
+                    ),
+                ),
+                more=4,
+                opened=("SW-1044",),
+            )
+        ),
+        "drift report: valve held": cards.drift_card(
+            DriftDigest(
+                open_count=40,
+                counts=(("leaver", 40),),
+                items=(),
+                held=tuple(f"Person {n}" for n in range(40)),
+                held_reason="40 leavers are past their grace period: more than the valve lets "
+                "one run remove. Check the directory; if they really left, run "
+                "`syncwarden reconcile --allow-mass-removal`.",
+            )
+        ),
         "credential alert": cards.credential_alert_card(
             "The client secret of **Payroll Feed** expires in 7 days (Sat 29 Nov 2026)\n\n"
             "App: Payroll Feed (app id 1111) · credential 'payroll' (abc…) · key id k-1\n\n"
@@ -162,6 +203,68 @@ def catalog() -> dict[str, dict[str, Any]]:
             "The client secret of **Payroll Feed** expires in 7 days",
             None,
             outcome="Acknowledged by Dana Whitfield: Payroll Feed",
+        ),
+        "request: until, with a policy maximum": cards.request_card(
+            name="Ada Byron",
+            upn="ada@example.edu",
+            addresses=["ada@example.edu"],
+            primary="ada@example.edu",
+            profiles=profiles[:1],
+            until="2027-06-30",
+            latest=dt.date(2027, 11, 21),
+            errors={"until": "the last day must be after today"},
+        ),
+        "approval: time-bound extension": cards.approver_card(
+            dataclasses.replace(
+                waiting, kind="extend", access_until=dt.datetime(2027, 7, 1, tzinfo=dt.UTC)
+            ),
+            now=NOW,
+        ),
+        "access ending: reminder with Extend": review_cards.access_ending_card(
+            "Your calendar sync ends after **30 Jun 2027**. If you still need it, choose a new "
+            "last day and press Extend; it is decided like a new request.",
+            dt.datetime(2027, 7, 1, tzinfo=dt.UTC),
+            dt.date(2027, 11, 21),
+        ),
+        "access ending: extension asked": review_cards.access_ending_card(
+            "You asked to keep your calendar sync.",
+            dt.datetime(2027, 12, 1, tzinfo=dt.UTC),
+            None,
+            outcome="Extension asked for: **SW-1050**. An approver has been asked.",
+        ),
+        "review: invitation": review_cards.review_invite_card(
+            "Access review AR-3: please confirm whether 12 people still need calendar sync, "
+            "by 05 Dec 2026 UTC.",
+            "AR-3",
+        ),
+        "review: a page with more": review_cards.review_page_card(
+            ReviewPage(
+                "AR-3",
+                NOW,
+                "keep",
+                tuple(
+                    ReviewRow(
+                        n,
+                        f"Person {n}",
+                        f"person.{n}@example.edu",
+                        f"person.{n}@example.edu",
+                        (None, ReviewDecision.KEEP, ReviewDecision.REMOVE)[n % 3],
+                        None if n % 3 == 0 else "Casey Lindqvist",
+                    )
+                    for n in range(1, 11)
+                ),
+                0,
+                10,
+                7,
+            ),
+            notice="Removal requested.",
+        ),
+        "review: nothing left": review_cards.review_page_card(
+            ReviewPage("AR-3", NOW, "remove", (), 0, None, 0)
+        ),
+        "review: closed": review_cards.review_page_card(
+            ReviewPage("AR-3", NOW, "keep", (), 0, None, 0, closed=True),
+            notice="AR-3 is closed; nothing more can be decided.",
         ),
         "request: no profile": cards.request_card(
             name="Ada Byron",

@@ -103,21 +103,32 @@ TICKET_STATUSES = (
 )
 
 
+# Kinds of the seeded tickets' failures, cycled.
+TICKET_FAILURE_KINDS = ("permission", "no_mailbox", "not_in_scope")
+
+
 @dataclass(frozen=True)
 class SeededTicket:
     id: int
     status: str
     name: str
     upn: str
+    failure_kind: str | None = None
 
 
 def ticket(number: int) -> dict[str, Any]:
     """The row of seeded ticket ``number``, about seeded person ``number`` (so that no person
-    has two open tickets)."""
+    has two open tickets). Failed tickets have a failure kind, and so does every other ticket
+    under way (provisioning), as one that IT retried after it failed."""
     about = person(number)
+    status = TICKET_STATUSES[number % len(TICKET_STATUSES)]
+    failed_once = status is TicketStatus.FAILED or (
+        status is TicketStatus.PROVISIONING and number % 40 < 20
+    )
+    kind = TICKET_FAILURE_KINDS[(number // 20) % len(TICKET_FAILURE_KINDS)] if failed_once else None
     return {
         "kind": "enroll",
-        "status": TICKET_STATUSES[number % len(TICKET_STATUSES)].value,
+        "status": status.value,
         "version": 3,
         "subject_id": about["subject_id"],
         "subject_upn": about["subject_upn"],
@@ -132,6 +143,8 @@ def ticket(number: int) -> dict[str, Any]:
         "required_approvals": 1,
         "created_at": START + dt.timedelta(minutes=number),
         "updated_at": START + dt.timedelta(minutes=number),
+        "failure_kind": kind,
+        "failure_reason": f"step {number} failed ({kind})" if kind else None,
     }
 
 
@@ -159,7 +172,9 @@ async def seed_tickets(
             ]
             await _seed_children(session, decided)
     return [
-        SeededTicket(row_id, row["status"], row["subject_name"], row["subject_upn"])
+        SeededTicket(
+            row_id, row["status"], row["subject_name"], row["subject_upn"], row["failure_kind"]
+        )
         for row_id, row in zip(ids, rows, strict=True)
     ]
 

@@ -72,6 +72,10 @@ APPROVAL_KINDS = frozenset(
         NotificationKind.APPROVAL_ESCALATED.value,
     }
 )
+# Cards drawn from a digest in the row's detail, not from its text (bot/cards.py drift_card): the
+# row's text lists the same people ("- Name: meaning"), which is how a copy is told apart.
+DIGEST_CARD_KINDS = frozenset({NotificationKind.DRIFT_REPORT.value})
+_LISTED_NAME = re.compile(r"^- (.+?): ", re.MULTILINE)
 # How a finished ticket's approval card reads (bot/cards.py approval_card).
 FINAL_CARD_STATUS = f"Status: **{TicketStatus.COMPLETED.label}**"
 _FIRST = ("Ada", "Bram", "Cleo", "Dario", "Esme", "Femi", "Greta", "Hugo", "Ines", "Joss")
@@ -826,9 +830,16 @@ class Ledger:
         if card_of(delivery.body) is None:
             matches = [r for r in candidates if r.text == delivery.body.get("text")]
         else:
-            matches = [r for r in candidates if r.text and r.text in said] or [
-                r for r in candidates if r.kind in APPROVAL_KINDS
-            ]
+            matches = (
+                [r for r in candidates if r.text and r.text in said]
+                or [r for r in candidates if r.kind in APPROVAL_KINDS]
+                or [
+                    r
+                    for r in candidates
+                    if r.kind in DIGEST_CARD_KINDS
+                    and all(name in said for name in _LISTED_NAME.findall(r.text))
+                ]
+            )
         keys = sorted({r.key for r in matches})
         if len(keys) == 1:
             return keys[0]

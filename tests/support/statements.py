@@ -6,6 +6,7 @@ transactions, and which of them write.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -15,6 +16,18 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 _WRITES = ("INSERT", "UPDATE", "DELETE")
+# A data-modifying WITH (core/combined_writes.py) writes every table it names after these.
+_WRITTEN = re.compile(r'\b(?:INSERT INTO|UPDATE|DELETE FROM)\s+"?(\w+)"?', re.IGNORECASE)
+
+
+def is_write(statement: str) -> bool:
+    head = statement.lstrip().upper()
+    return head.startswith(_WRITES) or (head.startswith("WITH") and bool(_WRITTEN.search(head)))
+
+
+def tables_written(statement: str) -> set[str]:
+    """The tables an INSERT, UPDATE or DELETE writes, every one of a combined statement's."""
+    return {name.lower() for name in _WRITTEN.findall(statement)}
 
 
 @dataclass
@@ -23,7 +36,7 @@ class Transaction:
 
     @property
     def writes(self) -> list[str]:
-        return [s for s in self.statements if s.lstrip().upper().startswith(_WRITES)]
+        return [s for s in self.statements if is_write(s)]
 
 
 @dataclass

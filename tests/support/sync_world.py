@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from syncwarden.connectors.graph.calendar import source_id_of
 from syncwarden.connectors.scheduling.builtin_appointments import BuiltinAppointments
-from syncwarden.connectors.scheduling.ports import Appointment
+from syncwarden.connectors.scheduling.ports import Appointment, AppointmentSource
 from syncwarden.core.db import session_factory
 from syncwarden.core.settings import SyncSettings
 from syncwarden.m365 import Microsoft365
@@ -49,6 +49,9 @@ class World:
     engine: SyncEngine
     now: datetime
     clock: SteppedClock
+    settings: SyncSettings
+    # What the engine reads when not ``source`` itself (which the test writes through).
+    reader: AppointmentSource | None = None
 
     def user_id(self, upn: str) -> str:
         return self.tenant.seed.user_ids[upn]
@@ -96,11 +99,20 @@ class World:
 
     def use_settings(self, **fields: Any) -> None:
         """Run the engine with these sync settings from now on."""
+        self.settings = SyncSettings(**fields)
+        self._build()
+
+    def read_through(self, reader: AppointmentSource) -> None:
+        """Let the engine read ``reader`` from now on (the test still writes to ``source``)."""
+        self.reader = reader
+        self._build()
+
+    def _build(self) -> None:
         self.engine = SyncEngine(
             self.sessions,
             self.m365.calendar,
-            self.source,
-            SyncSettings(**fields),
+            self.reader or self.source,
+            self.settings,
             clock=self.clock,
         )
 
@@ -123,4 +135,5 @@ async def world(migrated_engine: AsyncEngine, tenant: SandboxTenant, m365: Micro
         SyncEngine(sessions, m365.calendar, source, settings, clock=clock),
         now,
         clock,
+        settings,
     )

@@ -251,7 +251,7 @@ class TeamsSurface:
                 return self.posts(since=before)
 
 
-def _settings(tenant: SandboxTenant, approvals: dict[str, Any]) -> Settings:
+def _settings(tenant: SandboxTenant, approvals: dict[str, Any], **more: Any) -> Settings:
     groups = tenant.seed.group_ids
     return sandbox_settings(
         tenant,
@@ -261,18 +261,24 @@ def _settings(tenant: SandboxTenant, approvals: dict[str, Any]) -> Settings:
             "it_admins_group_id": groups["IT Admins"],
             **approvals,
         },
+        **more,
     )
 
 
 @asynccontextmanager
 async def teams_surface(
-    engine: AsyncEngine, tenant: SandboxTenant, *, approvals: dict[str, Any] | None = None
+    engine: AsyncEngine,
+    tenant: SandboxTenant,
+    *,
+    approvals: dict[str, Any] | None = None,
+    **settings_sections: Any,
 ) -> AsyncIterator[TeamsSurface]:
     """Syncwarden serving ``/api/messages`` on a local port, with every sandbox person's
     scheduling profile loaded, the approvers and IT in a chat with the bot, and IT's two channels
     set up (``IT_CHANNEL`` for status lines and failures, ``APPROVALS_CHANNEL`` for approvals).
-    ``approvals`` overrides approval settings (``auto_approve_it_on_behalf``, say)."""
-    settings = _settings(tenant, approvals or {})
+    ``approvals`` overrides approval settings (``auto_approve_it_on_behalf``, say), and other
+    keywords whole settings sections (``reconcile={...}``)."""
+    settings = _settings(tenant, approvals or {}, **settings_sections)
     sessions = session_factory(engine)
     async with AsyncExitStack() as stack:
         recorder = await ConnectorRecorder().start()
@@ -289,7 +295,9 @@ async def teams_surface(
             await workflows.scheduling.upsert_profile(
                 Profile(f"prof-{key}", display_name(key), upn)
             )
-        dialogue = DialogueLogic(conversations, workflows.service, workflows.roster)
+        dialogue = DialogueLogic(
+            conversations, workflows.service, workflows.roster, drift=workflows.drift
+        )
         client: WebClient = TestClient(
             TestServer(create_app(settings, engine, dialogue), host="127.0.0.1")
         )

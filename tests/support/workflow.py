@@ -14,7 +14,12 @@ from syncwarden.connectors.groups import SyncGroupMembership
 from syncwarden.connectors.scheduling.builtin import BuiltinScheduling
 from syncwarden.connectors.scheduling.ports import Profile
 from syncwarden.core.db import session_factory
-from syncwarden.core.settings import ApprovalSettings, ProvisioningSettings
+from syncwarden.core.settings import (
+    AccessSettings,
+    ApprovalSettings,
+    ProvisioningSettings,
+    ReviewSettings,
+)
 from syncwarden.m365 import Microsoft365
 from syncwarden.sandbox.server import SandboxTenant
 from syncwarden.workflows.handlers import ProvisioningHandlers
@@ -88,6 +93,8 @@ async def workflow_harness(
     *,
     approvals: dict[str, Any] | None = None,
     provisioning: dict[str, Any] | None = None,
+    access: dict[str, Any] | None = None,
+    reviews: dict[str, Any] | None = None,
     writes_mappings: bool = True,
     group: str = SYNC_GROUP,
 ) -> AsyncIterator[Harness]:
@@ -132,6 +139,9 @@ async def workflow_harness(
         provisioning=provisioning_settings,
         clock=clock,
         on_steps_queued=runner.wake,
+        access=AccessSettings.model_validate(access or {}),
+        reviews=ReviewSettings.model_validate(reviews or {}),
+        managers=m365.directory_changes,
     )
     yield Harness(
         engine,

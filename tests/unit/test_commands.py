@@ -33,7 +33,8 @@ def test_every_intent_but_unknown_is_one_declared_command() -> None:
 
 
 def test_the_dialogue_has_a_handler_for_every_declared_command() -> None:
-    """With every optional part wired (credentials, doctor, sync), nothing says "not yet"."""
+    """With every optional part wired (credentials, doctor, sync, drift), nothing says "not
+    yet"."""
     anything: Any = object()
     dialogue = DialogueLogic(
         ConversationStore(anything),
@@ -42,6 +43,7 @@ def test_the_dialogue_has_a_handler_for_every_declared_command() -> None:
         credentials=anything,
         doctor=anything,
         sync=anything,
+        drift=anything,
     )
     assert set(BY_INTENT) <= dialogue.handled_intents
 

@@ -12,12 +12,12 @@ from syncwarden.sync.drift import (
     DirectoryPerson,
     DriftKind,
     EnrolledPerson,
-    Fix,
     SchedulingMapping,
     exceeds_valve,
     find_drift,
     removals_proposed,
 )
+from syncwarden.workflows.repairs import Fix
 
 ADA = EnrolledPerson("id-ada", "Ada Park", "p-ada", "ada.park@example.edu")
 
@@ -110,6 +110,30 @@ def test_a_new_primary_address_makes_a_mover_whose_old_mapping_is_not_reported_a
     assert finding.fact("old_address_still_theirs") == "yes"
 
 
+def test_someone_who_chose_an_alias_moves_only_when_the_alias_stops_reaching_them() -> None:
+    """Enrolled with an alias on purpose (the request card offers every address of the
+    mailbox): a different primary is no news while the alias still reaches the mailbox."""
+    on_alias = dataclasses.replace(ADA, mailbox="ada.alias@example.edu", follows_primary=False)
+    mapping = {"p-ada": SchedulingMapping("p-ada", on_alias.mailbox, True)}
+
+    def directory(*addresses: str) -> dict[str, DirectoryPerson]:
+        person = DirectoryPerson(ADA.subject_id, AccountState.ENABLED, addresses[0], addresses)
+        return {ADA.subject_id: person}
+
+    still = directory("ada@example.edu", "ada.alias@example.edu")
+    assert (
+        find_drift(members={ADA.subject_id}, enrolled=[on_alias], mappings=mapping, directory=still)
+        == []
+    )
+    gone = directory("ada@example.edu")
+    [finding] = find_drift(
+        members={ADA.subject_id}, enrolled=[on_alias], mappings=mapping, directory=gone
+    )
+    assert finding.kind is DriftKind.MOVER
+    assert finding.fact("old_address_still_theirs") == "no"
+    assert finding.fact("new_address") == "ada@example.edu"
+
+
 def test_the_fingerprint_follows_the_facts() -> None:
     [first] = find_drift(members=set(), enrolled=[ADA], mappings={}, directory={})
     [again] = find_drift(members=set(), enrolled=[ADA], mappings={}, directory={})
@@ -168,3 +192,17 @@ def test_drift_is_one_finding_per_difference_and_never_fails(
         if finding.subject_id in leavers:
             assert finding.kind is DriftKind.LEAVER, "a leaver's other differences follow from it"
     assert removals_proposed(findings) == len(leavers)
+
+
+def test_a_mailbox_the_sync_cannot_reach_is_a_finding_with_end_as_its_fix() -> None:
+    gone = dataclasses.replace(ADA, mailbox_missing=True)
+    person, mapping = in_step(ADA)
+    findings = find_drift(
+        members={ADA.subject_id},
+        enrolled=[gone],
+        mappings={ADA.profile_id: mapping},
+        directory={ADA.subject_id: person},
+    )
+    assert [(f.kind, f.fixes) for f in findings] == [
+        (DriftKind.MAILBOX_GONE, (Fix.END_ENROLLMENT,))
+    ]

@@ -17,7 +17,17 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "syncwarden"
 # Rooms are the subpackages of ``syncwarden``; its own modules are the composition root, here
 # called "syncwarden".
-ROOMS = ("syncwarden", "bot", "workflows", "sync", "connectors", "core", "sandbox", "migrations")
+ROOMS = (
+    "syncwarden",
+    "bot",
+    "scim",
+    "workflows",
+    "sync",
+    "connectors",
+    "core",
+    "sandbox",
+    "migrations",
+)
 SUBPACKAGES = tuple(room for room in ROOMS if room != PACKAGE)
 SDK_PREFIX = "microsoft_agents"
 # Connector modules that define interfaces (protocols and their error types) rather than clients.
@@ -78,9 +88,11 @@ def rule_violation(room: str, imported: str) -> str | None:
         "workflows": ("core", "connectors"),
         "bot": ("workflows", "connectors", "core"),
         "sync": ("workflows", "connectors", "core"),
+        # The SCIM door is an HTTP surface like bot/, beside it: never bot/ or sync/.
+        "scim": ("workflows", "connectors", "core"),
         "sandbox": ("core",),
         "migrations": ("core", "syncwarden"),
-        "syncwarden": ("bot", "workflows", "sync", "connectors", "core", "migrations"),
+        "syncwarden": ("bot", "scim", "workflows", "sync", "connectors", "core", "migrations"),
     }
     if target not in allowed[room]:
         return f"{room}/ may import only {', '.join(allowed[room]) or 'nothing of ours'}"

@@ -13,11 +13,15 @@ from hypothesis import strategies as st
 from syncwarden.bot.intents import Intent, parse
 from syncwarden.bot.list_filters import (
     MAX_NAME,
+    TICKET_ERROR_KINDS,
+    USER_ERROR_KINDS,
     parse_tickets_filter,
     parse_users_filter,
     tickets_filter_text,
+    unknown_error_kind,
     users_filter_text,
 )
+from syncwarden.connectors.errors import FailureKind
 from syncwarden.core.search_keys import search_key
 from syncwarden.workflows.model import TicketStatus
 from syncwarden.workflows.paging import (
@@ -53,10 +57,12 @@ users_filters = st.builds(
     st.none() | st.from_regex(r"[a-z][a-z0-9_]{0,31}", fullmatch=True),
     st.none() | names,
 )
+error_kinds = st.from_regex(r"[a-z][a-z0-9_]{0,31}", fullmatch=True)
 tickets_filters = st.builds(
     TicketsFilter,
     st.sampled_from([*TicketScope, *TicketStatus]),
     st.none() | names,
+    st.none() | st.sampled_from(FailureKind) | error_kinds,
 )
 
 
@@ -100,7 +106,7 @@ typed_names = st.from_regex(rf"{_WORD}( {_WORD}){{0,2}}", fullmatch=True).filter
     st.builds(
         UsersFilter,
         st.none() | st.sampled_from(UserState),
-        st.none() | st.from_regex(r"[a-z][a-z0-9_]{0,31}", fullmatch=True),
+        st.none() | st.sampled_from(FailureKind) | error_kinds,
         st.none() | typed_names,
     )
 )
@@ -111,7 +117,14 @@ def test_a_typed_users_filter_is_the_users_command_with_that_filter(wanted: User
     assert (parsed.intent, parsed.listing) == (Intent.USERS, wanted)
 
 
-@given(st.builds(TicketsFilter, st.sampled_from([*TicketScope, *TicketStatus]), typed_names))
+@given(
+    st.builds(
+        TicketsFilter,
+        st.sampled_from([*TicketScope, *TicketStatus]),
+        typed_names,
+        st.none() | st.sampled_from(FailureKind) | error_kinds,
+    )
+)
 def test_a_typed_tickets_filter_is_the_tickets_command_with_that_filter(
     wanted: TicketsFilter,
 ) -> None:
@@ -159,6 +172,32 @@ def test_what_is_not_a_users_filter_is_refused(text: str) -> None:
 
 
 @pytest.mark.parametrize(
+    "text",
+    ["error:", "error:permission kind:other", "error:two words", "error:Ünicode", "error:1x"],
+)
+def test_what_is_not_a_tickets_error_kind_is_refused(text: str) -> None:
+    assert parse_tickets_filter(text) is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "known"),
+    [
+        ("bogus", TICKET_ERROR_KINDS),
+        ("safety_valve", TICKET_ERROR_KINDS),
+        ("bogus", USER_ERROR_KINDS),
+    ],
+)
+def test_an_unknown_error_kind_is_answered_with_the_kinds_there_are(
+    kind: str, known: tuple[FailureKind, ...]
+) -> None:
+    answer = unknown_error_kind(kind, known, "tickets")
+    assert answer is not None and f"'{kind}'" in answer
+    assert all(str(each) in answer for each in known)
+    assert unknown_error_kind(None, known, "tickets") is None
+    assert all(unknown_error_kind(each, known, "tickets") is None for each in known)
+
+
+@pytest.mark.parametrize(
     ("text", "wanted"),
     [
         ("", TicketsFilter()),
@@ -169,6 +208,12 @@ def test_what_is_not_a_users_filter_is_refused(text: str) -> None:
         ("waiting_manual", TicketsFilter(TicketStatus.WAITING_MANUAL)),
         ("status:done name:ann", TicketsFilter(TicketStatus.COMPLETED, "ann")),
         ("canceled", TicketsFilter(TicketStatus.CANCELLED)),
+        ("error:Permission", TicketsFilter(error_kind="permission")),
+        ("failed kind:no_mailbox", TicketsFilter(TicketStatus.FAILED, error_kind="no_mailbox")),
+        (
+            'name:"Ann Lee" all error:other',
+            TicketsFilter(TicketScope.ALL, "Ann Lee", error_kind="other"),
+        ),
     ],
 )
 def test_tickets_filters_read_as_meant(text: str, wanted: TicketsFilter) -> None:
@@ -184,11 +229,24 @@ def test_tickets_filters_read_as_meant(text: str, wanted: TicketsFilter) -> None
         ("hi, users error:permission thanks", Intent.USERS, UsersFilter(error_kind="permission")),
         ("tickets failed", Intent.TICKETS, TicketsFilter(TicketStatus.FAILED)),
         ("tickets all name:ann", Intent.TICKETS, TicketsFilter(TicketScope.ALL, "ann")),
+        (
+            "tickets error:permission please",
+            Intent.TICKETS,
+            TicketsFilter(error_kind="permission"),
+        ),
+        # "not" in a kind is no negation.
+        ("users error:not_in_scope", Intent.USERS, UsersFilter(error_kind="not_in_scope")),
+        (
+            "tickets failed error:not_in_scope",
+            Intent.TICKETS,
+            TicketsFilter(TicketStatus.FAILED, error_kind="not_in_scope"),
+        ),
         ("users", Intent.USERS, None),
         ("show me all open tickets", Intent.TICKETS, None),
         # Sentences that start with a list's name stay sentences.
         ("users are complaining their calendar is empty", None, None),
         ("tickets faild", None, None),
+        ("users not failing", None, None),
     ],
 )
 def test_the_lists_are_narrowed_in_the_command_itself(

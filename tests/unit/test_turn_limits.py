@@ -238,7 +238,7 @@ class CountingStore:
     def __init__(self) -> None:
         self.remembered = 0
 
-    async def remember(self, ref: ConversationRef) -> None:
+    async def remember(self, ref: ConversationRef, *, installed: bool = False) -> None:
         self.remembered += 1
 
 

@@ -323,14 +323,20 @@ class ExchangeAdminClient:
         return True
 
     async def remove_group_member(self, group: str, member: str) -> bool:
-        """Remove ``member`` from ``group``; False when they were not a member."""
+        """Remove ``member`` from ``group``; False when they were not a member.
+
+        A member Exchange cannot resolve at all (``Couldn't find object "…"`` naming them: no
+        longer a recipient, say a person whose mailbox is gone) cannot be in the group either,
+        so that is "not a member" too; a removal must not fail for it, or a retry never ends
+        it. A group that cannot be found is still an error.
+        """
         try:
             await self.invoke(
                 "Remove-DistributionGroupMember",
                 {"Identity": group, "Member": member, "BypassSecurityGroupManagerCheck": True},
             )
         except NotFoundError as error:
-            if error.code == "NotMember":
+            if error.code == "NotMember" or _names_only(error.message, member, group):
                 return False
             raise
         return True
@@ -437,3 +443,12 @@ class ExchangeAdminClient:
             label=f"Exchange {cmdlet}",
             **options,
         )
+
+
+def _names_only(message: str, member: str, group: str) -> bool:
+    """Whether an object-not-found ``message`` is about ``member`` (quoted in it) and not about
+    ``group``."""
+    said = message.lower()
+    quoted = {f'"{member.lower()}"', f"'{member.lower()}'"}
+    group_quoted = {f'"{group.lower()}"', f"'{group.lower()}'"}
+    return any(q in said for q in quoted) and not any(q in said for q in group_quoted)

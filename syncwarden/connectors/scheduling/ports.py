@@ -8,10 +8,10 @@ Adapters that cannot write mappings through an API (a vendor console with no API
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -105,4 +105,23 @@ class AppointmentSource(Protocol):
 
     async def write_busy(self, profile_id: str, blocks: Sequence[BusyBlock]) -> None:
         """Replace the profile's busy time with ``blocks``."""
+        ...
+
+
+@runtime_checkable
+class ChangeMarkers(Protocol):
+    """A source that can tell, without reading appointments, that a profile's have not changed.
+
+    Optional: the engine asks a source that has it before reading, and a quiet person then costs
+    no appointment rows. A source without it is read and fingerprinted on every run instead.
+    """
+
+    async def change_markers(self, profile_ids: Collection[str]) -> dict[str, str]:
+        """An opaque token per profile (every one asked for) that is never handed out again once
+        any of the profile's appointments is added, changed or deleted, by whatever writer.
+
+        So a token read *before* :meth:`AppointmentSource.list_appointments` vouches for what
+        that read returned for as long as the same token comes back. Raises
+        :class:`connectors.errors.SourceUnavailableError` when the system cannot be read.
+        """
         ...

@@ -1,0 +1,246 @@
+"""A commit's writes sent to PostgreSQL as one statement.
+
+An approve click writes five tables (the ticket, its decision, its steps, the audit trail and
+the outbox). One statement each is a round trip each, and on a turn whose own work is small the
+round trips were most of its CPU: each pays SQLAlchemy's execution path and a socket send. On
+PostgreSQL a data-modifying ``WITH`` runs several ``INSERT`` and ``UPDATE`` statements as one,
+all or none, each sub-statement once whether or not anything reads its result
+(https://www.postgresql.org/docs/current/queries-with.html#QUERIES-WITH-MODIFYING).
+
+The rows travel as one array per column, unpacked by ``unnest``, so the SQL depends only on
+which tables and columns are written, never on how many rows: built and prepared once per shape,
+not compiled again for every click. Each value goes through its column type's own bind
+processing first (JSON serialised, times made UTC), as the ORM would send it, and columns a row
+leaves out get their Python-side defaults, as ``insert(table)`` gives them.
+
+Other databases run the same writes one statement at a time (:func:`run_one_by_one`).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Column, Table, insert, text, update
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import TextClause
+
+from syncwarden.core.db import insert_ignoring
+
+
+@dataclass(frozen=True)
+class RowsInsert:
+    """Rows for one table, all with the same columns; with ``ignore_conflicts_on``, a row whose
+    value of that unique column is stored already is skipped (``ON CONFLICT DO NOTHING``)."""
+
+    table: Table
+    rows: Sequence[dict[str, Any]]
+    ignore_conflicts_on: str | None = None
+
+
+@dataclass(frozen=True)
+class RowUpdate:
+    """``UPDATE table SET values WHERE id = row_id``; columns with an ``onupdate`` that
+    ``values`` leaves out get it, as a Core update would.
+
+    ``unchanged_since``: the row's version as read (:data:`ROW_VERSION`, PostgreSQL only). The
+    update then happens only if nobody changed the row since, and so does every other write of
+    the same call: all or nothing, in one statement, with no lock held between the read and it.
+    """
+
+    table: Table
+    row_id: int
+    values: dict[str, Any] = field(default_factory=dict)
+    unchanged_since: str | None = None
+
+
+# A row's version on PostgreSQL: ``xmin``, the transaction that wrote this version of the row.
+# Every UPDATE, by any writer, makes a new row version with the updating transaction's id, while
+# a lock (``FOR UPDATE``) leaves it alone (https://www.postgresql.org/docs/current/ddl-system-columns.html).
+# Read and compared as text: the parameter then needs no ``xid`` codec in the driver.
+ROW_VERSION = "xmin::text"
+
+
+Write = RowsInsert | RowUpdate
+
+
+async def run_writes(session: AsyncSession, writes: Sequence[Write]) -> bool:
+    """Run ``writes`` in the session's transaction: one statement on PostgreSQL.
+
+    The parts of one data-modifying ``WITH`` run against the same snapshot in no defined order,
+    so no write may depend on another's effect (each updates its own row or inserts new ones);
+    a change the others must see belongs in the session, which is flushed before.
+
+    False when an update's row changed since ``unchanged_since``: then nothing was written.
+    """
+    writes = [w for w in writes if not isinstance(w, RowsInsert) or w.rows]
+    if not writes:
+        return True
+    dialect = session.get_bind().dialect
+    guarded = any(isinstance(w, RowUpdate) and w.unchanged_since is not None for w in writes)
+    if dialect.name != "postgresql" or (len(writes) == 1 and not guarded):
+        await run_one_by_one(session, writes)
+        return True
+    statement, parameters = combined(dialect, writes)
+    result = await session.execute(statement, parameters)
+    return bool(result.scalar()) if guarded else True
+
+
+async def run_one_by_one(session: AsyncSession, writes: Sequence[Write]) -> None:
+    """Each write its own statement, for a database where a row's version cannot be read: the
+    reads before must hold their rows' locks instead."""
+    for write in writes:
+        if isinstance(write, RowUpdate) and write.unchanged_since is not None:
+            raise ValueError("a row version (unchanged_since) is only known on PostgreSQL")
+        if isinstance(write, RowUpdate):
+            await session.execute(
+                update(write.table).where(write.table.c.id == write.row_id).values(write.values)
+            )
+        elif write.ignore_conflicts_on is not None:
+            dialect = session.get_bind().dialect.name
+            ignoring = insert_ignoring(dialect, write.table.name, write.ignore_conflicts_on)
+            await session.execute(ignoring, list(write.rows))
+        else:
+            await session.execute(insert(write.table), list(write.rows))
+
+
+def combined(dialect: Dialect, writes: Sequence[Write]) -> tuple[TextClause, dict[str, Any]]:
+    """The one statement and its parameters: every write but the last in a ``WITH``, or, when
+    an update is guarded by its row's version, every write in the ``WITH``, each done only if
+    the guarded row was found unchanged, and a ``SELECT`` of whether it was.
+
+    At most one update may be guarded: two could not be made to wait for each other, and one
+    could be written while the other found its row changed.
+    """
+    guarded = [w for w in writes if isinstance(w, RowUpdate) and w.unchanged_since is not None]
+    if len(guarded) > 1:
+        raise ValueError("at most one update of a call may carry unchanged_since")
+    # The guarded update first: the parts of a WITH can refer only to those before them.
+    writes = guarded + [w for w in writes if not any(w is g for g in guarded)]
+    shape: list[_Part] = []
+    parameters: dict[str, Any] = {}
+    for number, write in enumerate(writes):
+        prefix = f"w{number}_"
+        facts = _facts(write.table, dialect)
+        if isinstance(write, RowUpdate):
+            values = {**facts.onupdates(write.values), **write.values}
+            columns = tuple(sorted(values))
+            guard = None if write.unchanged_since is None else ROW_VERSION
+            shape.append(("update", write.table, columns, guard))
+            for name in columns:
+                parameters[prefix + name] = facts.bound(name, values[name])
+            parameters[prefix + "id"] = write.row_id
+            if guard is not None:
+                parameters[prefix + "row_version"] = write.unchanged_since
+        else:
+            rows = [{**facts.defaults(row), **row} for row in write.rows]
+            columns = tuple(sorted(rows[0]))
+            shape.append(("insert", write.table, columns, write.ignore_conflicts_on))
+            for name in columns:
+                parameters[prefix + name] = [facts.bound(name, row[name]) for row in rows]
+    return _statement(tuple(shape), dialect), parameters
+
+
+@dataclass(frozen=True)
+class _TableFacts:
+    """What filling and binding a table's values needs, worked out once per table: looking it
+    up again for every value cost more than the values themselves."""
+
+    processors: dict[str, Any]
+    python_defaults: tuple[tuple[str, Any], ...]  # (column, its Python-side default)
+    onupdate: tuple[tuple[str, Any], ...]
+
+    def bound(self, name: str, value: Any) -> Any:
+        processor = self.processors[name]  # a KeyError for a column the table does not have
+        # None too: a JSON column stores it as JSON null, as an ORM or Core insert does.
+        return processor(value) if processor is not None else value
+
+    def defaults(self, row: dict[str, Any]) -> dict[str, Any]:
+        """The Python-side defaults of the columns ``row`` leaves out."""
+        return {name: _default_value(d) for name, d in self.python_defaults if name not in row}
+
+    def onupdates(self, values: dict[str, Any]) -> dict[str, Any]:
+        return {name: _default_value(d) for name, d in self.onupdate if name not in values}
+
+
+# What a statement's SQL depends on, per write: update or insert, the table, its columns, and the
+# column whose conflicts an insert ignores (an insert) or the row version it expects (an update).
+_Part = tuple[str, Table, tuple[str, ...], str | None]
+_STATEMENTS: dict[tuple[_Part, ...], TextClause] = {}
+
+
+def _statement(shape: tuple[_Part, ...], dialect: Dialect) -> TextClause:
+    known = _STATEMENTS.get(shape)
+    if known is not None:
+        return known
+    # Only names from the tables' metadata reach the SQL (every column was looked up in its
+    # table), quoted by the dialect; the values are all parameters.
+    quote = dialect.identifier_preparer.quote
+    guarded = [n for n, (kind, *_, guard) in enumerate(shape) if kind == "update" and guard]
+    # Every part runs, referenced or not; the guarded update RETURNs its row when it found it
+    # unchanged, and every other part writes only if it did. (Names are w0, w1...: no input.)
+    held = " AND ".join(f"EXISTS (SELECT 1 FROM w{number})" for number in guarded)  # noqa: S608
+    parts = []
+    for number, (kind, table, columns, extra) in enumerate(shape):
+        prefix = f"w{number}_"
+        if kind == "update":
+            sets = ", ".join(f"{quote(name)} = :{prefix}{name}" for name in columns)
+            sql = f"UPDATE {quote(table.name)} SET {sets} WHERE id = :{prefix}id"  # noqa: S608
+            if extra is not None:
+                sql += f" AND {extra} = :{prefix}row_version RETURNING id"
+            elif held:
+                sql += f" AND {held}"
+            parts.append(sql)
+        else:
+            arrays = ", ".join(
+                f"CAST(:{prefix}{name} AS {_array_type(table.c[name], dialect)})"
+                for name in columns
+            )
+            names = ", ".join(quote(name) for name in columns)
+            sql = f"INSERT INTO {quote(table.name)} ({names}) SELECT * FROM unnest({arrays})"  # noqa: S608
+            if held:
+                sql += f" WHERE {held}"
+            if extra is not None:
+                sql += f" ON CONFLICT ({quote(extra)}) DO NOTHING"
+            parts.append(sql)
+    if held:
+        leading, last = parts, f"SELECT {held}"
+    else:
+        *leading, last = parts
+    with_ = ", ".join(f"w{number} AS ({sql})" for number, sql in enumerate(leading))
+    statement = text(f"WITH {with_} {last}" if leading else last)
+    _STATEMENTS[shape] = statement
+    return statement
+
+
+def _array_type(column: Column[Any], dialect: Dialect) -> str:
+    return f"{column.type.compile(dialect=dialect)}[]"
+
+
+@functools.cache
+def _facts(table: Table, dialect: Dialect) -> _TableFacts:
+    return _TableFacts(
+        processors={
+            column.name: column.type.dialect_impl(dialect).bind_processor(dialect)
+            for column in table.columns
+        },
+        python_defaults=tuple(
+            (column.name, column.default) for column in table.columns if column.default is not None
+        ),
+        onupdate=tuple(
+            (column.name, column.onupdate)
+            for column in table.columns
+            if column.onupdate is not None
+        ),
+    )
+
+
+def _default_value(default: Any) -> Any:
+    if getattr(default, "is_scalar", False):
+        return default.arg
+    if getattr(default, "is_callable", False):
+        return default.arg(None)  # SQLAlchemy wraps a no-argument function to take a context
+    raise NotImplementedError(f"a {type(default).__name__} default is not a Python value")

@@ -1,0 +1,242 @@
+"""A decision read without a lock and written in one statement guarded by its row's version.
+
+On PostgreSQL an approval reads the ticket outside any transaction and writes the ticket, its
+decision, its steps, the audit trail and the outbox as one statement that happens only if the
+ticket's row is the version that was read (``xmin``). Someone else's change in between must make
+that statement write nothing at all, and the decision is then taken again on what is there now.
+SQLite keeps the write lock from the read to the commit instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import cast
+
+import pytest
+from sqlalchemy import Table, func, literal_column, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from syncwarden.core.combined_writes import ROW_VERSION, RowsInsert, RowUpdate, run_writes
+from syncwarden.core.db import session_factory, write_transaction
+from syncwarden.m365 import Microsoft365
+from syncwarden.sandbox.server import SandboxTenant
+from syncwarden.workflows.audit import AuditEvent
+from syncwarden.workflows.model import TicketStatus
+from syncwarden.workflows.outbox import OutboxMessage
+from syncwarden.workflows.ports import Notification, NotificationKind
+from syncwarden.workflows.records import Decision, Step, Ticket
+from syncwarden.workflows.service import ActionOutcome
+from syncwarden.workflows.unit_of_work import RowChangedError, UnitsOfWork
+from tests.support.workflow import workflow_harness
+
+TICKETS = cast(Table, Ticket.__table__)
+AUDIT = cast(Table, AuditEvent.__table__)
+HELLO = Notification(NotificationKind.RECEIVED, None, "hello")
+
+
+def postgresql_only(engine: AsyncEngine) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("row versions are PostgreSQL's; SQLite's reads hold the write lock instead")
+
+
+async def a_ticket(
+    sessions: async_sessionmaker[AsyncSession], upn: str = "noor.haddad@example.edu"
+) -> int:
+    name = upn.split("@")[0].replace(".", " ").title()
+    async with write_transaction(sessions) as session:
+        ticket = Ticket(
+            kind="enroll",
+            status=TicketStatus.AWAITING_APPROVAL.value,
+            subject_id=f"subject-{upn}",
+            subject_upn=upn,
+            subject_name=name,
+            subject_mail=upn,
+            requester_id=f"subject-{upn}",
+            requester_upn=upn,
+            requester_name=name,
+            mailbox=upn,
+        )
+        session.add(ticket)
+        await session.flush()
+        return ticket.id
+
+
+async def row_version(session: AsyncSession, ticket_id: int) -> str:
+    version = await session.scalar(
+        select(literal_column(ROW_VERSION)).select_from(TICKETS).where(TICKETS.c.id == ticket_id)
+    )
+    assert isinstance(version, str)
+    return version
+
+
+async def someone_else_changes(sessions: async_sessionmaker[AsyncSession], ticket_id: int) -> None:
+    async with write_transaction(sessions) as session:
+        await session.execute(update(Ticket).where(Ticket.id == ticket_id).values(version=7))
+
+
+async def what_landed(sessions: async_sessionmaker[AsyncSession], ticket_id: int) -> tuple:  # type: ignore[type-arg]
+    async with sessions() as session:
+        ticket = await session.get_one(Ticket, ticket_id)
+        audits = await session.scalar(
+            select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "guarded")
+        )
+        outbox = await session.scalar(
+            select(func.count()).select_from(OutboxMessage).where(OutboxMessage.key == "guarded")
+        )
+    return ticket.status, ticket.version, audits, outbox
+
+
+async def test_an_unchanged_row_lets_every_write_of_the_statement_land(
+    migrated_engine: AsyncEngine,
+) -> None:
+    postgresql_only(migrated_engine)
+    sessions = session_factory(migrated_engine)
+    ticket_id = await a_ticket(sessions)
+    other_id = await a_ticket(sessions, "ilse.brandt@example.edu")
+    async with write_transaction(sessions) as session:
+        version = await row_version(session, ticket_id)
+        held = await run_writes(
+            session,
+            [
+                RowsInsert(AUDIT, [{"actor": "a", "action": "guarded"}]),
+                RowUpdate(TICKETS, other_id, {"status": "cancelled"}),
+                RowUpdate(TICKETS, ticket_id, {"status": "rejected"}, unchanged_since=version),
+            ],
+        )
+    assert held is True
+    assert await what_landed(sessions, ticket_id) == ("rejected", 1, 1, 0)
+    assert (await what_landed(sessions, other_id))[:2] == ("cancelled", 1)
+
+
+async def test_a_changed_row_holds_back_the_statements_other_updates_too(
+    migrated_engine: AsyncEngine,
+) -> None:
+    postgresql_only(migrated_engine)
+    sessions = session_factory(migrated_engine)
+    ticket_id = await a_ticket(sessions)
+    other_id = await a_ticket(sessions, "ilse.brandt@example.edu")
+    async with sessions() as reader:
+        version = await row_version(reader, ticket_id)
+    await someone_else_changes(sessions, ticket_id)
+    async with write_transaction(sessions) as session:
+        held = await run_writes(
+            session,
+            [
+                RowUpdate(TICKETS, other_id, {"status": "cancelled"}),
+                RowUpdate(TICKETS, ticket_id, {"status": "rejected"}, unchanged_since=version),
+            ],
+        )
+    assert held is False
+    assert (await what_landed(sessions, other_id))[:2] == ("awaiting_approval", 1)
+
+
+async def test_a_row_changed_since_it_was_read_makes_the_commit_write_nothing(
+    migrated_engine: AsyncEngine,
+) -> None:
+    postgresql_only(migrated_engine)
+    sessions = session_factory(migrated_engine)
+    ticket_id = await a_ticket(sessions)
+    woken = []
+
+    async def wake() -> None:
+        woken.append(True)
+
+    units = UnitsOfWork(sessions, on_queued=wake)
+
+    async def decide_while_someone_else_changes_the_ticket() -> None:
+        async with units.optimistic() as work:
+            assert work.reads_unlocked
+            version = await row_version(work.session, ticket_id)
+            await someone_else_changes(sessions, ticket_id)  # commits while we decide
+            work.update(TICKETS, ticket_id, {"status": "rejected"}, unchanged_since=version)
+            work.audit(actor="a", action="guarded")
+            work.to_user("someone", HELLO, key="guarded")
+
+    with pytest.raises(RowChangedError):
+        await decide_while_someone_else_changes_the_ticket()
+    assert await what_landed(sessions, ticket_id) == ("awaiting_approval", 7, 0, 0)
+    assert woken == [], "nothing was queued, so nothing is to be sent"
+
+
+async def test_sqlite_reads_hold_the_lock_and_take_no_row_version(
+    migrated_engine: AsyncEngine,
+) -> None:
+    if migrated_engine.dialect.name != "sqlite":
+        pytest.skip("the SQLite side of the optimistic unit of work")
+    sessions = session_factory(migrated_engine)
+    ticket_id = await a_ticket(sessions)
+    async with UnitsOfWork(sessions).optimistic() as work:
+        assert not work.reads_unlocked
+        with pytest.raises(ValueError, match="PostgreSQL"):
+            await run_writes(work.session, [RowUpdate(TICKETS, ticket_id, {}, unchanged_since="1")])
+
+
+async def test_an_unlocked_unit_of_work_refuses_what_it_cannot_guard(
+    migrated_engine: AsyncEngine,
+) -> None:
+    postgresql_only(migrated_engine)
+    sessions = session_factory(migrated_engine)
+    ticket_id = await a_ticket(sessions)
+    units = UnitsOfWork(sessions)
+
+    async def update_unguarded() -> None:
+        async with units.optimistic() as work:
+            work.update(TICKETS, ticket_id, {"status": "rejected"})
+
+    async def change_through_the_session() -> None:
+        async with units.optimistic() as work:
+            ticket = await work.session.get_one(Ticket, ticket_id)
+            ticket.status = "rejected"
+
+    async def guard_two_rows() -> None:
+        async with write_transaction(sessions) as session:
+            version = await row_version(session, ticket_id)
+            await run_writes(
+                session,
+                [
+                    RowUpdate(TICKETS, ticket_id, {"status": "a"}, unchanged_since=version),
+                    RowUpdate(TICKETS, ticket_id, {"status": "b"}, unchanged_since=version),
+                ],
+            )
+
+    with pytest.raises(RuntimeError, match="only rows it read"):
+        await update_unguarded()
+    with pytest.raises(RuntimeError, match="only what it queues"):
+        await change_through_the_session()
+    with pytest.raises(ValueError, match="at most one"):
+        await guard_two_rows()
+    assert (await what_landed(sessions, ticket_id))[:2] == ("awaiting_approval", 1)
+
+
+async def test_two_approvals_at_the_same_moment_both_count(
+    migrated_engine: AsyncEngine, tenant: SandboxTenant, m365: Microsoft365
+) -> None:
+    """Each approver reads "no approvals yet"; the one who writes second must find the ticket
+    changed and decide again, or the ticket waits forever with two approvals of two."""
+    async with workflow_harness(
+        migrated_engine, tenant, m365, approvals={"required_approvals": 2}
+    ) as h:
+        tickets = []
+        for key in ("sasha", "rowan", "avery"):
+            ticket = (await h.service.request_enrollment(h.person(key))).ticket
+            assert ticket is not None
+            tickets.append(ticket.ref)
+        results = await asyncio.gather(
+            *(
+                h.service.decide(ref, h.person(approver), approve=True)
+                for ref in tickets
+                for approver in ("casey", "emerson")
+            )
+        )
+        assert [r.outcome for r in results] == [ActionOutcome.DONE] * 6
+        async with h.sessions() as session:
+            statuses = (await session.scalars(select(Ticket.status).order_by(Ticket.id))).all()
+            decisions = await session.scalar(select(func.count()).select_from(Decision))
+            steps = (
+                await session.execute(select(Step.ticket_id, func.count()).group_by(Step.ticket_id))
+            ).all()
+        assert statuses == [TicketStatus.PROVISIONING.value] * 3
+        assert decisions == 6
+        assert len(steps) == 3 and len({count for _, count in steps}) == 1
+        cards = [s.ref for s in h.notifier.to("card")]
+        assert sorted(set(cards)) == sorted(tickets)
