@@ -34,6 +34,7 @@ from syncwarden.connectors.errors import ConnectorError
 from syncwarden.core.db import create_engine, session_factory
 from syncwarden.core.errors import ConfigurationError
 from syncwarden.core.logging import get_logger
+from syncwarden.core.loop_errors import report_loop_errors
 from syncwarden.core.settings import HttpSettings, Settings, find_problems
 from syncwarden.core.tracing import configure_tracing
 from syncwarden.demo_data import load_demo_scheduling
@@ -101,6 +102,7 @@ async def serve(
                 "turns off: enable it for the worker, or run 'syncwarden serve' instead"
             ]
         )
+    report_loop_errors(asyncio.get_running_loop())
     async with contextlib.AsyncExitStack() as stack:
         tracing = configure_tracing(settings)
         if tracing is not None:
