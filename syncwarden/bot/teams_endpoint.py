@@ -47,9 +47,7 @@ from microsoft_agents.hosting.core import (
     ActivityHandler,
     AgentAuthConfiguration,
     ChannelServiceAdapter,
-    RestChannelServiceClientFactory,
     TurnContext,
-    UserTokenClient,
 )
 from microsoft_agents.hosting.core.authorization import (
     AuthTypes,
@@ -66,6 +64,7 @@ from syncwarden.bot.conversations import ConversationKind, ConversationRef
 from syncwarden.bot.dialogue import DialogueLogic, Incoming, Reply
 from syncwarden.bot.intents import Mention
 from syncwarden.bot.replies import HELP_TEXT
+from syncwarden.bot.turn_clients import ConnectorOnlyClients
 from syncwarden.core.failures import report_unexpected
 from syncwarden.core.logging import get_logger
 from syncwarden.core.settings import Settings
@@ -146,73 +145,6 @@ class SyncwardenAgent(ActivityHandler):
     async def on_installation_update_remove(self, turn_context: TurnContextProtocol[Any]) -> None:
         if self._dialogue is not None:
             await self._dialogue.forget(turn_context.activity.conversation.id)
-
-
-class UserTokensUnusedError(RuntimeError):
-    """Syncwarden signs nobody in: no OAuth connection, no user tokens."""
-
-
-class _NoUserTokens(UserTokenClient):
-    """The user token client of every turn: Syncwarden never asks for a user's token (no
-    sign-in card, no SSO), so any use of it is a programming error said plainly. Every method
-    is replaced, so the parent's HTTP session is never made."""
-
-    def __init__(self) -> None:  # no super().__init__: that opens an aiohttp session
-        pass
-
-    def _unused(self) -> UserTokensUnusedError:
-        return UserTokensUnusedError("Syncwarden does not sign users in; no user tokens exist")
-
-    @property
-    def agent_sign_in(self) -> Any:
-        raise self._unused()
-
-    @property
-    def user_token(self) -> Any:
-        raise self._unused()
-
-    async def get_user_token(self, *args: Any, **kwargs: Any) -> Any:
-        raise self._unused()
-
-    async def get_sign_in_resource(self, *args: Any, **kwargs: Any) -> Any:
-        raise self._unused()
-
-    async def sign_out_user(self, *args: Any, **kwargs: Any) -> None:
-        raise self._unused()
-
-    async def get_token_status(self, *args: Any, **kwargs: Any) -> Any:
-        raise self._unused()
-
-    async def get_aad_tokens(self, *args: Any, **kwargs: Any) -> Any:
-        raise self._unused()
-
-    async def exchange_token(self, *args: Any, **kwargs: Any) -> Any:
-        raise self._unused()
-
-    async def get_token_or_sign_in_resource(self, *args: Any, **kwargs: Any) -> Any:
-        raise self._unused()
-
-    async def close(self) -> None:
-        return None
-
-
-NO_USER_TOKENS = _NoUserTokens()
-
-
-class ConnectorOnlyClients(RestChannelServiceClientFactory):
-    """The SDK's client factory without the user token client it builds for every turn.
-
-    That client is for OAuth sign-in, which Syncwarden does not use, yet building it costs each
-    turn a token lookup for the token service (a call to the login service when the cached
-    token has expired, in the turn's own time), an aiohttp session opened and closed, and a
-    package-metadata read for its User-Agent: about a tenth of an approve click's CPU. Replies
-    still get the SDK's connector client, built as before.
-    """
-
-    async def create_user_token_client(
-        self, context: TurnContext, claims_identity: ClaimsIdentity, use_anonymous: bool = False
-    ) -> UserTokenClient:
-        return NO_USER_TOKENS
 
 
 class ReplyRefusedError(Exception):

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from syncwarden.bot.conversations import ConversationStore
 from syncwarden.bot.dialogue import DialogueLogic
-from syncwarden.bot.teams_endpoint import NO_USER_TOKENS, UserTokensUnusedError
+from syncwarden.bot.turn_clients import NO_USER_TOKENS, UserTokensUnusedError
 from syncwarden.core.settings import ApprovalSettings, Mode, Settings
 from syncwarden.m365 import Microsoft365
 from syncwarden.sandbox.server import SandboxTenant
@@ -598,11 +598,8 @@ async def test_naming_an_approvals_channel_posts_the_requests_already_waiting(
     assert [p.ref for p in posted] == [waiting.ticket.ref], "once, and only the waiting one"
 
 
-async def test_a_turn_opens_no_session_to_the_user_token_service(
-    client: WebClient, h: Harness, recorder: ConnectorRecorder, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Syncwarden signs nobody in, so a turn builds no OAuth client: the SDK's default would
-    open an aiohttp session to the token service (and look up a token for it) on every turn."""
+def sessions_opened(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The base URL of every aiohttp session opened from now on."""
     opened: list[str] = []
     original = aiohttp.ClientSession.__init__
 
@@ -611,12 +608,43 @@ async def test_a_turn_opens_no_session_to_the_user_token_service(
         original(session, *args, **kwargs)
 
     monkeypatch.setattr(aiohttp.ClientSession, "__init__", recording)
+    return opened
+
+
+async def test_a_turn_opens_no_session_to_the_user_token_service(
+    client: WebClient, h: Harness, recorder: ConnectorRecorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Syncwarden signs nobody in, so a turn builds no OAuth client: the SDK's default would
+    open an aiohttp session to the token service (and look up a token for it) on every turn."""
+    opened = sessions_opened(monkeypatch)
     reply = await say(client, h, "sasha", recorder, "help")
     assert "add me to calendar sync" in reply["text"]
     assert opened, "the reply's connector client is still made"
     assert not [
         url for url in opened if url.startswith(AuthenticationConstants.AGENTS_SDK_OAUTH_URL)
     ], opened
+
+
+async def test_a_click_answered_in_its_response_builds_no_connector_client(
+    client: WebClient, h: Harness, recorder: ConnectorRecorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An approve click's answer is the invoke's HTTP response, so the turn makes no connector
+    client (no token for it, no aiohttp session), which the SDK would make for every turn; a
+    click that does reply in the chat (a request sent) gets one, and its reply arrives."""
+    request = {"mailbox": "sasha.verhoeven@example.edu", "profile": "prof-sasha"}
+    opened = sessions_opened(monkeypatch)
+    before = len(recorder.requests)
+    sent = await click(client, invoke(h, "sasha", recorder.url, "submit_request", request))
+    assert "SW-1001" in str(sent["value"])
+    assert [url.rstrip("/") for url in opened] == [recorder.url.rstrip("/")], "one, to reply"
+    [confirmation] = [r.body for r in recorder.requests[before:]]
+    assert "SW-1001" in confirmation["text"]
+    opened.clear()
+    approved = await click(
+        client, invoke(h, "casey", recorder.url, "approve", {"ticket": "SW-1001", "version": 1})
+    )
+    assert "Approved** by" in str(approved["value"])
+    assert opened == []
 
 
 async def test_the_user_token_client_refuses_every_use_plainly() -> None:
