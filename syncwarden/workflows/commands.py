@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Select, String, Table, bindparam, inspect, literal_column, select, update
+from sqlalchemy import Table, bindparam, inspect, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload
 
-from syncwarden.core.combined_writes import ROW_VERSION
 from syncwarden.core.settings import ProvisioningSettings
 from syncwarden.workflows.announcements import refresh_card
 from syncwarden.workflows.model import IllegalTransitionError, TicketEvent, TicketKind, TicketStatus
@@ -30,6 +29,7 @@ from syncwarden.workflows.results import ActionOutcome, ActionResult
 from syncwarden.workflows.roster import Roster
 from syncwarden.workflows.steps import StepState
 from syncwarden.workflows.text import storable_text
+from syncwarden.workflows.ticket_rows import ticket_and_row_version
 from syncwarden.workflows.transitions import approve_and_start, move
 from syncwarden.workflows.unit_of_work import RowChangedError, UnitOfWork, UnitsOfWork
 from syncwarden.workflows.views import ticket_view
@@ -47,14 +47,6 @@ _LOCKED_TICKET = (
 )
 
 
-# The same, with no lock and with the row's version, for a unit of work that reads unlocked.
-_TICKET_AND_ROW_VERSION: Select[Ticket, str] = (
-    select(Ticket, literal_column(f"{Ticket.__tablename__}.{ROW_VERSION}", String))
-    .options(joinedload(Ticket.decisions), joinedload(Ticket.steps))
-    .where(Ticket.id == bindparam("ticket_id"))
-)
-
-
 async def _locked_ticket(session: AsyncSession, ticket_id: int) -> Ticket | None:
     """What ``queries.locked_ticket`` loads, in one round trip instead of three."""
     result = await session.execute(_LOCKED_TICKET, {"ticket_id": ticket_id})
@@ -66,9 +58,7 @@ async def _ticket_to_decide(work: UnitOfWork, ticket_id: int) -> tuple[Ticket | 
     """The ticket, locked, or, when ``work`` reads unlocked, with the version its row had."""
     if not work.reads_unlocked:
         return await _locked_ticket(work.session, ticket_id), None
-    result = await work.session.execute(_TICKET_AND_ROW_VERSION, {"ticket_id": ticket_id})
-    row = result.unique().one_or_none()
-    return (None, None) if row is None else (row[0], row[1])
+    return await ticket_and_row_version(work.session, ticket_id)
 
 
 @dataclass(frozen=True)
@@ -171,7 +161,8 @@ class TicketCommands:
         # From here the ticket changes in memory only and its rows are written by statement
         # (_write_decision): the ORM's flush of the ticket and its new decision cost more
         # than the rest of the click.
-        work.session.expunge(ticket)
+        if ticket in work.session:  # read unlocked, it was never in the session
+            work.session.expunge(ticket)
         decision = Decision(
             approver_id=approver.id,
             approver_name=approver.name,

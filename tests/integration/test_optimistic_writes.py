@@ -13,11 +13,12 @@ import asyncio
 from typing import cast
 
 import pytest
-from sqlalchemy import Table, func, literal_column, select, update
+from sqlalchemy import Table, func, inspect, literal_column, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import selectinload
 
 from syncwarden.core.combined_writes import ROW_VERSION, RowsInsert, RowUpdate, run_writes
-from syncwarden.core.db import session_factory, write_transaction
+from syncwarden.core.db import session_factory, utc_now, write_transaction
 from syncwarden.m365 import Microsoft365
 from syncwarden.sandbox.server import SandboxTenant
 from syncwarden.workflows.audit import AuditEvent
@@ -26,6 +27,7 @@ from syncwarden.workflows.outbox import OutboxMessage
 from syncwarden.workflows.ports import Notification, NotificationKind
 from syncwarden.workflows.records import Decision, Step, Ticket
 from syncwarden.workflows.service import ActionOutcome
+from syncwarden.workflows.ticket_rows import ticket_and_row_version
 from syncwarden.workflows.unit_of_work import RowChangedError, UnitsOfWork
 from tests.support.workflow import workflow_harness
 
@@ -240,3 +242,52 @@ async def test_two_approvals_at_the_same_moment_both_count(
         assert len(steps) == 3 and len({count for _, count in steps}) == 1
         cards = [s.ref for s in h.notifier.to("card")]
         assert sorted(set(cards)) == sorted(tickets)
+
+
+async def test_the_ticket_read_as_rows_is_the_one_the_orm_loads_with_nothing_pending(
+    migrated_engine: AsyncEngine,
+) -> None:
+    """The unlocked decision builds its ticket from plain rows: every column, each decision and
+    each step once in order, the row's version, and no attribute history until it changes."""
+    postgresql_only(migrated_engine)
+    sessions = session_factory(migrated_engine)
+    ticket_id = await a_ticket(sessions)
+    async with write_transaction(sessions) as session:
+        for approver in ("approver-b", "approver-a"):
+            session.add(
+                Decision(
+                    ticket_id=ticket_id,
+                    approver_id=approver,
+                    approver_name=approver,
+                    approve=True,
+                    comment="",
+                    decided_at=utc_now(),
+                )
+            )
+        for position in (2, 1):
+            session.add(
+                Step(
+                    ticket_id=ticket_id,
+                    position=position,
+                    name=f"step-{position}",
+                    state="pending",
+                    idempotency_key=f"rows-{ticket_id}-{position}",
+                    params={"n": position},
+                )
+            )
+
+    async with sessions() as session:
+        read, version = await ticket_and_row_version(session, ticket_id)
+        assert version == await row_version(session, ticket_id)
+        loaded = await session.get_one(Ticket, ticket_id, options=[selectinload(Ticket.decisions)])
+        columns = [column.key for column in TICKETS.c]
+        assert read is not None and read not in session
+        assert [getattr(read, c) for c in columns] == [getattr(loaded, c) for c in columns]
+        assert [d.approver_id for d in read.decisions] == [d.approver_id for d in loaded.decisions]
+        assert [(s.position, s.params) for s in read.steps] == [(1, {"n": 1}), (2, {"n": 2})]
+    state = inspect(read)
+    assert not any(state.attrs[c].history.has_changes() for c in columns)
+    read.status = TicketStatus.APPROVED.value
+    assert [c for c in columns if state.attrs[c].history.has_changes()] == ["status"]
+    async with sessions() as session:
+        assert await ticket_and_row_version(session, ticket_id + 1000) == (None, None)
