@@ -31,7 +31,7 @@ from sqlalchemy.sql import Executable
 
 from syncwarden.core.fair_pool import FairAsyncQueuePool
 from syncwarden.core.sqlite_driver import SERIALIZED, one_trip_connector
-from syncwarden.core.tracing import tracer
+from syncwarden.core.tracing import tracer, tracing_installed
 
 # Stable constraint names make Alembic migrations reproducible across SQLite and PostgreSQL.
 NAMING_CONVENTION = {
@@ -165,9 +165,15 @@ _SPANS = "syncwarden.spans"
 
 
 def _trace_statements(engine: AsyncEngine, system: str) -> None:
-    """A span per statement (its SQL, never its parameters), when tracing is on."""
+    """A span per statement (its SQL, never its parameters), when tracing is on.
+
+    Off, a statement skips the span altogether rather than making one that records nothing:
+    that span and its attributes were a tenth of what SQLAlchemy spends on a statement.
+    """
 
     def before(conn: Connection, _cursor: Any, statement: str, *_args: Any) -> None:
+        if not tracing_installed():
+            return
         operation = statement.lstrip().split(" ", 1)[0].upper() or "SQL"
         span = tracer.start_span(
             f"db {operation}",

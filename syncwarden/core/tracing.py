@@ -21,6 +21,16 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from syncwarden.core.settings import Settings
 
 tracer = trace.get_tracer("syncwarden")
+_installed = False
+
+
+def tracing_installed() -> bool:
+    """Whether :func:`configure_tracing` installed a provider in this process.
+
+    For work done per database statement, where even a span that records nothing costs
+    noticeably (a few tens of microseconds on a statement SQLAlchemy runs in about two hundred).
+    """
+    return _installed
 
 
 def configure_tracing(
@@ -42,4 +52,6 @@ def configure_tracing(
     )
     provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
+    global _installed
+    _installed = True
     return provider

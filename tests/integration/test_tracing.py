@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from syncwarden.background import Job, logged_job
 from syncwarden.bot.conversations import ConversationStore
 from syncwarden.bot.dialogue import DialogueLogic, Incoming, Reply
+from syncwarden.core import tracing
 from syncwarden.core.db import session_factory
 from syncwarden.core.settings import Settings
 from syncwarden.core.tracing import configure_tracing
@@ -50,6 +51,18 @@ def finished(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
 
 def test_tracing_is_off_unless_an_endpoint_is_set() -> None:
     assert configure_tracing(SANDBOX) is None
+
+
+async def test_statements_make_no_span_at_all_while_tracing_is_off(
+    migrated_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not even one that records nothing: off, a statement costs no span's worth of work."""
+    monkeypatch.setattr(tracing, "_installed", False)
+    started: list[str] = []
+    monkeypatch.setattr(tracing.tracer, "start_span", lambda name, **_: started.append(name))
+    async with migrated_engine.connect() as connection:
+        await connection.execute(text("SELECT 1"))
+    assert started == []
 
 
 async def test_graph_calls_database_statements_and_jobs_are_spans(
