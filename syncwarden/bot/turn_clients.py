@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
@@ -139,11 +138,6 @@ class DeferredConnectorClient:
     def attachments(self) -> AttachmentsBase:
         return cast(AttachmentsBase, _DeferredOperations(self, "attachments"))
 
-    @property
-    def built(self) -> bool:
-        """Whether a call has gone out, and with it a real client was made."""
-        return self._built is not None
-
     async def client(self) -> ConnectorClientBase:
         """The real client, built once however many replies of the turn ask at once."""
         if self._built is None:
@@ -151,11 +145,13 @@ class DeferredConnectorClient:
         return await asyncio.shield(self._built)
 
     async def close(self) -> None:
-        if self._built is None:
+        built = self._built
+        if built is None:
             return
-        with contextlib.suppress(Exception):  # a build that failed has failed its turn already
-            client = await self._built
-            await client.close()
+        if built.done() and (built.cancelled() or built.exception() is not None):
+            return  # raised to the send that asked for it: nothing was opened, nothing to close
+        client = await built
+        await client.close()
 
 
 class _DeferredOperations:
