@@ -5,7 +5,8 @@ Each command is one unit of work: the ticket row is locked, the actor is authori
 queued in the same commit.
 
 A click on a card is one of these, so the ticket is read with one statement built once
-(:func:`_locked_ticket`) rather than one for the ticket and one more per collection.
+(:func:`_locked_ticket`; a decision's, as plain rows, :mod:`workflows.ticket_rows`) rather than
+one for the ticket and one more per collection.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from syncwarden.workflows.results import ActionOutcome, ActionResult
 from syncwarden.workflows.roster import Roster
 from syncwarden.workflows.steps import StepState
 from syncwarden.workflows.text import storable_text
-from syncwarden.workflows.ticket_rows import ticket_and_row_version
+from syncwarden.workflows.ticket_rows import locked_ticket, ticket_and_row_version
 from syncwarden.workflows.transitions import approve_and_start, move
 from syncwarden.workflows.unit_of_work import RowChangedError, UnitOfWork, UnitsOfWork
 from syncwarden.workflows.views import ticket_view
@@ -57,7 +58,7 @@ async def _locked_ticket(session: AsyncSession, ticket_id: int) -> Ticket | None
 async def _ticket_to_decide(work: UnitOfWork, ticket_id: int) -> tuple[Ticket | None, str | None]:
     """The ticket, locked, or, when ``work`` reads unlocked, with the version its row had."""
     if not work.reads_unlocked:
-        return await _locked_ticket(work.session, ticket_id), None
+        return await locked_ticket(work.session, ticket_id), None
     return await ticket_and_row_version(work.session, ticket_id)
 
 
@@ -158,11 +159,9 @@ class TicketCommands:
                 ActionOutcome.ALREADY_DECIDED, "you have already decided on this ticket", view
             )
         now = self._clock()
-        # From here the ticket changes in memory only and its rows are written by statement
-        # (_write_decision): the ORM's flush of the ticket and its new decision cost more
-        # than the rest of the click.
-        if ticket in work.session:  # read unlocked, it was never in the session
-            work.session.expunge(ticket)
+        # From here the ticket (never in the session: see ticket_rows) changes in memory only
+        # and its rows are written by statement (_write_decision): the ORM's flush of the ticket
+        # and its new decision cost more than the rest of the click.
         decision = Decision(
             approver_id=approver.id,
             approver_name=approver.name,

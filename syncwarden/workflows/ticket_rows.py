@@ -1,13 +1,13 @@
-"""A ticket read as plain rows, for a decision that holds no transaction (PostgreSQL).
+"""A ticket read as plain rows, for an approver's decision.
 
-The optimistic decision (:meth:`UnitsOfWork.optimistic`) takes the ticket out of the session
-anyway and writes what it changed by statement, so it needs objects that look loaded, not ones a
-session tracks. Reading the ticket with its decisions and steps as tuples and building those
-objects costs about a fifth of a millisecond less per click than the ORM's loading of the same
+A decision writes what it changed by statement, never through the session (see
+``commands._write_decision``), so it needs objects that look loaded, not ones a session
+tracks. Reading the ticket with its decisions and steps as tuples and building those objects
+costs about a fifth of a millisecond less per click than the ORM's loading of the same
 joined rows (its loading context, eager-load strategies and identity map), out of a click's four
-to five. :func:`ticket_and_row_version` builds them with ``set_committed_value``: no pending
-change, so the attribute history the decision's write reads shows only what the decision
-changed, exactly as on an object the ORM loaded.
+to five. They are built with ``set_committed_value``: no pending change, so the attribute
+history the decision's write reads shows only what the decision changed, exactly as on an
+object the ORM loaded.
 """
 
 from __future__ import annotations
@@ -32,14 +32,13 @@ _FIRST_DECISION = len(_TICKET_COLUMNS)
 _FIRST_STEP = _FIRST_DECISION + len(_DECISION_COLUMNS)
 _ROW_VERSION_AT = _FIRST_STEP + len(_STEP_COLUMNS)
 
-# One statement, built once: the ticket, each of its decisions and each of its steps (a handful
-# of rows, outer-joined), and the ticket row's version. Labels keep same-named columns apart.
-_TICKET_ROWS = (
+# The ticket, each of its decisions and each of its steps (a handful of rows, outer-joined);
+# labels keep same-named columns apart. Built once each: building costs more than running.
+_ROWS = (
     select(
         *(column.label(f"t_{column.key}") for column in _TICKET_COLUMNS),
         *(column.label(f"d_{column.key}") for column in _DECISION_COLUMNS),
         *(column.label(f"s_{column.key}") for column in _STEP_COLUMNS),
-        literal_column(f"{_TICKETS.name}.{ROW_VERSION}", String).label("row_version"),
     )
     .select_from(
         _TICKETS.outerjoin(_DECISIONS, _DECISIONS.c.ticket_id == _TICKETS.c.id).outerjoin(
@@ -49,6 +48,14 @@ _TICKET_ROWS = (
     .where(_TICKETS.c.id == bindparam("ticket_id"))
     .order_by(_DECISIONS.c.id, _STEPS.c.position)
 )
+# Read with no lock (PostgreSQL): with the ticket row's version, which guards the write.
+_UNLOCKED_ROWS = _ROWS.add_columns(
+    literal_column(f"{_TICKETS.name}.{ROW_VERSION}", String).label("row_version")
+)
+# Read in the writing transaction: the ticket's row locked until it ends ("FOR UPDATE OF
+# tickets": PostgreSQL locks no row on the nullable side of an outer join). SQLite has no row
+# locks and needs none: its transaction began with the write lock (BEGIN IMMEDIATE).
+_LOCKED_ROWS = _ROWS.with_for_update(of=_TICKETS)
 
 _Loaded = TypeVar("_Loaded", Ticket, Decision, Step)
 
@@ -68,16 +75,23 @@ async def ticket_and_row_version(
     session: AsyncSession, ticket_id: int
 ) -> tuple[Ticket | None, str | None]:
     """The ticket with its decisions and steps, in no session, and the version its row had."""
-    rows = (await session.execute(_TICKET_ROWS, {"ticket_id": ticket_id})).all()
+    rows = (await session.execute(_UNLOCKED_ROWS, {"ticket_id": ticket_id})).all()
+    return _ticket(rows), (str(rows[0][_ROW_VERSION_AT]) if rows else None)
+
+
+async def locked_ticket(session: AsyncSession, ticket_id: int) -> Ticket | None:
+    """The same, its row locked until ``session``'s transaction ends; no version needed."""
+    return _ticket((await session.execute(_LOCKED_ROWS, {"ticket_id": ticket_id})).all())
+
+
+def _ticket(rows: Sequence[Sequence[Any]]) -> Ticket | None:
     if not rows:
-        return None, None
-    first = rows[0]
-    ticket = _loaded(Ticket, _TICKET_ATTRIBUTES, first, 0)
+        return None
+    ticket = _loaded(Ticket, _TICKET_ATTRIBUTES, rows[0], 0)
     decisions = _distinct(Decision, _DECISION_ATTRIBUTES, rows, _FIRST_DECISION)
-    steps = _distinct(Step, _STEP_ATTRIBUTES, rows, _FIRST_STEP)
     set_committed_value(ticket, "decisions", decisions)
-    set_committed_value(ticket, "steps", steps)
-    return ticket, str(first[_ROW_VERSION_AT])
+    set_committed_value(ticket, "steps", _distinct(Step, _STEP_ATTRIBUTES, rows, _FIRST_STEP))
+    return ticket
 
 
 def _distinct(

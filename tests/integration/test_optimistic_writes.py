@@ -21,11 +21,12 @@ from syncwarden.core.combined_writes import ROW_VERSION, RowsInsert, RowUpdate, 
 from syncwarden.core.db import session_factory, utc_now, write_transaction
 from syncwarden.m365 import Microsoft365
 from syncwarden.sandbox.server import SandboxTenant
+from syncwarden.workflows import commands
 from syncwarden.workflows.audit import AuditEvent
 from syncwarden.workflows.model import TicketStatus
 from syncwarden.workflows.outbox import OutboxMessage
 from syncwarden.workflows.ports import Notification, NotificationKind
-from syncwarden.workflows.records import Decision, Step, Ticket
+from syncwarden.workflows.records import Decision, Step, Ticket, ticket_id_from_ref
 from syncwarden.workflows.service import ActionOutcome
 from syncwarden.workflows.ticket_rows import ticket_and_row_version
 from syncwarden.workflows.unit_of_work import RowChangedError, UnitsOfWork
@@ -291,3 +292,32 @@ async def test_the_ticket_read_as_rows_is_the_one_the_orm_loads_with_nothing_pen
     assert [c for c in columns if state.attrs[c].history.has_changes()] == ["status"]
     async with sessions() as session:
         assert await ticket_and_row_version(session, ticket_id + 1000) == (None, None)
+
+
+async def test_after_two_changed_rows_the_third_try_takes_the_row_lock_and_decides(
+    migrated_engine: AsyncEngine,
+    tenant: SandboxTenant,
+    m365: Microsoft365,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A ticket someone keeps changing: both unlocked tries write nothing, the locked read
+    (FOR UPDATE OF tickets, beside the outer joins) lets the third decide."""
+    postgresql_only(migrated_engine)
+    unlocked_reads: list[int] = []
+
+    async def always_stale(session: AsyncSession, ticket_id: int) -> tuple[Ticket | None, str]:
+        ticket, _version = await ticket_and_row_version(session, ticket_id)
+        unlocked_reads.append(ticket_id)
+        return ticket, "0"  # no row has version 0 for long: the guarded write lands nowhere
+
+    monkeypatch.setattr(commands, "ticket_and_row_version", always_stale)
+    async with workflow_harness(migrated_engine, tenant, m365) as h:
+        ticket = (await h.service.request_enrollment(h.person("sasha"))).ticket
+        assert ticket is not None
+        result = await h.service.decide(ticket.ref, h.person("casey"), approve=True)
+        assert result.outcome is ActionOutcome.DONE, result
+        assert len(unlocked_reads) == 2
+        async with h.sessions() as session:
+            landed = await session.get_one(Ticket, ticket_id_from_ref(ticket.ref))
+            decisions = await session.scalar(select(func.count()).select_from(Decision))
+        assert landed.status == TicketStatus.PROVISIONING.value and decisions == 1
