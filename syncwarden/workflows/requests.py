@@ -136,14 +136,11 @@ class RequestIntake:
         if access_until is None or access_until <= enrollment.access_until:
             message = "the new last day must be after the current one"
             return RequestResult(problems=(RequestProblem("until", message),))
-        profile = await self.enrolled_profile(person, enrollment)
-        return await self.open_ticket(
+        return await self._ticket_about(
             TicketKind.EXTEND,
             requester,
             person,
-            mailbox=enrollment.mailbox,
-            previous_mailbox=None,
-            profile=profile,
+            enrollment,
             justification=justification,
             access_until=access_until,
         )
@@ -170,14 +167,11 @@ class RequestIntake:
         open_ticket = await self._queries.open_ticket_of(person.id)
         if open_ticket:
             return RequestResult(ticket=open_ticket, message=f"{open_ticket.ref} is still open")
-        profile = await self.enrolled_profile(person, enrollment)
-        return await self.open_ticket(
+        return await self._ticket_about(
             TicketKind.REMOVE,
             system,
             person,
-            mailbox=enrollment.mailbox,
-            previous_mailbox=None,
-            profile=profile,
+            enrollment,
             justification=reason,
             approval=reason,
             on_opened=mark,
@@ -196,14 +190,11 @@ class RequestIntake:
         if isinstance(found, RequestResult):
             return found
         person, enrollment = found
-        profile = await self.enrolled_profile(person, enrollment)
-        return await self.open_ticket(
+        return await self._ticket_about(
             TicketKind.REMOVE,
             requester,
             person,
-            mailbox=enrollment.mailbox,
-            previous_mailbox=None,
-            profile=profile,
+            enrollment,
             justification=justification,
             approval=approval,
         )
@@ -296,6 +287,35 @@ class RequestIntake:
         if chosen is not None:
             return chosen
         return Profile(enrollment.profile_id, "", None)
+
+    async def _ticket_about(
+        self,
+        kind: TicketKind,
+        requester: Person,
+        person: DirectoryUser,
+        enrollment: Enrollment,
+        *,
+        justification: str,
+        approval: str | None = None,
+        access_until: datetime | None = None,
+        on_opened: Mark | None = None,
+        enrollment_id: int | None = None,
+    ) -> RequestResult:
+        """A ticket about what ``person`` is enrolled with now: its mailbox and its profile."""
+        profile = await self.enrolled_profile(person, enrollment)
+        return await self.open_ticket(
+            kind,
+            requester,
+            person,
+            mailbox=enrollment.mailbox,
+            previous_mailbox=None,
+            profile=profile,
+            justification=justification,
+            approval=approval,
+            access_until=access_until,
+            on_opened=on_opened,
+            enrollment_id=enrollment_id,
+        )
 
     async def _existing_answer(
         self, person: DirectoryUser, kind: TicketKind
