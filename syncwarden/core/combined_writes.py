@@ -13,14 +13,13 @@ not compiled again for every click. Each value goes through its column type's ow
 processing first (JSON serialised, times made UTC), as the ORM would send it, and columns a row
 leaves out get their Python-side defaults, as ``insert(table)`` gives them.
 
-Other databases run the same writes one statement at a time (:func:`run_one_by_one`).
+SQLite runs the same writes in the trip of the transaction's ``COMMIT``
+(:mod:`core.sqlite_writes`), or one statement at a time (:func:`run_one_by_one`).
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Column, Table, insert, text, update
@@ -29,33 +28,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import TextClause
 
 from syncwarden.core.db import insert_ignoring
-
-
-@dataclass(frozen=True)
-class RowsInsert:
-    """Rows for one table, all with the same columns; with ``ignore_conflicts_on``, a row whose
-    value of that unique column is stored already is skipped (``ON CONFLICT DO NOTHING``)."""
-
-    table: Table
-    rows: Sequence[dict[str, Any]]
-    ignore_conflicts_on: str | None = None
-
-
-@dataclass(frozen=True)
-class RowUpdate:
-    """``UPDATE table SET values WHERE id = row_id``; columns with an ``onupdate`` that
-    ``values`` leaves out get it, as a Core update would.
-
-    ``unchanged_since``: the row's version as read (:data:`ROW_VERSION`, PostgreSQL only). The
-    update then happens only if nobody changed the row since, and so does every other write of
-    the same call: all or nothing, in one statement, with no lock held between the read and it.
-    """
-
-    table: Table
-    row_id: int
-    values: dict[str, Any] = field(default_factory=dict)
-    unchanged_since: str | None = None
-
+from syncwarden.core.row_writes import RowsInsert, RowUpdate, Write, table_facts
+from syncwarden.core.sqlite_writes import write_and_commit
 
 # A row's version on PostgreSQL: ``xmin``, the transaction that wrote this version of the row.
 # Every UPDATE, by any writer, makes a new row version with the updating transaction's id, while
@@ -64,11 +38,14 @@ class RowUpdate:
 ROW_VERSION = "xmin::text"
 
 
-Write = RowsInsert | RowUpdate
-
-
-async def run_writes(session: AsyncSession, writes: Sequence[Write]) -> bool:
+async def run_writes(
+    session: AsyncSession, writes: Sequence[Write], *, commit_next: bool = False
+) -> bool:
     """Run ``writes`` in the session's transaction: one statement on PostgreSQL.
+
+    ``commit_next``: the caller commits the session straight after, with nothing in between.
+    On SQLite the writes and the ``COMMIT`` then go together in one trip
+    (:mod:`core.sqlite_writes`), and the session's commit only ends SQLAlchemy's side of it.
 
     The parts of one data-modifying ``WITH`` run against the same snapshot in no defined order,
     so no write may depend on another's effect (each updates its own row or inserts new ones);
@@ -80,6 +57,8 @@ async def run_writes(session: AsyncSession, writes: Sequence[Write]) -> bool:
     if not writes:
         return True
     dialect = session.get_bind().dialect
+    if dialect.name == "sqlite" and commit_next and await write_and_commit(session, writes):
+        return True
     guarded = any(isinstance(w, RowUpdate) and w.unchanged_since is not None for w in writes)
     if dialect.name != "postgresql" or (len(writes) == 1 and not guarded):
         await run_one_by_one(session, writes)
@@ -124,7 +103,7 @@ def combined(dialect: Dialect, writes: Sequence[Write]) -> tuple[TextClause, dic
     parameters: dict[str, Any] = {}
     for number, write in enumerate(writes):
         prefix = f"w{number}_"
-        facts = _facts(write.table, dialect)
+        facts = table_facts(write.table, dialect)
         if isinstance(write, RowUpdate):
             values = {**facts.onupdates(write.values), **write.values}
             columns = tuple(sorted(values))
@@ -142,28 +121,6 @@ def combined(dialect: Dialect, writes: Sequence[Write]) -> tuple[TextClause, dic
             for name in columns:
                 parameters[prefix + name] = [facts.bound(name, row[name]) for row in rows]
     return _statement(tuple(shape), dialect), parameters
-
-
-@dataclass(frozen=True)
-class _TableFacts:
-    """What filling and binding a table's values needs, worked out once per table: looking it
-    up again for every value cost more than the values themselves."""
-
-    processors: dict[str, Any]
-    python_defaults: tuple[tuple[str, Any], ...]  # (column, its Python-side default)
-    onupdate: tuple[tuple[str, Any], ...]
-
-    def bound(self, name: str, value: Any) -> Any:
-        processor = self.processors[name]  # a KeyError for a column the table does not have
-        # None too: a JSON column stores it as JSON null, as an ORM or Core insert does.
-        return processor(value) if processor is not None else value
-
-    def defaults(self, row: dict[str, Any]) -> dict[str, Any]:
-        """The Python-side defaults of the columns ``row`` leaves out."""
-        return {name: _default_value(d) for name, d in self.python_defaults if name not in row}
-
-    def onupdates(self, values: dict[str, Any]) -> dict[str, Any]:
-        return {name: _default_value(d) for name, d in self.onupdate if name not in values}
 
 
 # What a statement's SQL depends on, per write: update or insert, the table, its columns, and the
@@ -218,29 +175,3 @@ def _statement(shape: tuple[_Part, ...], dialect: Dialect) -> TextClause:
 
 def _array_type(column: Column[Any], dialect: Dialect) -> str:
     return f"{column.type.compile(dialect=dialect)}[]"
-
-
-@functools.cache
-def _facts(table: Table, dialect: Dialect) -> _TableFacts:
-    return _TableFacts(
-        processors={
-            column.name: column.type.dialect_impl(dialect).bind_processor(dialect)
-            for column in table.columns
-        },
-        python_defaults=tuple(
-            (column.name, column.default) for column in table.columns if column.default is not None
-        ),
-        onupdate=tuple(
-            (column.name, column.onupdate)
-            for column in table.columns
-            if column.onupdate is not None
-        ),
-    )
-
-
-def _default_value(default: Any) -> Any:
-    if getattr(default, "is_scalar", False):
-        return default.arg
-    if getattr(default, "is_callable", False):
-        return default.arg(None)  # SQLAlchemy wraps a no-argument function to take a context
-    raise NotImplementedError(f"a {type(default).__name__} default is not a Python value")

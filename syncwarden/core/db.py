@@ -30,7 +30,7 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.sql import Executable
 
 from syncwarden.core.fair_pool import FairAsyncQueuePool
-from syncwarden.core.sqlite_driver import SERIALIZED, one_trip_connector
+from syncwarden.core.sqlite_driver import SERIALIZED, OneTripConnection, one_trip_connector
 from syncwarden.core.tracing import tracer, tracing_installed
 
 # Stable constraint names make Alembic migrations reproducible across SQLite and PostgreSQL.
@@ -373,6 +373,16 @@ def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _begin_sqlite_transaction(connection: Connection) -> None:
-    """Open every transaction explicitly; ``BEGIN IMMEDIATE`` when the write lock was asked for."""
+    """Open every transaction explicitly; ``BEGIN IMMEDIATE`` when the write lock was asked for.
+
+    On :mod:`core.sqlite_driver`'s connections the ``BEGIN`` goes with the transaction's first
+    statement, in its trip to SQLite's thread, rather than in a trip (and a SQLAlchemy
+    execution) of its own.
+    """
     immediate = connection.get_execution_options().get(SQLITE_IMMEDIATE_OPTION, False)
-    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+    driver = connection.connection.driver_connection
+    if isinstance(driver, OneTripConnection):
+        driver.begin_with_next_statement(begin)
+    else:
+        connection.exec_driver_sql(begin)

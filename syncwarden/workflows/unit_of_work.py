@@ -18,10 +18,11 @@ from typing import Any, Self
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from syncwarden.core.combined_writes import RowsInsert, RowUpdate, Write, run_writes
+from syncwarden.core.combined_writes import run_writes
 from syncwarden.core.db import outside_transaction, utc_now, write_transaction
 from syncwarden.core.failures import report_unexpected
 from syncwarden.core.logging import get_logger
+from syncwarden.core.row_writes import RowsInsert, RowUpdate, Write
 from syncwarden.workflows.audit import PENDING_AUDIT_ROWS, AuditEvent, audit_values
 from syncwarden.workflows.outbox import OutboxMessage, OutgoingMessage, outbox_rows
 from syncwarden.workflows.ports import Channel, Notification, TicketView
@@ -212,9 +213,10 @@ class UnitOfWork:
 
     async def _write_rows(self) -> None:
         """Everything queued, after the session's own changes: one statement on PostgreSQL
-        (see :mod:`core.combined_writes`), one per table elsewhere."""
+        (see :mod:`core.combined_writes`), in the trip of the ``COMMIT`` that follows on SQLite
+        (:mod:`core.sqlite_writes`)."""
         await self.session.flush()
-        await run_writes(self.session, self._queued_writes())
+        await run_writes(self.session, self._queued_writes(), commit_next=True)
 
     def _queued_writes(self) -> list[Write]:
         writes: list[Write] = list(self._updates)

@@ -7,13 +7,15 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Table, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from syncwarden.core.combined_writes import RowsInsert, RowUpdate, run_writes
+from syncwarden.core.combined_writes import run_writes
 from syncwarden.core.db import session_factory, write_transaction
+from syncwarden.core.row_writes import RowsInsert, RowUpdate
 from syncwarden.workflows.audit import AuditEvent
 from syncwarden.workflows.outbox import OutboxMessage
 from syncwarden.workflows.records import Ticket
@@ -30,8 +32,14 @@ def message(key: str, payload: dict[str, Any]) -> dict[str, Any]:
     return {"key": key, "target": "user", "recipient": "someone", "payload": payload}
 
 
+# Whether the writes are the transaction's last: on SQLite they then go in the COMMIT's trip
+# (core.sqlite_writes), by SQL of their own rather than SQLAlchemy's; the rows must not differ.
+LAST_OR_NOT = pytest.mark.parametrize("commit_next", [False, True], ids=["then-more", "last"])
+
+
+@LAST_OR_NOT
 async def test_an_update_and_inserts_land_as_the_orm_would_write_them(
-    migrated_engine: AsyncEngine,
+    migrated_engine: AsyncEngine, commit_next: bool
 ) -> None:
     sessions = session_factory(migrated_engine)
     async with write_transaction(sessions) as session:
@@ -59,12 +67,14 @@ async def test_an_update_and_inserts_land_as_the_orm_would_write_them(
                         ignore_conflicts_on="key",
                     ),
                 ],
+                commit_next=commit_next,
             )
 
-    [writing] = seen.writing_transactions
-    assert set().union(*map(tables_written, writing.writes)) == {"outbox", "audit_events"}
-    expected = 1 if migrated_engine.dialect.name == "postgresql" else 3
-    assert len(writing.writes) == expected
+    if not commit_next or migrated_engine.dialect.name == "postgresql":
+        [writing] = seen.writing_transactions
+        assert set().union(*map(tables_written, writing.writes)) == {"outbox", "audit_events"}
+        expected = 1 if migrated_engine.dialect.name == "postgresql" else 3
+        assert len(writing.writes) == expected
     async with sessions() as session:
         rows = {row.key: row for row in (await session.scalars(select(OutboxMessage))).all()}
         trail = (await session.scalars(select(AuditEvent).order_by(AuditEvent.id))).all()
@@ -90,12 +100,13 @@ JSON = st.recursive(
 )
 
 
+@LAST_OR_NOT
 @settings(
     max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(payloads=st.lists(st.dictionaries(st.sampled_from("pqrs"), JSON), min_size=1, max_size=5))
 async def test_any_payloads_come_back_as_they_went_in(
-    migrated_engine: AsyncEngine, payloads: list[dict[str, Any]]
+    migrated_engine: AsyncEngine, commit_next: bool, payloads: list[dict[str, Any]]
 ) -> None:
     sessions = session_factory(migrated_engine)
     marker = datetime.now(UTC).isoformat()
@@ -111,6 +122,7 @@ async def test_any_payloads_come_back_as_they_went_in(
                     ignore_conflicts_on="key",
                 ),
             ],
+            commit_next=commit_next,
         )
     async with sessions() as session:
         stored = await session.execute(
@@ -121,7 +133,10 @@ async def test_any_payloads_come_back_as_they_went_in(
     assert after == payloads[0]
 
 
-async def test_an_update_sets_what_onupdate_sets_unless_given(migrated_engine: AsyncEngine) -> None:
+@LAST_OR_NOT
+async def test_an_update_sets_what_onupdate_sets_unless_given(
+    migrated_engine: AsyncEngine, commit_next: bool
+) -> None:
     sessions = session_factory(migrated_engine)
     async with write_transaction(sessions) as session:
         tickets = [
@@ -152,6 +167,7 @@ async def test_an_update_sets_what_onupdate_sets_unless_given(migrated_engine: A
                 RowUpdate(TICKETS, ids[0], {"status": "approved"}),
                 RowUpdate(TICKETS, ids[1], {"status": "rejected", "updated_at": later}),
             ],
+            commit_next=commit_next,
         )
     async with sessions() as session:
         stored = dict((await session.execute(select(Ticket.id, Ticket.updated_at))).all())
@@ -178,6 +194,7 @@ async def test_none_is_stored_as_an_insert_one_row_at_a_time_stores_it(
                 RowsInsert(AUDIT, [{**row, "action": "combined"}]),
                 RowsInsert(OUTBOX, [message(f"{WHEN}", {})], ignore_conflicts_on="key"),
             ],
+            commit_next=True,  # the last: on SQLite, in the COMMIT's trip
         )
     async with sessions() as session:
         sql_nulls = await session.execute(

@@ -17,8 +17,9 @@ from sqlalchemy import Table, func, inspect, literal_column, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import selectinload
 
-from syncwarden.core.combined_writes import ROW_VERSION, RowsInsert, RowUpdate, run_writes
+from syncwarden.core.combined_writes import ROW_VERSION, run_writes
 from syncwarden.core.db import session_factory, utc_now, write_transaction
+from syncwarden.core.row_writes import RowsInsert, RowUpdate
 from syncwarden.m365 import Microsoft365
 from syncwarden.sandbox.server import SandboxTenant
 from syncwarden.workflows import commands

@@ -4,31 +4,24 @@ and a statement that waits for SQLite's write lock waiting on that thread, not t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import text
+from sqlalchemy import Column, Integer, MetaData, Table, Text, exc, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from syncwarden.core import sqlite_driver
-from syncwarden.core.db import create_engine
-from syncwarden.core.sqlite_driver import OneTripConnection, one_trip_connector
-
-
-def counted_trips(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every call sent to aiosqlite's thread from now on, by name."""
-    trips: list[str] = []
-    original = cast(Any, OneTripConnection._execute)
-
-    async def counting(self: OneTripConnection, call: Any, *args: Any, **kwargs: Any) -> Any:
-        trips.append(getattr(call, "__name__", repr(call)))
-        return await original(self, call, *args, **kwargs)
-
-    monkeypatch.setattr(OneTripConnection, "_execute", counting)
-    return trips
+from syncwarden.core.combined_writes import run_writes
+from syncwarden.core.db import create_engine, ping, session_factory, write_transaction
+from syncwarden.core.row_writes import RowsInsert
+from syncwarden.core.sqlite_driver import one_trip_connector
+from tests.support.sqlite_trips import sqlite_trips
 
 
 @pytest.fixture
@@ -48,12 +41,12 @@ async def test_a_statement_and_its_rows_are_one_trip(
     try:
         async with engine.connect() as connection:
             await connection.execute(text("SELECT 1"))  # the connection and its first BEGIN
-            trips = counted_trips(monkeypatch)
+            trips = sqlite_trips(monkeypatch)
             inserted = await connection.execute(
                 text("INSERT INTO numbers (n, word) VALUES (:n, :w)"), {"n": 1, "w": "one"}
             )
             rows = (await connection.execute(text("SELECT n, word FROM numbers"))).all()
-            statements = list(trips)  # leaving the block adds the rollback's trip
+            statements = [trip.name for trip in trips]  # leaving adds the rollback's
         assert inserted.rowcount == 1
         assert [tuple(r) for r in rows] == [(1, "one")]
         assert statements == ["_run", "_run"], "aiosqlite's own cursor took four trips a statement"
@@ -149,3 +142,118 @@ async def test_a_write_waiting_for_the_lock_leaves_the_event_loop_free(database:
     finally:
         holder.close()
         await engine.dispose()
+
+
+@pytest.fixture
+async def engine(database: Path) -> AsyncIterator[AsyncEngine]:
+    """An engine on ``database`` whose pooled connection is already open."""
+    engine = create_engine(f"sqlite+aiosqlite:///{database}")
+    await ping(engine)
+    yield engine
+    await engine.dispose()
+
+
+NUMBERS = Table("numbers", MetaData(), Column("n", Integer, primary_key=True), Column("word", Text))
+
+
+def counted(path: Path) -> int:
+    """Rows another connection sees: only what has been committed."""
+    with contextlib.closing(sqlite3.connect(path)) as observer:
+        (count,) = observer.execute("SELECT count(*) FROM numbers").fetchone()
+    return int(count)
+
+
+async def test_a_transaction_begins_in_the_trip_of_its_first_statement(
+    engine: AsyncEngine, database: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trips = sqlite_trips(monkeypatch)
+    async with engine.begin() as connection:
+        await connection.execute(text("INSERT INTO numbers (n, word) VALUES (1, 'one')"))
+        before_commit = counted(database)
+    assert (before_commit, counted(database)) == (0, 1), "the insert waited for the commit"
+    assert [(trip.name, trip.sql) for trip in trips] == [
+        ("_run", ["BEGIN", "INSERT INTO numbers (n, word) VALUES (1, 'one')"]),
+        ("commit", ["COMMIT"]),
+    ]
+
+
+async def test_a_transaction_that_ran_nothing_ends_without_a_trip(
+    engine: AsyncEngine, database: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sessions = session_factory(engine)
+    trips = sqlite_trips(monkeypatch)
+    async with engine.begin():
+        pass
+    async with write_transaction(sessions):
+        pass
+    async with engine.begin() as connection:  # the connection is as good as before
+        await connection.execute(text("INSERT INTO numbers (n, word) VALUES (2, 'two')"))
+    assert [trip.name for trip in trips] == ["_run", "commit"]
+    assert counted(database) == 1
+
+
+async def test_a_write_transaction_takes_the_write_lock_before_its_first_read(
+    engine: AsyncEngine, database: Path
+) -> None:
+    """``BEGIN IMMEDIATE`` still comes before the read, so a read-then-write cannot find the
+    lock taken by someone else between its read and its write."""
+    sessions = session_factory(engine)
+
+    async def read_to_write() -> int:
+        async with write_transaction(sessions) as session:
+            return len((await session.execute(select(NUMBERS))).all())
+
+    async def read_only() -> int:
+        async with sessions() as session:
+            return len((await session.execute(select(NUMBERS))).all())
+
+    with contextlib.closing(sqlite3.connect(database, isolation_level=None)) as holder:
+        holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        assert await read_only() == 0, "a plain read does not wait for the write lock"
+        waiting = asyncio.ensure_future(read_to_write())
+        done, _ = await asyncio.wait({waiting}, timeout=0.5)
+        assert done == set(), "the read ran while another connection held the write lock"
+        holder.execute("INSERT INTO numbers (n, word) VALUES (3, 'three')")
+        holder.execute("COMMIT")
+        assert await waiting == 1, "it read after the other writer committed"
+
+
+async def test_the_last_writes_go_with_the_commit_in_one_trip(
+    engine: AsyncEngine, database: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sessions = session_factory(engine)
+    trips = sqlite_trips(monkeypatch)
+    async with write_transaction(sessions) as session:
+        await session.execute(select(NUMBERS))
+        writes = [RowsInsert(NUMBERS, [{"n": 1, "word": "one"}, {"n": 2, "word": "two"}])]
+        await run_writes(session, writes, commit_next=True)
+    assert [(trip.name, trip.sql) for trip in trips] == [
+        ("_run", ["BEGIN IMMEDIATE", "SELECT numbers.n, numbers.word \nFROM numbers"]),
+        (
+            "run",
+            [
+                "INSERT INTO numbers (n, word) VALUES (1, 'one')",
+                "INSERT INTO numbers (n, word) VALUES (2, 'two')",
+                "COMMIT",
+            ],
+        ),
+    ]
+    assert counted(database) == 2
+
+
+async def test_a_failed_write_in_the_commits_trip_is_sqlalchemys_error_and_leaves_nothing(
+    engine: AsyncEngine, database: Path
+) -> None:
+    sessions = session_factory(engine)
+    writes = [
+        RowsInsert(NUMBERS, [{"n": 5, "word": "five"}]),
+        RowsInsert(NUMBERS, [{"n": 6, "word": "six"}, {"n": 6, "word": "again"}]),
+    ]
+    with pytest.raises(exc.IntegrityError) as raised:
+        async with write_transaction(sessions) as session:
+            await run_writes(session, writes, commit_next=True)
+    assert isinstance(raised.value.orig, sqlite3.IntegrityError)
+    assert counted(database) == 0, "the writes before the failed one were rolled back"
+    async with write_transaction(sessions) as session:  # and the connection works on
+        await run_writes(session, writes[:1], commit_next=True)
+    assert counted(database) == 1

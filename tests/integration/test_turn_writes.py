@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from syncwarden.sandbox.server import SandboxTenant
+from tests.support.sqlite_trips import sqlite_trips
 from tests.support.statements import recorded_statements, tables_written
 from tests.support.teams_surface import TeamsSurface, answered, chat, teams_surface
 
@@ -34,6 +35,9 @@ async def test_messages_from_a_known_chat_write_nothing(
         status = await teams.answer("avery", "status")
     assert "calendar sync" in helped.text and status.text
     assert seen.writes == []
+
+
+FIVE_TABLES = {"tickets", "ticket_decisions", "audit_events", "steps", "outbox"}
 
 
 def transactions_begun(monkeypatch: pytest.MonkeyPatch) -> list[object]:
@@ -58,18 +62,26 @@ async def test_an_approve_click_writes_in_one_transaction(
     card = next(p for p in reversed(teams.posts(chat("casey"))) if p.card is not None)
 
     begun = transactions_begun(monkeypatch)
+    trips = sqlite_trips(monkeypatch)
     with recorded_statements(migrated_engine) as seen:
         decided = answered(await teams.click("casey", "approve", card.action_data("approve")))
 
     assert decided.card is not None and "Approved" in str(decided.card)
-    [decision] = seen.writing_transactions
-    reads = [s for s in decision.statements if s.lstrip().upper().startswith("SELECT")]
-    assert len(reads) == 1, "the ticket, its decisions and its steps in one statement"
-    tables = set().union(*(tables_written(statement) for statement in decision.writes))
-    assert {"tickets", "ticket_decisions", "audit_events", "steps", "outbox"} <= tables
     if migrated_engine.dialect.name == "postgresql":
+        [decision] = seen.writing_transactions
+        reads = [s for s in decision.statements if s.lstrip().upper().startswith("SELECT")]
+        assert len(reads) == 1, "the ticket, its decisions and its steps in one statement"
         assert len(decision.writes) == 1, "all five tables in one statement (a WITH)"
+        assert tables_written(decision.writes[0]) >= FIVE_TABLES
         # No BEGIN and no COMMIT: the read and the guarded write are the click's round trips.
         assert (len(decision.statements), begun) == (2, [])
     else:
-        assert len(decision.writes) == 5, "one statement per table"
+        # What SQLite itself ran: the locked read in one trip to its thread, the five tables'
+        # writes and the COMMIT in another, and nothing else.
+        [read, write] = [trip.sql for trip in trips if trip.sql]
+        assert read[0] == "BEGIN IMMEDIATE" and len(read) == 2
+        assert read[1].lstrip().upper().startswith("SELECT")
+        assert write[-1] == "COMMIT"
+        assert set().union(*map(tables_written, write[:-1])) >= FIVE_TABLES
+        assert len(write[:-1]) >= 5, "one statement per table and row"
+        assert [trip.name for trip in trips] == ["_run", "run"]

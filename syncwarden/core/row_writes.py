@@ -1,0 +1,97 @@
+"""Writes a use case queues for its commit, and their values as the database takes them.
+
+A unit of work collects the rows it changes as plain values instead of ORM objects (the ORM's
+flush cost more than the rest of a click) and hands them over at the commit, where each
+database sends them its own way: PostgreSQL as one statement (:mod:`core.combined_writes`),
+SQLite in the trip of the ``COMMIT`` (:mod:`core.sqlite_writes`). Both bind each value through
+its column type (JSON serialised, times made UTC) and fill the Python-side defaults a Core
+``insert`` or ``update`` would, so a row lands the same whichever way it went.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Table
+from sqlalchemy.engine import Dialect
+
+
+@dataclass(frozen=True)
+class RowsInsert:
+    """Rows for one table, all with the same columns; with ``ignore_conflicts_on``, a row whose
+    value of that unique column is stored already is skipped (``ON CONFLICT DO NOTHING``)."""
+
+    table: Table
+    rows: Sequence[dict[str, Any]]
+    ignore_conflicts_on: str | None = None
+
+
+@dataclass(frozen=True)
+class RowUpdate:
+    """``UPDATE table SET values WHERE id = row_id``; columns with an ``onupdate`` that
+    ``values`` leaves out get it, as a Core update would.
+
+    ``unchanged_since``: the row's version as read (``combined_writes.ROW_VERSION``,
+    PostgreSQL only). The update then happens only if nobody changed the row since, and so does
+    every other write of the same call: all or nothing, in one statement, with no lock held
+    between the read and it.
+    """
+
+    table: Table
+    row_id: int
+    values: dict[str, Any] = field(default_factory=dict)
+    unchanged_since: str | None = None
+
+
+Write = RowsInsert | RowUpdate
+
+
+@dataclass(frozen=True)
+class TableFacts:
+    """What filling and binding a table's values needs, worked out once per table: looking it
+    up again for every value cost more than the values themselves."""
+
+    processors: dict[str, Any]
+    python_defaults: tuple[tuple[str, Any], ...]  # (column, its Python-side default)
+    onupdate: tuple[tuple[str, Any], ...]
+
+    def bound(self, name: str, value: Any) -> Any:
+        processor = self.processors[name]  # a KeyError for a column the table does not have
+        # None too: a JSON column stores it as JSON null, as an ORM or Core insert does.
+        return processor(value) if processor is not None else value
+
+    def defaults(self, row: dict[str, Any]) -> dict[str, Any]:
+        """The Python-side defaults of the columns ``row`` leaves out."""
+        return {name: _default_value(d) for name, d in self.python_defaults if name not in row}
+
+    def onupdates(self, values: dict[str, Any]) -> dict[str, Any]:
+        return {name: _default_value(d) for name, d in self.onupdate if name not in values}
+
+
+@functools.cache
+def table_facts(table: Table, dialect: Dialect) -> TableFacts:
+    return TableFacts(
+        processors={
+            column.name: column.type.dialect_impl(dialect).bind_processor(dialect)
+            for column in table.columns
+        },
+        python_defaults=tuple(
+            (column.name, column.default) for column in table.columns if column.default is not None
+        ),
+        onupdate=tuple(
+            (column.name, column.onupdate)
+            for column in table.columns
+            if column.onupdate is not None
+        ),
+    )
+
+
+def _default_value(default: Any) -> Any:
+    if getattr(default, "is_scalar", False):
+        return default.arg
+    if getattr(default, "is_callable", False):
+        return default.arg(None)  # SQLAlchemy wraps a no-argument function to take a context
+    raise NotImplementedError(f"a {type(default).__name__} default is not a Python value")

@@ -1,0 +1,115 @@
+"""A commit's writes sent to SQLite in one trip, with its ``COMMIT``.
+
+Through SQLAlchemy each write of an approve click (the ticket, its decision, its steps, the
+audit trail, the outbox) was an execution of its own and a trip of its own to aiosqlite's
+thread, and the ``COMMIT`` one more; on SQLite that was most of a click's CPU beyond what the
+same click costs on PostgreSQL, where they are one statement (:mod:`core.combined_writes`).
+Here the writes are plain SQL built once per shape (table, columns, conflict column), their
+values bound as SQLAlchemy would bind them (:mod:`core.row_writes`), and run with the ``COMMIT``
+in one trip (:meth:`core.sqlite_driver.OneTripConnection.write_and_commit`).
+
+What SQLAlchemy did on the way is done here too: an error is raised as SQLAlchemy's own
+(``IntegrityError`` for a duplicate key, which callers rely on), and with tracing on, the trip
+gets a span naming its statements.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from sqlalchemy import exc
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from syncwarden.core.row_writes import RowUpdate, Write, table_facts
+from syncwarden.core.sqlite_driver import OneTripConnection
+from syncwarden.core.tracing import tracer, tracing_installed
+
+# The SQL of one write: what it depends on (update or insert, the table's name, its columns, the
+# column whose conflicts an insert skips), never the values or how many rows.
+_Shape = tuple[str, str, tuple[str, ...], str | None]
+_SQL: dict[_Shape, str] = {}
+
+
+async def write_and_commit(session: AsyncSession, writes: Sequence[Write]) -> bool:
+    """Run ``writes`` and commit the session's transaction, in one trip to SQLite's thread.
+
+    False, having done nothing, when that cannot be done here (the connection is not
+    :mod:`core.sqlite_driver`'s, or the session is inside a savepoint): the caller then writes
+    one statement at a time. True means the transaction has been committed in SQLite: the
+    caller's ``session.commit()`` must come next, and makes no trip.
+    """
+    if session.in_nested_transaction():
+        return False
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    driver = raw.driver_connection
+    if not isinstance(driver, OneTripConnection):
+        return False
+    statements = [_statement(write, connection.dialect) for write in writes]
+    span = _span(statements) if tracing_installed() else None
+    try:
+        await driver.write_and_commit(statements)
+    except sqlite3.Error as error:
+        if span is not None:
+            span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+            span.end()
+        sql = "; ".join(sql for sql, _rows in statements)
+        raise exc.DBAPIError.instance(sql, None, error, sqlite3.Error) from error
+    if span is not None:
+        span.end()
+    return True
+
+
+def _statement(write: Write, dialect: Dialect) -> tuple[str, list[tuple[Any, ...]]]:
+    """The write's SQL and one tuple of bound values per row."""
+    facts = table_facts(write.table, dialect)
+    if isinstance(write, RowUpdate):
+        if write.unchanged_since is not None:
+            raise ValueError("a row version (unchanged_since) is only known on PostgreSQL")
+        values = {**facts.onupdates(write.values), **write.values}
+        columns = tuple(sorted(values))
+        sql = _sql(("update", write.table.name, columns, None), dialect)
+        row = (*(facts.bound(name, values[name]) for name in columns), write.row_id)
+        return sql, [row]
+    rows = [{**facts.defaults(row), **row} for row in write.rows]
+    columns = tuple(sorted(rows[0]))
+    sql = _sql(("insert", write.table.name, columns, write.ignore_conflicts_on), dialect)
+    return sql, [tuple(facts.bound(name, row[name]) for name in columns) for row in rows]
+
+
+def _sql(shape: _Shape, dialect: Dialect) -> str:
+    known = _SQL.get(shape)
+    if known is not None:
+        return known
+    kind, table, columns, skip_conflicts_on = shape
+    # Only names from the tables' metadata reach the SQL (every column was looked up in its
+    # table's facts), quoted by the dialect; the values are all parameters.
+    quote = dialect.identifier_preparer.quote
+    if kind == "update":
+        sets = ", ".join(f"{quote(name)} = ?" for name in columns)
+        sql = f"UPDATE {quote(table)} SET {sets} WHERE id = ?"  # noqa: S608
+    else:
+        names = ", ".join(quote(name) for name in columns)
+        marks = ", ".join("?" for _ in columns)
+        sql = f"INSERT INTO {quote(table)} ({names}) VALUES ({marks})"  # noqa: S608
+        if skip_conflicts_on is not None:
+            sql += f" ON CONFLICT ({quote(skip_conflicts_on)}) DO NOTHING"
+    _SQL[shape] = sql
+    return sql
+
+
+def _span(statements: Sequence[tuple[str, Sequence[Any]]]) -> Any:
+    """One span for the trip (its SQL, never its values), as ``db._trace_statements`` makes
+    one per statement that SQLAlchemy runs."""
+    return tracer.start_span(
+        "db COMMIT",
+        kind=SpanKind.CLIENT,
+        attributes={
+            "db.system": "sqlite",
+            "db.statement": "; ".join(sql for sql, _rows in statements)[:2000],
+        },
+    )
