@@ -225,6 +225,15 @@ async def write_transaction(
             raise
 
 
+def database_of(sessions: async_sessionmaker[AsyncSession]) -> str:
+    """The database (``sqlite``, ``postgresql``) the sessions are bound to, asked without
+    making a session."""
+    bind = sessions.kw.get("bind")
+    if not isinstance(bind, AsyncEngine):
+        raise ValueError("these sessions are bound to no engine")
+    return bind.dialect.name
+
+
 async def outside_transaction(session: AsyncSession) -> None:
     """Run the fresh ``session``'s statements each on its own (autocommit) on PostgreSQL.
 

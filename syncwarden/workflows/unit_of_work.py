@@ -19,7 +19,7 @@ from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from syncwarden.core.combined_writes import run_writes
-from syncwarden.core.db import outside_transaction, utc_now, write_transaction
+from syncwarden.core.db import database_of, outside_transaction, utc_now, write_transaction
 from syncwarden.core.failures import report_unexpected
 from syncwarden.core.logging import get_logger
 from syncwarden.core.row_writes import RowsInsert, RowUpdate, Write
@@ -152,13 +152,10 @@ class UnitOfWork:
         self._outgoing.append(OutgoingMessage.card_update(ticket, key=key))
 
     async def __aenter__(self) -> Self:
-        if self._optimistic:
+        if self._optimistic and database_of(self._sessions) == "postgresql":
             session = self._sessions()  # no connection yet: that comes with the first statement
-            if session.get_bind().dialect.name == "postgresql":
-                await outside_transaction(session)
-                self._session, self._unlocked = session, True
-            else:
-                await session.close()
+            await outside_transaction(session)
+            self._session, self._unlocked = session, True
         if self._session is None:
             self._session = await self._transaction.__aenter__()
         self._session.info[PENDING_AUDIT_ROWS] = self._audits
