@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from syncwarden.core.failures import report_unexpected
 from syncwarden.core.jobs_metrics import count_job_run
 from syncwarden.core.logging import get_logger
+from syncwarden.core.planner_statistics import refresh_planner_statistics
 from syncwarden.core.settings import Settings
 from syncwarden.core.tracing import tracer
 from syncwarden.job_runs import last_run, record_run
@@ -53,7 +54,10 @@ class Job:
     cron: Mapping[str, int | str] | None = None
 
 
-def declared_jobs(settings: Settings, workflows: Workflows) -> list[Job]:
+def declared_jobs(
+    settings: Settings, workflows: Workflows, engine: AsyncEngine | None = None
+) -> list[Job]:
+    """Every scheduled job; ``engine``, the service's database, for its own upkeep."""
     scim = (
         # Unassignments Entra ID sent while the person had a ticket open, carried out once it
         # is done (Entra ID sends each change once).
@@ -135,7 +139,16 @@ def declared_jobs(settings: Settings, workflows: Workflows) -> list[Job]:
             lambda: _described(workflows.sync.subscriptions.maintain()),
             first_run_after_seconds=15,
         ),
+        *_database_upkeep(engine),
     ]
+
+
+def _database_upkeep(engine: AsyncEngine | None) -> list[Job]:
+    """SQLite's planner statistics, refreshed daily as the tables grow (the service refreshes
+    them at start too); PostgreSQL's autovacuum keeps its own."""
+    if engine is None or engine.dialect.name != "sqlite":
+        return []
+    return [Job("database.statistics", 24 * 60, lambda: refresh_planner_statistics(engine))]
 
 
 async def _described(result: Awaitable[object]) -> str:
@@ -190,7 +203,7 @@ class BackgroundWork:
                     self._dispatcher.run_forever(self._stop), name="outbox-dispatcher"
                 )
             )
-        for job in declared_jobs(self._settings, self._workflows):
+        for job in declared_jobs(self._settings, self._workflows, self._engine):
             if job.cron is not None:
                 trigger = CronTrigger(timezone=self._settings.scheduler.timezone, **job.cron)
                 overdue = await self._missed(job, trigger)
@@ -225,7 +238,7 @@ class BackgroundWork:
         self._scheduler.start()
         log.info(
             "background.started",
-            jobs=[job.id for job in declared_jobs(self._settings, self._workflows)],
+            jobs=[job.id for job in declared_jobs(self._settings, self._workflows, self._engine)],
         )
 
     async def _missed(self, job: Job, trigger: CronTrigger) -> bool:

@@ -35,6 +35,7 @@ from syncwarden.core.db import create_engine, session_factory
 from syncwarden.core.errors import ConfigurationError
 from syncwarden.core.logging import get_logger
 from syncwarden.core.loop_errors import report_loop_errors
+from syncwarden.core.planner_statistics import refresh_planner_statistics
 from syncwarden.core.settings import HttpSettings, Settings, find_problems
 from syncwarden.core.tracing import configure_tracing
 from syncwarden.demo_data import load_demo_scheduling
@@ -122,6 +123,8 @@ async def serve(
         stack.push_async_callback(engine.dispose)
         status = await upgrade_to_head(engine)
         log.info("database.migrated", schema=status.current)
+        if await refresh_planner_statistics(engine):
+            log.info("database.statistics_refreshed")
         sessions = session_factory(engine)
         if with_sandbox:  # demo profiles and appointments, only into empty tables
             await load_demo_scheduling(settings, sessions)

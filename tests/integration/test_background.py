@@ -62,6 +62,16 @@ async def test_background_runner_provisions_approved_tickets(
     )
     [catch_up] = [job for job in declared_jobs(with_scim, workflows) if job.id.startswith("scim.")]
     assert (catch_up.id, catch_up.singleton) == ("scim.catch_up", True)
+    upkeep = [j for j in declared_jobs(settings, workflows, migrated_engine) if "database" in j.id]
+    if migrated_engine.dialect.name == "sqlite":  # PostgreSQL's autovacuum keeps statistics
+        [statistics] = upkeep
+        assert (statistics.id, statistics.every_minutes) == ("database.statistics", 24 * 60)
+        await statistics.run()
+        async with migrated_engine.connect() as connection:
+            kept = await connection.exec_driver_sql("SELECT count(*) FROM sqlite_stat1")
+            assert kept.scalar_one() > 0, "the planner has statistics"
+    else:
+        assert upkeep == []
     await workflows.scheduling.upsert_profile(
         Profile("prof-sasha", "Sasha", "sasha.verhoeven@example.edu")
     )

@@ -39,6 +39,7 @@ from syncwarden.bot.conversations import (
 from syncwarden.bot.dialogue import DialogueLogic, Incoming, Reply
 from syncwarden.connectors.scheduling.builtin import BuiltinScheduling
 from syncwarden.core.db import session_factory, write_transaction
+from syncwarden.core.planner_statistics import refresh_planner_statistics
 from syncwarden.core.settings import ApprovalSettings, ProvisioningSettings
 from syncwarden.schema import metadata
 from syncwarden.workflows.audit import AuditEvent
@@ -201,11 +202,12 @@ async def _seed_the_rest(
 
 
 async def analyze(engine: AsyncEngine) -> None:
-    """Give the planner the tables' statistics, as autovacuum (PostgreSQL) or the periodic
-    ``PRAGMA optimize`` (SQLite) would."""
+    """Give the planner the tables' statistics: on SQLite the service's own refresh (at start
+    and daily), on PostgreSQL the ``ANALYZE`` its autovacuum runs."""
+    if await refresh_planner_statistics(engine):
+        return
     async with engine.connect() as connection:
-        if engine.dialect.name == "postgresql":
-            await connection.execution_options(isolation_level="AUTOCOMMIT")
+        await connection.execution_options(isolation_level="AUTOCOMMIT")
         await connection.exec_driver_sql("ANALYZE")
         await connection.commit()
 

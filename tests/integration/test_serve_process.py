@@ -26,6 +26,8 @@ async def test_sigterm_lets_the_in_flight_request_finish(tmp_path: Path) -> None
     try:
         started = await service.wait_for_event("syncwarden.started")
         assert started["mode"] == "sandbox" and started["anonymous_bot_auth"] is True
+        # SQLite's planner is given its statistics before the first turn (core.planner_statistics).
+        assert "database.statistics_refreshed" in [line.get("event") for line in service.lines]
         async with aiohttp.ClientSession() as http:
             for path in ("/healthz", "/readyz"):
                 async with http.get(base + path) as response:
