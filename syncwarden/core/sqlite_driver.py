@@ -160,7 +160,7 @@ class OneTripConnection(aiosqlite.Connection):
         The transaction then has ended, and the ``commit()`` that SQLAlchemy sends next finds
         nothing to commit, so it makes no trip. A statement that fails leaves the transaction
         open with what ran before it, for the caller's rollback, exactly as one statement at a
-        time would; the error is sqlite3's own (see :func:`core.combined_writes`).
+        time would; the error is sqlite3's own (see :mod:`core.sqlite_writes`).
         """
         begin = self.take_begin()
 
