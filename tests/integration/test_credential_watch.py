@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -153,22 +155,50 @@ async def test_a_scan_commits_all_its_alerts_and_messages_at_once(
     assert await stored(migrated_engine) == (report.alerted, report.alerted)
 
 
+# A trigger that fails every outbox insert, in the database itself: the failure comes however
+# the insert is sent (SQLAlchemy's execution, PostgreSQL's combined statement or SQLite's one
+# trip with the COMMIT).
+_REFUSING_TRIGGER = {
+    "sqlite": (
+        [
+            "CREATE TRIGGER outbox_refused BEFORE INSERT ON outbox "
+            "BEGIN SELECT RAISE(ABORT, 'the database went away mid-write'); END"
+        ],
+        ["DROP TRIGGER outbox_refused"],
+    ),
+    "postgresql": (
+        [
+            "CREATE FUNCTION outbox_refused() RETURNS trigger LANGUAGE plpgsql AS "
+            "'BEGIN RAISE EXCEPTION ''the database went away mid-write''; END'",
+            "CREATE TRIGGER outbox_refused BEFORE INSERT ON outbox "
+            "FOR EACH ROW EXECUTE FUNCTION outbox_refused()",
+        ],
+        ["DROP TRIGGER outbox_refused ON outbox", "DROP FUNCTION outbox_refused()"],
+    ),
+}
+
+
+@asynccontextmanager
+async def outbox_inserts_refused(engine: AsyncEngine) -> AsyncIterator[None]:
+    create, drop = _REFUSING_TRIGGER[engine.dialect.name]
+    async with engine.begin() as connection:
+        for statement in create:
+            await connection.exec_driver_sql(statement)
+    try:
+        yield
+    finally:
+        async with engine.begin() as connection:
+            for statement in drop:
+                await connection.exec_driver_sql(statement)
+
+
 async def test_a_failure_mid_write_leaves_nothing_and_the_next_scans_send_each_alert_once(
     m365: Microsoft365, tenant: SandboxTenant, migrated_engine: AsyncEngine
 ) -> None:
     notifier = RecordingNotifier()
-
-    def outbox_write_fails(_conn: object, _cursor: object, statement: str, *_: object) -> None:
-        if statement.lstrip().upper().startswith("INSERT INTO OUTBOX"):
-            raise RuntimeError("the database went away mid-write")
-
-    listen = (migrated_engine.sync_engine, "before_cursor_execute", outbox_write_fails)
-    event.listen(*listen)
-    try:
+    async with outbox_inserts_refused(migrated_engine):
         with pytest.raises(Exception, match="went away mid-write"):
             await watch(m365, migrated_engine, notifier).scan()
-    finally:
-        event.remove(*listen)
     assert await stored(migrated_engine) == (0, 0), "no alert row without its message"
     assert notifier.sent == []
     first = await watch(m365, migrated_engine, notifier).scan()
