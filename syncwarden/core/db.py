@@ -215,14 +215,23 @@ async def write_transaction(
     process queue first on an asyncio lock (:func:`_sqlite_writers_queue`). On PostgreSQL, lock
     the rows you read with ``with_for_update()``.
     """
-    async with _sqlite_writers_queue(sessions), sessions() as session:
-        await session.connection(execution_options={SQLITE_IMMEDIATE_OPTION: True})
+    # The session closes (its connection back to the pool) after the turn has passed on.
+    async with sessions() as session, _sqlite_writers_queue(sessions) as turn:
+        connection = await session.connection(execution_options={SQLITE_IMMEDIATE_OPTION: True})
+        driver = (await connection.get_raw_connection()).driver_connection
+        if turn is not None and isinstance(driver, OneTripConnection):
+            # A unit of work's last writes go with its COMMIT (core.sqlite_writes); the next
+            # writer's turn starts there, not after this session's bookkeeping.
+            driver.after_write_and_commit(turn.pass_on)
         try:
             yield session
             await session.commit()
         except BaseException:
             await session.rollback()
             raise
+        finally:
+            if isinstance(driver, OneTripConnection):
+                driver.after_write_and_commit(None)
 
 
 def database_of(sessions: async_sessionmaker[AsyncSession]) -> str:
@@ -254,8 +263,23 @@ _sqlite_writers: weakref.WeakKeyDictionary[
 _holding_sqlite_writer: ContextVar[bool] = ContextVar("syncwarden_sqlite_writer", default=False)
 
 
+class _WriterTurn:
+    """A write transaction's turn at :func:`_sqlite_writers_queue`'s lock, passed on once."""
+
+    def __init__(self, lock: asyncio.Lock) -> None:
+        self._lock: asyncio.Lock | None = lock
+
+    def pass_on(self) -> None:
+        """Let the next writer go; again, it does nothing (the lock may be another's by then)."""
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
+
+
 @asynccontextmanager
-async def _sqlite_writers_queue(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[None]:
+async def _sqlite_writers_queue(
+    sessions: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[_WriterTurn | None]:
     """On SQLite, one write transaction of this process at a time, the others waiting in order.
 
     SQLite has one write lock, and a writer that finds it taken polls for it, sleeping longer
@@ -266,12 +290,13 @@ async def _sqlite_writers_queue(sessions: async_sessionmaker[AsyncSession]) -> A
 
     Never in the way of what worked before: a write transaction opened inside another one of the
     same task passes (SQLite decides, as it did), and a writer that waited the whole busy timeout
-    here goes on to SQLite's queue.
+    here goes on to SQLite's queue. Both get None; a writer that queued gets its turn, which it
+    may pass on before it leaves (at its commit: the lock guards SQLite's, free from there).
     """
     bind = sessions.kw.get("bind")
     engine = bind.sync_engine if isinstance(bind, AsyncEngine) else None
     if engine is None or engine.dialect.name != "sqlite" or _holding_sqlite_writer.get():
-        yield
+        yield None
         return
     per_engine = _sqlite_writers.setdefault(asyncio.get_running_loop(), weakref.WeakKeyDictionary())
     lock = per_engine.setdefault(engine, asyncio.Lock())
@@ -283,14 +308,15 @@ async def _sqlite_writers_queue(sessions: async_sessionmaker[AsyncSession]) -> A
     else:
         queued = True
     if not queued:
-        yield
+        yield None
         return
     holding = _holding_sqlite_writer.set(True)
+    turn = _WriterTurn(lock)
     try:
-        yield
+        yield turn
     finally:
         _holding_sqlite_writer.reset(holding)
-        lock.release()
+        turn.pass_on()
 
 
 async def insert_ignoring_duplicates(

@@ -132,6 +132,7 @@ class OneTripConnection(aiosqlite.Connection):
     and whose transactions take no trips of their own."""
 
     _begin: str | None = None  # the transaction's BEGIN, until its first statement takes it
+    _after_write_and_commit: Callable[[], None] | None = None
 
     def cursor(self) -> OneTripCursor:  # type: ignore[override]
         return OneTripCursor(self, self._conn.cursor())
@@ -176,6 +177,20 @@ class OneTripConnection(aiosqlite.Connection):
                 cursor.close()
 
         await self._execute(run)  # type: ignore[no-untyped-call]
+        committed, self._after_write_and_commit = self._after_write_and_commit, None
+        if committed is not None:
+            committed()
+
+    def after_write_and_commit(self, callback: Callable[[], None] | None) -> None:
+        """Call ``callback`` once, on the event loop's thread, the moment the next
+        :meth:`write_and_commit` has committed; None forgets it.
+
+        For whoever holds the process's turn at SQLite's write lock (``core.db``): that commit
+        ends the transaction, so the next writer can start while SQLAlchemy is still doing its
+        bookkeeping for this one. Only this commit, never a plain ``commit()``: code that
+        commits halfway through a transaction and goes on writing must keep its turn.
+        """
+        self._after_write_and_commit = callback
 
     async def commit(self) -> None:
         if self._transaction_open():

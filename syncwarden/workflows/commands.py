@@ -135,28 +135,29 @@ class TicketCommands:
         ticket, row_version = await _ticket_to_decide(work, ticket_id)
         if ticket is None:
             return ActionResult(ActionOutcome.NOT_FOUND, f"there is no ticket {ref}")
-        view = ticket_view(ticket)
         if ticket.ticket_status is not TicketStatus.AWAITING_APPROVAL:
             return ActionResult(
                 ActionOutcome.ALREADY_DECIDED,
                 f"{ticket.ref} is already {ticket.ticket_status.label}",
-                view,
+                ticket_view(ticket),
             )
         eligible = asked.allowed
         if ticket.escalated_at is not None:
             eligible = asked.allowed | await self._roster.fallback_approvers()
         refusal = approval_refusal(ticket, approver, eligible)
         if refusal:
-            return ActionResult(ActionOutcome.NOT_ALLOWED, refusal, view)
+            return ActionResult(ActionOutcome.NOT_ALLOWED, refusal, ticket_view(ticket))
         if version is not None and version != ticket.version:
             return ActionResult(
                 ActionOutcome.STALE,
                 f"{ticket.ref} changed since this card was sent; here is its current state",
-                view,
+                ticket_view(ticket),
             )
         if any(d.approver_id.lower() == approver.id.lower() for d in ticket.decisions):
             return ActionResult(
-                ActionOutcome.ALREADY_DECIDED, "you have already decided on this ticket", view
+                ActionOutcome.ALREADY_DECIDED,
+                "you have already decided on this ticket",
+                ticket_view(ticket),
             )
         now = self._clock()
         # From here the ticket (never in the session: see ticket_rows) changes in memory only

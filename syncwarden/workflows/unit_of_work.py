@@ -211,9 +211,12 @@ class UnitOfWork:
     async def _write_rows(self) -> None:
         """Everything queued, after the session's own changes: one statement on PostgreSQL
         (see :mod:`core.combined_writes`), in the trip of the ``COMMIT`` that follows on SQLite
-        (:mod:`core.sqlite_writes`)."""
-        await self.session.flush()
-        await run_writes(self.session, self._queued_writes(), commit_next=True)
+        (:mod:`core.sqlite_writes`). A flush with nothing to flush still costs a trip through
+        SQLAlchemy's machinery, so there is none when the session holds no change (a click)."""
+        session = self.session
+        if session.new or session.dirty or session.deleted:
+            await session.flush()
+        await run_writes(session, self._queued_writes(), commit_next=True)
 
     def _queued_writes(self) -> list[Write]:
         writes: list[Write] = list(self._updates)

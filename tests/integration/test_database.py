@@ -6,16 +6,21 @@ Runs on SQLite and, when SYNCWARDEN_TEST_POSTGRES_URL is set, on PostgreSQL too.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import cast
 
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect, select, text
+from sqlalchemy import Table, inspect, select, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from syncwarden.core.combined_writes import run_writes
 from syncwarden.core.db import create_engine, session_factory, write_transaction
+from syncwarden.core.row_writes import RowsInsert
 from syncwarden.migrate import alembic_config, head_revision, migration_status, upgrade_to_head
 from syncwarden.schema import metadata
 from syncwarden.workflows.audit import AuditEvent, record_audit
@@ -235,6 +240,60 @@ async def test_writers_of_one_process_commit_in_the_order_they_came(
     release_first.set()
     await asyncio.gather(first, *waiting)
     assert committed == list(range(9))
+
+
+async def test_the_next_writer_starts_once_a_commit_with_writes_is_in(
+    migrated_engine: AsyncEngine,
+) -> None:
+    """A unit of work's last writes go to SQLite with its COMMIT; from there SQLite's write lock
+    is free, so the next writer of the process starts then, not after the first one's session
+    bookkeeping. A transaction that commits halfway and goes on keeps its turn."""
+    if migrated_engine.dialect.name != "sqlite":
+        pytest.skip("only SQLite's writers queue in the process")
+    sessions = session_factory(migrated_engine)
+    async with sessions() as one, sessions() as two:  # two connections open in the pool
+        await one.connection()
+        await two.connection()
+    audit = cast(Table, AuditEvent.__table__)
+    row = {"occurred_at": datetime.now(UTC), "actor": "first", "action": "test.write"}
+
+    async def first_then_second(commit: Callable[[AsyncSession], Awaitable[object]]) -> bool:
+        """Whether a second writer got in while the first was still inside its transaction."""
+        committed, finish_first, second_in = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+        async def first() -> None:
+            async with write_transaction(sessions) as session:
+                await commit(session)
+                committed.set()
+                await finish_first.wait()
+
+        async def second() -> None:
+            async with write_transaction(sessions) as session:
+                second_in.set()
+                record_audit(session, actor="second", action="test.write", ticket_ref=None)
+
+        first_task = asyncio.create_task(first())
+        await committed.wait()
+        second_task = asyncio.create_task(second())
+        for _ in range(20):  # the second writer's way in (a pooled connection) makes no trip
+            await asyncio.sleep(0)
+        got_in = second_in.is_set()
+        finish_first.set()
+        await asyncio.gather(first_task, second_task)
+        return got_in
+
+    async def write_and_commit(session: AsyncSession) -> bool:
+        return await run_writes(session, [RowsInsert(audit, [row])], commit_next=True)
+
+    async def plain_commit(session: AsyncSession) -> None:
+        session.add(AuditEvent(actor="first", action="test.write"))
+        await session.commit()
+
+    assert await first_then_second(write_and_commit) is True
+    assert await first_then_second(plain_commit) is False
+    async with sessions() as session:
+        actors = (await session.scalars(select(AuditEvent.actor))).all()
+    assert sorted(actors) == ["first", "first", "second", "second"]
 
 
 async def _drop_server_connections(engine: AsyncEngine) -> None:
