@@ -212,11 +212,11 @@ async def write_transaction(
 
     On SQLite the transaction starts with the write lock held (``BEGIN IMMEDIATE``), so two such
     transactions queue instead of both reading and then failing to write; the writers of one
-    process queue first on an asyncio lock (:func:`_sqlite_writers_queue`). On PostgreSQL, lock
+    process queue first on an asyncio lock (:func:`sqlite_writers_queue`). On PostgreSQL, lock
     the rows you read with ``with_for_update()``.
     """
     # The session closes (its connection back to the pool) after the turn has passed on.
-    async with sessions() as session, _sqlite_writers_queue(sessions) as turn:
+    async with sessions() as session, sqlite_writers_queue(sessions) as turn:
         connection = await session.connection(execution_options={SQLITE_IMMEDIATE_OPTION: True})
         driver = (await connection.get_raw_connection()).driver_connection
         if turn is not None and isinstance(driver, OneTripConnection):
@@ -263,8 +263,8 @@ _sqlite_writers: weakref.WeakKeyDictionary[
 _holding_sqlite_writer: ContextVar[bool] = ContextVar("syncwarden_sqlite_writer", default=False)
 
 
-class _WriterTurn:
-    """A write transaction's turn at :func:`_sqlite_writers_queue`'s lock, passed on once."""
+class WriterTurn:
+    """A write transaction's turn at :func:`sqlite_writers_queue`'s lock, passed on once."""
 
     def __init__(self, lock: asyncio.Lock) -> None:
         self._lock: asyncio.Lock | None = lock
@@ -277,9 +277,9 @@ class _WriterTurn:
 
 
 @asynccontextmanager
-async def _sqlite_writers_queue(
+async def sqlite_writers_queue(
     sessions: async_sessionmaker[AsyncSession],
-) -> AsyncIterator[_WriterTurn | None]:
+) -> AsyncIterator[WriterTurn | None]:
     """On SQLite, one write transaction of this process at a time, the others waiting in order.
 
     SQLite has one write lock, and a writer that finds it taken polls for it, sleeping longer
@@ -311,7 +311,7 @@ async def _sqlite_writers_queue(
         yield None
         return
     holding = _holding_sqlite_writer.set(True)
-    turn = _WriterTurn(lock)
+    turn = WriterTurn(lock)
     try:
         yield turn
     finally:

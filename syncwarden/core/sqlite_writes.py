@@ -49,8 +49,21 @@ async def write_and_commit(session: AsyncSession, writes: Sequence[Write]) -> bo
     driver = raw.driver_connection
     if not isinstance(driver, OneTripConnection):
         return False
-    statements = [_statement(write, connection.dialect) for write in writes]
-    span = _span(statements) if tracing_installed() else None
+    await commit_with_writes(driver, connection.dialect, writes)
+    return True
+
+
+async def commit_with_writes(
+    driver: OneTripConnection, dialect: Dialect, writes: Sequence[Write]
+) -> None:
+    """``writes``, then ``COMMIT``, on ``driver``'s open transaction, in one trip; sqlite3's
+    errors raised as SQLAlchemy's. A failure leaves the transaction open for a rollback."""
+    statements = [_statement(write, dialect) for write in writes]
+    span = (
+        trip_span("db COMMIT", "; ".join(sql for sql, _rows in statements))
+        if tracing_installed()
+        else None
+    )
     try:
         await driver.write_and_commit(statements)
     except sqlite3.Error as error:
@@ -61,7 +74,6 @@ async def write_and_commit(session: AsyncSession, writes: Sequence[Write]) -> bo
         raise exc.DBAPIError.instance(sql, None, error, sqlite3.Error) from error
     if span is not None:
         span.end()
-    return True
 
 
 def _statement(write: Write, dialect: Dialect) -> tuple[str, list[tuple[Any, ...]]]:
@@ -102,14 +114,11 @@ def _sql(shape: _Shape, dialect: Dialect) -> str:
     return sql
 
 
-def _span(statements: Sequence[tuple[str, Sequence[Any]]]) -> Any:
-    """One span for the trip (its SQL, never its values), as ``db._trace_statements`` makes
-    one per statement that SQLAlchemy runs."""
+def trip_span(name: str, sql: str) -> Any:
+    """One span for a trip (its SQL, never its values), as ``db._trace_statements`` makes one
+    per statement that SQLAlchemy runs."""
     return tracer.start_span(
-        "db COMMIT",
+        name,
         kind=SpanKind.CLIENT,
-        attributes={
-            "db.system": "sqlite",
-            "db.statement": "; ".join(sql for sql, _rows in statements)[:2000],
-        },
+        attributes={"db.system": "sqlite", "db.statement": sql[:2000]},
     )

@@ -58,8 +58,8 @@ async def _locked_ticket(session: AsyncSession, ticket_id: int) -> Ticket | None
 async def _ticket_to_decide(work: UnitOfWork, ticket_id: int) -> tuple[Ticket | None, str | None]:
     """The ticket, locked, or, when ``work`` reads unlocked, with the version its row had."""
     if not work.reads_unlocked:
-        return await locked_ticket(work.session, ticket_id), None
-    return await ticket_and_row_version(work.session, ticket_id)
+        return await locked_ticket(work.rows, ticket_id), None
+    return await ticket_and_row_version(work.rows, ticket_id)
 
 
 @dataclass(frozen=True)

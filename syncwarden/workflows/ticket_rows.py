@@ -12,10 +12,10 @@ object the ORM loaded.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Column, String, Table, bindparam, literal_column, select
+from sqlalchemy import Column, Select, String, Table, bindparam, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -71,17 +71,31 @@ _DECISION_ATTRIBUTES = _attribute_names(Decision)
 _STEP_ATTRIBUTES = _attribute_names(Step)
 
 
+Rows = Callable[[Select[Any], dict[str, Any]], Awaitable[Sequence[Sequence[Any]]]]
+
+
 async def ticket_and_row_version(
-    session: AsyncSession, ticket_id: int
+    session: AsyncSession | Rows, ticket_id: int
 ) -> tuple[Ticket | None, str | None]:
-    """The ticket with its decisions and steps, in no session, and the version its row had."""
-    rows = (await session.execute(_UNLOCKED_ROWS, {"ticket_id": ticket_id})).all()
+    """The ticket with its decisions and steps, in no session, and the version its row had.
+
+    Read through a session or any other way to run a statement (``UnitOfWork.rows``)."""
+    rows = await _read(session, _UNLOCKED_ROWS, ticket_id)
     return _ticket(rows), (str(rows[0][_ROW_VERSION_AT]) if rows else None)
 
 
-async def locked_ticket(session: AsyncSession, ticket_id: int) -> Ticket | None:
-    """The same, its row locked until ``session``'s transaction ends; no version needed."""
-    return _ticket((await session.execute(_LOCKED_ROWS, {"ticket_id": ticket_id})).all())
+async def locked_ticket(session: AsyncSession | Rows, ticket_id: int) -> Ticket | None:
+    """The same, its row locked until the transaction ends; no version needed."""
+    return _ticket(await _read(session, _LOCKED_ROWS, ticket_id))
+
+
+async def _read(
+    session: AsyncSession | Rows, statement: Select[Any], ticket_id: int
+) -> Sequence[Sequence[Any]]:
+    if isinstance(session, AsyncSession):
+        result = await session.execute(statement, {"ticket_id": ticket_id})
+        return list(result.all())
+    return await session(statement, {"ticket_id": ticket_id})
 
 
 def _ticket(rows: Sequence[Sequence[Any]]) -> Ticket | None:

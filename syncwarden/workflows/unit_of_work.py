@@ -15,7 +15,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import Table
+from sqlalchemy import Select, Table
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from syncwarden.core.combined_writes import run_writes
@@ -23,6 +23,7 @@ from syncwarden.core.db import database_of, outside_transaction, utc_now, write_
 from syncwarden.core.failures import report_unexpected
 from syncwarden.core.logging import get_logger
 from syncwarden.core.row_writes import RowsInsert, RowUpdate, Write
+from syncwarden.core.sqlite_direct import DirectSqliteTransaction, open_direct_transaction
 from syncwarden.workflows.audit import PENDING_AUDIT_ROWS, AuditEvent, audit_values
 from syncwarden.workflows.outbox import OutboxMessage, OutgoingMessage, outbox_rows
 from syncwarden.workflows.ports import Channel, Notification, TicketView
@@ -69,12 +70,23 @@ class UnitOfWork:
         # Audit rows in the order recorded, by :meth:`audit` or by ``record_audit`` on the session.
         self._audits: list[dict[str, Any]] = []
         self._session: AsyncSession | None = None
+        self._direct: DirectSqliteTransaction | None = None
 
     @property
     def session(self) -> AsyncSession:
+        if self._direct is not None:
+            raise RuntimeError("an optimistic unit of work on SQLite has no session: read rows()")
         if self._session is None:
             raise RuntimeError("a unit of work's session exists only inside its `async with`")
         return self._session
+
+    async def rows(self, statement: Select[Any], values: dict[str, Any]) -> list[Any]:
+        """The rows of a read in this work's transaction (or, :attr:`reads_unlocked`, with
+        none): the one way an optimistic unit of work reads, since on SQLite it has no session
+        (see :meth:`UnitsOfWork.optimistic`)."""
+        if self._direct is not None:
+            return await self._direct.rows(statement, values)
+        return list((await self.session.execute(statement, values)).all())
 
     @property
     def reads_unlocked(self) -> bool:
@@ -156,6 +168,10 @@ class UnitOfWork:
             session = self._sessions()  # no connection yet: that comes with the first statement
             await outside_transaction(session)
             self._session, self._unlocked = session, True
+        elif self._optimistic:
+            self._direct = await open_direct_transaction(self._sessions)
+            if self._direct is not None:
+                return self
         if self._session is None:
             self._session = await self._transaction.__aenter__()
         self._session.info[PENDING_AUDIT_ROWS] = self._audits
@@ -167,6 +183,9 @@ class UnitOfWork:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> bool | None:
+        if self._direct is not None:
+            await self._exit_direct(exc_type)
+            return None
         self.session.info.pop(PENDING_AUDIT_ROWS, None)
         if self._unlocked:
             return await self._exit_unlocked(exc_type)
@@ -202,6 +221,19 @@ class UnitOfWork:
             await self._wake()
         return None
 
+    async def _exit_direct(self, exc_type: type[BaseException] | None) -> None:
+        """Everything queued, with the ``COMMIT``; nothing on an exception."""
+        direct = self._direct
+        assert direct is not None
+        try:
+            if exc_type is None:
+                await direct.commit([w for w in self._queued_writes() if _writes_anything(w)])
+        finally:
+            self._direct = None
+            await direct.close()
+        if exc_type is None and self._outgoing:
+            await self._wake()
+
     async def _wake(self) -> None:
         try:
             await self._on_queued()
@@ -227,6 +259,10 @@ class UnitOfWork:
             rows = outbox_rows(self._outgoing, self._clock())
             writes.append(RowsInsert(_OUTBOX, rows, ignore_conflicts_on="key"))
         return writes
+
+
+def _writes_anything(write: Write) -> bool:
+    return not isinstance(write, RowsInsert) or bool(write.rows)
 
 
 _AUDIT: Table = AuditEvent.__table__  # type: ignore[assignment]
@@ -261,7 +297,11 @@ class UnitsOfWork:
         Two round trips instead of four (BEGIN, the locked read, the write, COMMIT), and no row
         lock held while the use case decides. The price: when someone changed that row in
         between, the commit writes nothing and raises :class:`RowChangedError`, and the caller
-        decides again on what it reads then. On other databases it is the ordinary unit of work,
-        whose reads hold the lock (:attr:`UnitOfWork.reads_unlocked` tells which).
+        decides again on what it reads then.
+
+        On SQLite its reads hold the write lock, as every SQLite writer's do
+        (:attr:`UnitOfWork.reads_unlocked` tells which), and it runs on the driver's connection
+        without a session (:mod:`core.sqlite_direct`): reads go through :meth:`UnitOfWork.rows`,
+        writes are only what it queues, and they go with the ``COMMIT``.
         """
         return UnitOfWork(self.sessions, self._clock, self._on_queued, optimistic=True)

@@ -10,9 +10,11 @@ SQLite keeps the write lock from the read to the commit instead.
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import cast
 
 import pytest
+import sqlalchemy.exc
 from sqlalchemy import Table, func, inspect, literal_column, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import selectinload
@@ -29,11 +31,18 @@ from syncwarden.workflows.outbox import OutboxMessage
 from syncwarden.workflows.ports import Notification, NotificationKind
 from syncwarden.workflows.records import Decision, Step, Ticket, ticket_id_from_ref
 from syncwarden.workflows.service import ActionOutcome
-from syncwarden.workflows.ticket_rows import ticket_and_row_version
-from syncwarden.workflows.unit_of_work import RowChangedError, UnitsOfWork
+from syncwarden.workflows.ticket_rows import locked_ticket, ticket_and_row_version
+from syncwarden.workflows.unit_of_work import RowChangedError, UnitOfWork, UnitsOfWork
 from tests.support.workflow import workflow_harness
 
 TICKETS = cast(Table, Ticket.__table__)
+DECISIONS = cast(Table, Decision.__table__)
+A_DECISION = {
+    "approver_id": "approver",
+    "approver_name": "Approver",
+    "approve": True,
+    "comment": "",
+}
 AUDIT = cast(Table, AuditEvent.__table__)
 HELLO = Notification(NotificationKind.RECEIVED, None, "hello")
 
@@ -63,6 +72,32 @@ async def a_ticket(
         session.add(ticket)
         await session.flush()
         return ticket.id
+
+
+async def a_ticket_with_decisions_and_steps(sessions: async_sessionmaker[AsyncSession]) -> int:
+    """A ticket with two decisions (one against) and two steps, each written out of order."""
+    ticket_id = await a_ticket(sessions)
+    async with write_transaction(sessions) as session:
+        for approver, approve in (("approver-b", True), ("approver-a", False)):
+            session.add(
+                Decision(
+                    **{**A_DECISION, "approver_id": approver, "approve": approve},
+                    ticket_id=ticket_id,
+                    decided_at=utc_now(),
+                )
+            )
+        for position in (2, 1):
+            session.add(
+                Step(
+                    ticket_id=ticket_id,
+                    position=position,
+                    name=f"step-{position}",
+                    state="pending",
+                    idempotency_key=f"rows-{ticket_id}-{position}",
+                    params={"n": position},
+                )
+            )
+    return ticket_id
 
 
 async def row_version(session: AsyncSession, ticket_id: int) -> str:
@@ -171,8 +206,82 @@ async def test_sqlite_reads_hold_the_lock_and_take_no_row_version(
     ticket_id = await a_ticket(sessions)
     async with UnitsOfWork(sessions).optimistic() as work:
         assert not work.reads_unlocked
-        with pytest.raises(ValueError, match="PostgreSQL"):
-            await run_writes(work.session, [RowUpdate(TICKETS, ticket_id, {}, unchanged_since="1")])
+        with pytest.raises(RuntimeError, match="no session"):
+            assert work.session
+
+    async def update_guarded() -> None:
+        async with UnitsOfWork(sessions).optimistic() as work:
+            work.update(TICKETS, ticket_id, {}, unchanged_since="1")
+
+    with pytest.raises(ValueError, match="PostgreSQL"):
+        await update_guarded()
+
+
+async def test_a_failed_sqlite_decision_leaves_nothing_and_the_next_goes_on(
+    migrated_engine: AsyncEngine,
+) -> None:
+    """On SQLite the optimistic unit of work runs on the driver's connection, without a
+    session: a write refused in the COMMIT's trip (here a decision for no ticket) comes back as
+    SQLAlchemy's IntegrityError with nothing of it stored, as does a use case that raises, and
+    the process's next writers (direct or through a session) are not held up."""
+    if migrated_engine.dialect.name != "sqlite":
+        pytest.skip("the SQLite side of the optimistic unit of work")
+    sessions = session_factory(migrated_engine)
+    ticket_id = await a_ticket(sessions)
+    units = UnitsOfWork(sessions)
+
+    async def decide_for_no_ticket() -> None:
+        async with units.optimistic() as work:
+            assert await locked_ticket(work.rows, ticket_id) is not None
+            work.audit(actor="someone", action="test.refused_write")
+            work.insert(DECISIONS, {**A_DECISION, "ticket_id": ticket_id + 1000})
+
+    async def fail() -> None:
+        async with units.optimistic() as work:
+            work.audit(actor="someone", action="test.failed_use_case")
+            raise RuntimeError("the use case failed")
+
+    with pytest.raises(sqlalchemy.exc.IntegrityError):
+        await decide_for_no_ticket()
+    with pytest.raises(RuntimeError, match="the use case failed"):
+        await fail()
+
+    async def write(action: str, work: UnitOfWork) -> None:
+        async with work:
+            work.audit(actor="someone", action=action)
+
+    # Each writer a task of its own, as clicks are: one that kept its turn would hold up the next
+    # (here until the timeout) rather than let it through as a nested writer of the same task.
+    for action, work in (("test.direct", units.optimistic()), ("test.through_a_session", units())):
+        await asyncio.wait_for(asyncio.create_task(write(action, work)), timeout=10)
+    async with sessions() as session:
+        actions = (await session.scalars(select(AuditEvent.action).order_by(AuditEvent.id))).all()
+    assert actions == ["test.direct", "test.through_a_session"]
+
+
+async def test_sqlite_direct_reads_give_the_values_the_orm_loads(
+    migrated_engine: AsyncEngine,
+) -> None:
+    """Read without SQLAlchemy's session, every column arrives as the ORM gives it: times
+    aware and in UTC, JSON as objects, booleans as booleans."""
+    if migrated_engine.dialect.name != "sqlite":
+        pytest.skip("the SQLite side of the optimistic unit of work")
+    sessions = session_factory(migrated_engine)
+    ticket_id = await a_ticket_with_decisions_and_steps(sessions)
+    async with UnitsOfWork(sessions).optimistic() as work:
+        read = await locked_ticket(work.rows, ticket_id)
+        assert await locked_ticket(work.rows, ticket_id + 1000) is None
+    async with sessions() as session:
+        loaded = await session.get_one(
+            Ticket, ticket_id, options=[selectinload(Ticket.decisions), selectinload(Ticket.steps)]
+        )
+    assert read is not None
+    assert [getattr(read, c.key) for c in TICKETS.c] == [getattr(loaded, c.key) for c in TICKETS.c]
+    assert read.created_at.utcoffset() == timedelta(0)
+    decided = [(d.approver_id, d.approve, d.decided_at) for d in read.decisions]
+    assert decided == [(d.approver_id, d.approve, d.decided_at) for d in loaded.decisions]
+    assert all(isinstance(approve, bool) for _, approve, _ in decided)
+    assert [(s.position, s.params) for s in read.steps] == [(1, {"n": 1}), (2, {"n": 2})]
 
 
 async def test_an_unlocked_unit_of_work_refuses_what_it_cannot_guard(
@@ -253,31 +362,7 @@ async def test_the_ticket_read_as_rows_is_the_one_the_orm_loads_with_nothing_pen
     each step once in order, the row's version, and no attribute history until it changes."""
     postgresql_only(migrated_engine)
     sessions = session_factory(migrated_engine)
-    ticket_id = await a_ticket(sessions)
-    async with write_transaction(sessions) as session:
-        for approver in ("approver-b", "approver-a"):
-            session.add(
-                Decision(
-                    ticket_id=ticket_id,
-                    approver_id=approver,
-                    approver_name=approver,
-                    approve=True,
-                    comment="",
-                    decided_at=utc_now(),
-                )
-            )
-        for position in (2, 1):
-            session.add(
-                Step(
-                    ticket_id=ticket_id,
-                    position=position,
-                    name=f"step-{position}",
-                    state="pending",
-                    idempotency_key=f"rows-{ticket_id}-{position}",
-                    params={"n": position},
-                )
-            )
-
+    ticket_id = await a_ticket_with_decisions_and_steps(sessions)
     async with sessions() as session:
         read, version = await ticket_and_row_version(session, ticket_id)
         assert version == await row_version(session, ticket_id)
