@@ -18,21 +18,27 @@ from urllib.parse import urlsplit
 
 def activity_shape_problem(raw: bytes) -> str | None:
     """Why ``raw`` is not a usable Bot Framework activity, or None when it looks like one."""
+    return parsed_activity(raw)[1]
+
+
+def parsed_activity(raw: bytes) -> tuple[dict[str, Any], None] | tuple[None, str]:
+    """The activity in ``raw``, parsed once for every check after this one, or why it is not
+    a usable Bot Framework activity."""
     try:
         body: Any = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError):
-        return "the body is not JSON"
+        return None, "the body is not JSON"
     if not isinstance(body, dict):
-        return "the body must be a JSON object (a Bot Framework activity)"
+        return None, "the body must be a JSON object (a Bot Framework activity)"
     if not isinstance(body.get("type"), str) or not body["type"]:
-        return "the activity has no 'type'"
+        return None, "the activity has no 'type'"
     for party in ("conversation", "from", "recipient"):
         if not _has_id(body.get(party)):
-            return f"the activity has no '{party}.id'"
+            return None, f"the activity has no '{party}.id'"
     service_url = body.get("serviceUrl")
     if not isinstance(service_url, str) or not _is_http_url(service_url):
-        return "the activity has no valid 'serviceUrl' (an http or https URL)"
-    return None
+        return None, "the activity has no valid 'serviceUrl' (an http or https URL)"
+    return body, None
 
 
 def _has_id(value: Any) -> bool:

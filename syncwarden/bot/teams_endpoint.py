@@ -58,7 +58,7 @@ from microsoft_agents.hosting.core.authorization.jwt.jwt_token_validator import 
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from yarl import URL
 
-from syncwarden.bot.activity_shape import activity_shape_problem
+from syncwarden.bot.activity_shape import parsed_activity
 from syncwarden.bot.cards import CONTENT_TYPE
 from syncwarden.bot.conversations import ConversationKind, ConversationRef
 from syncwarden.bot.dialogue import DialogueLogic, Incoming, Reply
@@ -485,10 +485,12 @@ async def _on_turn_error(context: TurnContext, error: Exception) -> None:
         raise _TurnFailedError from error
 
 
-def _connector_url_problem(raw: bytes) -> str | None:
+def _connector_url_problem(activity: dict[str, Any] | None) -> str | None:
     """The SDK adds a "/" to the serviceUrl and makes it an aiohttp session's base URL, which
     raises unless the URL's path then ends in "/" (a query or a fragment after it does not)."""
-    url = json.loads(raw)["serviceUrl"]
+    if activity is None:
+        return None
+    url = activity["serviceUrl"]
     try:
         usable = URL(url if url.endswith("/") else f"{url}/").path.endswith("/")
     except (ValueError, TypeError, UnicodeError):
@@ -496,12 +498,14 @@ def _connector_url_problem(raw: bytes) -> str | None:
     return None if usable else "the serviceUrl must be a base URL (no query or fragment)"
 
 
-def _sdk_model_problem(raw: bytes) -> str | None:
+def _sdk_model_problem(activity: dict[str, Any] | None) -> str | None:
     """Whether the SDK's activity model takes the body, asked before the SDK is: its validators
     raise more than pydantic's ValidationError (a TypeError for a blank ``channelId``, a bare
     Exception for a productInfo entity that contradicts it), which would escape as a 500."""
+    if activity is None:
+        return None
     try:
-        Activity.model_validate(json.loads(raw))
+        Activity.model_validate(activity)
     except pydantic.ValidationError as error:
         return _model_problem(error)
     except Exception:  # the model's own validators; nothing else runs here
@@ -589,13 +593,10 @@ def add_bot_routes(
 
     @jwt_authorization_decorator  # type: ignore[untyped-decorator]
     async def authenticated(request: web.Request) -> web.StreamResponse:
-        raw = await request.read()
-        problem = (
-            activity_shape_problem(raw) or _connector_url_problem(raw) or _sdk_model_problem(raw)
-        )
-        if problem:
+        activity, problem = parsed_activity(await request.read())
+        problem = problem or _connector_url_problem(activity) or _sdk_model_problem(activity)
+        if problem or activity is None:
             return web.json_response({"error": problem}, status=400)
-        activity = json.loads(raw)
         turn = _current_turn.get()
         if turn is not None:
             turn.span.set_attributes(_activity_attributes(activity))
