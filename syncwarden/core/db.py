@@ -218,11 +218,13 @@ async def write_transaction(
     # The session closes (its connection back to the pool) after the turn has passed on.
     async with sessions() as session, sqlite_writers_queue(sessions) as turn:
         connection = await session.connection(execution_options={SQLITE_IMMEDIATE_OPTION: True})
-        driver = (await connection.get_raw_connection()).driver_connection
-        if turn is not None and isinstance(driver, OneTripConnection):
+        driver = None
+        if turn is not None:
             # A unit of work's last writes go with its COMMIT (core.sqlite_writes); the next
             # writer's turn starts there, not after this session's bookkeeping.
-            driver.after_write_and_commit(turn.pass_on)
+            driver = (await connection.get_raw_connection()).driver_connection
+            if isinstance(driver, OneTripConnection):
+                driver.after_write_and_commit(turn.pass_on)
         try:
             yield session
             await session.commit()

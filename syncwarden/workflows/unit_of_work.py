@@ -227,7 +227,7 @@ class UnitOfWork:
         assert direct is not None
         try:
             if exc_type is None:
-                await direct.commit([w for w in self._queued_writes() if _writes_anything(w)])
+                await direct.commit(self._queued_writes())
         finally:
             self._direct = None
             await direct.close()
@@ -259,10 +259,6 @@ class UnitOfWork:
             rows = outbox_rows(self._outgoing, self._clock())
             writes.append(RowsInsert(_OUTBOX, rows, ignore_conflicts_on="key"))
         return writes
-
-
-def _writes_anything(write: Write) -> bool:
-    return not isinstance(write, RowsInsert) or bool(write.rows)
 
 
 _AUDIT: Table = AuditEvent.__table__  # type: ignore[assignment]
