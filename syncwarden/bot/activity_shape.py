@@ -16,11 +16,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 
-def activity_shape_problem(raw: bytes) -> str | None:
-    """Why ``raw`` is not a usable Bot Framework activity, or None when it looks like one."""
-    return parsed_activity(raw)[1]
-
-
 def parsed_activity(raw: bytes) -> tuple[dict[str, Any], None] | tuple[None, str]:
     """The activity in ``raw``, parsed once for every check after this one, or why it is not
     a usable Bot Framework activity."""

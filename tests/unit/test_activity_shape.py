@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from syncwarden.bot.activity_shape import activity_shape_problem
+from syncwarden.bot.activity_shape import parsed_activity
 from tests.support.recorder import message_activity
 
 VALID = message_activity("https://smba.trafficmanager.net/emea/")
@@ -25,8 +25,8 @@ def without(path: str) -> dict[str, Any]:
     return body
 
 
-def test_a_teams_message_activity_passes() -> None:
-    assert activity_shape_problem(json.dumps(VALID).encode()) is None
+def test_a_teams_message_activity_passes_parsed() -> None:
+    assert parsed_activity(json.dumps(VALID).encode()) == (VALID, None)
 
 
 @pytest.mark.parametrize(
@@ -50,7 +50,7 @@ def test_a_teams_message_activity_passes() -> None:
     ],
 )
 def test_malformed_activities_are_explained(body: bytes, problem: str) -> None:
-    assert activity_shape_problem(body) == problem
+    assert parsed_activity(body) == (None, problem)
 
 
 json_values = st.recursive(
@@ -64,14 +64,20 @@ json_values = st.recursive(
 
 @given(json_values)
 def test_any_json_gets_an_answer_never_an_exception(value: object) -> None:
-    result = activity_shape_problem(json.dumps(value).encode())
-    assert result is None or result.startswith("the ")
+    body, problem = parsed_activity(json.dumps(value).encode())
+    if problem is None:
+        assert body == value
+    else:
+        assert body is None and problem.startswith("the ")
 
 
 @given(st.binary(max_size=200))
 def test_any_bytes_get_an_answer_never_an_exception(raw: bytes) -> None:
-    result = activity_shape_problem(raw)
-    assert result is None or result.startswith("the ")
+    body, problem = parsed_activity(raw)
+    if problem is None:
+        assert body == json.loads(raw)
+    else:
+        assert body is None and problem.startswith("the ")
 
 
 @given(
@@ -82,7 +88,7 @@ def test_any_bytes_get_an_answer_never_an_exception(raw: bytes) -> None:
     )
 )
 def test_only_complete_activities_pass(body: dict[str, Any]) -> None:
-    if activity_shape_problem(json.dumps(body).encode()) is None:
+    if parsed_activity(json.dumps(body).encode())[1] is None:
         assert isinstance(body["type"], str) and body["type"]
         for party in ("conversation", "from", "recipient"):
             assert body[party]["id"]
