@@ -70,30 +70,6 @@ class UtcDateTime(TypeDecorator[datetime]):
             return value
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
-    def bind_processor(self, dialect: Dialect) -> Any:
-        """On SQLite, the UTC conversion and SQLAlchemy's text format in one step.
-
-        SQLAlchemy's SQLite ``DATETIME`` formats each field through a ``%`` template after this
-        type has made the time UTC: about 5 µs a value, and an approve click binds some thirty.
-        ``isoformat`` writes the same text (its storage format, microseconds always) in a
-        fraction of that; a different storage format keeps SQLAlchemy's way.
-        """
-        stored = self.impl_instance.dialect_impl(dialect)
-        if isinstance(stored, sqlite.DATETIME) and (
-            stored._storage_format == sqlite.DATETIME._storage_format
-        ):
-            return sqlite_utc_text
-        return super().bind_processor(dialect)
-
-
-def sqlite_utc_text(value: datetime | None) -> str | None:
-    """An aware time as SQLite stores a UTC timestamp: ``YYYY-MM-DD HH:MM:SS.ffffff``."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        raise ValueError("naive datetime given to a UTC column; pass an aware datetime")
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
