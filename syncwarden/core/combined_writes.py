@@ -20,22 +20,23 @@ SQLite runs the same writes in the trip of the transaction's ``COMMIT``
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Column, Table, insert, text, update
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import CursorResult, Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import TextClause
 
 from syncwarden.core.db import insert_ignoring
-from syncwarden.core.row_writes import RowsInsert, RowUpdate, Write, table_facts
+from syncwarden.core.row_writes import (
+    ROW_VERSION,
+    RowsInsert,
+    RowUpdate,
+    Write,
+    guarded_first,
+    table_facts,
+)
 from syncwarden.core.sqlite_writes import write_and_commit
-
-# A row's version on PostgreSQL: ``xmin``, the transaction that wrote this version of the row.
-# Every UPDATE, by any writer, makes a new row version with the updating transaction's id, while
-# a lock (``FOR UPDATE``) leaves it alone (https://www.postgresql.org/docs/current/ddl-system-columns.html).
-# Read and compared as text: the parameter then needs no ``xid`` codec in the driver.
-ROW_VERSION = "xmin::text"
 
 
 async def run_writes(
@@ -57,48 +58,53 @@ async def run_writes(
     if not writes:
         return True
     dialect = session.get_bind().dialect
-    if dialect.name == "sqlite" and commit_next and await write_and_commit(session, writes):
-        return True
+    if dialect.name == "sqlite" and commit_next:
+        held = await write_and_commit(session, writes)
+        if held is not None:
+            return held
     guarded = any(isinstance(w, RowUpdate) and w.unchanged_since is not None for w in writes)
     if dialect.name != "postgresql" or (len(writes) == 1 and not guarded):
-        await run_one_by_one(session, writes)
-        return True
+        return await run_one_by_one(session, writes)
     statement, parameters = combined(dialect, writes)
     result = await session.execute(statement, parameters)
     return bool(result.scalar()) if guarded else True
 
 
-async def run_one_by_one(session: AsyncSession, writes: Sequence[Write]) -> None:
-    """Each write its own statement, for a database where a row's version cannot be read: the
-    reads before must hold their rows' locks instead."""
-    for write in writes:
-        if isinstance(write, RowUpdate) and write.unchanged_since is not None:
-            raise ValueError("a row version (unchanged_since) is only known on PostgreSQL")
+async def run_one_by_one(session: AsyncSession, writes: Sequence[Write]) -> bool:
+    """Each write its own statement, the guarded update first (:func:`guarded_first`) and
+    nothing after it if its row changed (then False).
+
+    For SQLite's transactions, which hold the write lock from their first statement, so no
+    one can change the guarded row between its update and the writes that follow it.
+    """
+    for write in guarded_first(writes):
         if isinstance(write, RowUpdate):
-            await session.execute(
-                update(write.table).where(write.table.c.id == write.row_id).values(write.values)
-            )
+            table = write.table
+            statement = update(table).where(table.c.id == write.row_id).values(write.values)
+            if write.unchanged_since is None:
+                await session.execute(statement)
+                continue
+            guarded = statement.where(table.c[ROW_VERSION] == write.unchanged_since)
+            result = cast(CursorResult[Any], await session.execute(guarded))
+            if result.rowcount != 1:
+                return False
         elif write.ignore_conflicts_on is not None:
             dialect = session.get_bind().dialect.name
             ignoring = insert_ignoring(dialect, write.table.name, write.ignore_conflicts_on)
             await session.execute(ignoring, list(write.rows))
         else:
             await session.execute(insert(write.table), list(write.rows))
+    return True
 
 
 def combined(dialect: Dialect, writes: Sequence[Write]) -> tuple[TextClause, dict[str, Any]]:
     """The one statement and its parameters: every write but the last in a ``WITH``, or, when
-    an update is guarded by its row's version, every write in the ``WITH``, each done only if
-    the guarded row was found unchanged, and a ``SELECT`` of whether it was.
-
-    At most one update may be guarded: two could not be made to wait for each other, and one
-    could be written while the other found its row changed.
+    an update is guarded by its row's version (at most one: :func:`guarded_first`), every
+    write in the ``WITH``, each done only if the guarded row was found unchanged, and a
+    ``SELECT`` of whether it was.
     """
-    guarded = [w for w in writes if isinstance(w, RowUpdate) and w.unchanged_since is not None]
-    if len(guarded) > 1:
-        raise ValueError("at most one update of a call may carry unchanged_since")
     # The guarded update first: the parts of a WITH can refer only to those before them.
-    writes = guarded + [w for w in writes if not any(w is g for g in guarded)]
+    writes = guarded_first(writes)
     shape: list[_Part] = []
     parameters: dict[str, Any] = {}
     for number, write in enumerate(writes):
@@ -113,7 +119,7 @@ def combined(dialect: Dialect, writes: Sequence[Write]) -> tuple[TextClause, dic
                 parameters[prefix + name] = facts.bound(name, values[name])
             parameters[prefix + "id"] = write.row_id
             if guard is not None:
-                parameters[prefix + "row_version"] = write.unchanged_since
+                parameters[prefix + "expected_version"] = write.unchanged_since
         else:
             rows = [{**facts.defaults(row), **row} for row in write.rows]
             columns = tuple(sorted(rows[0]))
@@ -147,7 +153,7 @@ def _statement(shape: tuple[_Part, ...], dialect: Dialect) -> TextClause:
             sets = ", ".join(f"{quote(name)} = :{prefix}{name}" for name in columns)
             sql = f"UPDATE {quote(table.name)} SET {sets} WHERE id = :{prefix}id"  # noqa: S608
             if extra is not None:
-                sql += f" AND {extra} = :{prefix}row_version RETURNING id"
+                sql += f" AND {quote(extra)} = :{prefix}expected_version RETURNING id"
             elif held:
                 sql += f" AND {held}"
             parts.append(sql)

@@ -18,6 +18,10 @@ from typing import Any
 from sqlalchemy import Table
 from sqlalchemy.engine import Dialect
 
+# The column holding a row's version, for a table whose updates are guarded by it: the database
+# moves it on every update, by any writer (``tickets``: migration 0026's triggers).
+ROW_VERSION = "row_version"
+
 
 @dataclass(frozen=True)
 class RowsInsert:
@@ -34,16 +38,15 @@ class RowUpdate:
     """``UPDATE table SET values WHERE id = row_id``; columns with an ``onupdate`` that
     ``values`` leaves out get it, as a Core update would.
 
-    ``unchanged_since``: the row's version as read (``combined_writes.ROW_VERSION``,
-    PostgreSQL only). The update then happens only if nobody changed the row since, and so does
-    every other write of the same call: all or nothing, in one statement, with no lock held
-    between the read and it.
+    ``unchanged_since``: the row's version as read (its :data:`ROW_VERSION` column). The update
+    then happens only if nobody changed the row since, and so does every other write of the same
+    call: all or nothing, with no lock held between the read and the write.
     """
 
     table: Table
     row_id: int
     values: dict[str, Any] = field(default_factory=dict)
-    unchanged_since: str | None = None
+    unchanged_since: int | None = None
 
 
 Write = RowsInsert | RowUpdate
@@ -95,3 +98,16 @@ def _default_value(default: Any) -> Any:
     if getattr(default, "is_callable", False):
         return default.arg(None)  # SQLAlchemy wraps a no-argument function to take a context
     raise NotImplementedError(f"a {type(default).__name__} default is not a Python value")
+
+
+def guarded_first(writes: Sequence[Write]) -> list[Write]:
+    """``writes`` with the update guarded by ``unchanged_since`` (if any) first, so that it
+    decides before anything else is written whether anything is.
+
+    At most one update may be guarded: two could not be made to wait for each other, and one
+    could be written while the other found its row changed.
+    """
+    guarded = [w for w in writes if isinstance(w, RowUpdate) and w.unchanged_since is not None]
+    if len(guarded) > 1:
+        raise ValueError("at most one update of a call may carry unchanged_since")
+    return guarded + [w for w in writes if not any(w is g for g in guarded)]

@@ -1,18 +1,23 @@
-"""An SQLite write transaction run on the driver's connection, without SQLAlchemy's session.
+"""An optimistic SQLite write on the driver's connection, without SQLAlchemy's session.
 
-For a unit of work that reads with a few fixed statements and writes only rows it queued (an
-approver's decision: see ``workflows.unit_of_work``). Around such a transaction SQLAlchemy's
-session and connection did nothing the use case needed, yet cost an SQLite click about a
-millisecond of CPU (measured 2026-12-03 on the development machine: 0.5 ms to set up the
-session and its connection, 0.4 ms to execute the one read, 0.5 ms to commit and close), all of
-it inside the process's turn at SQLite's write lock, where every other writer waits for it.
+For a unit of work that reads with a few fixed statements and writes only rows it queued, one
+of them guarded by the version it read (an approver's decision: see
+``workflows.unit_of_work.UnitsOfWork.optimistic``). It reads with no transaction and no lock
+(in WAL mode each read sees the last commit), decides, and only then waits its turn in
+:func:`core.db.sqlite_writers_queue` and sends, in one trip: ``BEGIN IMMEDIATE``, the guarded
+update, the other writes and ``COMMIT``, or ``ROLLBACK`` when the guarded row changed since it
+was read (:func:`core.sqlite_writes.commit_with_writes`). The process's turn at SQLite's write
+lock is then held for that one trip, where a decision that read under the lock held it across
+two trips and all the CPU of deciding in between: at 50 concurrent clicks that queue was the
+tail of SQLite's response times.
 
-Here the transaction takes a connection from the engine's pool (and gives it back, reset, as a
-session would), waits its turn in :func:`core.db.sqlite_writers_queue`, opens with ``BEGIN
-IMMEDIATE`` in its first statement's trip, runs each read as SQL compiled once per statement,
-its parameters and results passed through the same type processing SQLAlchemy applies, and
-sends its writes with the ``COMMIT`` (:func:`core.sqlite_writes.commit_with_writes`), where its
-turn passes to the next writer. sqlite3's errors are raised as SQLAlchemy's.
+Around such a transaction SQLAlchemy's session and connection did nothing the use case needed,
+yet cost an SQLite click about a millisecond of CPU (measured 2026-12-03 on the development
+machine: 0.5 ms to set up the session and its connection, 0.4 ms to execute the one read, 0.5
+ms to commit and close). Here the transaction takes a connection from the engine's pool (and
+gives it back, reset, as a session would), runs each read as SQL compiled once per statement,
+its parameters and results passed through the same type processing SQLAlchemy applies.
+sqlite3's errors are raised as SQLAlchemy's.
 """
 
 from __future__ import annotations
@@ -80,8 +85,8 @@ def _compiled(statement: Select[Any], dialect: Dialect) -> _Compiled:
 
 
 class DirectSqliteTransaction:
-    """``BEGIN IMMEDIATE`` … reads … writes and ``COMMIT``, on one pooled connection; made by
-    :func:`open_direct_transaction`, ended by :meth:`close`."""
+    """Reads with no lock, then guarded writes and ``COMMIT`` in one trip, on one pooled
+    connection; made by :func:`open_direct_transaction`, ended by :meth:`close`."""
 
     def __init__(
         self,
@@ -94,12 +99,13 @@ class DirectSqliteTransaction:
         self._queue = queue
         self._pooled = pooled
         self._driver = driver
-        self._done = False
+        self._in_turn = False
 
     async def rows(
         self, statement: Select[Any], values: Mapping[str, Any]
     ) -> list[tuple[Any, ...]]:
-        """The statement's rows, converted as SQLAlchemy converts them (times, JSON, booleans)."""
+        """The statement's rows, converted as SQLAlchemy converts them (times, JSON, booleans);
+        read in no transaction, so two reads may see different commits."""
         compiled = _compiled(statement, self._dialect)
         span = trip_span("db SELECT", compiled.sql) if tracing_installed() else None
         cursor = self._driver.cursor()
@@ -116,26 +122,32 @@ class DirectSqliteTransaction:
                 span.end()
         return [compiled.row(row) for row in raw]
 
-    async def commit(self, writes: Sequence[Write]) -> None:
-        """``writes`` and ``COMMIT`` in one trip; the next writer's turn starts here."""
-        await commit_with_writes(self._driver, self._dialect, writes)
-        self._done = True
+    async def commit(self, writes: Sequence[Write]) -> bool:
+        """In this process's turn at the write lock: ``BEGIN IMMEDIATE``, ``writes`` and
+        ``COMMIT``, in one trip; False, with nothing written, when the guarded update's row
+        changed since it was read. The next writer's turn starts as the trip ends."""
+        await self._queue.__aenter__()
+        self._in_turn = True
+        self._driver.begin_with_next_statement("BEGIN IMMEDIATE")
+        held = await commit_with_writes(self._driver, self._dialect, writes)
+        self._in_turn = False
         await self._queue.__aexit__(None, None, None)
+        return held
 
     async def close(self) -> None:
-        """Roll back what was not committed, pass the turn on, give the connection back.
+        """Roll back what a failed commit left open, pass the turn on, give the connection back.
 
         A connection whose rollback failed is not given back as it is: the pool replaces it.
         """
         try:
-            if not self._done:
-                self._done = True
-                try:
-                    await self._driver.rollback()
-                except BaseException:
-                    await greenlet_spawn(self._pooled.invalidate)
-                    raise
-                finally:
+            try:
+                await self._driver.rollback()  # nothing to do unless a commit failed halfway
+            except BaseException:
+                await greenlet_spawn(self._pooled.invalidate)
+                raise
+            finally:
+                if self._in_turn:
+                    self._in_turn = False
                     await self._queue.__aexit__(None, None, None)
         finally:
             await greenlet_spawn(self._pooled.close)
@@ -144,23 +156,15 @@ class DirectSqliteTransaction:
 async def open_direct_transaction(
     sessions: async_sessionmaker[AsyncSession],
 ) -> DirectSqliteTransaction | None:
-    """A direct write transaction on the sessions' SQLite database, or None where there is
-    none to be had (another database, or a connection that is not
-    :mod:`core.sqlite_driver`'s): the caller then uses a session as usual."""
+    """A direct write on the sessions' SQLite database, or None where there is none to be had
+    (another database, or a connection that is not :mod:`core.sqlite_driver`'s): the caller
+    then uses a session as usual."""
     bind = sessions.kw.get("bind")
     if not isinstance(bind, AsyncEngine) or bind.dialect.name != "sqlite":
         return None
-    queue = sqlite_writers_queue(sessions)
-    await queue.__aenter__()
-    try:
-        pooled = await bind.raw_connection()
-    except BaseException as error:
-        await queue.__aexit__(type(error), error, error.__traceback__)
-        raise
+    pooled = await bind.raw_connection()
     driver = pooled.driver_connection
     if not isinstance(driver, OneTripConnection):
         await greenlet_spawn(pooled.close)
-        await queue.__aexit__(None, None, None)
         return None
-    driver.begin_with_next_statement("BEGIN IMMEDIATE")
-    return DirectSqliteTransaction(bind.dialect, queue, pooled, driver)
+    return DirectSqliteTransaction(bind.dialect, sqlite_writers_queue(sessions), pooled, driver)

@@ -155,31 +155,45 @@ class OneTripConnection(aiosqlite.Connection):
         begin, self._begin = self._begin, None
         return begin
 
-    async def write_and_commit(self, writes: Sequence[tuple[str, Sequence[Parameters]]]) -> None:
+    async def write_and_commit(
+        self,
+        writes: Sequence[tuple[str, Sequence[Parameters]]],
+        *,
+        first_must_change: bool = False,
+    ) -> bool:
         """Run each ``(sql, rows)`` (the statement once per row) and then ``COMMIT``, in one trip.
 
         The transaction then has ended, and the ``commit()`` that SQLAlchemy sends next finds
         nothing to commit, so it makes no trip. A statement that fails leaves the transaction
         open with what ran before it, for the caller's rollback, exactly as one statement at a
         time would; the error is sqlite3's own (see :mod:`core.sqlite_writes`).
+
+        ``first_must_change``: the first statement is a guarded update of one row; if it changed
+        no row, the rest are not run, the transaction is rolled back in the same trip, and the
+        answer is False (True otherwise).
         """
         begin = self.take_begin()
 
-        def run() -> None:
+        def run() -> bool:
             cursor = self._conn.cursor()
             try:
                 if begin is not None:
                     cursor.execute(begin)
-                for sql, rows in writes:
+                for number, (sql, rows) in enumerate(writes):
                     cursor.executemany(sql, rows)
+                    if number == 0 and first_must_change and cursor.rowcount != 1:
+                        cursor.execute("ROLLBACK")
+                        return False
                 cursor.execute("COMMIT")
+                return True
             finally:
                 cursor.close()
 
-        await self._execute(run)  # type: ignore[no-untyped-call]
+        held: bool = await self._execute(run)  # type: ignore[no-untyped-call]
         committed, self._after_write_and_commit = self._after_write_and_commit, None
         if committed is not None:
             committed()
+        return held
 
     def after_write_and_commit(self, callback: Callable[[], None] | None) -> None:
         """Call ``callback`` once, on the event loop's thread, the moment the next

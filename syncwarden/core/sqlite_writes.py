@@ -24,48 +24,55 @@ from sqlalchemy import exc
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from syncwarden.core.row_writes import RowUpdate, Write, table_facts
+from syncwarden.core.row_writes import ROW_VERSION, RowUpdate, Write, guarded_first, table_facts
 from syncwarden.core.sqlite_driver import OneTripConnection
 from syncwarden.core.tracing import tracer, tracing_installed
 
-# The SQL of one write: what it depends on (update or insert, the table's name, its columns, the
-# column whose conflicts an insert skips), never the values or how many rows.
+# The SQL of one write: what it depends on (update or insert, the table's name, its columns, and
+# the column whose conflicts an insert skips or the version column an update is guarded by),
+# never the values or how many rows.
 _Shape = tuple[str, str, tuple[str, ...], str | None]
 _SQL: dict[_Shape, str] = {}
 
 
-async def write_and_commit(session: AsyncSession, writes: Sequence[Write]) -> bool:
+async def write_and_commit(session: AsyncSession, writes: Sequence[Write]) -> bool | None:
     """Run ``writes`` and commit the session's transaction, in one trip to SQLite's thread.
 
-    False, having done nothing, when that cannot be done here (the connection is not
+    None, having done nothing, when that cannot be done here (the connection is not
     :mod:`core.sqlite_driver`'s, or the session is inside a savepoint): the caller then writes
-    one statement at a time. True means the transaction has been committed in SQLite: the
-    caller's ``session.commit()`` must come next, and makes no trip.
+    one statement at a time. Otherwise the transaction has ended in SQLite, and the caller's
+    ``session.commit()`` must come next, making no trip: True when it was committed, False when
+    an update guarded by ``unchanged_since`` found its row changed and it was rolled back.
     """
     if session.in_nested_transaction():
-        return False
+        return None
     connection = await session.connection()
     raw = await connection.get_raw_connection()
     driver = raw.driver_connection
     if not isinstance(driver, OneTripConnection):
-        return False
-    await commit_with_writes(driver, connection.dialect, writes)
-    return True
+        return None
+    return await commit_with_writes(driver, connection.dialect, writes)
 
 
 async def commit_with_writes(
     driver: OneTripConnection, dialect: Dialect, writes: Sequence[Write]
-) -> None:
+) -> bool:
     """``writes``, then ``COMMIT``, on ``driver``'s open transaction, in one trip; sqlite3's
-    errors raised as SQLAlchemy's. A failure leaves the transaction open for a rollback."""
-    statements = [_statement(write, dialect) for write in writes]
+    errors raised as SQLAlchemy's. A failure leaves the transaction open for a rollback.
+
+    An update guarded by ``unchanged_since`` runs first; if its row changed, the transaction is
+    rolled back in the same trip, with nothing written, and the answer is False.
+    """
+    ordered = guarded_first(writes)
+    guarded = bool(ordered) and _is_guarded(ordered[0])
+    statements = [_statement(write, dialect) for write in ordered]
     span = (
         trip_span("db COMMIT", "; ".join(sql for sql, _rows in statements))
         if tracing_installed()
         else None
     )
     try:
-        await driver.write_and_commit(statements)
+        held = await driver.write_and_commit(statements, first_must_change=guarded)
     except sqlite3.Error as error:
         if span is not None:
             span.set_status(Status(StatusCode.ERROR, type(error).__name__))
@@ -74,18 +81,24 @@ async def commit_with_writes(
         raise exc.DBAPIError.instance(sql, None, error, sqlite3.Error) from error
     if span is not None:
         span.end()
+    return held
+
+
+def _is_guarded(write: Write) -> bool:
+    return isinstance(write, RowUpdate) and write.unchanged_since is not None
 
 
 def _statement(write: Write, dialect: Dialect) -> tuple[str, list[tuple[Any, ...]]]:
     """The write's SQL and one tuple of bound values per row."""
     facts = table_facts(write.table, dialect)
     if isinstance(write, RowUpdate):
-        if write.unchanged_since is not None:
-            raise ValueError("a row version (unchanged_since) is only known on PostgreSQL")
         values = {**facts.onupdates(write.values), **write.values}
         columns = tuple(sorted(values))
-        sql = _sql(("update", write.table.name, columns, None), dialect)
+        guard = None if write.unchanged_since is None else ROW_VERSION
+        sql = _sql(("update", write.table.name, columns, guard), dialect)
         row = (*(facts.bound(name, values[name]) for name in columns), write.row_id)
+        if write.unchanged_since is not None:
+            row = (*row, write.unchanged_since)
         return sql, [row]
     rows = [{**facts.defaults(row), **row} for row in write.rows]
     columns = tuple(sorted(rows[0]))
@@ -97,19 +110,21 @@ def _sql(shape: _Shape, dialect: Dialect) -> str:
     known = _SQL.get(shape)
     if known is not None:
         return known
-    kind, table, columns, skip_conflicts_on = shape
+    kind, table, columns, extra = shape
     # Only names from the tables' metadata reach the SQL (every column was looked up in its
     # table's facts), quoted by the dialect; the values are all parameters.
     quote = dialect.identifier_preparer.quote
     if kind == "update":
         sets = ", ".join(f"{quote(name)} = ?" for name in columns)
         sql = f"UPDATE {quote(table)} SET {sets} WHERE id = ?"  # noqa: S608
+        if extra is not None:
+            sql += f" AND {quote(extra)} = ?"
     else:
         names = ", ".join(quote(name) for name in columns)
         marks = ", ".join("?" for _ in columns)
         sql = f"INSERT INTO {quote(table)} ({names}) VALUES ({marks})"  # noqa: S608
-        if skip_conflicts_on is not None:
-            sql += f" ON CONFLICT ({quote(skip_conflicts_on)}) DO NOTHING"
+        if extra is not None:
+            sql += f" ON CONFLICT ({quote(extra)}) DO NOTHING"
     _SQL[shape] = sql
     return sql
 

@@ -56,7 +56,7 @@ async def _locked_ticket(session: AsyncSession, ticket_id: int) -> Ticket | None
     return ticket
 
 
-async def _ticket_to_decide(work: UnitOfWork, ticket_id: int) -> tuple[Ticket | None, str | None]:
+async def _ticket_to_decide(work: UnitOfWork, ticket_id: int) -> tuple[Ticket | None, int | None]:
     """The ticket, locked, or, when ``work`` reads unlocked, with the version its row had."""
     if not work.reads_unlocked:
         return await locked_ticket(work.rows, ticket_id), None
@@ -276,7 +276,7 @@ _DECIDED_COLUMNS = ("status", "version", "decided_at", "closed_at", "updated_at"
 
 
 def _write_decision(
-    work: UnitOfWork, ticket: Ticket, decision: Decision, row_version: str | None
+    work: UnitOfWork, ticket: Ticket, decision: Decision, row_version: int | None
 ) -> None:
     """Write what :meth:`TicketCommands.decide` changed on the ticket it took out of the session:
     an ``UPDATE`` of the changed columns and the decision's row, both with the work's commit.

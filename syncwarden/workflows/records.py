@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     ForeignKey,
     Index,
@@ -74,6 +75,9 @@ class Ticket(Base):
     kind: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(32))
     version: Mapped[int] = mapped_column(Integer, default=1)
+    # Moved by the database on every update of the row, by any writer (migration 0026's
+    # triggers): what an optimistic decision checks it read the row as it still is.
+    row_version: Mapped[int] = mapped_column(BigInteger, default=1, server_default="1")
 
     subject_id: Mapped[str] = mapped_column(String(64))
     subject_upn: Mapped[str] = mapped_column(String(320))

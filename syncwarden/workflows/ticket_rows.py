@@ -15,11 +15,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Column, Select, String, Table, bindparam, literal_column, select
+from sqlalchemy import Column, Select, Table, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
-from syncwarden.core.combined_writes import ROW_VERSION
 from syncwarden.workflows.records import Decision, Step, Ticket
 
 _TICKETS = cast(Table, Ticket.__table__)
@@ -30,7 +29,6 @@ _DECISION_COLUMNS: tuple[Column[Any], ...] = tuple(_DECISIONS.c)
 _STEP_COLUMNS: tuple[Column[Any], ...] = tuple(_STEPS.c)
 _FIRST_DECISION = len(_TICKET_COLUMNS)
 _FIRST_STEP = _FIRST_DECISION + len(_DECISION_COLUMNS)
-_ROW_VERSION_AT = _FIRST_STEP + len(_STEP_COLUMNS)
 
 # The ticket, each of its decisions and each of its steps (a handful of rows, outer-joined);
 # labels keep same-named columns apart. Built once each: building costs more than running.
@@ -47,10 +45,6 @@ _ROWS = (
     )
     .where(_TICKETS.c.id == bindparam("ticket_id"))
     .order_by(_DECISIONS.c.id, _STEPS.c.position)
-)
-# Read with no lock (PostgreSQL): with the ticket row's version, which guards the write.
-_UNLOCKED_ROWS = _ROWS.add_columns(
-    literal_column(f"{_TICKETS.name}.{ROW_VERSION}", String).label("row_version")
 )
 # Read in the writing transaction: the ticket's row locked until it ends ("FOR UPDATE OF
 # tickets": PostgreSQL locks no row on the nullable side of an outer join). SQLite has no row
@@ -76,12 +70,13 @@ Rows = Callable[[Select[Any], dict[str, Any]], Awaitable[Sequence[Sequence[Any]]
 
 async def ticket_and_row_version(
     session: AsyncSession | Rows, ticket_id: int
-) -> tuple[Ticket | None, str | None]:
-    """The ticket with its decisions and steps, in no session, and the version its row had.
+) -> tuple[Ticket | None, int | None]:
+    """The ticket with its decisions and steps, in no session, and the version its row had
+    (``tickets.row_version``), read with no lock.
 
     Read through a session or any other way to run a statement (``UnitOfWork.rows``)."""
-    rows = await _read(session, _UNLOCKED_ROWS, ticket_id)
-    return _ticket(rows), (str(rows[0][_ROW_VERSION_AT]) if rows else None)
+    ticket = _ticket(await _read(session, _ROWS, ticket_id))
+    return ticket, (None if ticket is None else ticket.row_version)
 
 
 async def locked_ticket(session: AsyncSession | Rows, ticket_id: int) -> Ticket | None:

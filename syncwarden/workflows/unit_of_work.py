@@ -90,8 +90,8 @@ class UnitOfWork:
 
     @property
     def reads_unlocked(self) -> bool:
-        """True when this work holds no transaction and no lock until its one write (PostgreSQL,
-        :meth:`UnitsOfWork.optimistic`): an update must then carry the version its row was read
+        """True when this work holds no transaction and no lock until its one write
+        (:meth:`UnitsOfWork.optimistic`): an update must then carry the version its row was read
         at (``unchanged_since``), and nothing may be written through the session."""
         return self._unlocked
 
@@ -117,14 +117,15 @@ class UnitOfWork:
         row_id: int,
         values: dict[str, Any],
         *,
-        unchanged_since: str | None = None,
+        unchanged_since: int | None = None,
     ) -> None:
         """``UPDATE table SET values WHERE id = row_id`` with the commit, beside the inserts
         (see :meth:`insert`; no write there may depend on another): for a row the use case took
         out of the session to spare the ORM's flush, and reads no more.
 
-        ``unchanged_since``: the row's version as read, when :attr:`reads_unlocked`; if the row
-        changed since, the commit writes nothing and raises :class:`RowChangedError`.
+        ``unchanged_since``: the row's version as read (``core.row_writes.ROW_VERSION``), as it
+        must be when :attr:`reads_unlocked`; if the row changed since, the commit writes nothing
+        and raises :class:`RowChangedError`.
         """
         self._updates.append(RowUpdate(table, row_id, values, unchanged_since))
 
@@ -171,6 +172,7 @@ class UnitOfWork:
         elif self._optimistic:
             self._direct = await open_direct_transaction(self._sessions)
             if self._direct is not None:
+                self._unlocked = True
                 return self
         if self._session is None:
             self._session = await self._transaction.__aenter__()
@@ -210,8 +212,7 @@ class UnitOfWork:
             if session.new or session.dirty or session.deleted:
                 # Flushed here, they would be committed on their own, before the guarded write.
                 raise RuntimeError("an optimistic unit of work writes only what it queues")
-            if any(update.unchanged_since is None for update in self._updates):
-                raise RuntimeError("an optimistic unit of work updates only rows it read")
+            self._check_guarded()
             if not await run_writes(session, self._queued_writes()):
                 raise RowChangedError
         finally:
@@ -227,12 +228,18 @@ class UnitOfWork:
         assert direct is not None
         try:
             if exc_type is None:
-                await direct.commit(self._queued_writes())
+                self._check_guarded()
+                if not await direct.commit(self._queued_writes()):
+                    raise RowChangedError
         finally:
             self._direct = None
             await direct.close()
         if exc_type is None and self._outgoing:
             await self._wake()
+
+    def _check_guarded(self) -> None:
+        if any(update.unchanged_since is None for update in self._updates):
+            raise RuntimeError("an optimistic unit of work updates only rows it read")
 
     async def _wake(self) -> None:
         try:
@@ -248,7 +255,8 @@ class UnitOfWork:
         session = self.session
         if session.new or session.dirty or session.deleted:
             await session.flush()
-        await run_writes(session, self._queued_writes(), commit_next=True)
+        if not await run_writes(session, self._queued_writes(), commit_next=True):
+            raise RowChangedError
 
     def _queued_writes(self) -> list[Write]:
         writes: list[Write] = list(self._updates)
@@ -287,17 +295,19 @@ class UnitsOfWork:
         return UnitOfWork(self.sessions, self._clock, self._on_queued)
 
     def optimistic(self) -> UnitOfWork:
-        """A unit of work that, on PostgreSQL, reads with no transaction and no lock and writes
-        everything in one statement guarded by the version of the one row it updates.
+        """A unit of work that reads with no transaction and no lock and writes everything at
+        once, guarded by the version of the one row it updates.
 
-        Two round trips instead of four (BEGIN, the locked read, the write, COMMIT), and no row
-        lock held while the use case decides. The price: when someone changed that row in
-        between, the commit writes nothing and raises :class:`RowChangedError`, and the caller
-        decides again on what it reads then.
+        No lock is held while the use case decides: on PostgreSQL two round trips instead of
+        four (BEGIN, the locked read, the write, COMMIT), written as one statement
+        (:mod:`core.combined_writes`); on SQLite the process's turn at the write lock is held
+        for one trip (``BEGIN IMMEDIATE``, the writes, ``COMMIT``) instead of from the read to
+        the commit, and the work runs on the driver's connection without a session
+        (:mod:`core.sqlite_direct`). The price: when someone changed that row in between, the
+        commit writes nothing and raises :class:`RowChangedError`, and the caller decides again
+        on what it reads then.
 
-        On SQLite its reads hold the write lock, as every SQLite writer's do
-        (:attr:`UnitOfWork.reads_unlocked` tells which), and it runs on the driver's connection
-        without a session (:mod:`core.sqlite_direct`): reads go through :meth:`UnitOfWork.rows`,
-        writes are only what it queues, and they go with the ``COMMIT``.
+        Reads go through :meth:`UnitOfWork.rows` (on SQLite there is no session), and the
+        writes are only what it queues.
         """
         return UnitOfWork(self.sessions, self._clock, self._on_queued, optimistic=True)

@@ -1,10 +1,11 @@
-"""A decision read without a lock and written in one statement guarded by its row's version.
+"""A decision read without a lock and written all at once, guarded by its row's version.
 
-On PostgreSQL an approval reads the ticket outside any transaction and writes the ticket, its
-decision, its steps, the audit trail and the outbox as one statement that happens only if the
-ticket's row is the version that was read (``xmin``). Someone else's change in between must make
-that statement write nothing at all, and the decision is then taken again on what is there now.
-SQLite keeps the write lock from the read to the commit instead.
+An approval reads the ticket outside any transaction and writes the ticket, its decision, its
+steps, the audit trail and the outbox only if the ticket's row is the version that was read
+(``tickets.row_version``, moved by the database on every update): on PostgreSQL as one
+statement, on SQLite in one trip that takes the write lock (``BEGIN IMMEDIATE``, the writes,
+``COMMIT`` or ``ROLLBACK``). Someone else's change in between must make it write nothing at
+all, and the decision is then taken again on what is there now.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from typing import cast
 
 import pytest
 import sqlalchemy.exc
-from sqlalchemy import Table, func, inspect, literal_column, select, update
+from sqlalchemy import Table, bindparam, func, inspect, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import selectinload
 
-from syncwarden.core.combined_writes import ROW_VERSION, run_writes
+from syncwarden.core.combined_writes import run_writes
 from syncwarden.core.db import session_factory, utc_now, write_transaction
-from syncwarden.core.row_writes import RowsInsert, RowUpdate
+from syncwarden.core.row_writes import ROW_VERSION, RowsInsert, RowUpdate
 from syncwarden.m365 import Microsoft365
 from syncwarden.sandbox.server import SandboxTenant
 from syncwarden.workflows import commands
@@ -45,11 +46,6 @@ A_DECISION = {
 }
 AUDIT = cast(Table, AuditEvent.__table__)
 HELLO = Notification(NotificationKind.RECEIVED, None, "hello")
-
-
-def postgresql_only(engine: AsyncEngine) -> None:
-    if engine.dialect.name != "postgresql":
-        pytest.skip("row versions are PostgreSQL's; SQLite's reads hold the write lock instead")
 
 
 async def a_ticket(
@@ -100,11 +96,19 @@ async def a_ticket_with_decisions_and_steps(sessions: async_sessionmaker[AsyncSe
     return ticket_id
 
 
-async def row_version(session: AsyncSession, ticket_id: int) -> str:
-    version = await session.scalar(
-        select(literal_column(ROW_VERSION)).select_from(TICKETS).where(TICKETS.c.id == ticket_id)
-    )
-    assert isinstance(version, str)
+VERSION_OF_A_TICKET = select(TICKETS.c[ROW_VERSION]).where(TICKETS.c.id == bindparam("ticket_id"))
+
+
+async def row_version(session: AsyncSession, ticket_id: int) -> int:
+    version = await session.scalar(VERSION_OF_A_TICKET, {"ticket_id": ticket_id})
+    assert isinstance(version, int)
+    return version
+
+
+async def version_read_by(work: UnitOfWork, ticket_id: int) -> int:
+    """The ticket's row version, read the one way an optimistic unit of work reads."""
+    [(version,)] = await work.rows(VERSION_OF_A_TICKET, {"ticket_id": ticket_id})
+    assert isinstance(version, int)
     return version
 
 
@@ -128,7 +132,6 @@ async def what_landed(sessions: async_sessionmaker[AsyncSession], ticket_id: int
 async def test_an_unchanged_row_lets_every_write_of_the_statement_land(
     migrated_engine: AsyncEngine,
 ) -> None:
-    postgresql_only(migrated_engine)
     sessions = session_factory(migrated_engine)
     ticket_id = await a_ticket(sessions)
     other_id = await a_ticket(sessions, "ilse.brandt@example.edu")
@@ -150,7 +153,6 @@ async def test_an_unchanged_row_lets_every_write_of_the_statement_land(
 async def test_a_changed_row_holds_back_the_statements_other_updates_too(
     migrated_engine: AsyncEngine,
 ) -> None:
-    postgresql_only(migrated_engine)
     sessions = session_factory(migrated_engine)
     ticket_id = await a_ticket(sessions)
     other_id = await a_ticket(sessions, "ilse.brandt@example.edu")
@@ -172,7 +174,6 @@ async def test_a_changed_row_holds_back_the_statements_other_updates_too(
 async def test_a_row_changed_since_it_was_read_makes_the_commit_write_nothing(
     migrated_engine: AsyncEngine,
 ) -> None:
-    postgresql_only(migrated_engine)
     sessions = session_factory(migrated_engine)
     ticket_id = await a_ticket(sessions)
     woken = []
@@ -185,8 +186,9 @@ async def test_a_row_changed_since_it_was_read_makes_the_commit_write_nothing(
     async def decide_while_someone_else_changes_the_ticket() -> None:
         async with units.optimistic() as work:
             assert work.reads_unlocked
-            version = await row_version(work.session, ticket_id)
-            await someone_else_changes(sessions, ticket_id)  # commits while we decide
+            version = await version_read_by(work, ticket_id)
+            # Commits while we decide: a read that held the write lock would keep it waiting.
+            await asyncio.wait_for(someone_else_changes(sessions, ticket_id), timeout=10)
             work.update(TICKETS, ticket_id, {"status": "rejected"}, unchanged_since=version)
             work.audit(actor="a", action="guarded")
             work.to_user("someone", HELLO, key="guarded")
@@ -197,24 +199,60 @@ async def test_a_row_changed_since_it_was_read_makes_the_commit_write_nothing(
     assert woken == [], "nothing was queued, so nothing is to be sent"
 
 
-async def test_sqlite_reads_hold_the_lock_and_take_no_row_version(
+async def test_sqlite_optimistic_work_has_no_session_and_writes_in_its_turn(
     migrated_engine: AsyncEngine,
 ) -> None:
+    """On SQLite the optimistic unit of work reads on the driver's connection, with no
+    session; the process's next writer waits only while its one trip runs, not from its read."""
     if migrated_engine.dialect.name != "sqlite":
         pytest.skip("the SQLite side of the optimistic unit of work")
     sessions = session_factory(migrated_engine)
     ticket_id = await a_ticket(sessions)
+    other_id = await a_ticket(sessions, "ilse.brandt@example.edu")
     async with UnitsOfWork(sessions).optimistic() as work:
-        assert not work.reads_unlocked
         with pytest.raises(RuntimeError, match="no session"):
             assert work.session
+        version = await version_read_by(work, ticket_id)
+        # Another writer of the same process, while this one decides, gets in at once.
+        await asyncio.wait_for(someone_else_changes(sessions, other_id), timeout=10)
+        work.update(TICKETS, ticket_id, {"status": "rejected"}, unchanged_since=version)
+        work.audit(actor="a", action="guarded")
+        work.to_user("someone", HELLO, key="guarded")
+    assert await what_landed(sessions, ticket_id) == ("rejected", 1, 1, 1)
+    assert (await what_landed(sessions, other_id))[:2] == ("awaiting_approval", 7)
 
-    async def update_guarded() -> None:
-        async with UnitsOfWork(sessions).optimistic() as work:
-            work.update(TICKETS, ticket_id, {}, unchanged_since="1")
 
-    with pytest.raises(ValueError, match="PostgreSQL"):
-        await update_guarded()
+async def test_every_update_by_any_writer_moves_the_row_version(
+    migrated_engine: AsyncEngine,
+) -> None:
+    """The version is the database's, not the code's: an ORM update, a bare SQL update that
+    leaves the column alone and one that sets nothing new each move it by one; an update that
+    sets it itself keeps what it set."""
+    sessions = session_factory(migrated_engine)
+    ticket_id = await a_ticket(sessions)
+    other_id = await a_ticket(sessions, "ilse.brandt@example.edu")
+    versions = []
+    async with write_transaction(sessions) as session:
+        versions.append(await row_version(session, ticket_id))
+        ticket = await session.get_one(Ticket, ticket_id)
+        ticket.status = "rejected"
+        await session.flush()
+        versions.append(await row_version(session, ticket_id))
+    async with write_transaction(sessions) as session:
+        await session.execute(
+            text("UPDATE tickets SET mailbox = 'x@example.edu' WHERE id = :i"), {"i": ticket_id}
+        )
+        versions.append(await row_version(session, ticket_id))
+        await session.execute(
+            text("UPDATE tickets SET status = status WHERE id = :i"), {"i": ticket_id}
+        )
+        versions.append(await row_version(session, ticket_id))
+        await session.execute(
+            text("UPDATE tickets SET row_version = 40 WHERE id = :i"), {"i": ticket_id}
+        )
+        versions.append(await row_version(session, ticket_id))
+        assert await row_version(session, other_id) == 1
+    assert versions == [1, 2, 3, 4, 40]
 
 
 async def test_a_failed_sqlite_decision_leaves_nothing_and_the_next_goes_on(
@@ -287,7 +325,6 @@ async def test_sqlite_direct_reads_give_the_values_the_orm_loads(
 async def test_an_unlocked_unit_of_work_refuses_what_it_cannot_guard(
     migrated_engine: AsyncEngine,
 ) -> None:
-    postgresql_only(migrated_engine)
     sessions = session_factory(migrated_engine)
     ticket_id = await a_ticket(sessions)
     units = UnitsOfWork(sessions)
@@ -314,7 +351,8 @@ async def test_an_unlocked_unit_of_work_refuses_what_it_cannot_guard(
 
     with pytest.raises(RuntimeError, match="only rows it read"):
         await update_unguarded()
-    with pytest.raises(RuntimeError, match="only what it queues"):
+    # SQLite's optimistic unit of work has no session to change things through.
+    with pytest.raises(RuntimeError, match=r"only what it queues|no session"):
         await change_through_the_session()
     with pytest.raises(ValueError, match="at most one"):
         await guard_two_rows()
@@ -360,7 +398,6 @@ async def test_the_ticket_read_as_rows_is_the_one_the_orm_loads_with_nothing_pen
 ) -> None:
     """The unlocked decision builds its ticket from plain rows: every column, each decision and
     each step once in order, the row's version, and no attribute history until it changes."""
-    postgresql_only(migrated_engine)
     sessions = session_factory(migrated_engine)
     ticket_id = await a_ticket_with_decisions_and_steps(sessions)
     async with sessions() as session:
@@ -388,13 +425,12 @@ async def test_after_two_changed_rows_the_third_try_takes_the_row_lock_and_decid
 ) -> None:
     """A ticket someone keeps changing: both unlocked tries write nothing, the locked read
     (FOR UPDATE OF tickets, beside the outer joins) lets the third decide."""
-    postgresql_only(migrated_engine)
     unlocked_reads: list[int] = []
 
-    async def always_stale(session: AsyncSession, ticket_id: int) -> tuple[Ticket | None, str]:
+    async def always_stale(session: AsyncSession, ticket_id: int) -> tuple[Ticket | None, int]:
         ticket, _version = await ticket_and_row_version(session, ticket_id)
         unlocked_reads.append(ticket_id)
-        return ticket, "0"  # no row has version 0 for long: the guarded write lands nowhere
+        return ticket, 0  # no row has version 0: the guarded write lands nowhere
 
     monkeypatch.setattr(commands, "ticket_and_row_version", always_stale)
     async with workflow_harness(migrated_engine, tenant, m365) as h:
