@@ -112,9 +112,9 @@ class TicketCommands:
             return _not_a_ref(ref)
         allowed = await self._roster.approvers()
         asked = _Decision(ref, ticket_id, approver, allowed, approve, comment, version)
-        # Twice with no lock held (PostgreSQL; see UnitsOfWork.optimistic), then with the lock: a
-        # change by someone else in between costs a second read, and a third try queues for the
-        # row instead of racing again.
+        # Twice with no lock held (see UnitsOfWork.optimistic), then with the lock: a change by
+        # someone else in between costs a second read, and a third try queues for the row
+        # (PostgreSQL) or the write lock (SQLite) instead of racing again.
         for _ in range(2):
             try:
                 return await self._decide_with(self._units.optimistic(), asked)

@@ -1,9 +1,10 @@
 """A version on every ticket row (``tickets.row_version``), moved by the database on each update.
 
 An approver's decision reads its ticket with no lock and writes only if the row is still the
-version it read (``workflows.unit_of_work.UnitsOfWork.optimistic``). PostgreSQL had that version
-for free (``xmin``); SQLite has nothing like it, and without one an SQLite decision had to hold
-the write lock from its read to its commit. A counter of our own works the same on both.
+version it read (``workflows.unit_of_work.UnitsOfWork.optimistic``). PostgreSQL has such a
+version of its own (the ``xmin`` system column, which the decision used until now); SQLite has
+nothing like it, and without one an SQLite decision had to hold the write lock from its read to
+its commit. A counter of our own works the same on both, so both are guarded one way.
 
 It is moved by triggers, not by the code that writes tickets: the provisioning runner, IT's
 commands, the reminders and any SQL an operator runs all update tickets, and a version that one of
