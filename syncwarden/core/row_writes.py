@@ -11,7 +11,7 @@ its column type (JSON serialised, times made UTC) and fill the Python-side defau
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,11 +60,32 @@ class TableFacts:
     processors: dict[str, Any]
     python_defaults: tuple[tuple[str, Any], ...]  # (column, its Python-side default)
     onupdate: tuple[tuple[str, Any], ...]
+    _binders: dict[tuple[str, ...], Callable[[Mapping[str, Any]], tuple[Any, ...]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def bound(self, name: str, value: Any) -> Any:
         processor = self.processors[name]  # a KeyError for a column the table does not have
         # None too: a JSON column stores it as JSON null, as an ORM or Core insert does.
         return processor(value) if processor is not None else value
+
+    def binder(self, columns: tuple[str, ...]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+        """What binds a row's ``columns``, in that order, as :meth:`bound` binds each; made
+        once per set of columns, so that a row of thirty values looks up no processor."""
+        known = self._binders.get(columns)
+        if known is not None:
+            return known
+        # A KeyError here, too, for a column the table does not have.
+        steps = tuple((name, self.processors[name]) for name in columns)
+
+        def bind(row: Mapping[str, Any]) -> tuple[Any, ...]:
+            return tuple(
+                processor(row[name]) if processor is not None else row[name]
+                for name, processor in steps
+            )
+
+        self._binders[columns] = bind
+        return bind
 
     def defaults(self, row: dict[str, Any]) -> dict[str, Any]:
         """The Python-side defaults of the columns ``row`` leaves out."""

@@ -96,14 +96,15 @@ def _statement(write: Write, dialect: Dialect) -> tuple[str, list[tuple[Any, ...
         columns = tuple(sorted(values))
         guard = None if write.unchanged_since is None else ROW_VERSION
         sql = _sql(("update", write.table.name, columns, guard), dialect)
-        row = (*(facts.bound(name, values[name]) for name in columns), write.row_id)
+        row = (*facts.binder(columns)(values), write.row_id)
         if write.unchanged_since is not None:
             row = (*row, write.unchanged_since)
         return sql, [row]
     rows = [{**facts.defaults(row), **row} for row in write.rows]
     columns = tuple(sorted(rows[0]))
     sql = _sql(("insert", write.table.name, columns, write.ignore_conflicts_on), dialect)
-    return sql, [tuple(facts.bound(name, row[name]) for name in columns) for row in rows]
+    bind = facts.binder(columns)
+    return sql, [bind(row) for row in rows]
 
 
 def _sql(shape: _Shape, dialect: Dialect) -> str:
