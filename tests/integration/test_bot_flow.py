@@ -647,6 +647,25 @@ async def test_a_click_answered_in_its_response_builds_no_connector_client(
     assert opened == []
 
 
+async def test_an_invoke_that_expects_replies_gets_its_answer_among_them(
+    client: WebClient, h: Harness, recorder: ConnectorRecorder
+) -> None:
+    """A click's answer skips the SDK's copy of it, except when the sender asked for the turn's
+    replies in the response (``expectReplies``): the SDK then returns them all, the invoke's
+    answer among them, and nothing goes to the connector."""
+    request = {"mailbox": "sasha.verhoeven@example.edu", "profile": "prof-sasha"}
+    activity = invoke(h, "sasha", recorder.url, "submit_request", request)
+    activity["deliveryMode"] = "expectReplies"
+    before = len(recorder.requests)
+    response = await client.post("/api/messages", json=activity)
+    assert response.status == 200, await response.text()
+    replies = (await response.json())["activities"]
+    [answer] = [reply for reply in replies if reply["type"] == "invokeResponse"]
+    assert answer["value"]["status"] == 200 and "SW-1001" in str(answer["value"]["body"])
+    assert any("SW-1001" in str(reply.get("text")) for reply in replies)
+    assert recorder.requests[before:] == []
+
+
 async def test_the_user_token_client_refuses_every_use_plainly() -> None:
     with pytest.raises(UserTokensUnusedError, match="does not sign users in"):
         await NO_USER_TOKENS.get_user_token("29:sasha", "any-connection", "msteams")
