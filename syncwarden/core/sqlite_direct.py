@@ -6,10 +6,12 @@ of them guarded by the version it read (an approver's decision: see
 (in WAL mode each read sees the last commit), decides, and only then waits its turn in
 :func:`core.db.sqlite_writers_queue` and sends, in one trip: ``BEGIN IMMEDIATE``, the guarded
 update, the other writes and ``COMMIT``, or ``ROLLBACK`` when the guarded row changed since it
-was read (:func:`core.sqlite_writes.commit_with_writes`). The process's turn at SQLite's write
-lock is then held for that one trip, where a decision that read under the lock held it across
-two trips and all the CPU of deciding in between: at 50 concurrent clicks that queue was the
-tail of SQLite's response times.
+was read (:func:`core.sqlite_writes.commit_with_writes`). SQLite's write lock is then held for
+that one trip, where a decision that read under the lock held it across two trips and all the
+CPU of deciding in between, and every other writer on the file (this process's, or a worker
+process's) waited for all of it. (In the click benchmark, where one process is the only writer
+and its CPU is the limit, the click rate barely moved: measured 2026-12-03, each commit waited
+about 40 ms for its turn either way, the queue only moved.)
 
 Around such a transaction SQLAlchemy's session and connection did nothing the use case needed,
 yet cost an SQLite click about a millisecond of CPU (measured 2026-12-03 on the development
