@@ -34,6 +34,7 @@ from syncwarden.core.row_writes import (
     RowUpdate,
     Write,
     guarded_first,
+    is_guarded,
     table_facts,
 )
 from syncwarden.core.sqlite_writes import write_and_commit
@@ -62,7 +63,7 @@ async def run_writes(
         held = await write_and_commit(session, writes)
         if held is not None:
             return held
-    guarded = any(isinstance(w, RowUpdate) and w.unchanged_since is not None for w in writes)
+    guarded = any(is_guarded(w) for w in writes)
     if dialect.name != "postgresql" or (len(writes) == 1 and not guarded):
         return await run_one_by_one(session, writes)
     statement, parameters = combined(dialect, writes)

@@ -121,6 +121,11 @@ def _default_value(default: Any) -> Any:
     raise NotImplementedError(f"a {type(default).__name__} default is not a Python value")
 
 
+def is_guarded(write: Write) -> bool:
+    """Whether ``write`` is an update that happens only if its row is unchanged since read."""
+    return isinstance(write, RowUpdate) and write.unchanged_since is not None
+
+
 def guarded_first(writes: Sequence[Write]) -> list[Write]:
     """``writes`` with the update guarded by ``unchanged_since`` (if any) first, so that it
     decides before anything else is written whether anything is.
@@ -128,7 +133,7 @@ def guarded_first(writes: Sequence[Write]) -> list[Write]:
     At most one update may be guarded: two could not be made to wait for each other, and one
     could be written while the other found its row changed.
     """
-    guarded = [w for w in writes if isinstance(w, RowUpdate) and w.unchanged_since is not None]
+    guarded = [w for w in writes if is_guarded(w)]
     if len(guarded) > 1:
         raise ValueError("at most one update of a call may carry unchanged_since")
     return guarded + [w for w in writes if not any(w is g for g in guarded)]

@@ -24,7 +24,14 @@ from sqlalchemy import exc
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from syncwarden.core.row_writes import ROW_VERSION, RowUpdate, Write, guarded_first, table_facts
+from syncwarden.core.row_writes import (
+    ROW_VERSION,
+    RowUpdate,
+    Write,
+    guarded_first,
+    is_guarded,
+    table_facts,
+)
 from syncwarden.core.sqlite_driver import OneTripConnection
 from syncwarden.core.tracing import tracer, tracing_installed
 
@@ -64,7 +71,7 @@ async def commit_with_writes(
     rolled back in the same trip, with nothing written, and the answer is False.
     """
     ordered = guarded_first(writes)
-    guarded = bool(ordered) and _is_guarded(ordered[0])
+    guarded = bool(ordered) and is_guarded(ordered[0])
     statements = [_statement(write, dialect) for write in ordered]
     span = (
         trip_span("db COMMIT", "; ".join(sql for sql, _rows in statements))
@@ -82,10 +89,6 @@ async def commit_with_writes(
     if span is not None:
         span.end()
     return held
-
-
-def _is_guarded(write: Write) -> bool:
-    return isinstance(write, RowUpdate) and write.unchanged_since is not None
 
 
 def _statement(write: Write, dialect: Dialect) -> tuple[str, list[tuple[Any, ...]]]:
