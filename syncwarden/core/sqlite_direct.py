@@ -6,7 +6,8 @@ of them guarded by the version it read (an approver's decision: see
 (in WAL mode each read sees the last commit), decides, and only then waits its turn in
 :func:`core.db.sqlite_writers_queue` and sends, in one trip: ``BEGIN IMMEDIATE``, the guarded
 update, the other writes and ``COMMIT``, or ``ROLLBACK`` when the guarded row changed since it
-was read (:func:`core.sqlite_writes.commit_with_writes`). SQLite's write lock is then held for
+was read; with the commits of other such units waiting at the same moment when there are any
+(:mod:`core.sqlite_group_commit`), each in a savepoint. SQLite's write lock is then held for
 that one trip, where a decision that read under the lock held it across two trips and all the
 CPU of deciding in between, and every other writer on the file (this process's, or a worker
 process's) waited for all of it. (In the click benchmark, where one process is the only writer
@@ -42,7 +43,8 @@ from sqlalchemy.util import greenlet_spawn
 from syncwarden.core.db import WriterTurn, sqlite_writers_queue
 from syncwarden.core.row_writes import Write
 from syncwarden.core.sqlite_driver import OneTripConnection
-from syncwarden.core.sqlite_writes import commit_with_writes, trip_span
+from syncwarden.core.sqlite_group_commit import GroupCommits, group_commits
+from syncwarden.core.sqlite_writes import prepared_writes, sqlalchemy_error, trip_span
 from syncwarden.core.tracing import tracing_installed
 
 Processor = Callable[[Any], Any] | None
@@ -93,15 +95,16 @@ class DirectSqliteTransaction:
     def __init__(
         self,
         dialect: Dialect,
-        queue: AbstractAsyncContextManager[WriterTurn | None],
+        writer_turn: Callable[[], AbstractAsyncContextManager[WriterTurn | None]],
         pooled: PoolProxiedConnection,
         driver: OneTripConnection,
+        group: GroupCommits,
     ) -> None:
         self._dialect = dialect
-        self._queue = queue
+        self._writer_turn = writer_turn
         self._pooled = pooled
         self._driver = driver
-        self._in_turn = False
+        self._group = group
 
     async def rows(
         self, statement: Select[Any], values: Mapping[str, Any]
@@ -126,18 +129,27 @@ class DirectSqliteTransaction:
 
     async def commit(self, writes: Sequence[Write]) -> bool:
         """In this process's turn at the write lock: ``BEGIN IMMEDIATE``, ``writes`` and
-        ``COMMIT``, in one trip; False, with nothing written, when the guarded update's row
-        changed since it was read. The next writer's turn starts as the trip ends."""
-        await self._queue.__aenter__()
-        self._in_turn = True
-        self._driver.begin_with_next_statement("BEGIN IMMEDIATE")
-        held = await commit_with_writes(self._driver, self._dialect, writes)
-        self._in_turn = False
-        await self._queue.__aexit__(None, None, None)
-        return held
+        ``COMMIT``, in one trip shared with the other commits waiting then; False, with nothing
+        written, when the guarded update's row changed since it was read. The next writer's
+        turn starts as the trip ends."""
+        statements, guarded = prepared_writes(writes, self._dialect)
+        span = (
+            trip_span("db COMMIT", "; ".join(sql for sql, _rows in statements))
+            if tracing_installed()
+            else None
+        )
+        try:
+            return await self._group.commit(self._driver, self._writer_turn, (statements, guarded))
+        except sqlite3.Error as error:
+            if span is not None:
+                span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+            raise sqlalchemy_error(statements, error) from error
+        finally:
+            if span is not None:
+                span.end()
 
     async def close(self) -> None:
-        """Roll back what a failed commit left open, pass the turn on, give the connection back.
+        """Roll back what a failed commit left open and give the connection back.
 
         A connection whose rollback failed is not given back as it is: the pool replaces it.
         """
@@ -147,10 +159,6 @@ class DirectSqliteTransaction:
             except BaseException:
                 await greenlet_spawn(self._pooled.invalidate)
                 raise
-            finally:
-                if self._in_turn:
-                    self._in_turn = False
-                    await self._queue.__aexit__(None, None, None)
         finally:
             await greenlet_spawn(self._pooled.close)
 
@@ -169,4 +177,10 @@ async def open_direct_transaction(
     if not isinstance(driver, OneTripConnection):
         await greenlet_spawn(pooled.close)
         return None
-    return DirectSqliteTransaction(bind.dialect, sqlite_writers_queue(sessions), pooled, driver)
+    return DirectSqliteTransaction(
+        bind.dialect,
+        functools.partial(sqlite_writers_queue, sessions),
+        pooled,
+        driver,
+        group_commits(bind),
+    )

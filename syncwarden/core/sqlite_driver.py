@@ -179,11 +179,9 @@ class OneTripConnection(aiosqlite.Connection):
             try:
                 if begin is not None:
                     cursor.execute(begin)
-                for number, (sql, rows) in enumerate(writes):
-                    cursor.executemany(sql, rows)
-                    if number == 0 and first_must_change and cursor.rowcount != 1:
-                        cursor.execute("ROLLBACK")
-                        return False
+                if not _run_writes(cursor, (writes, first_must_change)):
+                    cursor.execute("ROLLBACK")
+                    return False
                 cursor.execute("COMMIT")
                 return True
             finally:
@@ -194,6 +192,33 @@ class OneTripConnection(aiosqlite.Connection):
         if committed is not None:
             committed()
         return held
+
+    async def commit_group(self, commits: Sequence[GroupedCommit]) -> list[GroupedAnswer]:
+        """Several commits' writes in one transaction and one trip: ``BEGIN IMMEDIATE``, each
+        commit's writes, ``COMMIT``; one answer per commit, as :meth:`write_and_commit` gives.
+
+        Each commit is its own savepoint when there are several: one whose guarded update
+        changed no row (False) or whose writes failed (its error, as the answer) is rolled back
+        to its savepoint, and the others are committed without it. A single commit is sent with
+        no savepoint, as :meth:`write_and_commit` sends one, but rolled back in the same trip
+        when it fails. When the ``COMMIT`` fails, that error is the answer of every commit that
+        would have been committed; when anything else fails (the ``BEGIN``, a savepoint),
+        nothing is committed and the error is raised.
+        """
+
+        def run() -> list[GroupedAnswer]:
+            cursor = self._conn.cursor()
+            try:
+                return _run_group(cursor, commits)
+            except BaseException:
+                if self._conn.in_transaction:
+                    cursor.execute("ROLLBACK")
+                raise
+            finally:
+                cursor.close()
+
+        answers: list[GroupedAnswer] = await self._execute(run)  # type: ignore[no-untyped-call]
+        return answers
 
     def after_write_and_commit(self, callback: Callable[[], None] | None) -> None:
         """Call ``callback`` once, on the event loop's thread, the moment the next
@@ -225,6 +250,52 @@ class OneTripConnection(aiosqlite.Connection):
         """
         self._begin = None
         return bool(self._conn.in_transaction)
+
+
+# One commit of a group (:meth:`OneTripConnection.commit_group`): its writes, each ``(sql, rows)``
+# with the statement run once per row, and whether the first is a guarded update of one row.
+GroupedCommit = tuple[Sequence[tuple[str, Sequence[Parameters]]], bool]
+# Its answer: committed (True), its guarded row changed (False), or the error its writes met.
+GroupedAnswer = bool | Exception
+
+
+def _run_writes(cursor: sqlite3.Cursor, commit: GroupedCommit) -> bool:
+    """A commit's writes; False, having stopped, when its guarded update changed no row."""
+    writes, guarded = commit
+    for number, (sql, rows) in enumerate(writes):
+        cursor.executemany(sql, rows)
+        if number == 0 and guarded and cursor.rowcount != 1:
+            return False
+    return True
+
+
+def _run_group(cursor: sqlite3.Cursor, commits: Sequence[GroupedCommit]) -> list[GroupedAnswer]:
+    """On aiosqlite's thread: see :meth:`OneTripConnection.commit_group`."""
+    cursor.execute("BEGIN IMMEDIATE")
+    alone = len(commits) == 1
+    answers: list[GroupedAnswer] = []
+    for commit in commits:
+        if not alone:
+            cursor.execute("SAVEPOINT grouped_commit")
+        answer: GroupedAnswer
+        try:
+            answer = _run_writes(cursor, commit)
+        except Exception as error:  # this commit's own: a duplicate key, a value SQLite refuses
+            answer = error
+        if answer is not True:
+            cursor.execute("ROLLBACK" if alone else "ROLLBACK TO grouped_commit")
+            if alone:
+                return [answer]
+        if not alone:
+            cursor.execute("RELEASE grouped_commit")
+        answers.append(answer)
+    try:
+        cursor.execute("COMMIT")
+    except sqlite3.Error as error:
+        if cursor.connection.in_transaction:
+            cursor.execute("ROLLBACK")
+        return [error if answer is True else answer for answer in answers]
+    return answers
 
 
 def one_trip_connector(arguments: tuple[Any, ...], options: dict[str, Any]) -> Callable[[], Any]:

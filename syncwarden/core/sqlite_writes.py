@@ -70,9 +70,7 @@ async def commit_with_writes(
     An update guarded by ``unchanged_since`` runs first; if its row changed, the transaction is
     rolled back in the same trip, with nothing written, and the answer is False.
     """
-    ordered = guarded_first(writes)
-    guarded = bool(ordered) and is_guarded(ordered[0])
-    statements = [_statement(write, dialect) for write in ordered]
+    statements, guarded = prepared_writes(writes, dialect)
     span = (
         trip_span("db COMMIT", "; ".join(sql for sql, _rows in statements))
         if tracing_installed()
@@ -84,11 +82,27 @@ async def commit_with_writes(
         if span is not None:
             span.set_status(Status(StatusCode.ERROR, type(error).__name__))
             span.end()
-        sql = "; ".join(sql for sql, _rows in statements)
-        raise exc.DBAPIError.instance(sql, None, error, sqlite3.Error) from error
+        raise sqlalchemy_error(statements, error) from error
     if span is not None:
         span.end()
     return held
+
+
+def prepared_writes(
+    writes: Sequence[Write], dialect: Dialect
+) -> tuple[list[tuple[str, list[tuple[Any, ...]]]], bool]:
+    """Each write's SQL and bound rows, a guarded update first; and whether there is one."""
+    ordered = guarded_first(writes)
+    guarded = bool(ordered) and is_guarded(ordered[0])
+    return [_statement(write, dialect) for write in ordered], guarded
+
+
+def sqlalchemy_error(
+    statements: Sequence[tuple[str, Any]], error: sqlite3.Error
+) -> exc.StatementError:
+    """sqlite3's ``error`` as SQLAlchemy raises it (``IntegrityError`` for a duplicate key)."""
+    sql = "; ".join(sql for sql, _rows in statements)
+    return exc.DBAPIError.instance(sql, None, error, sqlite3.Error)
 
 
 def _statement(write: Write, dialect: Dialect) -> tuple[str, list[tuple[Any, ...]]]:
