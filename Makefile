@@ -70,11 +70,14 @@ migrate: $(STAMP)
 
 # The benchmarks (bench/README.md): numbers printed beside a reference measured in the same run,
 # nothing asserted.
+# The PostgreSQL server the benchmarks create their databases on (and drop them after).
+BENCH_POSTGRES ?= postgresql+asyncpg://postgres@127.0.0.1:5432/postgres
+
 bench: $(STAMP)
-	$(BIN)/python -m bench.click_bench
+	$(BIN)/python -m bench.click_bench --postgres $(BENCH_POSTGRES)
 	$(BIN)/python -m bench.scan_bench
 	$(BIN)/python -m bench.reconcile_bench
-	$(BIN)/python -m bench.sync_bench
+	$(BIN)/python -m bench.sync_bench --database-url $(BENCH_POSTGRES)
 
 clean:
 	rm -rf $(VENV) node_modules var .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -282,10 +282,12 @@ def _run_group(cursor: sqlite3.Cursor, commits: Sequence[GroupedCommit]) -> list
             answer = _run_writes(cursor, commit)
         except Exception as error:  # this commit's own: a duplicate key, a value SQLite refuses
             answer = error
+        if alone and answer is not True:
+            if cursor.connection.in_transaction:  # an error may have ended it already
+                cursor.execute("ROLLBACK")
+            return [answer]
         if answer is not True:
-            cursor.execute("ROLLBACK" if alone else "ROLLBACK TO grouped_commit")
-            if alone:
-                return [answer]
+            cursor.execute("ROLLBACK TO grouped_commit")
         if not alone:
             cursor.execute("RELEASE grouped_commit")
         answers.append(answer)
