@@ -44,7 +44,7 @@ from syncwarden.core.db import WriterTurn, sqlite_writers_queue
 from syncwarden.core.row_writes import Write
 from syncwarden.core.sqlite_driver import OneTripConnection
 from syncwarden.core.sqlite_group_commit import GroupCommits, group_commits
-from syncwarden.core.sqlite_writes import prepared_writes, sqlalchemy_error, trip_span
+from syncwarden.core.sqlite_writes import commit_trip, prepared_writes, trip_span
 from syncwarden.core.tracing import tracing_installed
 
 Processor = Callable[[Any], Any] | None
@@ -133,20 +133,8 @@ class DirectSqliteTransaction:
         written, when the guarded update's row changed since it was read. The next writer's
         turn starts as the trip ends."""
         statements, guarded = prepared_writes(writes, self._dialect)
-        span = (
-            trip_span("db COMMIT", "; ".join(sql for sql, _rows in statements))
-            if tracing_installed()
-            else None
-        )
-        try:
+        with commit_trip(statements):
             return await self._group.commit(self._driver, self._writer_turn, (statements, guarded))
-        except sqlite3.Error as error:
-            if span is not None:
-                span.set_status(Status(StatusCode.ERROR, type(error).__name__))
-            raise sqlalchemy_error(statements, error) from error
-        finally:
-            if span is not None:
-                span.end()
 
     async def close(self) -> None:
         """Roll back what a failed commit left open and give the connection back.

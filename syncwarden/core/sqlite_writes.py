@@ -15,8 +15,9 @@ gets a span naming its statements.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -71,21 +72,8 @@ async def commit_with_writes(
     rolled back in the same trip, with nothing written, and the answer is False.
     """
     statements, guarded = prepared_writes(writes, dialect)
-    span = (
-        trip_span("db COMMIT", "; ".join(sql for sql, _rows in statements))
-        if tracing_installed()
-        else None
-    )
-    try:
-        held = await driver.write_and_commit(statements, first_must_change=guarded)
-    except sqlite3.Error as error:
-        if span is not None:
-            span.set_status(Status(StatusCode.ERROR, type(error).__name__))
-            span.end()
-        raise sqlalchemy_error(statements, error) from error
-    if span is not None:
-        span.end()
-    return held
+    with commit_trip(statements):
+        return await driver.write_and_commit(statements, first_must_change=guarded)
 
 
 def prepared_writes(
@@ -97,12 +85,26 @@ def prepared_writes(
     return [_statement(write, dialect) for write in ordered], guarded
 
 
-def sqlalchemy_error(
-    statements: Sequence[tuple[str, Any]], error: sqlite3.Error
-) -> exc.StatementError:
-    """sqlite3's ``error`` as SQLAlchemy raises it (``IntegrityError`` for a duplicate key)."""
-    sql = "; ".join(sql for sql, _rows in statements)
-    return exc.DBAPIError.instance(sql, None, error, sqlite3.Error)
+@contextlib.contextmanager
+def commit_trip(statements: Sequence[tuple[str, Any]]) -> Iterator[None]:
+    """Around a trip that runs ``statements`` and commits: sqlite3's errors raised as
+    SQLAlchemy's (``IntegrityError`` for a duplicate key, which callers rely on), and with
+    tracing on, a span naming the statements."""
+    span = (
+        trip_span("db COMMIT", "; ".join(sql for sql, _rows in statements))
+        if tracing_installed()
+        else None
+    )
+    try:
+        yield
+    except sqlite3.Error as error:
+        if span is not None:
+            span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+        sql = "; ".join(sql for sql, _rows in statements)
+        raise exc.DBAPIError.instance(sql, None, error, sqlite3.Error) from error
+    finally:
+        if span is not None:
+            span.end()
 
 
 def _statement(write: Write, dialect: Dialect) -> tuple[str, list[tuple[Any, ...]]]:
