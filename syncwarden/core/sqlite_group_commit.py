@@ -18,9 +18,10 @@ only once the group's ``COMMIT`` is done, so every answer is as durable as befor
 shares the ``fsync``, the index pages and the trip. Alone, a commit is sent exactly as before.
 
 Measured 2026-12-04 on the development machine (``bench/click_bench.py``, SQLite, approve at 50
-clients): 2.2 to 2.5 ms of CPU a click before, 1.6 to 1.8 after, and 390 to 440 clicks a second
-became 580 to 660. The price: a commit may wait for the others of its group (a trip of at most
-:data:`MOST_IN_A_GROUP` commits, milliseconds), where before it waited for each of them in turn.
+clients; the README's "Turn performance"): 2.2 to 2.5 ms of CPU a click
+before, 1.5 to 2.0 after, and 390 to 440 clicks a second became 510 to 680. The price: a
+commit may wait for the others of its group (a trip of at most :data:`MOST_IN_A_GROUP` commits,
+milliseconds), where before it waited for each of them in turn.
 
 One writer process's commits can only group with each other; other processes on the same file
 still meet SQLite's own lock, as before.

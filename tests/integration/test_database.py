@@ -85,16 +85,20 @@ async def test_concurrent_start_ups_migrate_once(database_url: str) -> None:
     assert all(status.is_current for status in statuses)
 
 
-async def test_sqlite_connections_use_wal_and_foreign_keys(tmp_path: object) -> None:
+async def test_sqlite_connections_use_wal_foreign_keys_and_full_sync(tmp_path: object) -> None:
+    """``synchronous`` must stay FULL (2): a group commit answers its clicks only after its one
+    ``COMMIT``, and that answer is worth something only if the commit is on disk by then."""
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path}/nested/folder/sw.db")
     try:
         async with engine.connect() as connection:
             journal = (await connection.execute(text("PRAGMA journal_mode"))).scalar_one()
             foreign_keys = (await connection.execute(text("PRAGMA foreign_keys"))).scalar_one()
+            synchronous = (await connection.execute(text("PRAGMA synchronous"))).scalar_one()
     finally:
         await engine.dispose()
     assert journal == "wal"
     assert foreign_keys == 1
+    assert synchronous == 2
 
 
 async def test_drift_check_notices_a_column_missing_from_migrations(
